@@ -1,0 +1,2 @@
+//! The `canopy` command.
+fn main() {}

@@ -1,0 +1,90 @@
+//! TIFF compression schemes and the tag numbers shared by the reader and the writer.
+
+use std::fmt;
+
+/// A TIFF `Compression` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// 1: no compression.
+    None,
+    /// 5: LZW.
+    Lzw,
+    /// 8 (or the obsolete 32946): Deflate / zlib.
+    Deflate,
+    /// 32773: PackBits run-length encoding.
+    PackBits,
+    /// 50000: Zstandard.
+    Zstd,
+    /// 7 (or the obsolete 6): JPEG.
+    Jpeg,
+    /// 50001: WebP.
+    WebP,
+    /// 34887: LERC.
+    Lerc,
+    /// Any other code.
+    Other(u16),
+}
+
+impl Compression {
+    /// The scheme for a TIFF compression code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => Compression::None,
+            5 => Compression::Lzw,
+            8 | 32946 => Compression::Deflate,
+            32773 => Compression::PackBits,
+            50000 => Compression::Zstd,
+            6 | 7 => Compression::Jpeg,
+            50001 => Compression::WebP,
+            34887 => Compression::Lerc,
+            c => Compression::Other(c),
+        }
+    }
+
+    /// The TIFF code written for this scheme.
+    pub fn code(self) -> u16 {
+        match self {
+            Compression::None => 1,
+            Compression::Lzw => 5,
+            Compression::Deflate => 8,
+            Compression::PackBits => 32773,
+            Compression::Zstd => 50000,
+            Compression::Jpeg => 7,
+            Compression::WebP => 50001,
+            Compression::Lerc => 34887,
+            Compression::Other(c) => c,
+        }
+    }
+
+    /// Lower-case name as in rasterio's profile (`none`, `lzw`, `deflate`, ...).
+    pub fn name(self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Lzw => "lzw".into(),
+            Compression::Deflate => "deflate".into(),
+            Compression::PackBits => "packbits".into(),
+            Compression::Zstd => "zstd".into(),
+            Compression::Jpeg => "jpeg".into(),
+            Compression::WebP => "webp".into(),
+            Compression::Lerc => "lerc".into(),
+            Compression::Other(c) => format!("code {c}"),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// TIFF tag numbers used by canopy beyond the baseline ones the `tiff` crate names.
+pub mod tag {
+    //! Tag numbers.
+    #![allow(missing_docs)]
+    pub const MODEL_PIXEL_SCALE: u16 = 33550;
+    pub const MODEL_TIEPOINT: u16 = 33922;
+    pub const MODEL_TRANSFORMATION: u16 = 34264;
+    pub const GDAL_METADATA: u16 = 42112;
+    pub const GDAL_NODATA: u16 = 42113;
+}

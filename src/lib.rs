@@ -1,0 +1,15 @@
+//! # canopy
+//!
+//! Deep learning on remote-sensing data, on candle tensors. This crate is a facade: it
+//! re-exports canopy's libraries as modules, each behind a feature, so that one dependency
+//! brings in what a project needs.
+//!
+//! | module | crate | feature |
+//! |---|---|---|
+//! | [`raster`] | `canopy-raster`: GeoTIFF I/O, windows, tiling + stitching, rasterisation | `raster` (default) |
+//!
+//! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
+#![warn(missing_docs)]
+
+#[cfg(feature = "raster")]
+pub use canopy_raster as raster;
