@@ -99,7 +99,16 @@ mod sealed {
 ///
 /// Sealed: the set matches [`DataType`].
 pub trait Sample:
-    sealed::Sealed + Copy + Default + PartialEq + PartialOrd + Send + Sync + fmt::Debug + 'static
+    sealed::Sealed
+    + bytemuck::Pod
+    + Copy
+    + Default
+    + PartialEq
+    + PartialOrd
+    + Send
+    + Sync
+    + fmt::Debug
+    + 'static
 {
     /// The matching [`DataType`].
     const DTYPE: DataType;
@@ -112,6 +121,8 @@ pub trait Sample:
     fn from_le_slice(b: &[u8]) -> Self;
     /// Appends the little-endian bytes of this sample.
     fn extend_le(self, out: &mut Vec<u8>);
+    /// Reverses the byte order (big-endian <-> little-endian).
+    fn swap_bytes(self) -> Self;
 }
 
 macro_rules! impl_sample {
@@ -134,6 +145,9 @@ macro_rules! impl_sample {
             fn extend_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            fn swap_bytes(self) -> Self {
+                <$t>::swap_bytes(self)
+            }
         }
     };
     ($t:ty, $dt:expr, $n:expr, float) => {
@@ -153,6 +167,9 @@ macro_rules! impl_sample {
             }
             fn extend_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn swap_bytes(self) -> Self {
+                <$t>::from_bits(self.to_bits().swap_bytes())
             }
         }
     };

@@ -1,0 +1,1041 @@
+//! Reading GeoTIFFs: [`GeoTiff::open`] parses the header and every image file directory;
+//! `read*` methods decode whole images, windows, band subsets and overviews.
+//!
+//! # What is read
+//! - Sample types u8, i8, u16, i16, u32, i32, f32, f64; any number of bands; pixel- and
+//!   band-interleaved layouts; strips and tiles; little- and big-endian; classic and BigTIFF.
+//! - Compression none, LZW, Deflate, PackBits, ZSTD, JPEG (YCbCr converted to RGB, as GDAL
+//!   does), WebP; predictors 2 (horizontal) and 3 (floating point). LERC and other codecs are a
+//!   typed [`Error::Unsupported`].
+//! - Georeferencing with GDAL's conventions (see [`crate::geo`]), `GDAL_NODATA` (NaN too),
+//!   band scale/offset from `GDAL_METADATA`, and reduced-resolution images (overviews).
+//!
+//! # Performance
+//! Windowed reads decode only the strips/tiles that intersect the window. Chunks are fetched
+//! with positioned reads (no shared file cursor) and decoded on the rayon thread pool, one
+//! block-row per task.
+//!
+//! # Limits
+//! [`Limits`] are on by default: a file that declares more pixels than a read may allocate is an
+//! [`Error::Limit`] naming the limit, never an allocation attempt.
+//!
+//! # References
+//! TIFF 6.0 (Adobe, 1992); BigTIFF (libtiff.org); OGC GeoTIFF 1.1 (19-008r4); GDAL's GTiff
+//! driver for the conventions (PixelIsPoint, `GDAL_NODATA`, `GDAL_METADATA`).
+
+mod decode;
+mod positioned;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ndarray::{Array3, ArrayViewMut3, Axis};
+use rayon::prelude::*;
+use tiff::decoder::Decoder;
+use tiff::tags::Tag;
+
+use crate::compression::tag;
+use crate::geo::GeoTags;
+use crate::geokeys::{
+    GeoKeyDirectory, TAG_GEO_ASCII_PARAMS, TAG_GEO_DOUBLE_PARAMS, TAG_GEO_KEY_DIRECTORY,
+};
+use crate::{
+    gdal_metadata, Compression, DataType, Error, Georef, Raster, Result, Sample, ScaleOffset,
+    Window,
+};
+use decode::{decode_chunk, ChunkCodec};
+
+/// Resource limits applied while reading. The defaults accept any real-world GeoTIFF that
+/// fits in memory; raise them for trusted files that need more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest decoded result of one `read*` call, in bytes (default 16 GiB).
+    pub max_read_bytes: u64,
+    /// Largest decoded strip or tile, in bytes (default 1 GiB).
+    pub max_chunk_bytes: u64,
+    /// Largest number of image file directories followed (default 4096).
+    pub max_images: usize,
+    /// Largest tag value the TIFF parser loads, in bytes (default 64 MiB: chunk offset
+    /// tables of huge files).
+    pub max_tag_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_read_bytes: 16 << 30,
+            max_chunk_bytes: 1 << 30,
+            max_images: 4096,
+            max_tag_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How samples of different bands are interleaved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interleave {
+    /// All bands of a pixel together (`PlanarConfiguration` 1, GDAL `INTERLEAVE=PIXEL`).
+    Pixel,
+    /// One band after the other (`PlanarConfiguration` 2, GDAL `INTERLEAVE=BAND`).
+    Band,
+}
+
+/// Everything known about one image (the full-resolution image or an overview) of a file.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// Samples per pixel.
+    pub bands: usize,
+    /// Sample type.
+    pub dtype: DataType,
+    /// Compression scheme.
+    pub compression: Compression,
+    /// TIFF predictor (1 none, 2 horizontal, 3 floating point).
+    pub predictor: u16,
+    /// Band interleaving.
+    pub interleave: Interleave,
+    /// TIFF `PhotometricInterpretation` (1 grey, 2 RGB, 6 YCbCr, ...).
+    pub photometric: u16,
+    /// Tiled (`true`) or striped.
+    pub tiled: bool,
+    /// Block (tile or strip) size as `(rows, cols)`.
+    pub block_shape: (usize, usize),
+    /// Georeferencing (overviews: scaled from the full-resolution image).
+    pub georef: Georef,
+    /// `GDAL_NODATA`.
+    pub nodata: Option<f64>,
+    /// Band scale/offset from `GDAL_METADATA`, empty when absent.
+    pub scale_offset: Vec<ScaleOffset>,
+    /// Whether the file is BigTIFF.
+    pub bigtiff: bool,
+    /// Whether the file is big-endian.
+    pub big_endian: bool,
+    chunk_offsets: Vec<u64>,
+    chunk_bytes: Vec<u64>,
+    codec: ChunkCodec,
+    ifd_index: usize,
+}
+
+impl ImageInfo {
+    /// Number of block rows and block columns.
+    pub fn block_grid(&self) -> (usize, usize) {
+        let (bh, bw) = self.block_shape;
+        (self.height.div_ceil(bh), self.width.div_ceil(bw))
+    }
+
+    /// Bytes of decoded samples in the whole image.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.width as u64 * self.height as u64 * self.bands as u64 * self.dtype.size() as u64
+    }
+}
+
+/// An open GeoTIFF file.
+///
+/// ```no_run
+/// use canopy_raster::{GeoTiff, Window};
+/// # fn main() -> canopy_raster::Result<()> {
+/// let tif = GeoTiff::open("scene.tif")?;
+/// let info = tif.info();
+/// println!("{} x {} x {} {}", info.width, info.height, info.bands, info.dtype);
+/// let window = tif.read_window::<u16>(Window::new(0, 0, 512, 512))?;
+/// println!("top-left centre: {:?}", window.pixel_center(0, 0));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct GeoTiff {
+    path: PathBuf,
+    file: File,
+    file_len: u64,
+    images: Vec<ImageInfo>,
+    limits: Limits,
+    /// Fallback decoder for codecs decoded by the `tiff` crate (WebP).
+    fallback: Mutex<Option<Decoder<std::io::BufReader<File>>>>,
+}
+
+fn tiff_err(path: &Path, e: tiff::TiffError) -> Error {
+    match e {
+        tiff::TiffError::IoError(io) => Error::io(path, io),
+        tiff::TiffError::UnsupportedError(u) => Error::unsupported(path, u.to_string()),
+        tiff::TiffError::LimitsExceeded => Error::Limit {
+            path: path.to_path_buf(),
+            what: "a TIFF tag value".into(),
+            needed: 0,
+            limit: Limits::default().max_tag_bytes as u64,
+            field: "max_tag_bytes",
+        },
+        other => Error::format(path, other.to_string()),
+    }
+}
+
+impl GeoTiff {
+    /// Opens a GeoTIFF with the default [`Limits`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be opened, [`Error::Format`] when it is not a valid
+    /// TIFF, [`Error::Unsupported`] when its first image uses a sample layout this crate does
+    /// not read (1-bit, 12-bit, complex, 64-bit integer, ...).
+    pub fn open(path: impl AsRef<Path>) -> Result<GeoTiff> {
+        GeoTiff::open_with_limits(path, Limits::default())
+    }
+
+    /// Opens a GeoTIFF with explicit [`Limits`].
+    ///
+    /// # Errors
+    /// As [`GeoTiff::open`].
+    pub fn open_with_limits(path: impl AsRef<Path>, limits: Limits) -> Result<GeoTiff> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let reader = std::io::BufReader::new(file.try_clone().map_err(|e| Error::io(&path, e))?);
+        let tlimits = {
+            let mut l = tiff::decoder::Limits::default();
+            l.ifd_value_size = limits.max_tag_bytes;
+            l.decoding_buffer_size = usize::try_from(limits.max_chunk_bytes).unwrap_or(usize::MAX);
+            l.intermediate_buffer_size = l.decoding_buffer_size;
+            l
+        };
+        let mut dec = Decoder::new(reader)
+            .map_err(|e| tiff_err(&path, e))?
+            .with_limits(tlimits);
+        let big_endian = matches!(dec.byte_order(), tiff::tags::ByteOrder::BigEndian);
+        let bigtiff = {
+            let mut head = [0u8; 4];
+            positioned::read_exact_at(&file, &mut head, 0).map_err(|e| Error::io(&path, e))?;
+            head[2..4] == [0, 43] || head[2..4] == [43, 0]
+        };
+        let mut images = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut ptr = dec.ifd_pointer();
+        let mut index = 0usize;
+        while let Some(p) = ptr {
+            if p.0 == 0 || !seen.insert(p.0) {
+                break;
+            }
+            if index >= limits.max_images {
+                return Err(Error::Limit {
+                    path: path.clone(),
+                    what: format!("more than {} image directories", limits.max_images),
+                    needed: index as u64 + 1,
+                    limit: limits.max_images as u64,
+                    field: "max_images",
+                });
+            }
+            let dir = dec.read_directory(p).map_err(|e| tiff_err(&path, e))?;
+            ptr = dir.next();
+            let parsed = parse_image(&mut dec, &dir, &path, index, big_endian, bigtiff);
+            match parsed {
+                Ok(Some(img)) => images.push(img),
+                Ok(None) => {}
+                // The first image must be readable; a broken later one (overview, mask) ends the list.
+                Err(e) if index == 0 => return Err(e),
+                Err(_) => break,
+            }
+            index += 1;
+        }
+        let first = images
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::format(&path, "no image directory"))?;
+        // Overviews inherit georeferencing from the full-resolution image, scaled.
+        for img in images.iter_mut().skip(1) {
+            if let Some(t) = first.georef.transform {
+                img.georef.transform = Some(t.scaled(
+                    first.width as f64 / img.width as f64,
+                    first.height as f64 / img.height as f64,
+                ));
+            }
+            img.georef.crs = first.georef.crs.clone();
+            img.georef.area_or_point = first.georef.area_or_point;
+            if img.nodata.is_none() {
+                img.nodata = first.nodata;
+            }
+        }
+        // Keep the full-resolution image first, then overviews by decreasing size.
+        let mut overviews: Vec<ImageInfo> = images
+            .into_iter()
+            .skip(1)
+            .filter(|i| i.bands == first.bands && i.dtype == first.dtype && i.width < first.width)
+            .collect();
+        overviews.sort_by(|a, b| b.width.cmp(&a.width));
+        let mut images = vec![first];
+        images.extend(overviews);
+        Ok(GeoTiff {
+            path,
+            file,
+            file_len,
+            images,
+            limits,
+            fallback: Mutex::new(None),
+        })
+    }
+
+    /// The path the file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The full-resolution image.
+    pub fn info(&self) -> &ImageInfo {
+        &self.images[0]
+    }
+
+    /// Reduced-resolution images (overviews), largest first.
+    pub fn overviews(&self) -> &[ImageInfo] {
+        &self.images[1..]
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Reads every band of the whole image.
+    ///
+    /// # Errors
+    /// [`Error::DataType`] when `T` is not the file's sample type (see [`GeoTiff::read_as`]),
+    /// [`Error::Limit`] when the result would exceed [`Limits::max_read_bytes`], decoding errors.
+    pub fn read<T: Sample>(&self) -> Result<Raster<T>> {
+        let i = self.info();
+        self.read_image(0, &all_bands(i.bands), Window::full(i.width, i.height))
+    }
+
+    /// Reads every band of a window; only the intersecting strips/tiles are decoded.
+    ///
+    /// # Errors
+    /// As [`GeoTiff::read`], and [`Error::InvalidArgument`] when the window is empty or
+    /// reaches outside the image.
+    pub fn read_window<T: Sample>(&self, window: Window) -> Result<Raster<T>> {
+        self.read_image(0, &all_bands(self.info().bands), window)
+    }
+
+    /// Reads some bands (0-based, any order, repeats allowed) of a window.
+    ///
+    /// # Errors
+    /// As [`GeoTiff::read_window`], and [`Error::InvalidArgument`] for a band index out of range.
+    pub fn read_bands_window<T: Sample>(
+        &self,
+        bands: &[usize],
+        window: Window,
+    ) -> Result<Raster<T>> {
+        self.read_image(0, bands, window)
+    }
+
+    /// Reads a whole overview (`level` 0 is the largest overview).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when there is no such overview; otherwise as [`GeoTiff::read`].
+    pub fn read_overview<T: Sample>(&self, level: usize) -> Result<Raster<T>> {
+        let img = self.images.get(level + 1).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: overview {level} requested, the file has {}",
+                self.path.display(),
+                self.images.len() - 1
+            ))
+        })?;
+        self.read_image(
+            level + 1,
+            &all_bands(img.bands),
+            Window::full(img.width, img.height),
+        )
+    }
+
+    /// Reads the whole image converting samples to `T` (rounding and saturating into integer
+    /// types; nodata is kept as a number).
+    ///
+    /// # Errors
+    /// As [`GeoTiff::read`], without the type check.
+    pub fn read_as<T: Sample>(&self) -> Result<Raster<T>> {
+        let i = self.info();
+        self.read_window_as(Window::full(i.width, i.height))
+    }
+
+    /// Reads a window converting samples to `T`.
+    ///
+    /// # Errors
+    /// As [`GeoTiff::read_window`], without the type check.
+    pub fn read_window_as<T: Sample>(&self, window: Window) -> Result<Raster<T>> {
+        macro_rules! conv {
+            ($t:ty) => {{
+                let r: Raster<$t> = self.read_window(window)?;
+                if T::DTYPE == <$t as Sample>::DTYPE {
+                    // Same type: reinterpret without rounding through f64.
+                    let data = r.data.mapv(|v| bytemuck::cast::<$t, T>(v));
+                    Ok(Raster {
+                        data,
+                        georef: r.georef,
+                        nodata: r.nodata,
+                        scale_offset: r.scale_offset,
+                    })
+                } else {
+                    Ok(r.to_dtype::<T>())
+                }
+            }};
+        }
+        match self.info().dtype {
+            DataType::U8 => conv!(u8),
+            DataType::I8 => conv!(i8),
+            DataType::U16 => conv!(u16),
+            DataType::I16 => conv!(i16),
+            DataType::U32 => conv!(u32),
+            DataType::I32 => conv!(i32),
+            DataType::F32 => conv!(f32),
+            DataType::F64 => conv!(f64),
+        }
+    }
+
+    /// Reads the whole image in its own sample type.
+    ///
+    /// # Errors
+    /// As [`GeoTiff::read`].
+    pub fn read_any(&self) -> Result<AnyRaster> {
+        Ok(match self.info().dtype {
+            DataType::U8 => AnyRaster::U8(self.read()?),
+            DataType::I8 => AnyRaster::I8(self.read()?),
+            DataType::U16 => AnyRaster::U16(self.read()?),
+            DataType::I16 => AnyRaster::I16(self.read()?),
+            DataType::U32 => AnyRaster::U32(self.read()?),
+            DataType::I32 => AnyRaster::I32(self.read()?),
+            DataType::F32 => AnyRaster::F32(self.read()?),
+            DataType::F64 => AnyRaster::F64(self.read()?),
+        })
+    }
+
+    fn read_image<T: Sample>(
+        &self,
+        image: usize,
+        bands: &[usize],
+        window: Window,
+    ) -> Result<Raster<T>> {
+        let img = self
+            .images
+            .get(image)
+            .ok_or_else(|| Error::invalid(format!("image {image} does not exist")))?;
+        if T::DTYPE != img.dtype {
+            return Err(Error::DataType {
+                path: self.path.clone(),
+                expected: T::DTYPE.name(),
+                actual: img.dtype.name(),
+            });
+        }
+        if !matches!(
+            img.compression,
+            Compression::None
+                | Compression::Lzw
+                | Compression::Deflate
+                | Compression::PackBits
+                | Compression::Zstd
+                | Compression::Jpeg
+                | Compression::WebP
+        ) {
+            return Err(Error::unsupported(
+                &self.path,
+                format!(
+                    "{} compression; readable: none, LZW, Deflate, PackBits, ZSTD, JPEG, WebP (convert with `gdal_translate -co COMPRESS=DEFLATE`)",
+                    img.compression
+                ),
+            ));
+        }
+        window.check_inside(img.width, img.height)?;
+        if bands.is_empty() {
+            return Err(Error::invalid("no bands requested"));
+        }
+        if let Some(&b) = bands.iter().find(|&&b| b >= img.bands) {
+            return Err(Error::invalid(format!(
+                "{}: band {b} requested (0-based), the file has {} bands",
+                self.path.display(),
+                img.bands
+            )));
+        }
+        let needed = bands.len() as u64 * window.area() as u64 * img.dtype.size() as u64;
+        if needed > self.limits.max_read_bytes {
+            return Err(Error::Limit {
+                path: self.path.clone(),
+                what: format!(
+                    "reading {} band(s) of a {}x{} window",
+                    bands.len(),
+                    window.width,
+                    window.height
+                ),
+                needed,
+                limit: self.limits.max_read_bytes,
+                field: "max_read_bytes",
+            });
+        }
+        let mut out =
+            Array3::<T>::from_elem((bands.len(), window.height, window.width), T::default());
+        let (bh, _) = img.block_shape;
+        // Split the output into block-rows, decode each on its own task.
+        let mut parts: Vec<(usize, ArrayViewMut3<T>)> = Vec::new();
+        let mut rest = out.view_mut();
+        let mut row = window.row_off;
+        while row < window.row_end() {
+            let next = ((row / bh) + 1) * bh;
+            let n = next.min(window.row_end()) - row;
+            let (head, tail) = rest.split_at(Axis(1), n);
+            parts.push((row / bh, head));
+            rest = tail;
+            row += n;
+        }
+        let result: Result<()> = parts
+            .into_par_iter()
+            .try_for_each(|(brow, view)| self.fill_block_row(img, brow, bands, &window, view));
+        result?;
+        let georef = if image == 0 {
+            img.georef.for_window(&window)
+        } else {
+            img.georef.for_window(&window)
+        };
+        Ok(Raster {
+            data: out,
+            georef,
+            nodata: img.nodata,
+            scale_offset: img.scale_offset.clone(),
+        })
+    }
+
+    /// Decodes the chunks of block-row `brow` that intersect `window` into `view`
+    /// (`(bands, rows of this block-row inside the window, window.width)`).
+    fn fill_block_row<T: Sample>(
+        &self,
+        img: &ImageInfo,
+        brow: usize,
+        bands: &[usize],
+        window: &Window,
+        mut view: ArrayViewMut3<T>,
+    ) -> Result<()> {
+        let (bh, bw) = img.block_shape;
+        let (grid_rows, grid_cols) = img.block_grid();
+        let per_plane = grid_rows * grid_cols;
+        let row0 = brow * bh;
+        let rows_here = bh.min(img.height - row0);
+        let c_first = window.col_off / bw;
+        let c_last = (window.col_end() - 1) / bw;
+        let planes: Vec<usize> = match img.interleave {
+            Interleave::Pixel => vec![0],
+            Interleave::Band => {
+                let mut p: Vec<usize> = bands.to_vec();
+                p.sort_unstable();
+                p.dedup();
+                p
+            }
+        };
+        let spp = img.codec.chunk_spp;
+        let ss = img.dtype.size();
+        // Tiles are always full-size; the last strip holds only the remaining rows.
+        let (chunk_rows, chunk_cols) = if img.tiled {
+            (bh, bw)
+        } else {
+            (rows_here, img.width)
+        };
+        let n = chunk_rows * chunk_cols * spp;
+        let chunk_bytes = (n * ss) as u64;
+        if chunk_bytes > self.limits.max_chunk_bytes {
+            return Err(Error::Limit {
+                path: self.path.clone(),
+                what: format!("a {chunk_rows}x{chunk_cols}x{spp} block"),
+                needed: chunk_bytes,
+                limit: self.limits.max_chunk_bytes,
+                field: "max_chunk_bytes",
+            });
+        }
+        let mut buf: Vec<T> = vec![T::default(); n];
+        let mut raw = Vec::new();
+        let win_r0 = window.row_off.max(row0);
+        let win_r1 = window.row_end().min(row0 + rows_here);
+        for bcol in c_first..=c_last {
+            let col0 = bcol * bw;
+            let win_c0 = window.col_off.max(col0);
+            let win_c1 = window.col_end().min(col0 + bw).min(img.width);
+            for &plane in &planes {
+                let idx = plane * per_plane + brow * grid_cols + bcol;
+                self.decode_one(
+                    img,
+                    idx,
+                    &mut raw,
+                    bytemuck::cast_slice_mut(&mut buf),
+                    chunk_rows,
+                    chunk_cols,
+                )?;
+                for (ob, &band) in bands.iter().enumerate() {
+                    let (sel, stride_off) = match img.interleave {
+                        Interleave::Pixel => (true, band),
+                        Interleave::Band => (band == plane, 0),
+                    };
+                    if !sel {
+                        continue;
+                    }
+                    for r in win_r0..win_r1 {
+                        let src_row = (r - row0) * chunk_cols * spp;
+                        let dst_r = r - win_r0;
+                        for c in win_c0..win_c1 {
+                            let v = buf[src_row + (c - col0) * spp + stride_off];
+                            view[[ob, dst_r, c - window.col_off]] = v;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads chunk `idx` and decodes it into `out`.
+    fn decode_one(
+        &self,
+        img: &ImageInfo,
+        idx: usize,
+        raw: &mut Vec<u8>,
+        out: &mut [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        let (Some(&off), Some(&len)) = (img.chunk_offsets.get(idx), img.chunk_bytes.get(idx))
+        else {
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "chunk {idx} has no offset/byte count (the tables hold {})",
+                    img.chunk_offsets.len()
+                ),
+            ));
+        };
+        if len == 0 || off == 0 {
+            // Sparse file (GDAL SPARSE_OK): missing blocks read as nodata, or 0.
+            let fill = T_fill(img);
+            fill_bytes(out, img.dtype, fill);
+            return Ok(());
+        }
+        if off.checked_add(len).is_none_or(|end| end > self.file_len) {
+            return Err(Error::format(
+                &self.path,
+                format!("chunk {idx} at byte {off} (+{len}) extends past the end of the file ({} bytes)", self.file_len),
+            ));
+        }
+        if len > self.limits.max_chunk_bytes {
+            return Err(Error::Limit {
+                path: self.path.clone(),
+                what: format!("compressed chunk {idx}"),
+                needed: len,
+                limit: self.limits.max_chunk_bytes,
+                field: "max_chunk_bytes",
+            });
+        }
+        if matches!(img.compression, Compression::WebP) {
+            return self.decode_fallback(img, idx, out);
+        }
+        raw.resize(len as usize, 0);
+        positioned::read_exact_at(&self.file, raw, off).map_err(|e| Error::io(&self.path, e))?;
+        decode_chunk(&img.codec, raw, out, rows, cols, &self.path, idx)
+    }
+
+    /// Decodes a chunk through the `tiff` crate (codecs we do not decode ourselves).
+    fn decode_fallback(&self, img: &ImageInfo, idx: usize, out: &mut [u8]) -> Result<()> {
+        let mut guard = self.fallback.lock().map_err(|_| {
+            Error::format(&self.path, "fallback decoder poisoned by an earlier panic")
+        })?;
+        if guard.is_none() {
+            let f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            let d =
+                Decoder::new(std::io::BufReader::new(f)).map_err(|e| tiff_err(&self.path, e))?;
+            *guard = Some(d);
+        }
+        let Some(dec) = guard.as_mut() else {
+            return Err(Error::format(&self.path, "fallback decoder unavailable"));
+        };
+        dec.seek_to_image(img.ifd_index)
+            .map_err(|e| tiff_err(&self.path, e))?;
+        let chunk =
+            u32::try_from(idx).map_err(|_| Error::format(&self.path, "chunk index overflow"))?;
+        let res = dec.read_chunk(chunk).map_err(|e| tiff_err(&self.path, e))?;
+        let bytes: &[u8] = match &res {
+            tiff::decoder::DecodingResult::U8(v) => v,
+            _ => {
+                return Err(Error::unsupported(
+                    &self.path,
+                    format!("{} chunks with {} samples", img.compression, img.dtype),
+                ))
+            }
+        };
+        // The tiff crate returns the chunk's data extent; copy row by row into the full block.
+        let (bh, bw) = img.block_shape;
+        let spp = img.codec.chunk_spp;
+        let data_cols = if img.tiled {
+            bw.min(img.width - (idx % img.block_grid().1) * bw)
+        } else {
+            img.width
+        };
+        let data_rows = bytes.len() / (data_cols * spp).max(1);
+        let cols = if img.tiled { bw } else { img.width };
+        for r in 0..data_rows.min(bh) {
+            let src = bytes.get(r * data_cols * spp..(r + 1) * data_cols * spp);
+            let dst = out.get_mut(r * cols * spp..(r * cols + data_cols) * spp);
+            if let (Some(s), Some(d)) = (src, dst) {
+                d.copy_from_slice(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(non_snake_case)]
+fn T_fill(img: &ImageInfo) -> f64 {
+    img.nodata.unwrap_or(0.0)
+}
+
+fn fill_bytes(out: &mut [u8], dtype: DataType, v: f64) {
+    macro_rules! f {
+        ($t:ty) => {{
+            let val = <$t as Sample>::from_f64(v);
+            for c in out.chunks_exact_mut(std::mem::size_of::<$t>()) {
+                c.copy_from_slice(bytemuck::bytes_of(&val));
+            }
+        }};
+    }
+    match dtype {
+        DataType::U8 => f!(u8),
+        DataType::I8 => f!(i8),
+        DataType::U16 => f!(u16),
+        DataType::I16 => f!(i16),
+        DataType::U32 => f!(u32),
+        DataType::I32 => f!(i32),
+        DataType::F32 => f!(f32),
+        DataType::F64 => f!(f64),
+    }
+}
+
+fn all_bands(n: usize) -> Vec<usize> {
+    (0..n).collect()
+}
+
+/// A raster of whichever sample type the file holds.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum AnyRaster {
+    U8(Raster<u8>),
+    I8(Raster<i8>),
+    U16(Raster<u16>),
+    I16(Raster<i16>),
+    U32(Raster<u32>),
+    I32(Raster<i32>),
+    F32(Raster<f32>),
+    F64(Raster<f64>),
+}
+
+impl AnyRaster {
+    /// SHA-256 of the samples (little-endian, band-major, row-major).
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            AnyRaster::U8(r) => r.sha256(),
+            AnyRaster::I8(r) => r.sha256(),
+            AnyRaster::U16(r) => r.sha256(),
+            AnyRaster::I16(r) => r.sha256(),
+            AnyRaster::U32(r) => r.sha256(),
+            AnyRaster::I32(r) => r.sha256(),
+            AnyRaster::F32(r) => r.sha256(),
+            AnyRaster::F64(r) => r.sha256(),
+        }
+    }
+
+    /// The samples converted to f64.
+    pub fn to_f64(&self) -> Array3<f64> {
+        match self {
+            AnyRaster::U8(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::I8(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::U16(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::I16(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::U32(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::I32(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::F32(r) => r.data.mapv(Sample::to_f64),
+            AnyRaster::F64(r) => r.data.clone(),
+        }
+    }
+}
+
+fn find_u64_vec(
+    dec: &mut Decoder<std::io::BufReader<File>>,
+    dir: &tiff::Directory,
+    t: u16,
+) -> std::result::Result<Option<Vec<u64>>, tiff::TiffError> {
+    dec.read_directory_tags(dir)
+        .find_tag(Tag::Unknown(t))?
+        .map(|v| v.into_u64_vec())
+        .transpose()
+}
+
+/// Parses one IFD. `Ok(None)` for directories that are not images of ours (transparency masks).
+fn parse_image(
+    dec: &mut Decoder<std::io::BufReader<File>>,
+    dir: &tiff::Directory,
+    path: &Path,
+    ifd_index: usize,
+    big_endian: bool,
+    bigtiff: bool,
+) -> Result<Option<ImageInfo>> {
+    let te = |e| tiff_err(path, e);
+    let mut tags = dec.read_directory_tags(dir);
+    let u = |v: Option<tiff::decoder::ifd::Value>| -> std::result::Result<Option<u64>, tiff::TiffError> { v.map(|v| v.into_u64()).transpose() };
+    let subfile = u(tags.find_tag(Tag::NewSubfileType).map_err(te)?)
+        .map_err(te)?
+        .unwrap_or(0);
+    if ifd_index > 0 && subfile & 4 != 0 {
+        return Ok(None); // transparency mask
+    }
+    let width = u(tags.find_tag(Tag::ImageWidth).map_err(te)?).map_err(te)?;
+    let height = u(tags.find_tag(Tag::ImageLength).map_err(te)?).map_err(te)?;
+    let (Some(width), Some(height)) = (width, height) else {
+        return Err(Error::format(
+            path,
+            format!("image {ifd_index} has no ImageWidth/ImageLength"),
+        ));
+    };
+    if width == 0 || height == 0 {
+        return Err(Error::format(
+            path,
+            format!("image {ifd_index} is {width}x{height}"),
+        ));
+    }
+    let spp = u(tags.find_tag(Tag::SamplesPerPixel).map_err(te)?)
+        .map_err(te)?
+        .unwrap_or(1);
+    if spp == 0 || spp > 65535 {
+        return Err(Error::format(path, format!("SamplesPerPixel = {spp}")));
+    }
+    let bits: Vec<u64> = tags
+        .find_tag(Tag::BitsPerSample)
+        .map_err(te)?
+        .map(|v| v.into_u64_vec())
+        .transpose()
+        .map_err(te)?
+        .unwrap_or_else(|| vec![1]);
+    let formats: Vec<u64> = tags
+        .find_tag(Tag::SampleFormat)
+        .map_err(te)?
+        .map(|v| v.into_u64_vec())
+        .transpose()
+        .map_err(te)?
+        .unwrap_or_else(|| vec![1]);
+    let b0 = bits.first().copied().unwrap_or(1);
+    let f0 = formats.first().copied().unwrap_or(1);
+    if bits.iter().any(|&b| b != b0) || formats.iter().any(|&f| f != f0) {
+        return Err(Error::unsupported(path, format!("bands with different sample types (BitsPerSample {bits:?}, SampleFormat {formats:?})")));
+    }
+    let dtype = u16::try_from(f0)
+        .ok()
+        .zip(u16::try_from(b0).ok())
+        .and_then(|(f, b)| DataType::from_tiff(f, b))
+        .ok_or_else(|| {
+            let kind = match f0 { 1 => "unsigned", 2 => "signed", 3 => "float", 5 | 6 => "complex", _ => "unknown" };
+            Error::unsupported(path, format!("{b0}-bit {kind} samples (SampleFormat {f0}); readable types are 8/16/32-bit integers and 32/64-bit floats"))
+        })?;
+    let compression = Compression::from_code(
+        u(tags.find_tag(Tag::Compression).map_err(te)?)
+            .map_err(te)?
+            .unwrap_or(1) as u16,
+    );
+    let photometric = u(tags.find_tag(Tag::PhotometricInterpretation).map_err(te)?)
+        .map_err(te)?
+        .unwrap_or(1) as u16;
+    if photometric == 3 {
+        return Err(Error::unsupported(
+            path,
+            "palette (colour-mapped) images; expand them with `gdal_translate -expand rgb`",
+        ));
+    }
+    if photometric == 6 && compression != Compression::Jpeg {
+        return Err(Error::unsupported(
+            path,
+            "YCbCr samples without JPEG compression",
+        ));
+    }
+    let planar = u(tags.find_tag(Tag::PlanarConfiguration).map_err(te)?)
+        .map_err(te)?
+        .unwrap_or(1);
+    let interleave = match planar {
+        1 => Interleave::Pixel,
+        2 => Interleave::Band,
+        p => return Err(Error::format(path, format!("PlanarConfiguration = {p}"))),
+    };
+    let interleave = if spp == 1 {
+        Interleave::Pixel
+    } else {
+        interleave
+    };
+    let predictor = u(tags.find_tag(Tag::Predictor).map_err(te)?)
+        .map_err(te)?
+        .unwrap_or(1) as u16;
+    let tile_w = u(tags.find_tag(Tag::TileWidth).map_err(te)?).map_err(te)?;
+    let tile_h = u(tags.find_tag(Tag::TileLength).map_err(te)?).map_err(te)?;
+    let (tiled, block_shape, offsets, counts) = match (tile_w, tile_h) {
+        (Some(tw), Some(th)) => {
+            if tw == 0 || th == 0 {
+                return Err(Error::format(path, format!("tile size {tw}x{th}")));
+            }
+            drop(tags);
+            let o = find_u64_vec(dec, dir, 324).map_err(te)?;
+            let c = find_u64_vec(dec, dir, 325).map_err(te)?;
+            (true, (th as usize, tw as usize), o, c)
+        }
+        _ => {
+            let rps = u(tags.find_tag(Tag::RowsPerStrip).map_err(te)?)
+                .map_err(te)?
+                .unwrap_or(height)
+                .clamp(1, height);
+            drop(tags);
+            let o = find_u64_vec(dec, dir, 273).map_err(te)?;
+            let c = find_u64_vec(dec, dir, 279).map_err(te)?;
+            (false, (rps as usize, width as usize), o, c)
+        }
+    };
+    let (Some(offsets), Some(counts)) = (offsets, counts) else {
+        return Err(Error::format(
+            path,
+            format!("image {ifd_index} lacks chunk offsets or byte counts"),
+        ));
+    };
+    let (width, height, spp) = (width as usize, height as usize, spp as usize);
+    let grid = height.div_ceil(block_shape.0) * width.div_ceil(block_shape.1);
+    let planes = if interleave == Interleave::Band {
+        spp
+    } else {
+        1
+    };
+    if offsets.len() < grid * planes || counts.len() < grid * planes {
+        return Err(Error::format(
+            path,
+            format!(
+                "image {ifd_index}: {} chunk offsets and {} byte counts for {} chunks",
+                offsets.len(),
+                counts.len(),
+                grid * planes
+            ),
+        ));
+    }
+    let mut tags = dec.read_directory_tags(dir);
+    let jpeg_tables = tags
+        .find_tag(Tag::JPEGTables)
+        .map_err(te)?
+        .map(|v| v.into_u8_vec())
+        .transpose()
+        .map_err(te)?;
+    let f64v = |v: Option<tiff::decoder::ifd::Value>| v.map(|v| v.into_f64_vec()).transpose();
+    let geotags = GeoTags {
+        pixel_scale: f64v(
+            tags.find_tag(Tag::Unknown(tag::MODEL_PIXEL_SCALE))
+                .map_err(te)?,
+        )
+        .map_err(te)?,
+        tiepoints: f64v(
+            tags.find_tag(Tag::Unknown(tag::MODEL_TIEPOINT))
+                .map_err(te)?,
+        )
+        .map_err(te)?,
+        transformation: f64v(
+            tags.find_tag(Tag::Unknown(tag::MODEL_TRANSFORMATION))
+                .map_err(te)?,
+        )
+        .map_err(te)?,
+        geokeys: None,
+    };
+    let key_dir = tags
+        .find_tag(Tag::Unknown(TAG_GEO_KEY_DIRECTORY))
+        .map_err(te)?
+        .map(|v| v.into_u16_vec())
+        .transpose()
+        .map_err(te)?;
+    let doubles = f64v(
+        tags.find_tag(Tag::Unknown(TAG_GEO_DOUBLE_PARAMS))
+            .map_err(te)?,
+    )
+    .map_err(te)?
+    .unwrap_or_default();
+    let ascii = tags
+        .find_tag(Tag::Unknown(TAG_GEO_ASCII_PARAMS))
+        .map_err(te)?
+        .and_then(|v| v.into_string().ok())
+        .unwrap_or_default();
+    let nodata = tags
+        .find_tag(Tag::Unknown(tag::GDAL_NODATA))
+        .map_err(te)?
+        .and_then(|v| v.into_string().ok())
+        .and_then(|s| parse_nodata(&s));
+    let metadata = tags
+        .find_tag(Tag::Unknown(tag::GDAL_METADATA))
+        .map_err(te)?
+        .and_then(|v| v.into_string().ok());
+    let geokeys = match key_dir {
+        Some(d) => Some(
+            GeoKeyDirectory::parse(&d, &doubles, &ascii)
+                .map_err(|e| Error::format(path, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let georef = Georef::from_tags(&GeoTags { geokeys, ..geotags });
+    let scale_offset = metadata
+        .map(|m| gdal_metadata::parse_scale_offset(&m, spp))
+        .unwrap_or_default();
+    let chunk_spp = if interleave == Interleave::Band {
+        1
+    } else {
+        spp
+    };
+    if predictor == 2 && dtype.is_float() {
+        // Valid per the spec only for integers; GDAL refuses to write it. Decode bit patterns.
+    }
+    Ok(Some(ImageInfo {
+        width,
+        height,
+        bands: spp,
+        dtype,
+        compression,
+        predictor,
+        interleave,
+        photometric,
+        tiled,
+        block_shape,
+        georef,
+        nodata,
+        scale_offset,
+        bigtiff,
+        big_endian,
+        chunk_offsets: offsets,
+        chunk_bytes: counts,
+        codec: ChunkCodec {
+            compression,
+            predictor,
+            big_endian,
+            sample_size: dtype.size(),
+            chunk_spp,
+            photometric,
+            jpeg_tables,
+        },
+        ifd_index,
+    }))
+}
+
+/// Parses a `GDAL_NODATA` string ("0", "-9999", "nan", "-inf", "1e+20").
+fn parse_nodata(s: &str) -> Option<f64> {
+    let t = s.trim().trim_end_matches('\0').trim().to_ascii_lowercase();
+    match t.as_str() {
+        "nan" | "-nan" => Some(f64::NAN),
+        "inf" | "+inf" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodata_strings() {
+        assert_eq!(parse_nodata("0"), Some(0.0));
+        assert_eq!(parse_nodata("-9999\0"), Some(-9999.0));
+        assert!(parse_nodata("nan").is_some_and(f64::is_nan));
+        assert_eq!(parse_nodata("-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_nodata("abc"), None);
+    }
+}
