@@ -15,8 +15,10 @@ pub enum Compression {
     PackBits,
     /// 50000: Zstandard.
     Zstd,
-    /// 7 (or the obsolete 6): JPEG.
+    /// 7: JPEG ("new-style", TIFF Technical Note 2).
     Jpeg,
+    /// 6: old-style JPEG (TIFF 6.0 section 22), obsolete and not decoded.
+    OldJpeg,
     /// 50001: WebP.
     WebP,
     /// 34887: LERC.
@@ -34,7 +36,8 @@ impl Compression {
             8 | 32946 => Compression::Deflate,
             32773 => Compression::PackBits,
             50000 => Compression::Zstd,
-            6 | 7 => Compression::Jpeg,
+            7 => Compression::Jpeg,
+            6 => Compression::OldJpeg,
             50001 => Compression::WebP,
             34887 => Compression::Lerc,
             c => Compression::Other(c),
@@ -50,6 +53,7 @@ impl Compression {
             Compression::PackBits => 32773,
             Compression::Zstd => 50000,
             Compression::Jpeg => 7,
+            Compression::OldJpeg => 6,
             Compression::WebP => 50001,
             Compression::Lerc => 34887,
             Compression::Other(c) => c,
@@ -65,6 +69,7 @@ impl Compression {
             Compression::PackBits => "packbits".into(),
             Compression::Zstd => "zstd".into(),
             Compression::Jpeg => "jpeg".into(),
+            Compression::OldJpeg => "old-style jpeg".into(),
             Compression::WebP => "webp".into(),
             Compression::Lerc => "lerc".into(),
             Compression::Other(c) => format!("code {c}"),
@@ -78,9 +83,8 @@ impl fmt::Display for Compression {
     }
 }
 
-/// TIFF tag numbers used by canopy beyond the baseline ones the `tiff` crate names.
 pub mod tag {
-    //! Tag numbers.
+    //! TIFF tag numbers used by canopy beyond the baseline ones the `tiff` crate names.
     #![allow(missing_docs)]
     pub const MODEL_PIXEL_SCALE: u16 = 33550;
     pub const MODEL_TIEPOINT: u16 = 33922;

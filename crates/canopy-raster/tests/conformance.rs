@@ -2,6 +2,7 @@
 //! must decode to the manifest's SHA-256 (lossless) or stay within JPEG tolerance of the source
 //! (lossy), with size, bands, dtype, EPSG, geotransform and nodata equal to the manifest, which
 //! GDAL 3.10 produced.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -137,7 +137,14 @@ fn inflate(raw: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
 }
 
 fn unlzw(raw: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
-    let mut dec = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+    // libtiff's test for pre-6.0 ("old-style", LSB-first) LZW streams.
+    let old_style = raw.len() >= 2 && raw[0] == 0 && raw[1] & 1 == 1;
+    let config = if old_style {
+        weezl::decode::Configuration::new(weezl::BitOrder::Lsb, 8)
+    } else {
+        weezl::decode::Configuration::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
+    };
+    let mut dec = config.with_yield_on_full_buffer(true).build();
     let (mut inp, mut filled) = (raw, 0usize);
     while filled < out.len() {
         let r = dec.decode_bytes(inp, &mut out[filled..]);

@@ -260,7 +260,7 @@ impl GeoTiff {
             .skip(1)
             .filter(|i| i.bands == first.bands && i.dtype == first.dtype && i.width < first.width)
             .collect();
-        overviews.sort_by(|a, b| b.width.cmp(&a.width));
+        overviews.sort_by_key(|i| std::cmp::Reverse(i.width));
         let mut images = vec![first];
         images.extend(overviews);
         Ok(GeoTiff {
@@ -484,11 +484,7 @@ impl GeoTiff {
             .into_par_iter()
             .try_for_each(|(brow, view)| self.fill_block_row(img, brow, bands, &window, view));
         result?;
-        let georef = if image == 0 {
-            img.georef.for_window(&window)
-        } else {
-            img.georef.for_window(&window)
-        };
+        let georef = img.georef.for_window(&window);
         Ok(Raster {
             data: out,
             georef,
@@ -844,7 +840,7 @@ fn parse_image(
             "palette (colour-mapped) images; expand them with `gdal_translate -expand rgb`",
         ));
     }
-    if photometric == 6 && compression != Compression::Jpeg {
+    if photometric == 6 && !matches!(compression, Compression::Jpeg | Compression::OldJpeg) {
         return Err(Error::unsupported(
             path,
             "YCbCr samples without JPEG compression",
@@ -873,7 +869,6 @@ fn parse_image(
             if tw == 0 || th == 0 {
                 return Err(Error::format(path, format!("tile size {tw}x{th}")));
             }
-            drop(tags);
             let o = find_u64_vec(dec, dir, 324).map_err(te)?;
             let c = find_u64_vec(dec, dir, 325).map_err(te)?;
             (true, (th as usize, tw as usize), o, c)
@@ -883,7 +878,6 @@ fn parse_image(
                 .map_err(te)?
                 .unwrap_or(height)
                 .clamp(1, height);
-            drop(tags);
             let o = find_u64_vec(dec, dir, 273).map_err(te)?;
             let c = find_u64_vec(dec, dir, 279).map_err(te)?;
             (false, (rps as usize, width as usize), o, c)
