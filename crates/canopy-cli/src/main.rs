@@ -1,2 +1,53 @@
-//! The `canopy` command.
-fn main() {}
+//! The `canopy` command: inspect GeoTIFFs and run canopy's pipelines.
+
+mod demo;
+mod info;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// canopy: deep learning on remote-sensing data.
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe a GeoTIFF: size, bands, sample type, CRS, geotransform, nodata, layout.
+    Info {
+        /// The GeoTIFF to describe.
+        file: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Decode every sample and add the SHA-256 of the samples (little-endian, band-major,
+        /// row-major).
+        #[arg(long)]
+        checksum: bool,
+    },
+    /// Run the end-to-end demo on a synthetic scene (nothing to download).
+    Demo {
+        /// Directory for the demo's outputs.
+        #[arg(long, default_value = "canopy-demo")]
+        out: PathBuf,
+        /// Scene width and height in pixels.
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info {
+            file,
+            json,
+            checksum,
+        } => info::run(&file, json, checksum),
+        Command::Demo { out, size } => demo::run(&out, size),
+    }
+}

@@ -15,6 +15,8 @@ pub mod gdal_metadata;
 pub mod geo;
 pub mod geokeys;
 mod raster;
+#[cfg(feature = "candle")]
+pub mod tensor;
 pub mod read;
 mod window;
 
