@@ -24,7 +24,7 @@ pub use checksum::{sha256_le, to_hex};
 pub use compression::Compression;
 pub use dtype::{DataType, Sample};
 pub use error::{Error, Result};
-pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
+pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, GeoTransform, Georef, Gcp};
 pub use pad::{pad, pad_to_multiple, PadMode, Padding};
 pub use raster::{Raster, ScaleOffset};
 pub use stream_stitch::{RowStitcher, Rows};
