@@ -7,6 +7,7 @@
 //! conversion.
 #![warn(missing_docs)]
 
+mod blend;
 mod checksum;
 pub mod compression;
 pub mod dtype;

@@ -10,7 +10,7 @@
 
 use ndarray::{Array3, ArrayView3};
 
-use crate::tile::{check_prediction, locate, BlendWeights, Canvas};
+use crate::blend::{check_prediction, locate, BlendWeights, Canvas};
 use crate::{Blend, Error, Result, Tiler, Window};
 
 /// A block of finished output rows.
