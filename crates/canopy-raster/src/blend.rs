@@ -300,6 +300,12 @@ pub(crate) fn locate(tiler: &Tiler, window: &Window) -> Result<(usize, usize)> {
 ///
 /// # Shapes
 /// Predictions are `(C, h, w)` for a window of `w x h`; the output is `(C, H, W)`.
+///
+/// # Performance
+/// The 1-D weight profiles are computed once, at construction, per distinct window position
+/// (first, interior, last, ...) and shared; [`Stitcher::add`] allocates nothing and does one
+/// `f64` multiply-add per pixel and channel (pixels of zero weight are skipped), a small
+/// fraction of what a model spends on the same window.
 #[derive(Debug, Clone)]
 pub struct Stitcher {
     tiler: Tiler,
