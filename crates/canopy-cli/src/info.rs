@@ -62,20 +62,31 @@ pub fn run(file: &Path, as_json: bool, checksum: bool) -> anyhow::Result<()> {
     }
     let i = tif.info();
     println!("{}", file.display());
-    println!("  size        {} x {} pixels, {} band(s) of {}", i.width, i.height, i.bands, i.dtype);
+    println!(
+        "  size        {} x {} pixels, {} band(s) of {}",
+        i.width, i.height, i.bands, i.dtype
+    );
     match i.georef.crs.epsg {
         Some(e) => println!("  crs         EPSG:{e}"),
-        None if i.georef.crs.geokeys.is_some() => println!("  crs         user-defined (GeoKeys kept)"),
+        None if i.georef.crs.geokeys.is_some() => {
+            println!("  crs         user-defined (GeoKeys kept)")
+        }
         None => println!("  crs         none"),
     }
     match i.georef.transform {
         Some(t) => {
             let g = t.0;
-            println!("  transform   origin ({}, {}), pixel ({}, {}), rotation ({}, {})", g[0], g[3], g[1], g[5], g[2], g[4]);
+            println!(
+                "  transform   origin ({}, {}), pixel ({}, {}), rotation ({}, {})",
+                g[0], g[3], g[1], g[5], g[2], g[4]
+            );
             let (x0, y0, x1, y1) = t.bounds(i.width, i.height);
             println!("  bounds      x {x0} .. {x1}, y {y0} .. {y1}");
         }
-        None if !i.georef.gcps.is_empty() => println!("  transform   none ({} ground control points)", i.georef.gcps.len()),
+        None if !i.georef.gcps.is_empty() => println!(
+            "  transform   none ({} ground control points)",
+            i.georef.gcps.len()
+        ),
         None => println!("  transform   none"),
     }
     println!("  nodata      {}", nodata_json(i.nodata));
@@ -86,17 +97,29 @@ pub fn run(file: &Path, as_json: bool, checksum: bool) -> anyhow::Result<()> {
         i.block_shape.1,
         i.block_grid().0,
         i.block_grid().1,
-        if i.interleave == Interleave::Pixel { "pixel" } else { "band" },
+        if i.interleave == Interleave::Pixel {
+            "pixel"
+        } else {
+            "band"
+        },
         i.compression,
         i.predictor,
         if i.bigtiff { ", BigTIFF" } else { "" }
     );
     if !tif.overviews().is_empty() {
-        let o: Vec<String> = tif.overviews().iter().map(|o| format!("{}x{}", o.width, o.height)).collect();
+        let o: Vec<String> = tif
+            .overviews()
+            .iter()
+            .map(|o| format!("{}x{}", o.width, o.height))
+            .collect();
         println!("  overviews   {}", o.join(", "));
     }
     if !i.scale_offset.is_empty() {
-        let so: Vec<String> = i.scale_offset.iter().map(|s| format!("x{} + {}", s.scale, s.offset)).collect();
+        let so: Vec<String> = i
+            .scale_offset
+            .iter()
+            .map(|s| format!("x{} + {}", s.scale, s.offset))
+            .collect();
         println!("  scale/offset {}", so.join(", "));
     }
     if let Some(Value::String(s)) = v.get("sha256") {

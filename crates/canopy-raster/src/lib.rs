@@ -7,6 +7,7 @@
 //! conversion.
 #![warn(missing_docs)]
 
+mod blend;
 mod checksum;
 pub mod compression;
 pub mod dtype;
@@ -14,10 +15,13 @@ mod error;
 pub mod gdal_metadata;
 pub mod geo;
 pub mod geokeys;
+pub mod pad;
 mod raster;
+pub mod read;
+pub mod stream_stitch;
 #[cfg(feature = "candle")]
 pub mod tensor;
-pub mod read;
+pub mod tile;
 mod window;
 
 pub use checksum::{sha256_le, to_hex};
@@ -25,6 +29,9 @@ pub use compression::Compression;
 pub use dtype::{DataType, Sample};
 pub use error::{Error, Result};
 pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
+pub use pad::{pad, pad_to_multiple, PadMode, Padding};
 pub use raster::{Raster, ScaleOffset};
 pub use read::{AnyRaster, GeoTiff, ImageInfo, Interleave, Limits};
+pub use stream_stitch::{RowStitcher, Rows};
+pub use tile::{Blend, Dims, Stitcher, Tiler, Windows};
 pub use window::Window;

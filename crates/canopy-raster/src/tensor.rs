@@ -20,7 +20,11 @@ pub fn to_tensor<T: Sample>(raster: &Raster<T>, dtype: DType, device: &Device) -
     let (c, h, w) = raster.data.dim();
     let data: Vec<f32> = raster.data.iter().map(|v| v.to_f64() as f32).collect();
     let t = Tensor::from_vec(data, (c, h, w), device)?;
-    Ok(if dtype == DType::F32 { t } else { t.to_dtype(dtype)? })
+    Ok(if dtype == DType::F32 {
+        t
+    } else {
+        t.to_dtype(dtype)?
+    })
 }
 
 /// A `(C, H, W)` f32 tensor from an array view (any memory layout).
@@ -76,7 +80,20 @@ mod tests {
         let view = back.view().permuted_axes([0, 2, 1]);
         let tv = array_to_tensor(view, &Device::Cpu).unwrap();
         assert_eq!(tv.dims(), &[2, 4, 3]);
-        assert_eq!(tv.get(1).unwrap().get(3).unwrap().get(2).unwrap().to_scalar::<f32>().unwrap(), 123.0);
-        assert!(tensor_to_array(&Tensor::zeros((2, 1, 3, 4), DType::F32, &Device::Cpu).unwrap()).is_err());
+        assert_eq!(
+            tv.get(1)
+                .unwrap()
+                .get(3)
+                .unwrap()
+                .get(2)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            123.0
+        );
+        assert!(
+            tensor_to_array(&Tensor::zeros((2, 1, 3, 4), DType::F32, &Device::Cpu).unwrap())
+                .is_err()
+        );
     }
 }
