@@ -1,10 +1,4 @@
-//! # canopy-raster
-//!
-//! GeoTIFF reading and writing with georeferencing, windowed reads, tiling with seam-free
-//! stitching, and rasterisation of polygons: the first and last step of every canopy pipeline.
-//!
-//! The crate needs no tensor library; the `candle` feature adds `Raster` <-> `Tensor`
-//! conversion.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod blend;
