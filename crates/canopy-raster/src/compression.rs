@@ -78,9 +78,8 @@ impl fmt::Display for Compression {
     }
 }
 
-/// TIFF tag numbers used by canopy beyond the baseline ones the `tiff` crate names.
 pub mod tag {
-    //! Tag numbers.
+    //! TIFF tag numbers used by canopy beyond the baseline ones the `tiff` crate names.
     #![allow(missing_docs)]
     pub const MODEL_PIXEL_SCALE: u16 = 33550;
     pub const MODEL_TIEPOINT: u16 = 33922;

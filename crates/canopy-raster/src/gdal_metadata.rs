@@ -26,7 +26,9 @@ pub fn parse_scale_offset(xml: &str, bands: usize) -> Vec<ScaleOffset> {
             let start = attrs.find(&key)? + key.len();
             attrs[start..].split('"').next()
         };
-        let role = attr("role").or_else(|| attr("name")).map(str::to_ascii_lowercase);
+        let role = attr("role")
+            .or_else(|| attr("name"))
+            .map(str::to_ascii_lowercase);
         let Some(sample) = attr("sample").and_then(|s| s.parse::<usize>().ok()) else {
             continue;
         };
@@ -78,13 +80,24 @@ mod tests {
     #[test]
     fn round_trip_and_foreign_items() {
         let so = vec![
-            ScaleOffset { scale: 0.0001, offset: -0.1 },
-            ScaleOffset { scale: 1.0, offset: 0.0 },
+            ScaleOffset {
+                scale: 0.0001,
+                offset: -0.1,
+            },
+            ScaleOffset {
+                scale: 1.0,
+                offset: 0.0,
+            },
         ];
         let xml = format_scale_offset(&so).unwrap();
         assert_eq!(parse_scale_offset(&xml, 2), so);
-        let foreign = r#"<GDALMetadata><Item name="STATISTICS_MEAN" sample="0">3</Item></GDALMetadata>"#;
+        let foreign =
+            r#"<GDALMetadata><Item name="STATISTICS_MEAN" sample="0">3</Item></GDALMetadata>"#;
         assert!(parse_scale_offset(foreign, 1).is_empty());
-        assert!(format_scale_offset(&[ScaleOffset { scale: 1.0, offset: 0.0 }]).is_none());
+        assert!(format_scale_offset(&[ScaleOffset {
+            scale: 1.0,
+            offset: 0.0
+        }])
+        .is_none());
     }
 }

@@ -111,7 +111,12 @@ impl GeoTransform {
             self.pixel_to_map(0.0, h),
             self.pixel_to_map(w, h),
         ];
-        let mut b = (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+        let mut b = (
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        );
         for (x, y) in pts {
             b.0 = b.0.min(x);
             b.1 = b.1.min(y);
@@ -363,7 +368,10 @@ pub fn xyz_tile_georef(x: u32, y: u32, z: u32, tile_size: usize) -> Result<Geore
     let res = span / tile_size as f64;
     let x0 = -WEB_MERCATOR_HALF_WORLD + f64::from(x) * span;
     let y0 = WEB_MERCATOR_HALF_WORLD - f64::from(y) * span;
-    Ok(Georef::new(GeoTransform::north_up(x0, y0, res, res), Some(3857)))
+    Ok(Georef::new(
+        GeoTransform::north_up(x0, y0, res, res),
+        Some(3857),
+    ))
 }
 
 /// Parses `x`, `y`, `z` from an XYZ tile file name such as `OAM-1234-5678-19.png`
@@ -392,12 +400,17 @@ mod tests {
         let (x, y) = t.pixel_to_map(10.5, 7.25);
         let (c, r) = t.map_to_pixel(x, y).unwrap();
         assert!(close(c, 10.5) && close(r, 7.25), "{c} {r}");
-        assert!(GeoTransform([0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).inverse().is_err());
+        assert!(GeoTransform([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            .inverse()
+            .is_err());
     }
 
     #[test]
     fn point_tags_shift_by_half_a_pixel_and_back() {
-        let mut g = Georef::new(GeoTransform::north_up(100.0, 200.0, 10.0, 10.0), Some(32618));
+        let mut g = Georef::new(
+            GeoTransform::north_up(100.0, 200.0, 10.0, 10.0),
+            Some(32618),
+        );
         g.area_or_point = AreaOrPoint::Point;
         let tags = g.to_tags();
         assert_eq!(tags.tiepoints.as_ref().unwrap()[3], 105.0);
@@ -414,7 +427,10 @@ mod tests {
         let tags = g.to_tags();
         assert!(tags.pixel_scale.is_none() && tags.transformation.is_some());
         assert_eq!(Georef::from_tags(&tags).transform, g.transform);
-        assert_eq!(tags.geokeys.unwrap().short(crate::geokeys::GEOGRAPHIC_TYPE), Some(4326));
+        assert_eq!(
+            tags.geokeys.unwrap().short(crate::geokeys::GEOGRAPHIC_TYPE),
+            Some(4326)
+        );
     }
 
     #[test]
@@ -422,12 +438,18 @@ mod tests {
         let g = xyz_tile_georef(0, 0, 0, 256).unwrap();
         let t = g.transform.unwrap();
         assert!(close(t.0[0], -WEB_MERCATOR_HALF_WORLD));
-        assert!(close(t.pixel_to_map(256.0, 256.0).1, -WEB_MERCATOR_HALF_WORLD));
+        assert!(close(
+            t.pixel_to_map(256.0, 256.0).1,
+            -WEB_MERCATOR_HALF_WORLD
+        ));
         let a = xyz_tile_georef(5, 9, 4, 256).unwrap().transform.unwrap();
         let b = xyz_tile_georef(6, 9, 4, 256).unwrap().transform.unwrap();
         assert!(close(a.pixel_to_map(256.0, 0.0).0, b.0[0]));
         assert!(xyz_tile_georef(16, 0, 4, 256).is_err());
-        assert_eq!(parse_xyz_name("tiles/OAM-1234-5678-19.png"), Some((1234, 5678, 19)));
+        assert_eq!(
+            parse_xyz_name("tiles/OAM-1234-5678-19.png"),
+            Some((1234, 5678, 19))
+        );
         assert_eq!(parse_xyz_name("foo.png"), None);
     }
 }

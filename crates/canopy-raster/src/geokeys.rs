@@ -89,9 +89,12 @@ impl GeoKeyDirectory {
             let value = match loc {
                 0 => GeoKeyValue::Short(vec![e[3]]),
                 TAG_GEO_KEY_DIRECTORY => {
-                    let v = directory
-                        .get(off..off + count)
-                        .ok_or_else(|| bad(format!("key {id}: SHORT values {off}..{} out of range", off + count)))?;
+                    let v = directory.get(off..off + count).ok_or_else(|| {
+                        bad(format!(
+                            "key {id}: SHORT values {off}..{} out of range",
+                            off + count
+                        ))
+                    })?;
                     GeoKeyValue::Short(v.to_vec())
                 }
                 TAG_GEO_DOUBLE_PARAMS => {
@@ -107,7 +110,10 @@ impl GeoKeyDirectory {
                 TAG_GEO_ASCII_PARAMS => {
                     let end = (off + count).min(ascii_bytes.len());
                     let raw = ascii_bytes.get(off..end).ok_or_else(|| {
-                        bad(format!("key {id}: ASCII offset {off} beyond {} bytes", ascii_bytes.len()))
+                        bad(format!(
+                            "key {id}: ASCII offset {off} beyond {} bytes",
+                            ascii_bytes.len()
+                        ))
                     })?;
                     let s = String::from_utf8_lossy(raw);
                     let s = s.trim_end_matches(['|', '\0']).to_string();
@@ -179,8 +185,12 @@ impl GeoKeyDirectory {
     pub fn to_tags(&self) -> GeoKeyTags {
         let mut t = GeoKeyTags::default();
         let n = self.keys.len();
-        t.directory
-            .extend_from_slice(&[self.version[0], self.version[1], self.version[2], n as u16]);
+        t.directory.extend_from_slice(&[
+            self.version[0],
+            self.version[1],
+            self.version[2],
+            n as u16,
+        ]);
         let mut extra_shorts: Vec<u16> = Vec::new();
         let mut entries = Vec::with_capacity(n * 4);
         let base = 4 + 4 * n;
@@ -191,7 +201,12 @@ impl GeoKeyDirectory {
                 }
                 GeoKeyValue::Short(v) => {
                     let off = base + extra_shorts.len();
-                    entries.extend_from_slice(&[k.id, TAG_GEO_KEY_DIRECTORY, v.len() as u16, off as u16]);
+                    entries.extend_from_slice(&[
+                        k.id,
+                        TAG_GEO_KEY_DIRECTORY,
+                        v.len() as u16,
+                        off as u16,
+                    ]);
                     extra_shorts.extend_from_slice(v);
                 }
                 GeoKeyValue::Double(v) => {
@@ -207,7 +222,12 @@ impl GeoKeyDirectory {
                     let off = t.ascii.len();
                     t.ascii.push_str(s);
                     t.ascii.push('|');
-                    entries.extend_from_slice(&[k.id, TAG_GEO_ASCII_PARAMS, (s.len() + 1) as u16, off as u16]);
+                    entries.extend_from_slice(&[
+                        k.id,
+                        TAG_GEO_ASCII_PARAMS,
+                        (s.len() + 1) as u16,
+                        off as u16,
+                    ]);
                 }
             }
         }
@@ -244,6 +264,11 @@ mod tests {
         let d = GeoKeyDirectory::from_epsg(USER_DEFINED, false);
         assert_eq!(d.epsg(), None);
         assert!(GeoKeyDirectory::parse(&[1, 1, 0, 3, 1024, 0, 1, 1], &[], "").is_err());
-        assert!(GeoKeyDirectory::parse(&[1, 1, 0, 1, 3080, TAG_GEO_DOUBLE_PARAMS, 1, 5], &[1.0], "").is_err());
+        assert!(GeoKeyDirectory::parse(
+            &[1, 1, 0, 1, 3080, TAG_GEO_DOUBLE_PARAMS, 1, 5],
+            &[1.0],
+            ""
+        )
+        .is_err());
     }
 }

@@ -16,11 +16,16 @@ pub mod geo;
 pub mod geokeys;
 mod raster;
 mod window;
+pub mod write;
 
 pub use checksum::{sha256_le, to_hex};
 pub use compression::Compression;
 pub use dtype::{DataType, Sample};
 pub use error::{Error, Result};
-pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, GeoTransform, Georef, Gcp};
+pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
 pub use raster::{Raster, ScaleOffset};
 pub use window::Window;
+pub use write::{
+    format_nodata, write_geotiff, BigTiff, GeoTiffWriter, Interleave, Layout, Predictor,
+    WriteOptions,
+};
