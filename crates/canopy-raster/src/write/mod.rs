@@ -280,24 +280,42 @@ impl WriteOptions {
     }
 }
 
-/// The `GDAL_NODATA` text for a nodata value, parsed back by GDAL to the same `f64`:
-/// `nan`, `inf`, `-inf`, integers without a fraction (`0`, `-9999`), other values in the
-/// shortest form that round-trips (`0.1`, `-3.4028234663852886e38`).
+/// The `GDAL_NODATA` text for a nodata value, exactly as GDAL writes it (`%.17g`, `nan`):
+/// `0`, `-9999`, `0.10000000000000001`, `-3.4028234663852886e+38`, `nan`, `inf`, `-inf`.
+/// GDAL parses this text back to the same `f64`.
 pub fn format_nodata(v: f64) -> String {
     if v.is_nan() {
-        "nan".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf" } else { "-inf" }.into()
-    } else if v == v.trunc() && v.abs() < 1e15 {
-        if v == 0.0 && v.is_sign_negative() {
-            "-0".into()
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    printf_g17(v)
+}
+
+/// C's `printf("%.17g", v)` for a finite `v` (Rust's float formatting rounds exactly, as
+/// glibc does).
+fn printf_g17(v: f64) -> String {
+    fn strip_zeros(s: &str) -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
         } else {
-            format!("{v:.0}")
+            s.to_string()
         }
-    } else if v.abs() >= 1e15 || v.abs() < 1e-4 {
-        format!("{v:e}")
+    }
+    let sci = format!("{v:.16e}");
+    let Some((mant, exp)) = sci.split_once('e') else {
+        return sci;
+    };
+    let Ok(exp) = exp.parse::<i32>() else {
+        return sci;
+    };
+    if !(-4..17).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", strip_zeros(mant), exp.abs())
     } else {
-        format!("{v}")
+        let prec = (16 - exp) as usize;
+        strip_zeros(&format!("{v:.prec$}"))
     }
 }
 

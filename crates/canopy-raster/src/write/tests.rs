@@ -25,6 +25,16 @@ fn nodata_text_matches_gdal_and_round_trips() {
     assert_eq!(format_nodata(f64::NAN), "nan");
     assert_eq!(format_nodata(f64::INFINITY), "inf");
     assert_eq!(format_nodata(f64::NEG_INFINITY), "-inf");
+    // GDAL's own output for these values (rasterio 1.4.4 / GDAL 3.10.3, %.17g).
+    assert_eq!(format_nodata(0.1), "0.10000000000000001");
+    assert_eq!(format_nodata(1e-10), "1e-10");
+    assert_eq!(format_nodata(1.5e300), "1.5000000000000001e+300");
+    assert_eq!(
+        format_nodata(-3.4028234663852886e38),
+        "-3.4028234663852886e+38"
+    );
+    assert_eq!(format_nodata(-0.0), "-0");
+    assert_eq!(format_nodata(4294967295.0), "4294967295");
     for v in [0.1, -3.4028234663852886e38, 1e-10, 1.5e300, 12345.678, -0.5] {
         let s = format_nodata(v);
         assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");
