@@ -21,7 +21,7 @@ fn python() -> Option<PathBuf> {
 
 fn data<T: Sample>(bands: usize, h: usize, w: usize) -> Array3<T> {
     Array3::from_shape_fn((bands, h, w), |(b, r, c)| {
-        let noise = ((r * 31 + c * 17 + b * 7) * 2654435761usize >> 7) % 13;
+        let noise = (((r * 31 + c * 17 + b * 7) * 2654435761usize) >> 7) % 13;
         T::from_f64(((b * 37 + r * 3 + c * 2) % 120 + noise) as f64)
     })
 }
@@ -84,7 +84,7 @@ fn gdal_reads_written_files() {
     let mut point = utm.clone();
     point.area_or_point = AreaOrPoint::Point;
     let o = WriteOptions::default;
-    let cases = vec![
+    let cases = [
         case::<u16>(
             d,
             "u16-4-tiled-deflate-pred",
