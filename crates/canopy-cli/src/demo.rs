@@ -16,9 +16,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context};
 use canopy_raster::stream::{predict_geotiff, StreamOptions};
 use canopy_raster::write::{write_geotiff, Predictor, WriteOptions};
-use canopy_raster::{
-    Blend, Dims, GeoTiff, GeoTransform, Georef, Raster, Window,
-};
+use canopy_raster::{Blend, Dims, GeoTiff, GeoTransform, Georef, Raster, Window};
 use ndarray::{Array3, Axis};
 
 /// A smooth, sensor-like 4-band uint16 field with a little deterministic noise and a nodata
@@ -53,7 +51,10 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
     let t_all = Instant::now();
 
     // 1. the scene: UTM zone 33N, 10 m pixels (a Sentinel-2 grid), nodata 0
-    let georef = Georef::new(GeoTransform::north_up(500_000.0, 5_100_000.0, 10.0, 10.0), Some(32633));
+    let georef = Georef::new(
+        GeoTransform::north_up(500_000.0, 5_100_000.0, 10.0, 10.0),
+        Some(32633),
+    );
     let scene = Raster::new(synthetic_scene(size), georef).with_nodata(Some(0.0));
     let scene_path = out.join("scene.tif");
     let t = Instant::now();
@@ -72,10 +73,18 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let tif = GeoTiff::open(&scene_path)?;
     let back = tif.read::<u16>()?;
-    ensure!(back.data == scene.data, "full read-back differs from the written scene");
+    ensure!(
+        back.data == scene.data,
+        "full read-back differs from the written scene"
+    );
     ensure!(back.georef.transform == scene.georef.transform && back.georef.crs.epsg == Some(32633));
     ensure!(back.nodata == Some(0.0));
-    let w = Window::new(size / 3, size / 5, 300.min(size - size / 3), 200.min(size - size / 5));
+    let w = Window::new(
+        size / 3,
+        size / 5,
+        300.min(size - size / 3),
+        200.min(size - size / 5),
+    );
     let win = tif.read_window::<u16>(w)?;
     ensure!(win.data == scene.window(&w)?.data, "windowed read differs");
     let (cx, cy) = win.pixel_center(0, 0).unwrap_or_default();
@@ -141,7 +150,11 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
                 .and(&nir)
                 .for_each(|o, &r, &n| {
                     let (r, n) = (f32::from(r), f32::from(n));
-                    *o = if r + n > 0.0 { (n - r) / (n + r) } else { f32::NAN };
+                    *o = if r + n > 0.0 {
+                        (n - r) / (n + r)
+                    } else {
+                        f32::NAN
+                    };
                 });
             Ok(nd)
         },
@@ -176,6 +189,10 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
         counts[2],
         counts[3]
     );
-    println!("done in {:.1} s; inspect the outputs with `canopy info {}`", t_all.elapsed().as_secs_f64(), class_path.display());
+    println!(
+        "done in {:.1} s; inspect the outputs with `canopy info {}`",
+        t_all.elapsed().as_secs_f64(),
+        class_path.display()
+    );
     Ok(())
 }

@@ -12,11 +12,13 @@ pub mod geokeys;
 pub mod pad;
 mod raster;
 pub mod read;
+pub mod stream;
 pub mod stream_stitch;
 #[cfg(feature = "candle")]
 pub mod tensor;
 pub mod tile;
 mod window;
+pub mod write;
 
 pub use checksum::{sha256_le, to_hex};
 pub use compression::Compression;
@@ -26,6 +28,10 @@ pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
 pub use pad::{pad, pad_to_multiple, PadMode, Padding};
 pub use raster::{Raster, ScaleOffset};
 pub use read::{AnyRaster, GeoTiff, ImageInfo, Interleave, Limits};
+pub use stream::{predict_geotiff, StreamOptions, StreamReport};
 pub use stream_stitch::{RowStitcher, Rows};
 pub use tile::{Blend, Dims, Stitcher, Tiler, Windows};
 pub use window::Window;
+pub use write::{
+    format_nodata, write_geotiff, BigTiff, GeoTiffWriter, Layout, Predictor, WriteOptions,
+};

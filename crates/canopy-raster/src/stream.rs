@@ -106,7 +106,10 @@ where
 {
     let info = input.info();
     let (width, height) = (info.width, info.height);
-    let bands: Vec<usize> = opts.bands.clone().unwrap_or_else(|| (0..info.bands).collect());
+    let bands: Vec<usize> = opts
+        .bands
+        .clone()
+        .unwrap_or_else(|| (0..info.bands).collect());
     let tiler = Tiler::new(width, height, opts.tile, opts.overlap)?;
     let mut stitcher = RowStitcher::new(&tiler, channels, opts.blend)?;
     let mut writer = GeoTiffWriter::<f32>::create(

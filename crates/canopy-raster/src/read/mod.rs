@@ -72,10 +72,11 @@ impl Default for Limits {
     }
 }
 
-/// How samples of different bands are interleaved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How samples of different bands are interleaved (`PlanarConfiguration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Interleave {
     /// All bands of a pixel together (`PlanarConfiguration` 1, GDAL `INTERLEAVE=PIXEL`).
+    #[default]
     Pixel,
     /// One band after the other (`PlanarConfiguration` 2, GDAL `INTERLEAVE=BAND`).
     Band,
