@@ -15,12 +15,14 @@ pub mod gdal_metadata;
 pub mod geo;
 pub mod geokeys;
 mod raster;
+pub mod rasterize;
 mod window;
 
 pub use checksum::{sha256_le, to_hex};
 pub use compression::Compression;
 pub use dtype::{DataType, Sample};
 pub use error::{Error, Result};
-pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, GeoTransform, Georef, Gcp};
+pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
 pub use raster::{Raster, ScaleOffset};
+pub use rasterize::{rasterize, rasterize_into, rasterize_mask, BurnRule, Burnable, Coords};
 pub use window::Window;
