@@ -22,7 +22,7 @@ pub use checksum::{sha256_le, to_hex};
 pub use compression::Compression;
 pub use dtype::{DataType, Sample};
 pub use error::{Error, Result};
-pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, Gcp, GeoTransform, Georef};
+pub use geo::{xyz_tile_georef, AreaOrPoint, Crs, GeoTransform, Georef, Gcp};
 pub use raster::{Raster, ScaleOffset};
 pub use rasterize::{rasterize, rasterize_into, rasterize_mask, BurnRule, Burnable, Coords};
 pub use window::Window;

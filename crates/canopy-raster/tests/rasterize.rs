@@ -435,6 +435,11 @@ fn agreement(ours: &Array2<bool>, theirs: &Array2<bool>, polys_px: &[Polygon<f64
         union += usize::from(a || b);
         if a != b {
             differing += 1;
+            if differing > 20_000 {
+                // Masks of different shapes: distances are meaningless and slow.
+                max_d = f64::NAN;
+                continue;
+            }
             let d = boundary_dist(
                 polys_px,
                 Coord {
@@ -442,7 +447,9 @@ fn agreement(ours: &Array2<bool>, theirs: &Array2<bool>, polys_px: &[Polygon<f64
                     y: r as f64 + 0.5,
                 },
             );
-            max_d = max_d.max(d);
+            if !max_d.is_nan() {
+                max_d = max_d.max(d);
+            }
         }
     }
     Agreement {
@@ -544,12 +551,97 @@ fn spacenet_atlanta_masks_match_rasterio() -> anyhow::Result<()> {
         .iter()
         .find(|(n, ..)| *n == "sample_fp_mask_from_geojson.tif")
         .context("mask not compared")?;
-    assert!(rpc.iou > 0.99, "IoU {}", rpc.iou);
+    // Measured: exact (0 differing pixels); allow a few for platform rounding at ties.
+    assert!(rpc.differing <= 5 && rpc.iou > 0.99, "IoU {}", rpc.iou);
     assert!(
         rpc.max_boundary_dist <= 1.0,
         "a differing pixel lies {} px from any edge",
         rpc.max_boundary_dist
     );
     assert!(rpc.differing < rat.differing, "AllTouched fits better?");
+    Ok(())
+}
+
+/// `POLYGON ((x y, ...), (...))` (optionally with z) to a polygon; `None` for `POLYGON EMPTY`.
+fn parse_wkt_polygon(wkt: &str) -> anyhow::Result<Option<Polygon<f64>>> {
+    let body = wkt
+        .trim()
+        .strip_prefix("POLYGON")
+        .context("not a POLYGON")?
+        .trim();
+    if body == "EMPTY" {
+        return Ok(None);
+    }
+    let mut rings = Vec::new();
+    for ring in body.split(')') {
+        let ring = ring.trim_matches(|c: char| c == '(' || c == ',' || c.is_whitespace());
+        if ring.is_empty() {
+            continue;
+        }
+        let pts = ring
+            .split(',')
+            .map(|p| {
+                let mut it = p.split_whitespace().map(str::parse::<f64>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(x)), Some(Ok(y))) => Ok((x, y)),
+                    _ => bail!("bad WKT point {p:?}"),
+                }
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        rings.push(LineString::from(pts));
+    }
+    let mut rings = rings.into_iter();
+    let ext = rings.next().context("no rings")?;
+    Ok(Some(Polygon::new(ext, rings.collect())))
+}
+
+#[test]
+fn spacenet_csv_masks_match_rasterio() -> anyhow::Result<()> {
+    let Some(dir) = spacenet_dir() else {
+        println!("SKIPPED spacenet_csv_masks_match_rasterio: shared data folder not found (set CANOPY_SHARED_DATA)");
+        return Ok(());
+    };
+    let csv = dir.join("../spacenet-metrics/sample_truth.csv");
+    if !csv.is_file() {
+        println!(
+            "SKIPPED spacenet_csv_masks_match_rasterio: {} not found",
+            csv.display()
+        );
+        return Ok(());
+    }
+    // One quoted WKT field per line: ImageId,BuildingId,"POLYGON ((...))",...
+    let mut polys = Vec::new();
+    for line in std::fs::read_to_string(&csv)?.lines().skip(1) {
+        let Some(wkt) = line.split('"').nth(1) else {
+            continue;
+        };
+        polys.extend(parse_wkt_polygon(wkt)?);
+    }
+    println!(
+        "{}: {} polygons (pixel coordinates)",
+        csv.display(),
+        polys.len()
+    );
+    let pc = rasterize_mask(&polys, 900, 900, Coords::Pixel, BurnRule::PixelCenter)?;
+    let at = rasterize_mask(&polys, 900, 900, Coords::Pixel, BurnRule::AllTouched)?;
+    let theirs = read_tiff(&dir.join("sample_fp_mask.tif"))?.mask(0);
+    let fbc = read_tiff(&dir.join("sample_fbc_from_df2px.tif"))?.mask(0);
+    for (name, m) in [
+        ("sample_fp_mask.tif", &theirs),
+        ("sample_fbc_from_df2px.tif band 1", &fbc),
+    ] {
+        let rpc = agreement(&pc, m, &polys);
+        let rat = agreement(&at, m, &polys);
+        println!(
+            "{name}: {} pixels set | PixelCenter: {} differ, IoU {:.5}, max dist {:.3} | AllTouched: {} differ, IoU {:.5}, max dist {:.3}",
+            count(m), rpc.differing, rpc.iou, rpc.max_boundary_dist, rat.differing, rat.iou, rat.max_boundary_dist
+        );
+    }
+    let rpc = agreement(&pc, &theirs, &polys);
+    let rat = agreement(&at, &theirs, &polys);
+    // solaris made sample_fp_mask.tif from these polygons with rasterio's default rule: our
+    // PixelCenter reproduces it exactly (measured: 0 differing pixels; AllTouched: 8,237).
+    assert_eq!(rpc.differing, 0, "IoU {}", rpc.iou);
+    assert!(rat.differing > 1000);
     Ok(())
 }
