@@ -7,9 +7,13 @@
 //! | module | crate | feature |
 //! |---|---|---|
 //! | [`raster`] | `canopy-raster`: GeoTIFF I/O, windows, tiling + stitching, rasterisation | `raster` (default) |
+//! | `nn` | `canopy-nn`: gradient-checked operators on candle | `nn` |
 //!
 //! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
 #![warn(missing_docs)]
 
 #[cfg(feature = "raster")]
 pub use canopy_raster as raster;
+
+#[cfg(feature = "nn")]
+pub use canopy_nn as nn;

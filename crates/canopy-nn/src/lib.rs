@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+pub mod dropout;
+mod error;
+pub mod gradcheck;
+pub mod ops;
+
+pub use dropout::Dropout;
+pub use error::{Error, Result};
+pub use gradcheck::{check_all_parameters_have_gradients, check_gradients, GradCheckConfig};

@@ -1,0 +1,269 @@
+//! Convolutions with correct gradients for every shape, stride, padding, dilation and group
+//! count, as im2col (a gather with `index_select`) followed by a matrix product.
+//!
+//! candle 0.11's own kernels are wrong in places: conv1d kernel gradients (the CPU backend makes
+//! the kernel contiguous, then multiplies with the original layout), conv2d backward with
+//! stride > 1 when `(H + 2p - k) mod s != (W + 2p - k) mod s`. Here the gradient comes from
+//! `index_select` (scatter-add) and `matmul`, both of which candle differentiates correctly, so
+//! these ops are the reference the fast kernels of this crate are tested against. They gather
+//! `C x K` values per output position: memory grows with the kernel size.
+//!
+//! Numerics follow `torch.nn.functional.conv1d` / `conv2d` (cross-correlation, zero padding).
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{invalid, shape};
+use crate::Result;
+
+/// Stride, padding and dilation along one axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Axis1 {
+    /// Step between windows.
+    pub stride: usize,
+    /// Zeros added at both ends.
+    pub padding: usize,
+    /// Spacing between kernel taps.
+    pub dilation: usize,
+}
+
+impl Default for Axis1 {
+    fn default() -> Self {
+        Axis1 {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        }
+    }
+}
+
+impl Axis1 {
+    /// Output length for an input of `len` and a kernel of `k`, or an error naming the op.
+    pub(crate) fn out_len(&self, op: &'static str, len: usize, k: usize) -> Result<usize> {
+        if self.stride == 0 || self.dilation == 0 || k == 0 {
+            return Err(invalid(
+                op,
+                "stride, dilation and kernel size must be positive",
+            ));
+        }
+        let span = self.dilation * (k - 1) + 1;
+        let padded = len + 2 * self.padding;
+        if padded < span {
+            return Err(invalid(
+                op,
+                format!(
+                    "input of length {len} (+2x{} padding) is shorter than the kernel span {span}",
+                    self.padding
+                ),
+            ));
+        }
+        Ok((padded - span) / self.stride + 1)
+    }
+}
+
+/// Parameters of [`conv1d`] (PyTorch's `stride`, `padding`, `dilation`, `groups`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv1dConfig {
+    /// Stride, padding, dilation.
+    pub axis: Axis1,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for Conv1dConfig {
+    fn default() -> Self {
+        Conv1dConfig {
+            axis: Axis1::default(),
+            groups: 1,
+        }
+    }
+}
+
+/// Parameters of [`conv2d`], separate per axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Along rows (H).
+    pub h: Axis1,
+    /// Along columns (W).
+    pub w: Axis1,
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            h: Axis1::default(),
+            w: Axis1::default(),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dConfig {
+    /// The same stride, padding and dilation on both axes.
+    pub fn square(stride: usize, padding: usize, dilation: usize, groups: usize) -> Self {
+        let a = Axis1 {
+            stride,
+            padding,
+            dilation,
+        };
+        Conv2dConfig { h: a, w: a, groups }
+    }
+}
+
+fn index_tensor(v: Vec<u32>, device: &Device) -> Result<Tensor> {
+    let n = v.len();
+    Ok(Tensor::from_vec(v, n, device)?)
+}
+
+fn check_groups(
+    op: &'static str,
+    c_in: usize,
+    c_out: usize,
+    w_in: usize,
+    groups: usize,
+) -> Result<()> {
+    if groups == 0 || c_in % groups != 0 || c_out % groups != 0 {
+        return Err(invalid(
+            op,
+            format!("groups = {groups} must divide both {c_in} input and {c_out} output channels"),
+        ));
+    }
+    if w_in != c_in / groups {
+        return Err(shape(
+            op,
+            format!("weight with {} input channels per group", c_in / groups),
+            w_in,
+        ));
+    }
+    Ok(())
+}
+
+/// Grouped matrix product of gathered columns `(B, C, P, K)` with weights `(C_out, C/g, K)`,
+/// giving `(B, C_out, P)`.
+fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tensor> {
+    let (b, c, p, k) = cols.dims4()?;
+    let c_out = weight.dim(0)?;
+    let (cg, og) = (c / groups, c_out / groups);
+    let mut outs = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let cols_g = cols
+            .narrow(1, g * cg, cg)?
+            .permute((0, 2, 1, 3))? // (B, Cg, P, K) -> (B, P, Cg, K)
+            .contiguous()?
+            .reshape((b, p, cg * k))?;
+        let w_g = weight.narrow(0, g * og, og)?.reshape((og, cg * k))?.t()?; // (Cg*K, Og)
+        outs.push(cols_g.broadcast_matmul(&w_g)?); // (B, P, Og)
+    }
+    let out = if groups == 1 {
+        outs.remove(0)
+    } else {
+        Tensor::cat(&outs, 2)?
+    };
+    Ok(out.transpose(1, 2)?.contiguous()?) // (B, P, C_out) -> (B, C_out, P)
+}
+
+/// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d`.
+///
+/// # Shapes
+/// `x`: `(B, C_in, L)`, `weight`: `(C_out, C_in / groups, K)`, `bias`: `(C_out,)` ->
+/// `(B, C_out, L_out)` with `L_out = (L + 2p - d(K-1) - 1) / s + 1`.
+///
+/// # Errors
+/// Shape and configuration errors that name the expected shapes.
+pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv1dConfig,
+) -> Result<Tensor> {
+    let op = "conv1d";
+    let (b, c, l) = x
+        .dims3()
+        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
+    let (c_out, w_in, k) = weight
+        .dims3()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    let a = cfg.axis;
+    let l_out = a.out_len(op, l, k)?;
+    let xp = if a.padding > 0 {
+        x.pad_with_zeros(2, a.padding, a.padding)?
+    } else {
+        x.clone()
+    };
+    let idx: Vec<u32> = (0..l_out)
+        .flat_map(|o| (0..k).map(move |t| (o * a.stride + t * a.dilation) as u32))
+        .collect();
+    let cols = xp
+        .index_select(&index_tensor(idx, x.device())?, 2)?
+        .reshape((b, c, l_out, k))?;
+    let mut y = grouped_matmul(&cols, weight, cfg.groups)?; // (B, C_out, L_out)
+    if let Some(bias) = bias {
+        if bias.dims() != [c_out] {
+            return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
+        }
+        y = y.broadcast_add(&bias.reshape((1, c_out, 1))?)?;
+    }
+    Ok(y)
+}
+
+/// 2-D convolution (cross-correlation) like `torch.nn.functional.conv2d`, with stride, padding
+/// and dilation given per axis.
+///
+/// # Shapes
+/// `x`: `(B, C_in, H, W)`, `weight`: `(C_out, C_in / groups, K_h, K_w)`, `bias`: `(C_out,)` ->
+/// `(B, C_out, H_out, W_out)`.
+///
+/// # Errors
+/// Shape and configuration errors that name the expected shapes.
+pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dConfig,
+) -> Result<Tensor> {
+    let op = "conv2d";
+    let (b, c, h, w) = x
+        .dims4()
+        .map_err(|_| shape(op, "input (B, C, H, W)", x.dims()))?;
+    let (c_out, w_in, kh, kw) = weight
+        .dims4()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K_h, K_w)", weight.dims()))?;
+    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    let (h_out, w_out) = (cfg.h.out_len(op, h, kh)?, cfg.w.out_len(op, w, kw)?);
+    let mut xp = x.clone();
+    if cfg.h.padding > 0 {
+        xp = xp.pad_with_zeros(2, cfg.h.padding, cfg.h.padding)?;
+    }
+    if cfg.w.padding > 0 {
+        xp = xp.pad_with_zeros(3, cfg.w.padding, cfg.w.padding)?;
+    }
+    let wp = w + 2 * cfg.w.padding;
+    let hp = h + 2 * cfg.h.padding;
+    let mut idx = Vec::with_capacity(h_out * w_out * kh * kw);
+    for oh in 0..h_out {
+        for ow in 0..w_out {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let r = oh * cfg.h.stride + i * cfg.h.dilation;
+                    let col = ow * cfg.w.stride + j * cfg.w.dilation;
+                    idx.push((r * wp + col) as u32);
+                }
+            }
+        }
+    }
+    let flat = xp.reshape((b, c, hp * wp))?;
+    let cols = flat
+        .index_select(&index_tensor(idx, x.device())?, 2)?
+        .reshape((b, c, h_out * w_out, kh * kw))?;
+    let weight = weight.reshape((c_out, w_in, kh * kw))?;
+    let mut y = grouped_matmul(&cols, &weight, cfg.groups)?.reshape((b, c_out, h_out, w_out))?;
+    if let Some(bias) = bias {
+        if bias.dims() != [c_out] {
+            return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
+        }
+        y = y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+    }
+    Ok(y)
+}

@@ -1,0 +1,17 @@
+//! Differentiable operators: each is built so that candle's backward pass is correct, and each
+//! is gradient-checked and compared with PyTorch in the tests.
+
+pub mod conv;
+pub mod norm;
+pub mod pool;
+pub mod resize;
+pub mod softmax;
+
+pub use conv::{conv1d, conv2d, Axis1, Conv1dConfig, Conv2dConfig};
+pub use norm::{layer_norm, LayerNorm};
+pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
+pub use resize::{
+    adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,
+    AlignCorners,
+};
+pub use softmax::{log_softmax, softmax, softmax_last_dim};

@@ -1,0 +1,317 @@
+//! canopy-nn's operators against PyTorch (float64 fixtures from `tools/golden/nn_ops.py`:
+//! forward outputs and the gradients of `sum(y * r)` for every input) and against finite
+//! differences.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor, Var};
+use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+use canopy_nn::ops::*;
+use canopy_nn::Result;
+
+fn fixtures() -> HashMap<String, Tensor> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nn_ops.safetensors"
+    );
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Runs `f` on the fixture inputs `names` of case `case`, compares output and gradients.
+fn golden(case: &str, names: &[&str], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let fx = fixtures();
+    let get = |k: &str| {
+        fx.get(&format!("{case}.{k}"))
+            .unwrap_or_else(|| panic!("fixture {case}.{k} missing"))
+            .clone()
+    };
+    let vars: Vec<Var> = names
+        .iter()
+        .map(|n| Var::from_tensor(&get(n)).unwrap())
+        .collect();
+    let xs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&xs).unwrap();
+    let dy = max_abs_diff(&y, &get("y"));
+    assert!(dy < 1e-10, "{case}: forward differs from PyTorch by {dy:e}");
+    let grads = (&y * get("r"))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (n, x) in names.iter().zip(&xs) {
+        let g = grads
+            .get(x)
+            .unwrap_or_else(|| panic!("{case}: no gradient for {n}"));
+        let dg = max_abs_diff(g, &get(&format!("g{n}")));
+        assert!(
+            dg < 1e-10,
+            "{case}: gradient of {n} differs from PyTorch by {dg:e}"
+        );
+    }
+}
+
+fn gradcheck(shapes: &[&[usize]], f: impl Fn(&[Tensor]) -> Result<Tensor>) {
+    let inputs: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| random_f64(s, 100 + i as u64, &Device::Cpu).unwrap())
+        .collect();
+    check_gradients(f, &inputs, GradCheckConfig::default()).unwrap();
+}
+
+fn c1(stride: usize, padding: usize, dilation: usize) -> Axis1 {
+    Axis1 {
+        stride,
+        padding,
+        dilation,
+    }
+}
+
+#[test]
+fn conv1d_matches_pytorch_and_finite_differences() {
+    let cfg = Conv1dConfig {
+        axis: c1(2, 1, 2),
+        groups: 2,
+    };
+    golden("conv1d", &["x", "w", "b"], |t| {
+        conv1d(&t[0], &t[1], Some(&t[2]), cfg)
+    });
+    gradcheck(&[&[2, 4, 11], &[6, 2, 3], &[6]], |t| {
+        conv1d(&t[0], &t[1], Some(&t[2]), cfg)
+    });
+}
+
+#[test]
+fn conv2d_matches_pytorch_where_candle_fails() {
+    let s2 = Conv2dConfig::square(2, 1, 1, 1);
+    golden("conv2d_s2", &["x", "w", "b"], |t| {
+        conv2d(&t[0], &t[1], Some(&t[2]), s2)
+    });
+    let mixed = Conv2dConfig {
+        h: c1(2, 1, 2),
+        w: c1(3, 0, 1),
+        groups: 2,
+    };
+    golden("conv2d_mixed", &["x", "w"], |t| {
+        conv2d(&t[0], &t[1], None, mixed)
+    });
+    gradcheck(&[&[1, 4, 7, 10], &[4, 2, 3, 2]], |t| {
+        conv2d(&t[0], &t[1], None, mixed)
+    });
+}
+
+#[test]
+fn pooling_matches_pytorch() {
+    let a = PoolAxis {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    golden("max_pool1d", &["x"], |t| max_pool1d(&t[0], a, true));
+    golden("avg_pool1d", &["x"], |t| avg_pool1d(&t[0], a, true));
+    golden("max_pool2d", &["x"], |t| {
+        max_pool2d(
+            &t[0],
+            a,
+            PoolAxis {
+                kernel: 2,
+                stride: 1,
+                padding: 1,
+            },
+            true,
+        )
+    });
+    golden("avg_pool2d", &["x"], |t| avg_pool2d(&t[0], a, a, true));
+    golden("max_pool2d_k2", &["x"], |t| {
+        max_pool2d(&t[0], PoolAxis::new(2), PoolAxis::new(2), false)
+    });
+    gradcheck(&[&[1, 2, 7, 6]], |t| avg_pool2d(&t[0], a, a, true));
+    gradcheck(&[&[1, 2, 7, 6]], |t| max_pool2d(&t[0], a, a, false));
+}
+
+#[test]
+fn resizing_matches_pytorch() {
+    golden("bilinear_up", &["x"], |t| {
+        upsample_bilinear2d(&t[0], 8, 12, AlignCorners::No)
+    });
+    golden("bilinear_up_ac", &["x"], |t| {
+        upsample_bilinear2d(&t[0], 8, 12, AlignCorners::Yes)
+    });
+    golden("bilinear_down", &["x"], |t| {
+        upsample_bilinear2d(&t[0], 3, 4, AlignCorners::No)
+    });
+    golden("nearest_up", &["x"], |t| upsample_nearest2d(&t[0], 8, 11));
+    golden("nearest_down", &["x"], |t| upsample_nearest2d(&t[0], 3, 4));
+    golden("adaptive_avg", &["x"], |t| adaptive_avg_pool2d(&t[0], 3, 4));
+    golden("linear1d", &["x"], |t| {
+        interpolate_linear1d(&t[0], 17, AlignCorners::No)
+    });
+    gradcheck(&[&[1, 2, 5, 7]], |t| {
+        upsample_bilinear2d(&t[0], 9, 4, AlignCorners::No)
+    });
+}
+
+#[test]
+fn softmax_and_layer_norm_match_pytorch_and_pass_gradient_checks() {
+    golden("softmax", &["x"], |t| softmax(&t[0], 1));
+    golden("log_softmax", &["x"], |t| {
+        log_softmax(&t[0], candle_core::D::Minus1)
+    });
+    golden("layer_norm", &["x", "w", "b"], |t| {
+        layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+    gradcheck(&[&[3, 5, 4]], |t| softmax_last_dim(&t[0]));
+    gradcheck(&[&[3, 4, 6], &[6], &[6]], |t| {
+        layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+}
+
+/// The traps this crate works around, demonstrated: the gradient check must catch them, or it
+/// could not catch anything.
+#[test]
+fn gradient_check_catches_candles_silent_failures() {
+    let x = random_f64(&[3, 5], 7, &Device::Cpu).unwrap();
+    let err = check_gradients(
+        |t| Ok(candle_nn::ops::softmax_last_dim(&t[0])?),
+        &[x],
+        GradCheckConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("NO gradient"), "{err}");
+
+    let x = random_f64(&[2, 3, 11], 8, &Device::Cpu).unwrap();
+    let w = random_f64(&[4, 3, 3], 9, &Device::Cpu).unwrap();
+    let err = check_gradients(
+        |t| Ok(t[0].conv1d(&t[1], 0, 1, 1, 1)?),
+        &[x, w],
+        GradCheckConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("input 1"),
+        "candle's conv1d kernel gradient should be wrong: {err}"
+    );
+}
+
+#[test]
+fn layer_norm_module_trains_every_parameter_where_candles_does_not() {
+    use candle_nn::{VarBuilder, VarMap};
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, candle_core::DType::F64, &dev);
+    let ln = LayerNorm::new(6, 1e-5, true, vb.pp("norm")).unwrap();
+    let lin = candle_nn::linear(4, 6, vb.pp("lin")).unwrap();
+    let x = random_f64(&[5, 4], 3, &dev).unwrap();
+    let r = random_f64(&[5, 6], 4, &dev).unwrap();
+    let y = ln
+        .forward(&candle_core::Module::forward(&lin, &x).unwrap())
+        .unwrap();
+    let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let vars: Vec<(String, Var)> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(vars.len(), 4);
+    canopy_nn::check_all_parameters_have_gradients(&vars, &grads).unwrap();
+
+    // candle's fused LayerNorm (f32, contiguous input) stops the gradient before the linear layer
+    let vm32 = VarMap::new();
+    let vb32 = VarBuilder::from_varmap(&vm32, candle_core::DType::F32, &dev);
+    let lin32 = candle_nn::linear(4, 6, vb32.pp("lin")).unwrap();
+    let cln = candle_nn::LayerNorm::new(
+        Tensor::ones(6, candle_core::DType::F32, &dev).unwrap(),
+        Tensor::zeros(6, candle_core::DType::F32, &dev).unwrap(),
+        1e-5,
+    );
+    let x32 = x.to_dtype(candle_core::DType::F32).unwrap();
+    let y =
+        candle_core::Module::forward(&cln, &candle_core::Module::forward(&lin32, &x32).unwrap())
+            .unwrap();
+    let grads = (y * r.to_dtype(candle_core::DType::F32).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let lin_vars: Vec<(String, Var)> = vm32
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let err = canopy_nn::check_all_parameters_have_gradients(&lin_vars, &grads).unwrap_err();
+    assert!(err.to_string().contains("no gradient"), "{err}");
+}
+
+#[test]
+fn dropout_is_seeded_scaled_and_off_in_evaluation() {
+    use rand::SeedableRng;
+    let x = Tensor::ones((1000,), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let d = canopy_nn::Dropout::new(0.25).unwrap();
+    let a = d
+        .forward_t(&x, true, &mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap();
+    let b = d
+        .forward_t(&x, true, &mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap();
+    let va: Vec<f32> = a.to_vec1().unwrap();
+    assert_eq!(va, b.to_vec1::<f32>().unwrap(), "same seed, same mask");
+    let kept = va.iter().filter(|&&v| v != 0.0).count();
+    assert!(
+        (700..800).contains(&kept),
+        "kept {kept} of 1000 at p = 0.25"
+    );
+    assert!(va
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+    let e = d
+        .forward_t(&x, false, &mut rand::rngs::StdRng::seed_from_u64(1))
+        .unwrap();
+    assert_eq!(e.to_vec1::<f32>().unwrap(), vec![1.0; 1000]);
+    assert!(canopy_nn::Dropout::new(1.0).is_err());
+}
+
+#[test]
+fn shape_errors_name_the_problem() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 4, 5, 5), candle_core::DType::F32, &dev).unwrap();
+    let w = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F32, &dev).unwrap();
+    let e = conv2d(&x, &w, None, Conv2dConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("groups") || e.contains("input channels"), "{e}");
+    let e = max_pool2d(
+        &x,
+        PoolAxis {
+            kernel: 2,
+            stride: 1,
+            padding: 2,
+        },
+        PoolAxis::new(2),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("padding"), "{e}");
+    assert!(upsample_bilinear2d(&x, 0, 3, AlignCorners::No).is_err());
+}
