@@ -52,6 +52,20 @@ case("softmax", lambda x: F.softmax(x, dim=1), x=rn(3, 5, 4))
 case("log_softmax", lambda x: F.log_softmax(x, dim=-1), x=rn(3, 5, 4))
 case("layer_norm", lambda x, w, b: F.layer_norm(x, (6,), w, b, eps=1e-5), x=rn(3, 4, 6), w=rn(6), b=rn(6))
 
+grid = (torch.rand(2, 4, 5, 2) * 2.4 - 1.2)
+for pad in ("zeros", "border"):
+    for ac in (False, True):
+        case(f"grid_sample_{pad}_{int(ac)}",
+             lambda x, g: F.grid_sample(x, g, mode="bilinear", padding_mode=pad, align_corners=ac),
+             x=rn(2, 3, 6, 7), g=grid.clone())
+
+case("conv_transpose2d", lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2),
+     x=rn(2, 4, 5, 6), w=rn(4, 3, 3, 3), b=rn(6))
+case("conv_transpose2d_mixed", lambda x, w: F.conv_transpose2d(x, w, None, stride=(1, 3), padding=(2, 0), output_padding=(0, 2), dilation=(2, 1)),
+     x=rn(1, 3, 6, 4), w=rn(3, 2, 3, 2))
+case("conv_transpose1d", lambda x, w, b: F.conv_transpose1d(x, w, b, stride=3, padding=2, output_padding=1, dilation=2),
+     x=rn(2, 3, 7), w=rn(3, 5, 4), b=rn(5))
+
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_ops.safetensors")
 os.makedirs(os.path.dirname(path), exist_ok=True)
 save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_ops.py"})

@@ -315,3 +315,67 @@ fn shape_errors_name_the_problem() {
     assert!(e.contains("padding"), "{e}");
     assert!(upsample_bilinear2d(&x, 0, 3, AlignCorners::No).is_err());
 }
+
+#[test]
+fn grid_sample_matches_pytorch_for_image_and_grid_gradients() {
+    for (pad, p) in [
+        ("zeros", GridPadding::Zeros),
+        ("border", GridPadding::Border),
+    ] {
+        for (ac, a) in [(0, AlignCorners::No), (1, AlignCorners::Yes)] {
+            golden(&format!("grid_sample_{pad}_{ac}"), &["x", "g"], |t| {
+                grid_sample(&t[0], &t[1], p, a)
+            });
+        }
+    }
+    // finite differences, grid kept away from integer pixel positions (where bilinear
+    // interpolation has a kink)
+    let x = random_f64(&[1, 2, 5, 6], 11, &Device::Cpu).unwrap();
+    let g = (random_f64(&[1, 3, 4, 2], 12, &Device::Cpu).unwrap() * 0.9).unwrap();
+    check_gradients(
+        |t| grid_sample(&t[0], &t[1], GridPadding::Zeros, AlignCorners::No),
+        &[x, g],
+        GradCheckConfig::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn transposed_convolutions_match_pytorch() {
+    let t2 = TransposeAxis {
+        stride: 2,
+        padding: 1,
+        output_padding: 1,
+        dilation: 1,
+    };
+    golden("conv_transpose2d", &["x", "w", "b"], |t| {
+        conv_transpose2d(&t[0], &t[1], Some(&t[2]), t2, t2, 2)
+    });
+    let th = TransposeAxis {
+        stride: 1,
+        padding: 2,
+        output_padding: 0,
+        dilation: 2,
+    };
+    let tw = TransposeAxis {
+        stride: 3,
+        padding: 0,
+        output_padding: 2,
+        dilation: 1,
+    };
+    golden("conv_transpose2d_mixed", &["x", "w"], |t| {
+        conv_transpose2d(&t[0], &t[1], None, th, tw, 1)
+    });
+    let t1 = TransposeAxis {
+        stride: 3,
+        padding: 2,
+        output_padding: 1,
+        dilation: 2,
+    };
+    golden("conv_transpose1d", &["x", "w", "b"], |t| {
+        conv_transpose1d(&t[0], &t[1], Some(&t[2]), t1, 1)
+    });
+    gradcheck(&[&[1, 4, 4, 3], &[4, 1, 3, 2]], |t| {
+        conv_transpose2d(&t[0], &t[1], None, t2, TransposeAxis::new(2, 0), 4)
+    });
+}

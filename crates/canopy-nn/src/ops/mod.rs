@@ -2,12 +2,16 @@
 //! is gradient-checked and compared with PyTorch in the tests.
 
 pub mod conv;
+pub mod conv_transpose;
+pub mod grid_sample;
 pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod softmax;
 
 pub use conv::{conv1d, conv2d, Axis1, Conv1dConfig, Conv2dConfig};
+pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
+pub use grid_sample::{grid_sample, GridPadding};
 pub use norm::{layer_norm, LayerNorm};
 pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
 pub use resize::{
