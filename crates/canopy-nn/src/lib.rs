@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod dropout;
 mod error;
 pub mod gradcheck;
+pub mod init;
 pub mod ops;
 
 pub use dropout::Dropout;
 pub use error::{Error, Result};
 pub use gradcheck::{check_all_parameters_have_gradients, check_gradients, GradCheckConfig};
+pub use init::{pytorch_uniform, SeededVarMap};

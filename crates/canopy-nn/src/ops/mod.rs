@@ -1,6 +1,7 @@
 //! Differentiable operators: each is built so that candle's backward pass is correct, and each
 //! is gradient-checked and compared with PyTorch in the tests.
 
+pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
 pub mod grid_sample;
@@ -9,6 +10,7 @@ pub mod pool;
 pub mod resize;
 pub mod softmax;
 
+pub use activation::gelu;
 pub use conv::{conv1d, conv2d, Axis1, Conv1dConfig, Conv2dConfig};
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};

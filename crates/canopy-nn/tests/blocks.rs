@@ -1,0 +1,165 @@
+//! canopy-nn's blocks against PyTorch modules (fixtures from `tools/golden/nn_blocks.py`): the
+//! PyTorch `state_dict` loads by name into a freshly built block (key sets equal both ways), the
+//! outputs and input gradients match, and every parameter receives a gradient.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use canopy_nn::attention::{
+    Activation, MultiheadAttention, NormPosition, TransformerEncoderLayer,
+    TransformerEncoderLayerConfig,
+};
+use canopy_nn::{check_all_parameters_have_gradients, SeededVarMap};
+use rand::SeedableRng;
+
+fn fixtures() -> HashMap<String, Tensor> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/nn_blocks.safetensors"
+    );
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Loads `name.sd.*` into the store, checking both key sets are equal.
+fn load_state_dict(fx: &HashMap<String, Tensor>, name: &str, store: &SeededVarMap) {
+    let prefix = format!("{name}.sd.");
+    let sd: HashMap<String, Tensor> = fx
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|k| (k.to_string(), v.clone())))
+        .collect();
+    let unused = store.load(&sd).unwrap();
+    assert!(
+        unused.is_empty(),
+        "{name}: PyTorch keys the block does not have: {unused:?}"
+    );
+    let ours: Vec<String> = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let mut theirs: Vec<String> = sd.keys().cloned().collect();
+    theirs.sort();
+    assert_eq!(ours, theirs, "{name}: key sets differ");
+}
+
+#[test]
+fn multihead_attention_matches_pytorch() {
+    let fx = fixtures();
+    let store = SeededVarMap::new(0);
+    let mha =
+        MultiheadAttention::new(8, 2, 0.0, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    load_state_dict(&fx, "mha", &store);
+    let x = Var::from_tensor(&fx["mha.x"]).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let (y, w) = mha
+        .forward_t(
+            x.as_tensor(),
+            x.as_tensor(),
+            x.as_tensor(),
+            Some(&fx["mha.mask"]),
+            true,
+            false,
+            &mut rng,
+        )
+        .unwrap();
+    assert!(max_abs_diff(&y, &fx["mha.y"]) < 1e-10);
+    assert!(max_abs_diff(&w.unwrap(), &fx["mha.w"]) < 1e-10);
+    let grads = (y * &fx["mha.r"])
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_abs_diff(grads.get(x.as_tensor()).unwrap(), &fx["mha.gx"]) < 1e-10);
+    check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+}
+
+#[test]
+fn transformer_encoder_layers_match_pytorch() {
+    let fx = fixtures();
+    for (name, act, norm) in [
+        ("enc_post_relu", Activation::Relu, NormPosition::Post),
+        ("enc_pre_gelu", Activation::Gelu, NormPosition::Pre),
+    ] {
+        let cfg = TransformerEncoderLayerConfig {
+            d_model: 8,
+            nhead: 2,
+            dim_feedforward: 16,
+            dropout: 0.1,
+            activation: act,
+            layer_norm_eps: 1e-5,
+            norm,
+        };
+        let store = SeededVarMap::new(0);
+        let layer = TransformerEncoderLayer::new(&cfg, store.var_builder(DType::F64, &Device::Cpu))
+            .unwrap();
+        load_state_dict(&fx, name, &store);
+        let x = Var::from_tensor(&fx[&format!("{name}.x")]).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let (y, attn) = layer
+            .forward_t(
+                x.as_tensor(),
+                Some(&fx[&format!("{name}.mask")]),
+                false,
+                &mut rng,
+            )
+            .unwrap();
+        let d = max_abs_diff(&y, &fx[&format!("{name}.y")]);
+        assert!(d < 1e-10, "{name}: output differs by {d:e}");
+        assert_eq!(attn.dims(), &[2, 2, 6, 6]);
+        let grads = (y * &fx[&format!("{name}.r")])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dg = max_abs_diff(
+            grads.get(x.as_tensor()).unwrap(),
+            &fx[&format!("{name}.gx")],
+        );
+        assert!(dg < 1e-10, "{name}: input gradient differs by {dg:e}");
+        check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+    }
+}
+
+#[test]
+fn dropout_in_training_is_reproducible_from_the_seed() {
+    let cfg = TransformerEncoderLayerConfig {
+        d_model: 8,
+        nhead: 2,
+        dim_feedforward: 16,
+        ..Default::default()
+    };
+    let run = || {
+        let store = SeededVarMap::new(3);
+        let layer = TransformerEncoderLayer::new(&cfg, store.var_builder(DType::F32, &Device::Cpu))
+            .unwrap();
+        let x = Tensor::ones((2, 4, 8), DType::F32, &Device::Cpu).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        layer
+            .forward_t(&x, None, true, &mut rng)
+            .unwrap()
+            .0
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(run(), run());
+}

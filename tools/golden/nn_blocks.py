@@ -1,0 +1,62 @@
+"""Golden fixtures for canopy-nn's blocks (attention, Transformer layers, LSTM), PyTorch float64.
+
+Run with the peer environment (../shared/peers/setup.sh):
+    ~/.cache/canopy-peers/venv/bin/python tools/golden/nn_blocks.py
+Writes crates/canopy-nn/tests/fixtures/nn_blocks.safetensors: for each block NAME its state_dict
+under `NAME.sd.<key>`, the inputs, the outputs, and the gradient of sum(out * NAME.r) w.r.t. the
+input (`NAME.gx`). Modules run in eval mode (dropout off). Pinned: torch 2.15.0.
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+
+torch.manual_seed(0)
+torch.set_default_dtype(torch.float64)
+out = {}
+
+
+def put(name, **ts):
+    for k, v in ts.items():
+        out[f"{name}.{k}"] = v.detach().contiguous()
+
+
+def sd(name, module):
+    for k, v in module.state_dict().items():
+        out[f"{name}.sd.{k}"] = v.detach().contiguous()
+
+
+# MultiheadAttention, self-attention with a key padding mask, per-head weights
+mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+with torch.no_grad():
+    mha.in_proj_bias.normal_()
+    mha.out_proj.bias.normal_()
+x = torch.randn(3, 5, 8, requires_grad=True)
+mask = torch.zeros(3, 5, dtype=torch.bool)
+mask[1, 3:] = True
+mask[2, 4] = True
+y, w = mha(x, x, x, key_padding_mask=mask, need_weights=True, average_attn_weights=False)
+r = torch.randn_like(y)
+(y * r).sum().backward()
+sd("mha", mha)
+put("mha", x=x, mask=mask.to(torch.uint8), y=y, w=w, r=r, gx=x.grad)
+
+for name, act, first in (("enc_post_relu", "relu", False), ("enc_pre_gelu", "gelu", True)):
+    layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.1, activation=act,
+                                             batch_first=True, norm_first=first).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, 5] = True
+    # the fast path would skip autograd-free checks; gradients need the regular path
+    y = layer(x, src_key_padding_mask=mask)
+    r = torch.randn_like(y)
+    (y * r).sum().backward()
+    sd(name, layer)
+    put(name, x=x, mask=mask.to(torch.uint8), y=y, r=r, gx=x.grad)
+
+path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_blocks.safetensors")
+save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_blocks.py"})
+print(f"wrote {len(out)} tensors to {os.path.normpath(path)} (torch {torch.__version__})")
