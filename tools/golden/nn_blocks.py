@@ -57,6 +57,23 @@ for name, act, first in (("enc_post_relu", "relu", False), ("enc_pre_gelu", "gel
     sd(name, layer)
     put(name, x=x, mask=mask.to(torch.uint8), y=y, r=r, gx=x.grad)
 
+# stacked bidirectional LSTM, with and without packed lengths
+lstm = torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True, dropout=0.3).eval()
+x = torch.randn(3, 6, 5, requires_grad=True)
+y, (hn, cn) = lstm(x)
+r = torch.randn_like(y)
+(y * r).sum().backward()
+sd("lstm", lstm)
+put("lstm", x=x, y=y, hn=hn, cn=cn, r=r, gx=x.grad)
+x2 = x.detach().clone().requires_grad_(True)
+lengths = torch.tensor([6, 4, 1])
+packed = torch.nn.utils.rnn.pack_padded_sequence(x2, lengths, batch_first=True, enforce_sorted=False)
+yp, (hn2, cn2) = lstm(packed)
+y2, _ = torch.nn.utils.rnn.pad_packed_sequence(yp, batch_first=True, total_length=6)
+r2 = torch.randn_like(y2)
+(y2 * r2).sum().backward()
+put("lstm_packed", x=x2, lengths=lengths.to(torch.int64), y=y2, hn=hn2, cn=cn2, r=r2, gx=x2.grad)
+
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_blocks.safetensors")
 save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_blocks.py"})
 print(f"wrote {len(out)} tensors to {os.path.normpath(path)} (torch {torch.__version__})")

@@ -6,6 +6,7 @@ pub mod dropout;
 mod error;
 pub mod gradcheck;
 pub mod init;
+pub mod lstm;
 pub mod ops;
 
 pub use dropout::Dropout;

@@ -163,3 +163,45 @@ fn dropout_in_training_is_reproducible_from_the_seed() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn stacked_bidirectional_lstm_matches_pytorch_with_and_without_lengths() {
+    use canopy_nn::lstm::{Lstm, LstmConfig};
+    let fx = fixtures();
+    let cfg = LstmConfig {
+        input_size: 5,
+        hidden_size: 4,
+        num_layers: 2,
+        bias: true,
+        dropout: 0.3,
+        bidirectional: true,
+    };
+    let store = SeededVarMap::new(0);
+    let lstm = Lstm::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    load_state_dict(&fx, "lstm", &store);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for (case, lengths) in [("lstm", None), ("lstm_packed", Some(vec![6usize, 4, 1]))] {
+        let x = Var::from_tensor(&fx[&format!("{case}.x")]).unwrap();
+        let out = lstm
+            .forward_t(x.as_tensor(), lengths.as_deref(), false, &mut rng)
+            .unwrap();
+        for (what, t) in [("y", &out.output), ("hn", &out.h_n), ("cn", &out.c_n)] {
+            let d = max_abs_diff(t, &fx[&format!("{case}.{what}")]);
+            assert!(d < 1e-10, "{case}: {what} differs by {d:e}");
+        }
+        assert_eq!(out.hidden_states.len(), 2);
+        assert_eq!(out.cell_states[1].dims(), &[3, 6, 8]);
+        let grads = (&out.output * &fx[&format!("{case}.r")])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dg = max_abs_diff(
+            grads.get(x.as_tensor()).unwrap(),
+            &fx[&format!("{case}.gx")],
+        );
+        assert!(dg < 1e-10, "{case}: input gradient differs by {dg:e}");
+        check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+    }
+}

@@ -1,0 +1,266 @@
+//! Stacked, optionally bidirectional LSTM with PyTorch's parameter names
+//! (`weight_ih_l{k}[_reverse]`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`), inter-layer
+//! dropout, per-sequence lengths, and every hidden and cell state returned for inspection.
+//!
+//! candle's `rnn::LSTM` is one layer and one direction (its `Direction::Backward` only renames the
+//! weights; it does not reverse the sequence), with no dropout between layers and no masks.
+//!
+//! With `lengths`, the result equals PyTorch's `pack_padded_sequence` → `nn.LSTM` →
+//! `pad_packed_sequence`: the forward direction stops at each sequence's last valid step, the
+//! reverse direction starts there, outputs at padded steps are zero, and `h_n`/`c_n` hold the
+//! states at the last valid step.
+//!
+//! # References
+//! Hochreiter & Schmidhuber 1997; PyTorch `torch.nn.LSTM` (gate order i, f, g, o).
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use rand::Rng;
+
+use crate::error::{invalid, shape};
+use crate::{Dropout, Result};
+
+/// Configuration of an [`Lstm`], named like PyTorch's arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LstmConfig {
+    /// `input_size`.
+    pub input_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `num_layers`.
+    pub num_layers: usize,
+    /// `bias`.
+    pub bias: bool,
+    /// `dropout` between layers (not after the last), in training.
+    pub dropout: f64,
+    /// `bidirectional`.
+    pub bidirectional: bool,
+}
+
+impl Default for LstmConfig {
+    fn default() -> Self {
+        LstmConfig {
+            input_size: 1,
+            hidden_size: 1,
+            num_layers: 1,
+            bias: true,
+            dropout: 0.0,
+            bidirectional: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Direction {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    /// `bias_ih` and `bias_hh`, kept apart (summed at run time, so loaded weights are used).
+    b: Option<(Tensor, Tensor)>,
+}
+
+/// Everything an [`Lstm`] computes.
+#[derive(Debug, Clone)]
+pub struct LstmOutput {
+    /// Last layer's hidden states, `(B, T, D * H)` (zeros at padded steps).
+    pub output: Tensor,
+    /// Final hidden state per layer and direction, `(num_layers * D, B, H)` (PyTorch order).
+    pub h_n: Tensor,
+    /// Final cell state, `(num_layers * D, B, H)`.
+    pub c_n: Tensor,
+    /// Hidden states of every layer, each `(B, T, D * H)`.
+    pub hidden_states: Vec<Tensor>,
+    /// Cell states of every layer, each `(B, T, D * H)`.
+    pub cell_states: Vec<Tensor>,
+}
+
+/// A stacked (bidirectional) LSTM, batch-first.
+#[derive(Debug, Clone)]
+pub struct Lstm {
+    layers: Vec<Vec<Direction>>,
+    dropout: Dropout,
+    cfg: LstmConfig,
+}
+
+impl Lstm {
+    /// Builds the LSTM; parameters are initialised like PyTorch's, `U(-1/sqrt(H), 1/sqrt(H))`.
+    ///
+    /// # Errors
+    /// Zero sizes, a dropout outside `[0, 1)`, or variables that cannot be created.
+    pub fn new(cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
+        if cfg.input_size == 0 || cfg.hidden_size == 0 || cfg.num_layers == 0 {
+            return Err(invalid("Lstm", format!("sizes must be positive: {cfg:?}")));
+        }
+        let h = cfg.hidden_size;
+        let bound = 1.0 / (h as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let dirs = if cfg.bidirectional { 2 } else { 1 };
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for k in 0..cfg.num_layers {
+            let in_dim = if k == 0 { cfg.input_size } else { h * dirs };
+            let mut ds = Vec::with_capacity(dirs);
+            for d in 0..dirs {
+                let sfx = if d == 0 {
+                    format!("l{k}")
+                } else {
+                    format!("l{k}_reverse")
+                };
+                let w_ih = vb.get_with_hints((4 * h, in_dim), &format!("weight_ih_{sfx}"), init)?;
+                let w_hh = vb.get_with_hints((4 * h, h), &format!("weight_hh_{sfx}"), init)?;
+                let b = if cfg.bias {
+                    let b_ih = vb.get_with_hints(4 * h, &format!("bias_ih_{sfx}"), init)?;
+                    let b_hh = vb.get_with_hints(4 * h, &format!("bias_hh_{sfx}"), init)?;
+                    Some((b_ih, b_hh))
+                } else {
+                    None
+                };
+                ds.push(Direction { w_ih, w_hh, b });
+            }
+            layers.push(ds);
+        }
+        Ok(Lstm {
+            layers,
+            dropout: Dropout::new(cfg.dropout)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LstmConfig {
+        &self.cfg
+    }
+
+    /// Runs the LSTM from zero initial states. `lengths` (one per sequence, each in `1..=T`)
+    /// masks padded steps.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, input_size)` -> see [`LstmOutput`].
+    ///
+    /// # Errors
+    /// Shape errors; lengths out of range.
+    pub fn forward_t<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+        rng: &mut R,
+    ) -> Result<LstmOutput> {
+        let op = "Lstm";
+        let (b, t, c) = x
+            .dims3()
+            .map_err(|_| shape(op, "input (B, T, input_size)", x.dims()))?;
+        if c != self.cfg.input_size {
+            return Err(shape(
+                op,
+                format!("input (B, T, {})", self.cfg.input_size),
+                x.dims(),
+            ));
+        }
+        // (T, B, 1) validity mask
+        let mask = match lengths {
+            None => None,
+            Some(l) => {
+                if l.len() != b || l.iter().any(|&n| n == 0 || n > t) {
+                    return Err(invalid(
+                        op,
+                        format!("lengths {l:?} must be {b} values in 1..={t}"),
+                    ));
+                }
+                let v: Vec<f64> = (0..t)
+                    .flat_map(|s| l.iter().map(move |&n| if s < n { 1.0 } else { 0.0 }))
+                    .collect();
+                Some(Tensor::from_vec(v, (t, b, 1), x.device())?.to_dtype(x.dtype())?)
+            }
+        };
+        let h = self.cfg.hidden_size;
+        let mut input = x.clone();
+        let (mut h_n, mut c_n, mut hidden_states, mut cell_states) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (k, dirs) in self.layers.iter().enumerate() {
+            if k > 0 {
+                input = self.dropout.forward_t(&input, train, rng)?;
+            }
+            let (mut outs, mut cells) = (Vec::new(), Vec::new());
+            for (d, dir) in dirs.iter().enumerate() {
+                // input projections for all steps at once: (B, T, 4H)
+                let mut xw = input.broadcast_matmul(&dir.w_ih.t()?)?;
+                if let Some((b_ih, b_hh)) = &dir.b {
+                    xw = xw.broadcast_add(&(b_ih + b_hh)?)?;
+                }
+                let mut hs = Tensor::zeros((b, h), x.dtype(), x.device())?;
+                let mut cs = hs.clone();
+                let mut steps_h: Vec<Tensor> = vec![hs.clone(); t];
+                let mut steps_c: Vec<Tensor> = vec![cs.clone(); t];
+                let order: Vec<usize> = if d == 0 {
+                    (0..t).collect()
+                } else {
+                    (0..t).rev().collect()
+                };
+                let w_hh_t = dir.w_hh.t()?;
+                for s in order {
+                    let gates = (xw.narrow(1, s, 1)?.squeeze(1)? + hs.matmul(&w_hh_t)?)?; // (B, 4H)
+                    let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
+                    let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
+                    let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+                    let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+                    let c_new = ((f * &cs)? + (i * g)?)?;
+                    let h_new = (o * c_new.tanh()?)?;
+                    match &mask {
+                        None => {
+                            hs = h_new;
+                            cs = c_new;
+                            steps_h[s] = hs.clone();
+                            steps_c[s] = cs.clone();
+                        }
+                        Some(m) => {
+                            let m = m.narrow(0, s, 1)?.squeeze(0)?; // (B, 1)
+                            let keep = (1.0 - &m)?;
+                            hs = (h_new.broadcast_mul(&m)? + hs.broadcast_mul(&keep)?)?;
+                            cs = (c_new.broadcast_mul(&m)? + cs.broadcast_mul(&keep)?)?;
+                            steps_h[s] = hs.broadcast_mul(&m)?;
+                            steps_c[s] = cs.broadcast_mul(&m)?;
+                        }
+                    }
+                }
+                h_n.push(hs);
+                c_n.push(cs);
+                outs.push(Tensor::stack(&steps_h, 1)?); // (B, T, H)
+                cells.push(Tensor::stack(&steps_c, 1)?);
+            }
+            let out = if outs.len() == 1 {
+                outs.remove(0)
+            } else {
+                Tensor::cat(&outs, D::Minus1)?
+            };
+            let cell = if cells.len() == 1 {
+                cells.remove(0)
+            } else {
+                Tensor::cat(&cells, D::Minus1)?
+            };
+            hidden_states.push(out.clone());
+            cell_states.push(cell);
+            input = out;
+        }
+        Ok(LstmOutput {
+            output: input,
+            h_n: Tensor::stack(&h_n, 0)?,
+            c_n: Tensor::stack(&c_n, 0)?,
+            hidden_states,
+            cell_states,
+        })
+    }
+}
+
+/// Convenience: a `(B,)` u32 tensor of lengths as a vector.
+///
+/// # Errors
+/// When the tensor is not 1-D.
+pub fn lengths_from_tensor(t: &Tensor) -> Result<Vec<usize>> {
+    Ok(t.to_dtype(DType::U32)?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|v| v as usize)
+        .collect())
+}
