@@ -74,6 +74,17 @@ r2 = torch.randn_like(y2)
 (y2 * r2).sum().backward()
 put("lstm_packed", x=x2, lengths=lengths.to(torch.int64), y=y2, hn=hn2, cn=cn2, r=r2, gx=x2.grad)
 
+# stacked bidirectional GRU with packed lengths
+gru = torch.nn.GRU(5, 3, num_layers=2, bidirectional=True, batch_first=True).eval()
+x3 = torch.randn(3, 6, 5, requires_grad=True)
+packed = torch.nn.utils.rnn.pack_padded_sequence(x3, torch.tensor([6, 2, 5]), batch_first=True, enforce_sorted=False)
+yp, hn3 = gru(packed)
+y3, _ = torch.nn.utils.rnn.pad_packed_sequence(yp, batch_first=True, total_length=6)
+r3 = torch.randn_like(y3)
+(y3 * r3).sum().backward()
+sd("gru", gru)
+put("gru", x=x3, y=y3, hn=hn3, r=r3, gx=x3.grad)
+
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_blocks.safetensors")
 save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_blocks.py"})
 print(f"wrote {len(out)} tensors to {os.path.normpath(path)} (torch {torch.__version__})")

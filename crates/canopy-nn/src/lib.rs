@@ -6,8 +6,8 @@ pub mod dropout;
 mod error;
 pub mod gradcheck;
 pub mod init;
-pub mod lstm;
 pub mod ops;
+pub mod rnn;
 
 pub use dropout::Dropout;
 pub use error::{Error, Result};

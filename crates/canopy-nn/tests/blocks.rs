@@ -166,7 +166,7 @@ fn dropout_in_training_is_reproducible_from_the_seed() {
 
 #[test]
 fn stacked_bidirectional_lstm_matches_pytorch_with_and_without_lengths() {
-    use canopy_nn::lstm::{Lstm, LstmConfig};
+    use canopy_nn::rnn::{Lstm, LstmConfig};
     let fx = fixtures();
     let cfg = LstmConfig {
         input_size: 5,
@@ -185,7 +185,11 @@ fn stacked_bidirectional_lstm_matches_pytorch_with_and_without_lengths() {
         let out = lstm
             .forward_t(x.as_tensor(), lengths.as_deref(), false, &mut rng)
             .unwrap();
-        for (what, t) in [("y", &out.output), ("hn", &out.h_n), ("cn", &out.c_n)] {
+        for (what, t) in [
+            ("y", &out.output),
+            ("hn", &out.h_n),
+            ("cn", out.c_n.as_ref().unwrap()),
+        ] {
             let d = max_abs_diff(t, &fx[&format!("{case}.{what}")]);
             assert!(d < 1e-10, "{case}: {what} differs by {d:e}");
         }
@@ -204,4 +208,39 @@ fn stacked_bidirectional_lstm_matches_pytorch_with_and_without_lengths() {
         assert!(dg < 1e-10, "{case}: input gradient differs by {dg:e}");
         check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
     }
+}
+
+#[test]
+fn stacked_bidirectional_gru_matches_pytorch_with_lengths() {
+    use canopy_nn::rnn::{Gru, LstmConfig};
+    let fx = fixtures();
+    let cfg = LstmConfig {
+        input_size: 5,
+        hidden_size: 3,
+        num_layers: 2,
+        bias: true,
+        dropout: 0.0,
+        bidirectional: true,
+    };
+    let store = SeededVarMap::new(0);
+    let gru = Gru::new(&cfg, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    load_state_dict(&fx, "gru", &store);
+    let x = Var::from_tensor(&fx["gru.x"]).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let out = gru
+        .forward_t(x.as_tensor(), Some(&[6, 2, 5]), false, &mut rng)
+        .unwrap();
+    assert!(out.c_n.is_none() && out.cell_states.is_empty());
+    for (what, t) in [("y", &out.output), ("hn", &out.h_n)] {
+        let d = max_abs_diff(t, &fx[&format!("gru.{what}")]);
+        assert!(d < 1e-10, "gru: {what} differs by {d:e}");
+    }
+    let grads = (&out.output * &fx["gru.r"])
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_abs_diff(grads.get(x.as_tensor()).unwrap(), &fx["gru.gx"]) < 1e-10);
+    check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
 }

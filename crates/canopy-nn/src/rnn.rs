@@ -1,9 +1,10 @@
-//! Stacked, optionally bidirectional LSTM with PyTorch's parameter names
+//! Stacked, optionally bidirectional LSTM and GRU with PyTorch's parameter names
 //! (`weight_ih_l{k}[_reverse]`, `weight_hh_l{k}`, `bias_ih_l{k}`, `bias_hh_l{k}`), inter-layer
-//! dropout, per-sequence lengths, and every hidden and cell state returned for inspection.
+//! dropout, per-sequence lengths, and every hidden (and cell) state returned for inspection.
 //!
 //! candle's `rnn::LSTM` is one layer and one direction (its `Direction::Backward` only renames the
-//! weights; it does not reverse the sequence), with no dropout between layers and no masks.
+//! weights; it does not reverse the sequence), with no dropout between layers and no masks; its
+//! GRU names only layer 0.
 //!
 //! With `lengths`, the result equals PyTorch's `pack_padded_sequence` → `nn.LSTM` →
 //! `pad_packed_sequence`: the forward direction stops at each sequence's last valid step, the
@@ -11,7 +12,8 @@
 //! states at the last valid step.
 //!
 //! # References
-//! Hochreiter & Schmidhuber 1997; PyTorch `torch.nn.LSTM` (gate order i, f, g, o).
+//! Hochreiter & Schmidhuber 1997 (LSTM); Cho et al. 2014 (GRU); PyTorch `torch.nn.LSTM`
+//! (gate order i, f, g, o) and `torch.nn.GRU` (r, z, n; `b_hn` inside the reset product).
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -20,7 +22,7 @@ use rand::Rng;
 use crate::error::{invalid, shape};
 use crate::{Dropout, Result};
 
-/// Configuration of an [`Lstm`], named like PyTorch's arguments.
+/// Configuration of an [`Lstm`] or a [`Gru`], named like PyTorch's arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LstmConfig {
     /// `input_size`.
@@ -58,28 +60,52 @@ struct Direction {
     b: Option<(Tensor, Tensor)>,
 }
 
-/// Everything an [`Lstm`] computes.
+/// Everything an [`Lstm`] or [`Gru`] computes.
 #[derive(Debug, Clone)]
-pub struct LstmOutput {
+pub struct RnnOutput {
     /// Last layer's hidden states, `(B, T, D * H)` (zeros at padded steps).
     pub output: Tensor,
     /// Final hidden state per layer and direction, `(num_layers * D, B, H)` (PyTorch order).
     pub h_n: Tensor,
-    /// Final cell state, `(num_layers * D, B, H)`.
-    pub c_n: Tensor,
+    /// Final cell state, `(num_layers * D, B, H)` (LSTM only).
+    pub c_n: Option<Tensor>,
     /// Hidden states of every layer, each `(B, T, D * H)`.
     pub hidden_states: Vec<Tensor>,
-    /// Cell states of every layer, each `(B, T, D * H)`.
+    /// Cell states of every layer, each `(B, T, D * H)` (LSTM only; empty for a GRU).
     pub cell_states: Vec<Tensor>,
 }
 
-/// A stacked (bidirectional) LSTM, batch-first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Lstm,
+    Gru,
+}
+
+impl Kind {
+    fn gates(self) -> usize {
+        match self {
+            Kind::Lstm => 4,
+            Kind::Gru => 3,
+        }
+    }
+}
+
+/// The shared stacked/bidirectional recurrence.
 #[derive(Debug, Clone)]
-pub struct Lstm {
+struct Stack {
+    kind: Kind,
     layers: Vec<Vec<Direction>>,
     dropout: Dropout,
     cfg: LstmConfig,
 }
+
+/// A stacked (bidirectional) LSTM, batch-first.
+#[derive(Debug, Clone)]
+pub struct Lstm(Stack);
+
+/// A stacked (bidirectional) GRU, batch-first, every layer named (`weight_ih_l{k}`...).
+#[derive(Debug, Clone)]
+pub struct Gru(Stack);
 
 impl Lstm {
     /// Builds the LSTM; parameters are initialised like PyTorch's, `U(-1/sqrt(H), 1/sqrt(H))`.
@@ -87,9 +113,74 @@ impl Lstm {
     /// # Errors
     /// Zero sizes, a dropout outside `[0, 1)`, or variables that cannot be created.
     pub fn new(cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Lstm(Stack::new(Kind::Lstm, cfg, vb)?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LstmConfig {
+        &self.0.cfg
+    }
+
+    /// Runs the LSTM from zero initial states. `lengths` (one per sequence, each in `1..=T`)
+    /// masks padded steps.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, input_size)` -> see [`RnnOutput`].
+    ///
+    /// # Errors
+    /// Shape errors; lengths out of range.
+    pub fn forward_t<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+        rng: &mut R,
+    ) -> Result<RnnOutput> {
+        self.0.forward_t(x, lengths, train, rng)
+    }
+}
+
+impl Gru {
+    /// Builds the GRU; parameters are initialised like PyTorch's, `U(-1/sqrt(H), 1/sqrt(H))`.
+    ///
+    /// # Errors
+    /// Zero sizes, a dropout outside `[0, 1)`, or variables that cannot be created.
+    pub fn new(cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Gru(Stack::new(Kind::Gru, cfg, vb)?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LstmConfig {
+        &self.0.cfg
+    }
+
+    /// Runs the GRU from zero initial states; as [`Lstm::forward_t`] without cell states.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, input_size)` -> see [`RnnOutput`].
+    ///
+    /// # Errors
+    /// Shape errors; lengths out of range.
+    pub fn forward_t<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+        rng: &mut R,
+    ) -> Result<RnnOutput> {
+        self.0.forward_t(x, lengths, train, rng)
+    }
+}
+
+impl Stack {
+    fn new(kind: Kind, cfg: &LstmConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.input_size == 0 || cfg.hidden_size == 0 || cfg.num_layers == 0 {
-            return Err(invalid("Lstm", format!("sizes must be positive: {cfg:?}")));
+            return Err(invalid(
+                "recurrent layer",
+                format!("sizes must be positive: {cfg:?}"),
+            ));
         }
+        let ng = kind.gates();
         let h = cfg.hidden_size;
         let bound = 1.0 / (h as f64).sqrt();
         let init = Init::Uniform {
@@ -107,11 +198,12 @@ impl Lstm {
                 } else {
                     format!("l{k}_reverse")
                 };
-                let w_ih = vb.get_with_hints((4 * h, in_dim), &format!("weight_ih_{sfx}"), init)?;
-                let w_hh = vb.get_with_hints((4 * h, h), &format!("weight_hh_{sfx}"), init)?;
+                let w_ih =
+                    vb.get_with_hints((ng * h, in_dim), &format!("weight_ih_{sfx}"), init)?;
+                let w_hh = vb.get_with_hints((ng * h, h), &format!("weight_hh_{sfx}"), init)?;
                 let b = if cfg.bias {
-                    let b_ih = vb.get_with_hints(4 * h, &format!("bias_ih_{sfx}"), init)?;
-                    let b_hh = vb.get_with_hints(4 * h, &format!("bias_hh_{sfx}"), init)?;
+                    let b_ih = vb.get_with_hints(ng * h, &format!("bias_ih_{sfx}"), init)?;
+                    let b_hh = vb.get_with_hints(ng * h, &format!("bias_hh_{sfx}"), init)?;
                     Some((b_ih, b_hh))
                 } else {
                     None
@@ -120,34 +212,25 @@ impl Lstm {
             }
             layers.push(ds);
         }
-        Ok(Lstm {
+        Ok(Stack {
+            kind,
             layers,
             dropout: Dropout::new(cfg.dropout)?,
             cfg: cfg.clone(),
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &LstmConfig {
-        &self.cfg
-    }
-
-    /// Runs the LSTM from zero initial states. `lengths` (one per sequence, each in `1..=T`)
-    /// masks padded steps.
-    ///
-    /// # Shapes
-    /// `x`: `(B, T, input_size)` -> see [`LstmOutput`].
-    ///
-    /// # Errors
-    /// Shape errors; lengths out of range.
-    pub fn forward_t<R: Rng + ?Sized>(
+    fn forward_t<R: Rng + ?Sized>(
         &self,
         x: &Tensor,
         lengths: Option<&[usize]>,
         train: bool,
         rng: &mut R,
-    ) -> Result<LstmOutput> {
-        let op = "Lstm";
+    ) -> Result<RnnOutput> {
+        let op = match self.kind {
+            Kind::Lstm => "Lstm",
+            Kind::Gru => "Gru",
+        };
         let (b, t, c) = x
             .dims3()
             .map_err(|_| shape(op, "input (B, T, input_size)", x.dims()))?;
@@ -184,10 +267,14 @@ impl Lstm {
             }
             let (mut outs, mut cells) = (Vec::new(), Vec::new());
             for (d, dir) in dirs.iter().enumerate() {
-                // input projections for all steps at once: (B, T, 4H)
+                // input projections for all steps at once: (B, T, gates * H); the LSTM folds both
+                // biases in here, the GRU keeps b_hh for the reset product
                 let mut xw = input.broadcast_matmul(&dir.w_ih.t()?)?;
                 if let Some((b_ih, b_hh)) = &dir.b {
-                    xw = xw.broadcast_add(&(b_ih + b_hh)?)?;
+                    xw = match self.kind {
+                        Kind::Lstm => xw.broadcast_add(&(b_ih + b_hh)?)?,
+                        Kind::Gru => xw.broadcast_add(b_ih)?,
+                    };
                 }
                 let mut hs = Tensor::zeros((b, h), x.dtype(), x.device())?;
                 let mut cs = hs.clone();
@@ -200,13 +287,35 @@ impl Lstm {
                 };
                 let w_hh_t = dir.w_hh.t()?;
                 for s in order {
-                    let gates = (xw.narrow(1, s, 1)?.squeeze(1)? + hs.matmul(&w_hh_t)?)?; // (B, 4H)
-                    let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
-                    let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
-                    let g = gates.narrow(1, 2 * h, h)?.tanh()?;
-                    let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
-                    let c_new = ((f * &cs)? + (i * g)?)?;
-                    let h_new = (o * c_new.tanh()?)?;
+                    let xs = xw.narrow(1, s, 1)?.squeeze(1)?;
+                    let hw = hs.matmul(&w_hh_t)?;
+                    let (h_new, c_new) = match self.kind {
+                        Kind::Lstm => {
+                            let gates = (xs + hw)?; // (B, 4H): i, f, g, o
+                            let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, h)?)?;
+                            let f = candle_nn::ops::sigmoid(&gates.narrow(1, h, h)?)?;
+                            let g = gates.narrow(1, 2 * h, h)?.tanh()?;
+                            let o = candle_nn::ops::sigmoid(&gates.narrow(1, 3 * h, h)?)?;
+                            let c_new = ((f * &cs)? + (i * g)?)?;
+                            ((o * c_new.tanh()?)?, c_new)
+                        }
+                        Kind::Gru => {
+                            let hw = match &dir.b {
+                                Some((_, b_hh)) => hw.broadcast_add(b_hh)?,
+                                None => hw,
+                            }; // (B, 3H): r, z, n
+                            let r = candle_nn::ops::sigmoid(
+                                &(xs.narrow(1, 0, h)? + hw.narrow(1, 0, h)?)?,
+                            )?;
+                            let z = candle_nn::ops::sigmoid(
+                                &(xs.narrow(1, h, h)? + hw.narrow(1, h, h)?)?,
+                            )?;
+                            let n = (xs.narrow(1, 2 * h, h)? + (r * hw.narrow(1, 2 * h, h)?)?)?
+                                .tanh()?;
+                            let h_new = ((&n - (&z * &n)?)? + (&z * &hs)?)?; // (1 - z) n + z h
+                            (h_new, cs.clone())
+                        }
+                    };
                     match &mask {
                         None => {
                             hs = h_new;
@@ -240,13 +349,18 @@ impl Lstm {
                 Tensor::cat(&cells, D::Minus1)?
             };
             hidden_states.push(out.clone());
-            cell_states.push(cell);
+            if self.kind == Kind::Lstm {
+                cell_states.push(cell);
+            }
             input = out;
         }
-        Ok(LstmOutput {
+        Ok(RnnOutput {
             output: input,
             h_n: Tensor::stack(&h_n, 0)?,
-            c_n: Tensor::stack(&c_n, 0)?,
+            c_n: match self.kind {
+                Kind::Lstm => Some(Tensor::stack(&c_n, 0)?),
+                Kind::Gru => None,
+            },
             hidden_states,
             cell_states,
         })
