@@ -18,12 +18,12 @@ out = {}
 
 def put(name, **ts):
     for k, v in ts.items():
-        out[f"{name}.{k}"] = v.detach().contiguous()
+        out[f"{name}.{k}"] = v.detach().clone().contiguous()
 
 
 def sd(name, module):
     for k, v in module.state_dict().items():
-        out[f"{name}.sd.{k}"] = v.detach().contiguous()
+        out[f"{name}.sd.{k}"] = v.detach().clone().contiguous()
 
 
 # MultiheadAttention, self-attention with a key padding mask, per-head weights
@@ -84,6 +84,23 @@ r3 = torch.randn_like(y3)
 (y3 * r3).sum().backward()
 sd("gru", gru)
 put("gru", x=x3, y=y3, hn=hn3, r=r3, gx=x3.grad)
+
+# BatchNorm2d: one training step (batch statistics, running-stat update), then evaluation
+bn = torch.nn.BatchNorm2d(3)
+with torch.no_grad():
+    bn.weight.normal_()
+    bn.bias.normal_()
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+sd("bn", bn)
+bn.train()
+x = torch.randn(4, 3, 5, 6, requires_grad=True)
+y = bn(x)
+r = torch.randn_like(y)
+(y * r).sum().backward()
+put("bn", x=x, y=y, r=r, gx=x.grad, running_mean=bn.running_mean, running_var=bn.running_var)
+bn.eval()
+put("bn", y_eval=bn(x).detach())
 
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_blocks.safetensors")
 save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_blocks.py"})

@@ -2,11 +2,13 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod batch_norm;
 pub mod dropout;
 mod error;
 pub mod gradcheck;
 pub mod init;
 pub mod ops;
+pub mod positional;
 pub mod rnn;
 
 pub use dropout::Dropout;

@@ -244,3 +244,44 @@ fn stacked_bidirectional_gru_matches_pytorch_with_lengths() {
     assert!(max_abs_diff(grads.get(x.as_tensor()).unwrap(), &fx["gru.gx"]) < 1e-10);
     check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
 }
+
+#[test]
+fn batch_norm_matches_pytorch_in_training_and_evaluation() {
+    use canopy_nn::batch_norm::BatchNorm;
+    let fx = fixtures();
+    let store = SeededVarMap::new(0);
+    let bn = BatchNorm::new(3, 1e-5, 0.1, store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    load_state_dict(&fx, "bn", &store);
+    let x = Var::from_tensor(&fx["bn.x"]).unwrap();
+    let y = bn.forward_t(x.as_tensor(), true).unwrap();
+    assert!(max_abs_diff(&y, &fx["bn.y"]) < 1e-10);
+    let (m, v) = bn.running_stats();
+    assert!(max_abs_diff(m, &fx["bn.running_mean"]) < 1e-12);
+    assert!(max_abs_diff(v, &fx["bn.running_var"]) < 1e-12);
+    // the store holds the updated buffers (a checkpoint would save them)
+    let stored = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "running_mean")
+        .unwrap()
+        .1;
+    assert!(max_abs_diff(stored.as_tensor(), &fx["bn.running_mean"]) < 1e-12);
+    assert_eq!(bn.batches_tracked().unwrap(), 1);
+    let grads = (&y * &fx["bn.r"])
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(max_abs_diff(grads.get(x.as_tensor()).unwrap(), &fx["bn.gx"]) < 1e-10);
+    let trainable: Vec<(String, Var)> = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k == "weight" || k == "bias")
+        .collect();
+    check_all_parameters_have_gradients(&trainable, &grads).unwrap();
+    let ye = bn.forward_t(x.as_tensor(), false).unwrap();
+    assert!(max_abs_diff(&ye, &fx["bn.y_eval"]) < 1e-10);
+}
