@@ -102,6 +102,59 @@ put("bn", x=x, y=y, r=r, gx=x.grad, running_mean=bn.running_mean, running_var=bn
 bn.eval()
 put("bn", y_eval=bn(x).detach())
 
+# ConvLSTM (ndrplz layout: one conv over [x, h] -> i, f, o, g) and ConvGRU (pytorch_convgru
+# layout), each run bidirectionally over a sequence with the cell shared between directions
+class ConvLSTMCell(torch.nn.Module):
+    def __init__(self, cin, hid, k):
+        super().__init__()
+        self.hid = hid
+        self.conv = torch.nn.Conv2d(cin + hid, 4 * hid, k, padding=k // 2)
+
+    def forward(self, x, h, c):
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hid, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class ConvGRUCell(torch.nn.Module):
+    def __init__(self, cin, hid, k):
+        super().__init__()
+        self.reset_gate = torch.nn.Conv2d(cin + hid, hid, k, padding=k // 2)
+        self.update_gate = torch.nn.Conv2d(cin + hid, hid, k, padding=k // 2)
+        self.out_gate = torch.nn.Conv2d(cin + hid, hid, k, padding=k // 2)
+
+    def forward(self, x, h):
+        xh = torch.cat([x, h], 1)
+        r = torch.sigmoid(self.reset_gate(xh))
+        z = torch.sigmoid(self.update_gate(xh))
+        n = torch.tanh(self.out_gate(torch.cat([x, h * r], 1)))
+        return h * (1 - z) + n * z
+
+
+def run(cell, x, hid, reverse, lstm):
+    b, t, _, hh, ww = x.shape
+    h = torch.zeros(b, hid, hh, ww)
+    c = torch.zeros_like(h)
+    outs = [None] * t
+    for s in (reversed(range(t)) if reverse else range(t)):
+        if lstm:
+            h, c = cell(x[:, s], h, c)
+        else:
+            h = cell(x[:, s], h)
+        outs[s] = h
+    return torch.stack(outs, 1)
+
+
+for name, lstm in (("convlstm", True), ("convgru", False)):
+    cell = ConvLSTMCell(3, 4, 3) if lstm else ConvGRUCell(3, 4, 3)
+    x = torch.randn(2, 4, 3, 5, 6, requires_grad=True)
+    y = torch.cat([run(cell, x, 4, False, lstm), run(cell, x, 4, True, lstm)], 2)
+    r = torch.randn_like(y)
+    (y * r).sum().backward()
+    for k, v in cell.state_dict().items():
+        out[f"{name}.sd.forward.{k}"] = v.detach().clone()
+    put(name, x=x, y=y, r=r, gx=x.grad)
+
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_blocks.safetensors")
 save_file(out, path, metadata={"torch": torch.__version__, "script": "tools/golden/nn_blocks.py"})
 print(f"wrote {len(out)} tensors to {os.path.normpath(path)} (torch {torch.__version__})")

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod batch_norm;
+pub mod conv_rnn;
 pub mod dropout;
 mod error;
 pub mod gradcheck;

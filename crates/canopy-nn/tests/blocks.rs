@@ -285,3 +285,39 @@ fn batch_norm_matches_pytorch_in_training_and_evaluation() {
     let ye = bn.forward_t(x.as_tensor(), false).unwrap();
     assert!(max_abs_diff(&ye, &fx["bn.y_eval"]) < 1e-10);
 }
+
+#[test]
+fn conv_lstm_and_conv_gru_match_pytorch_bidirectional_with_shared_weights() {
+    use canopy_nn::conv_rnn::{Bidirectional, ConvRnn};
+    let fx = fixtures();
+    for (name, gru) in [("convlstm", false), ("convgru", true)] {
+        let store = SeededVarMap::new(0);
+        let layer = ConvRnn::new(
+            3,
+            4,
+            3,
+            gru,
+            Bidirectional::Shared,
+            store.var_builder(DType::F64, &Device::Cpu),
+        )
+        .unwrap();
+        load_state_dict(&fx, name, &store);
+        let x = Var::from_tensor(&fx[&format!("{name}.x")]).unwrap();
+        let out = layer.forward(x.as_tensor()).unwrap();
+        let d = max_abs_diff(&out.hidden_states, &fx[&format!("{name}.y")]);
+        assert!(d < 1e-10, "{name}: output differs by {d:e}");
+        assert_eq!(out.last_hidden.len(), 2);
+        let grads = (&out.hidden_states * &fx[&format!("{name}.r")])
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let dg = max_abs_diff(
+            grads.get(x.as_tensor()).unwrap(),
+            &fx[&format!("{name}.gx")],
+        );
+        assert!(dg < 1e-10, "{name}: input gradient differs by {dg:e}");
+        check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+    }
+}

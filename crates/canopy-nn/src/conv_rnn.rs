@@ -1,0 +1,294 @@
+//! Convolutional recurrent cells for image time series: ConvLSTM (Shi et al. 2015) and ConvGRU,
+//! and a (bidirectional) layer running a cell over `(B, T, C, H, W)` sequences — the recurrent
+//! encoder of MTLCC (Rußwurm & Körner 2018), which shares the cell's weights between the
+//! forward and the backward pass.
+//!
+//! Parameter names follow the widely used PyTorch implementations: ConvLSTM as ndrplz's
+//! `ConvLSTM_pytorch` (one `conv` over `[x, h]` giving the i, f, o, g gates, as the MTLCC PyTorch
+//! port uses), ConvGRU as `pytorch_convgru` (`reset_gate`, `update_gate`, `out_gate`).
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use crate::error::{invalid, shape};
+use crate::init::pytorch_uniform;
+use crate::ops::{conv2d, Conv2dConfig};
+use crate::Result;
+
+/// A "same" convolution with PyTorch's `Conv2d` names and initialisation.
+#[derive(Debug, Clone)]
+struct SameConv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: Conv2dConfig,
+}
+
+impl SameConv {
+    fn new(c_in: usize, c_out: usize, k: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        if k % 2 == 0 {
+            return Err(invalid(
+                "convolutional recurrent cell",
+                format!("kernel size {k} must be odd for 'same' padding"),
+            ));
+        }
+        let init = pytorch_uniform(c_in * k * k);
+        Ok(SameConv {
+            weight: vb.get_with_hints((c_out, c_in, k, k), "weight", init)?,
+            bias: if bias {
+                Some(vb.get_with_hints(c_out, "bias", init)?)
+            } else {
+                None
+            },
+            cfg: Conv2dConfig::square(1, k / 2, 1, 1),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)
+    }
+}
+
+/// A ConvLSTM cell: `[i, f, o, g] = conv([x, h])`, `c' = σ(f) c + σ(i) tanh(g)`,
+/// `h' = σ(o) tanh(c')`.
+#[derive(Debug, Clone)]
+pub struct ConvLstmCell {
+    conv: SameConv,
+    hidden: usize,
+    input: usize,
+}
+
+impl ConvLstmCell {
+    /// `input` channels in, `hidden` channels of state, odd `kernel` size.
+    ///
+    /// # Errors
+    /// Even kernels, zero sizes, variables that cannot be created.
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if input == 0 || hidden == 0 {
+            return Err(invalid("ConvLstmCell", "channel counts must be positive"));
+        }
+        Ok(ConvLstmCell {
+            conv: SameConv::new(input + hidden, 4 * hidden, kernel, bias, vb.pp("conv"))?,
+            hidden,
+            input,
+        })
+    }
+
+    /// One step from state `(h, c)`.
+    ///
+    /// # Shapes
+    /// `x`: `(B, input, H, W)`, `h`, `c`: `(B, hidden, H, W)` -> `(h', c')`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn step(&self, x: &Tensor, h: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
+        if x.dims4()?.1 != self.input {
+            return Err(shape(
+                "ConvLstmCell",
+                format!("input (B, {}, H, W)", self.input),
+                x.dims(),
+            ));
+        }
+        let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
+        let hd = self.hidden;
+        let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, hd)?)?;
+        let f = candle_nn::ops::sigmoid(&gates.narrow(1, hd, hd)?)?;
+        let o = candle_nn::ops::sigmoid(&gates.narrow(1, 2 * hd, hd)?)?;
+        let g = gates.narrow(1, 3 * hd, hd)?.tanh()?;
+        let c2 = ((f * c)? + (i * g)?)?;
+        let h2 = (o * c2.tanh()?)?;
+        Ok((h2, c2))
+    }
+}
+
+/// A ConvGRU cell: `r = σ(reset([x, h]))`, `z = σ(update([x, h]))`,
+/// `n = tanh(out([x, r h]))`, `h' = (1 - z) h + z n`.
+#[derive(Debug, Clone)]
+pub struct ConvGruCell {
+    reset_gate: SameConv,
+    update_gate: SameConv,
+    out_gate: SameConv,
+    input: usize,
+}
+
+impl ConvGruCell {
+    /// `input` channels in, `hidden` channels of state, odd `kernel` size.
+    ///
+    /// # Errors
+    /// Even kernels, zero sizes, variables that cannot be created.
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if input == 0 || hidden == 0 {
+            return Err(invalid("ConvGruCell", "channel counts must be positive"));
+        }
+        let c = input + hidden;
+        Ok(ConvGruCell {
+            reset_gate: SameConv::new(c, hidden, kernel, bias, vb.pp("reset_gate"))?,
+            update_gate: SameConv::new(c, hidden, kernel, bias, vb.pp("update_gate"))?,
+            out_gate: SameConv::new(c, hidden, kernel, bias, vb.pp("out_gate"))?,
+            input,
+        })
+    }
+
+    /// One step from state `h`.
+    ///
+    /// # Shapes
+    /// `x`: `(B, input, H, W)`, `h`: `(B, hidden, H, W)` -> `h'`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn step(&self, x: &Tensor, h: &Tensor) -> Result<Tensor> {
+        if x.dims4()?.1 != self.input {
+            return Err(shape(
+                "ConvGruCell",
+                format!("input (B, {}, H, W)", self.input),
+                x.dims(),
+            ));
+        }
+        let xh = Tensor::cat(&[x, h], 1)?;
+        let r = candle_nn::ops::sigmoid(&self.reset_gate.forward(&xh)?)?;
+        let z = candle_nn::ops::sigmoid(&self.update_gate.forward(&xh)?)?;
+        let n = self
+            .out_gate
+            .forward(&Tensor::cat(&[x, &(h * r)?], 1)?)?
+            .tanh()?;
+        Ok(((h - (&z * h)?)? + (z * n)?)?)
+    }
+}
+
+/// Direction handling of a [`ConvRnn`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bidirectional {
+    /// Forward in time only.
+    #[default]
+    No,
+    /// A second cell (names prefixed `backward.`) reads the sequence reversed.
+    Separate,
+    /// The same cell reads the sequence forward and reversed (MTLCC).
+    Shared,
+}
+
+/// The cell of a [`ConvRnn`].
+#[derive(Debug, Clone)]
+pub enum ConvCell {
+    /// ConvLSTM.
+    Lstm(ConvLstmCell),
+    /// ConvGRU.
+    Gru(ConvGruCell),
+}
+
+/// Output of a [`ConvRnn`] layer.
+#[derive(Debug, Clone)]
+pub struct ConvRnnOutput {
+    /// Hidden states at every step, `(B, T, D * hidden, H, W)` (directions concatenated).
+    pub hidden_states: Tensor,
+    /// Final hidden state per direction, each `(B, hidden, H, W)`.
+    pub last_hidden: Vec<Tensor>,
+}
+
+/// A convolutional recurrent layer over image time series.
+#[derive(Debug, Clone)]
+pub struct ConvRnn {
+    forward: ConvCell,
+    backward: Option<ConvCell>,
+    direction: Bidirectional,
+    hidden: usize,
+}
+
+impl ConvRnn {
+    /// A ConvLSTM or ConvGRU layer (`gru`), named `forward.*` (and `backward.*` for
+    /// [`Bidirectional::Separate`]).
+    ///
+    /// # Errors
+    /// As the cells.
+    pub fn new(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        gru: bool,
+        direction: Bidirectional,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let make = |vb: VarBuilder| -> Result<ConvCell> {
+            Ok(if gru {
+                ConvCell::Gru(ConvGruCell::new(input, hidden, kernel, true, vb)?)
+            } else {
+                ConvCell::Lstm(ConvLstmCell::new(input, hidden, kernel, true, vb)?)
+            })
+        };
+        let forward = make(vb.pp("forward"))?;
+        let backward = if direction == Bidirectional::Separate {
+            Some(make(vb.pp("backward"))?)
+        } else {
+            None
+        };
+        Ok(ConvRnn {
+            forward,
+            backward,
+            direction,
+            hidden,
+        })
+    }
+
+    fn run(&self, cell: &ConvCell, x: &Tensor, reverse: bool) -> Result<(Vec<Tensor>, Tensor)> {
+        let (b, t, _, h, w) = x.dims5()?;
+        let zero = Tensor::zeros((b, self.hidden, h, w), x.dtype(), x.device())?;
+        let (mut hs, mut cs) = (zero.clone(), zero);
+        let mut out = vec![hs.clone(); t];
+        let order: Vec<usize> = if reverse {
+            (0..t).rev().collect()
+        } else {
+            (0..t).collect()
+        };
+        for s in order {
+            let xs = x.narrow(1, s, 1)?.squeeze(1)?;
+            match cell {
+                ConvCell::Lstm(c) => (hs, cs) = c.step(&xs, &hs, &cs)?,
+                ConvCell::Gru(c) => hs = c.step(&xs, &hs)?,
+            }
+            out[s] = hs.clone();
+        }
+        Ok((out, hs))
+    }
+
+    /// Runs the layer from zero states.
+    ///
+    /// # Shapes
+    /// `x`: `(B, T, C, H, W)` -> see [`ConvRnnOutput`].
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward(&self, x: &Tensor) -> Result<ConvRnnOutput> {
+        x.dims5()
+            .map_err(|_| shape("ConvRnn", "input (B, T, C, H, W)", x.dims()))?;
+        let (fwd, last_f) = self.run(&self.forward, x, false)?;
+        let (steps, last_hidden) = match self.direction {
+            Bidirectional::No => (fwd, vec![last_f]),
+            Bidirectional::Separate | Bidirectional::Shared => {
+                let cell = self.backward.as_ref().unwrap_or(&self.forward);
+                let (bwd, last_b) = self.run(cell, x, true)?;
+                let steps = fwd
+                    .iter()
+                    .zip(&bwd)
+                    .map(|(a, b)| Tensor::cat(&[a, b], 1))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                (steps, vec![last_f, last_b])
+            }
+        };
+        let hidden_states = Tensor::stack(&steps, 1)?;
+        Ok(ConvRnnOutput {
+            hidden_states,
+            last_hidden,
+        })
+    }
+}
