@@ -415,3 +415,70 @@ fn gelu_gradient_is_exact_where_candles_is_not() {
     );
     gradcheck(&[&[3, 7]], |t| gelu(&t[0]));
 }
+
+#[test]
+fn fast_and_reference_convolutions_agree_with_gradients() {
+    let dev = Device::Cpu;
+    let configs = [
+        ((2, 4, 9, 8), (6, 4, 3, 3), Conv2dConfig::square(2, 1, 1, 1)),
+        (
+            (1, 4, 7, 10),
+            (4, 2, 3, 2),
+            Conv2dConfig {
+                h: c1(2, 1, 2),
+                w: c1(3, 0, 1),
+                groups: 2,
+            },
+        ),
+        ((2, 3, 5, 5), (3, 1, 5, 5), Conv2dConfig::square(1, 2, 1, 3)),
+        (
+            (1, 2, 6, 11),
+            (5, 2, 1, 4),
+            Conv2dConfig {
+                h: c1(1, 0, 1),
+                w: c1(2, 3, 2),
+                groups: 1,
+            },
+        ),
+        ((3, 2, 4, 4), (2, 2, 4, 4), Conv2dConfig::default()),
+    ];
+    for (seed, (xs, ws, cfg)) in configs.into_iter().enumerate() {
+        let x =
+            Var::from_tensor(&random_f64(&[xs.0, xs.1, xs.2, xs.3], seed as u64, &dev).unwrap())
+                .unwrap();
+        let w = Var::from_tensor(
+            &random_f64(&[ws.0, ws.1, ws.2, ws.3], 50 + seed as u64, &dev).unwrap(),
+        )
+        .unwrap();
+        let run = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| {
+            let y = f(x.as_tensor(), w.as_tensor()).unwrap();
+            let r = random_f64(y.dims(), 99, &dev).unwrap();
+            let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            (
+                y,
+                g.get(x.as_tensor()).unwrap().clone(),
+                g.get(w.as_tensor()).unwrap().clone(),
+            )
+        };
+        let fast = run(&|x, w| conv2d(x, w, None, cfg));
+        let refr = run(&|x, w| conv2d_reference(x, w, None, cfg));
+        for (what, a, b) in [
+            ("y", &fast.0, &refr.0),
+            ("dx", &fast.1, &refr.1),
+            ("dw", &fast.2, &refr.2),
+        ] {
+            let d = max_abs_diff(a, b);
+            assert!(d < 1e-12, "config {seed}: {what} differs by {d:e}");
+        }
+        // f32 takes the fast path too
+        let y32 = conv2d(
+            &x.as_tensor().to_dtype(candle_core::DType::F32).unwrap(),
+            &w.as_tensor().to_dtype(candle_core::DType::F32).unwrap(),
+            None,
+            cfg,
+        )
+        .unwrap();
+        let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &fast.0);
+        assert!(d < 1e-5, "config {seed}: f32 differs by {d:e}");
+    }
+}

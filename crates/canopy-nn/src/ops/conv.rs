@@ -1,5 +1,10 @@
 //! Convolutions with correct gradients for every shape, stride, padding, dilation and group
-//! count, as im2col (a gather with `index_select`) followed by a matrix product.
+//! count, as im2col followed by a matrix product.
+//!
+//! Two paths compute the same thing: on the CPU in f32/f64, [`conv2d`] and [`conv1d`] gather
+//! with the parallel im2col kernel of [`im2col`](crate::ops::im2col) (backward: col2im) and
+//! multiply with candle's gemm-backed matmul; elsewhere, and as the reference the tests compare
+//! against, [`conv2d_reference`] / [`conv1d_reference`] gather with `index_select`.
 //!
 //! candle 0.11's own kernels are wrong in places: conv1d kernel gradients (the CPU backend makes
 //! the kernel contiguous, then multiplies with the original layout), conv2d backward with
@@ -13,6 +18,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
+use crate::ops::im2col::{Geometry, Im2Col};
 use crate::Result;
 
 /// Stride, padding and dilation along one axis.
@@ -163,7 +169,8 @@ fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tenso
     Ok(out.transpose(1, 2)?.contiguous()?) // (B, P, C_out) -> (B, C_out, P)
 }
 
-/// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d`.
+/// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d` (the fast path:
+/// a 2-D convolution of height 1).
 ///
 /// # Shapes
 /// `x`: `(B, C_in, L)`, `weight`: `(C_out, C_in / groups, K)`, `bias`: `(C_out,)` ->
@@ -172,6 +179,34 @@ fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tenso
 /// # Errors
 /// Shape and configuration errors that name the expected shapes.
 pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv1dConfig,
+) -> Result<Tensor> {
+    let op = "conv1d";
+    x.dims3()
+        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
+    weight
+        .dims3()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    let cfg2 = Conv2dConfig {
+        h: Axis1::default(),
+        w: cfg.axis,
+        groups: cfg.groups,
+    };
+    Ok(conv2d(&x.unsqueeze(2)?, &weight.unsqueeze(2)?, bias, cfg2)?.squeeze(2)?)
+}
+
+/// 1-D convolution, reference implementation (`index_select` gather; any device and dtype).
+///
+/// # Shapes
+/// `x`: `(B, C_in, L)`, `weight`: `(C_out, C_in / groups, K)`, `bias`: `(C_out,)` ->
+/// `(B, C_out, L_out)` with `L_out = (L + 2p - d(K-1) - 1) / s + 1`.
+///
+/// # Errors
+/// Shape and configuration errors that name the expected shapes.
+pub fn conv1d_reference(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
@@ -209,7 +244,8 @@ pub fn conv1d(
 }
 
 /// 2-D convolution (cross-correlation) like `torch.nn.functional.conv2d`, with stride, padding
-/// and dilation given per axis.
+/// and dilation given per axis. CPU f32/f64 inputs take the parallel im2col path; others the
+/// reference gather.
 ///
 /// # Shapes
 /// `x`: `(B, C_in, H, W)`, `weight`: `(C_out, C_in / groups, K_h, K_w)`, `bias`: `(C_out,)` ->
@@ -218,6 +254,73 @@ pub fn conv1d(
 /// # Errors
 /// Shape and configuration errors that name the expected shapes.
 pub fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dConfig,
+) -> Result<Tensor> {
+    let fast = x.device().is_cpu()
+        && weight.dtype() == x.dtype()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if !fast {
+        return conv2d_reference(x, weight, bias, cfg);
+    }
+    let op = "conv2d";
+    let (b, c, h, w) = x
+        .dims4()
+        .map_err(|_| shape(op, "input (B, C, H, W)", x.dims()))?;
+    let (c_out, w_in, kh, kw) = weight
+        .dims4()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K_h, K_w)", weight.dims()))?;
+    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    let (ho, wo) = (cfg.h.out_len(op, h, kh)?, cfg.w.out_len(op, w, kw)?);
+    let geom = Geometry {
+        b,
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        ah: cfg.h,
+        aw: cfg.w,
+        ho,
+        wo,
+    };
+    let cols = x.contiguous()?.apply_op1(Im2Col(geom))?; // (B, C*Kh*Kw, Ho*Wo)
+    let (groups, kk) = (cfg.groups, kh * kw);
+    let (cg, og) = (c / groups, c_out / groups);
+    let mut per_image = Vec::with_capacity(b);
+    for i in 0..b {
+        let cols_i = cols.get(i)?; // (C*Kh*Kw, N)
+        let mut outs = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let w_g = weight.narrow(0, g * og, og)?.reshape((og, cg * kk))?;
+            outs.push(w_g.matmul(&cols_i.narrow(0, g * cg * kk, cg * kk)?)?); // (Og, N)
+        }
+        per_image.push(if groups == 1 {
+            outs.remove(0)
+        } else {
+            Tensor::cat(&outs, 0)?
+        });
+    }
+    let mut y = Tensor::stack(&per_image, 0)?.reshape((b, c_out, ho, wo))?;
+    if let Some(bias) = bias {
+        if bias.dims() != [c_out] {
+            return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
+        }
+        y = y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+    }
+    Ok(y)
+}
+
+/// 2-D convolution, reference implementation (`index_select` gather; any device and dtype).
+///
+/// # Shapes
+/// As [`conv2d`].
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn conv2d_reference(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,

@@ -5,13 +5,16 @@ pub mod activation;
 pub mod conv;
 pub mod conv_transpose;
 pub mod grid_sample;
+mod im2col;
 pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod softmax;
 
 pub use activation::gelu;
-pub use conv::{conv1d, conv2d, Axis1, Conv1dConfig, Conv2dConfig};
+pub use conv::{
+    conv1d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig, Conv2dConfig,
+};
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
 pub use norm::{layer_norm, LayerNorm};
