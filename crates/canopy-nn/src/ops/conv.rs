@@ -289,21 +289,23 @@ pub fn conv2d(
     let cols = x.contiguous()?.apply_op1(Im2Col(geom))?; // (B, C*Kh*Kw, Ho*Wo)
     let (groups, kk) = (cfg.groups, kh * kw);
     let (cg, og) = (c / groups, c_out / groups);
-    let mut per_image = Vec::with_capacity(b);
-    for i in 0..b {
-        let cols_i = cols.get(i)?; // (C*Kh*Kw, N)
-        let mut outs = Vec::with_capacity(groups);
-        for g in 0..groups {
-            let w_g = weight.narrow(0, g * og, og)?.reshape((og, cg * kk))?;
-            outs.push(w_g.matmul(&cols_i.narrow(0, g * cg * kk, cg * kk)?)?); // (Og, N)
-        }
-        per_image.push(if groups == 1 {
-            outs.remove(0)
+    // one batched product per group; the weight is broadcast over the batch (stride 0, no copy)
+    let mut outs = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let w_g = weight.narrow(0, g * og, og)?.reshape((og, cg * kk))?;
+        let cols_g = if groups == 1 {
+            cols.clone()
         } else {
-            Tensor::cat(&outs, 0)?
-        });
+            cols.narrow(1, g * cg * kk, cg * kk)?
+        };
+        outs.push(w_g.broadcast_matmul(&cols_g)?); // (B, Og, N)
     }
-    let mut y = Tensor::stack(&per_image, 0)?.reshape((b, c_out, ho, wo))?;
+    let y = if groups == 1 {
+        outs.remove(0)
+    } else {
+        Tensor::cat(&outs, 1)?
+    };
+    let mut y = y.reshape((b, c_out, ho, wo))?;
     if let Some(bias) = bias {
         if bias.dims() != [c_out] {
             return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
