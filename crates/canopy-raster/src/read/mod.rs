@@ -130,7 +130,10 @@ impl ImageInfo {
 
     /// Bytes of decoded samples in the whole image.
     pub fn decoded_bytes(&self) -> u64 {
-        self.width as u64 * self.height as u64 * self.bands as u64 * self.dtype.size() as u64
+        (self.width as u64)
+            .saturating_mul(self.height as u64)
+            .saturating_mul(self.bands as u64)
+            .saturating_mul(self.dtype.size() as u64)
     }
 }
 
@@ -451,7 +454,11 @@ impl GeoTiff {
                 img.bands
             )));
         }
-        let needed = bands.len() as u64 * window.area() as u64 * img.dtype.size() as u64;
+        // Saturating: a file may declare up to 2^64 pixels; the limit check must not overflow.
+        let needed = (bands.len() as u64)
+            .saturating_mul(window.width as u64)
+            .saturating_mul(window.height as u64)
+            .saturating_mul(img.dtype.size() as u64);
         if needed > self.limits.max_read_bytes {
             return Err(Error::Limit {
                 path: self.path.clone(),
@@ -528,17 +535,25 @@ impl GeoTiff {
         } else {
             (rows_here, img.width)
         };
-        let n = chunk_rows * chunk_cols * spp;
-        let chunk_bytes = (n * ss) as u64;
-        if chunk_bytes > self.limits.max_chunk_bytes {
-            return Err(Error::Limit {
-                path: self.path.clone(),
-                what: format!("a {chunk_rows}x{chunk_cols}x{spp} block"),
-                needed: chunk_bytes,
-                limit: self.limits.max_chunk_bytes,
-                field: "max_chunk_bytes",
-            });
-        }
+        // Checked: tile sizes come from the file (up to 2^32 x 2^32); overflow reads as too big.
+        let n = chunk_rows
+            .checked_mul(chunk_cols)
+            .and_then(|v| v.checked_mul(spp));
+        let chunk_bytes = n
+            .and_then(|n| n.checked_mul(ss))
+            .map_or(u64::MAX, |b| b as u64);
+        let n = match n {
+            Some(n) if chunk_bytes <= self.limits.max_chunk_bytes => n,
+            _ => {
+                return Err(Error::Limit {
+                    path: self.path.clone(),
+                    what: format!("a {chunk_rows}x{chunk_cols}x{spp} block"),
+                    needed: chunk_bytes,
+                    limit: self.limits.max_chunk_bytes,
+                    field: "max_chunk_bytes",
+                })
+            }
+        };
         let mut buf: Vec<T> = vec![T::default(); n];
         let mut raw = Vec::new();
         let win_r0 = window.row_off.max(row0);
@@ -891,20 +906,33 @@ fn parse_image(
         ));
     };
     let (width, height, spp) = (width as usize, height as usize, spp as usize);
-    let grid = height.div_ceil(block_shape.0) * width.div_ceil(block_shape.1);
     let planes = if interleave == Interleave::Band {
         spp
     } else {
         1
     };
-    if offsets.len() < grid * planes || counts.len() < grid * planes {
+    // Checked: width, height and block size come from the file.
+    let chunks = height
+        .div_ceil(block_shape.0)
+        .checked_mul(width.div_ceil(block_shape.1))
+        .and_then(|g| g.checked_mul(planes))
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                format!(
+                    "image {ifd_index}: {width}x{height} pixels in {}x{} blocks is too many chunks",
+                    block_shape.1, block_shape.0
+                ),
+            )
+        })?;
+    if offsets.len() < chunks || counts.len() < chunks {
         return Err(Error::format(
             path,
             format!(
                 "image {ifd_index}: {} chunk offsets and {} byte counts for {} chunks",
                 offsets.len(),
                 counts.len(),
-                grid * planes
+                chunks
             ),
         ));
     }
