@@ -32,19 +32,19 @@ impl Window {
         Window::new(0, 0, width, height)
     }
 
-    /// One past the last column.
+    /// One past the last column (saturating: a window reaching past `usize::MAX` ends there).
     pub fn col_end(&self) -> usize {
-        self.col_off + self.width
+        self.col_off.saturating_add(self.width)
     }
 
-    /// One past the last row.
+    /// One past the last row (saturating).
     pub fn row_end(&self) -> usize {
-        self.row_off + self.height
+        self.row_off.saturating_add(self.height)
     }
 
-    /// Number of pixels.
+    /// Number of pixels (saturating).
     pub fn area(&self) -> usize {
-        self.width * self.height
+        self.width.saturating_mul(self.height)
     }
 
     /// Whether the window has no pixels.
@@ -102,5 +102,7 @@ mod tests {
         assert!(b.check_inside(15, 18).is_ok());
         assert!(b.check_inside(14, 18).is_err());
         assert!(Window::new(0, 0, 0, 3).check_inside(5, 5).is_err());
+        // offsets near usize::MAX must not overflow
+        assert!(Window::new(usize::MAX, 0, 2, 2).check_inside(5, 5).is_err());
     }
 }

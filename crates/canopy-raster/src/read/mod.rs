@@ -160,7 +160,8 @@ pub struct GeoTiff {
     fallback: Mutex<Option<Decoder<std::io::BufReader<File>>>>,
 }
 
-fn tiff_err(path: &Path, e: tiff::TiffError) -> Error {
+/// Maps a `tiff` error, naming `tag_limit` (the limit in force) when a tag was too large.
+fn tiff_err_with(path: &Path, e: tiff::TiffError, tag_limit: usize) -> Error {
     match e {
         tiff::TiffError::IoError(io) => Error::io(path, io),
         tiff::TiffError::UnsupportedError(u) => Error::unsupported(path, u.to_string()),
@@ -168,7 +169,7 @@ fn tiff_err(path: &Path, e: tiff::TiffError) -> Error {
             path: path.to_path_buf(),
             what: "a TIFF tag value".into(),
             needed: 0,
-            limit: Limits::default().max_tag_bytes as u64,
+            limit: tag_limit as u64,
             field: "max_tag_bytes",
         },
         other => Error::format(path, other.to_string()),
@@ -203,7 +204,7 @@ impl GeoTiff {
             l
         };
         let mut dec = Decoder::new(reader)
-            .map_err(|e| tiff_err(&path, e))?
+            .map_err(|e| tiff_err_with(&path, e, limits.max_tag_bytes))?
             .with_limits(tlimits);
         let big_endian = matches!(dec.byte_order(), tiff::tags::ByteOrder::BigEndian);
         let bigtiff = {
@@ -228,9 +229,19 @@ impl GeoTiff {
                     field: "max_images",
                 });
             }
-            let dir = dec.read_directory(p).map_err(|e| tiff_err(&path, e))?;
+            let dir = dec
+                .read_directory(p)
+                .map_err(|e| tiff_err_with(&path, e, limits.max_tag_bytes))?;
             ptr = dir.next();
-            let parsed = parse_image(&mut dec, &dir, &path, index, big_endian, bigtiff);
+            let parsed = parse_image(
+                &mut dec,
+                &dir,
+                &path,
+                index,
+                big_endian,
+                bigtiff,
+                limits.max_tag_bytes,
+            );
             match parsed {
                 Ok(Some(img)) => images.push(img),
                 Ok(None) => {}
@@ -650,18 +661,20 @@ impl GeoTiff {
         })?;
         if guard.is_none() {
             let f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-            let d =
-                Decoder::new(std::io::BufReader::new(f)).map_err(|e| tiff_err(&self.path, e))?;
+            let d = Decoder::new(std::io::BufReader::new(f))
+                .map_err(|e| tiff_err_with(&self.path, e, self.limits.max_tag_bytes))?;
             *guard = Some(d);
         }
         let Some(dec) = guard.as_mut() else {
             return Err(Error::format(&self.path, "fallback decoder unavailable"));
         };
         dec.seek_to_image(img.ifd_index)
-            .map_err(|e| tiff_err(&self.path, e))?;
+            .map_err(|e| tiff_err_with(&self.path, e, self.limits.max_tag_bytes))?;
         let chunk =
             u32::try_from(idx).map_err(|_| Error::format(&self.path, "chunk index overflow"))?;
-        let res = dec.read_chunk(chunk).map_err(|e| tiff_err(&self.path, e))?;
+        let res = dec
+            .read_chunk(chunk)
+            .map_err(|e| tiff_err_with(&self.path, e, self.limits.max_tag_bytes))?;
         let bytes: &[u8] = match &res {
             tiff::decoder::DecodingResult::U8(v) => v,
             _ => {
@@ -785,8 +798,9 @@ fn parse_image(
     ifd_index: usize,
     big_endian: bool,
     bigtiff: bool,
+    tag_limit: usize,
 ) -> Result<Option<ImageInfo>> {
-    let te = |e| tiff_err(path, e);
+    let te = |e| tiff_err_with(path, e, tag_limit);
     let mut tags = dec.read_directory_tags(dir);
     let u = |v: Option<tiff::decoder::ifd::Value>| -> std::result::Result<Option<u64>, tiff::TiffError> { v.map(|v| v.into_u64()).transpose() };
     let subfile = u(tags.find_tag(Tag::NewSubfileType).map_err(te)?)
