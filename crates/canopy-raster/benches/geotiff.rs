@@ -81,9 +81,10 @@ fn bench_geotiff(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Bytes(bytes));
     for (name, opts) in &variants {
         let path = dir.path().join(format!("w_{name}.tif"));
-        g.bench_function(BenchmarkId::from_parameter(format!("u16_{BANDS}x{n}x{n}_{name}")), |b| {
-            b.iter(|| write_geotiff(&path, &raster, opts).unwrap())
-        });
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("u16_{BANDS}x{n}x{n}_{name}")),
+            |b| b.iter(|| write_geotiff(&path, &raster, opts).unwrap()),
+        );
     }
     g.finish();
 
@@ -99,9 +100,10 @@ fn bench_geotiff(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_full");
     g.sample_size(10).throughput(Throughput::Bytes(bytes));
     for (name, path) in &files {
-        g.bench_function(BenchmarkId::from_parameter(format!("u16_{BANDS}x{n}x{n}_{name}")), |b| {
-            b.iter(|| read_full(path))
-        });
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("u16_{BANDS}x{n}x{n}_{name}")),
+            |b| b.iter(|| read_full(path)),
+        );
     }
     g.finish();
 
@@ -113,7 +115,9 @@ fn bench_geotiff(c: &mut Criterion) {
             let wins = windows(n, aligned);
             let mut i = 0usize;
             g.bench_function(
-                BenchmarkId::from_parameter(format!("u16_{BANDS}x{WIN}x{WIN}_of_{n}_{name}_{mode}")),
+                BenchmarkId::from_parameter(format!(
+                    "u16_{BANDS}x{WIN}x{WIN}_of_{n}_{name}_{mode}"
+                )),
                 |b| {
                     b.iter(|| {
                         let w = wins[i % wins.len()];

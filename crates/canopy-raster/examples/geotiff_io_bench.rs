@@ -179,10 +179,16 @@ fn main() -> anyhow::Result<()> {
             level,
             repeat,
         } => {
-            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let bytes =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
             let n = bands * height * width;
             if bytes.len() != n * 2 {
-                bail!("{}: {} bytes, expected {} for ({bands}, {height}, {width}) u16", from.display(), bytes.len(), n * 2);
+                bail!(
+                    "{}: {} bytes, expected {} for ({bands}, {height}, {width}) u16",
+                    from.display(),
+                    bytes.len(),
+                    n * 2
+                );
             }
             let samples: Vec<u16> = bytes
                 .chunks_exact(2)

@@ -435,6 +435,7 @@ impl<T: Sample> GeoTiffWriter<T> {
             })?;
             let block = br * self.blocks_across + bc;
             for (plane, chunk) in chunks.iter().enumerate() {
+                let chunk = chunk.as_bytes();
                 let idx = plane * n_blocks + block;
                 let file = self.file.as_mut().ok_or_else(|| {
                     Error::invalid(format!("{}: writer already closed", self.path.display()))
