@@ -111,8 +111,13 @@ fn swap_if_big_endian(codec: &ChunkCodec, out: &mut [u8]) {
 /// streaming decoder for streams libdeflate rejects (trailing garbage, bad checksum), as GDAL
 /// accepts those too.
 fn inflate(raw: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
-    let mut d = libdeflater::Decompressor::new();
-    match d.zlib_decompress(raw, out) {
+    thread_local! {
+        /// One libdeflate decompressor per thread, reused across chunks.
+        static INFLATER: std::cell::RefCell<libdeflater::Decompressor> =
+            std::cell::RefCell::new(libdeflater::Decompressor::new());
+    }
+    let res = INFLATER.with(|d| d.borrow_mut().zlib_decompress(raw, out));
+    match res {
         Ok(n) if n == out.len() => return Ok(()),
         Ok(n) => return Err(format!("deflate gave {n} bytes, {} expected", out.len())),
         Err(_) => {}

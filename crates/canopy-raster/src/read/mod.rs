@@ -30,7 +30,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use ndarray::{Array3, ArrayViewMut3, Axis};
+use ndarray::{s, Array3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 use tiff::decoder::Decoder;
 use tiff::tags::Tag;
@@ -486,22 +486,36 @@ impl GeoTiff {
         }
         let mut out =
             Array3::<T>::from_elem((bands.len(), window.height, window.width), T::default());
-        let (bh, _) = img.block_shape;
-        // Split the output into block-rows, decode each on its own task.
-        let mut parts: Vec<(usize, ArrayViewMut3<T>)> = Vec::new();
+        let (bh, bw) = img.block_shape;
+        // Split the output into one part per chunk position (block-row x block-column), so
+        // that even a window one block-row high is decoded on every core; each part is
+        // decoded on its own task into disjoint views of `out`.
+        let mut parts: Vec<(usize, usize, ArrayViewMut3<T>)> = Vec::new();
         let mut rest = out.view_mut();
         let mut row = window.row_off;
         while row < window.row_end() {
             let next = ((row / bh) + 1) * bh;
             let n = next.min(window.row_end()) - row;
             let (head, tail) = rest.split_at(Axis(1), n);
-            parts.push((row / bh, head));
             rest = tail;
+            let mut rest_cols = head;
+            let mut col = window.col_off;
+            while col < window.col_end() {
+                let next = ((col / bw) + 1) * bw;
+                let m = next.min(window.col_end()) - col;
+                let (left, right) = rest_cols.split_at(Axis(2), m);
+                parts.push((row / bh, col / bw, left));
+                rest_cols = right;
+                col += m;
+            }
             row += n;
         }
-        let result: Result<()> = parts
-            .into_par_iter()
-            .try_for_each(|(brow, view)| self.fill_block_row(img, brow, bands, &window, view));
+        let result: Result<()> = parts.into_par_iter().try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, raw), (brow, bcol, view)| {
+                self.fill_chunk(img, brow, bcol, bands, &window, view, buf, raw)
+            },
+        );
         result?;
         let georef = img.georef.for_window(&window);
         Ok(Raster {
@@ -512,32 +526,28 @@ impl GeoTiff {
         })
     }
 
-    /// Decodes the chunks of block-row `brow` that intersect `window` into `view`
-    /// (`(bands, rows of this block-row inside the window, window.width)`).
-    fn fill_block_row<T: Sample>(
+    /// Decodes the chunk(s) at block (`brow`, `bcol`) (one per plane for band-interleaved
+    /// files) and copies their intersection with `window` into `view`
+    /// (`(bands, rows of this block inside the window, cols of this block inside the window)`).
+    /// `buf` and `raw` are scratch buffers reused across calls on one thread.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_chunk<T: Sample>(
         &self,
         img: &ImageInfo,
         brow: usize,
+        bcol: usize,
         bands: &[usize],
         window: &Window,
         mut view: ArrayViewMut3<T>,
+        buf: &mut Vec<T>,
+        raw: &mut Vec<u8>,
     ) -> Result<()> {
         let (bh, bw) = img.block_shape;
         let (grid_rows, grid_cols) = img.block_grid();
         let per_plane = grid_rows * grid_cols;
         let row0 = brow * bh;
+        let col0 = bcol * bw;
         let rows_here = bh.min(img.height - row0);
-        let c_first = window.col_off / bw;
-        let c_last = (window.col_end() - 1) / bw;
-        let planes: Vec<usize> = match img.interleave {
-            Interleave::Pixel => vec![0],
-            Interleave::Band => {
-                let mut p: Vec<usize> = bands.to_vec();
-                p.sort_unstable();
-                p.dedup();
-                p
-            }
-        };
         let spp = img.codec.chunk_spp;
         let ss = img.dtype.size();
         // Tiles are always full-size; the last strip holds only the remaining rows.
@@ -565,41 +575,120 @@ impl GeoTiff {
                 })
             }
         };
-        let mut buf: Vec<T> = vec![T::default(); n];
-        let mut raw = Vec::new();
         let win_r0 = window.row_off.max(row0);
         let win_r1 = window.row_end().min(row0 + rows_here);
-        for bcol in c_first..=c_last {
-            let col0 = bcol * bw;
-            let win_c0 = window.col_off.max(col0);
-            let win_c1 = window.col_end().min(col0 + bw).min(img.width);
-            for &plane in &planes {
-                let idx = plane * per_plane + brow * grid_cols + bcol;
+        let win_c0 = window.col_off.max(col0);
+        let win_c1 = window.col_end().min(col0 + bw).min(img.width);
+        if win_r1 <= win_r0 || win_c1 <= win_c0 {
+            return Ok(());
+        }
+        let row_len = chunk_cols * spp;
+        // Samples of the chunk that the window needs: [first, end).
+        let first = (win_r0 - row0) * row_len + (win_c0 - col0) * spp;
+        let end = (win_r1 - 1 - row0) * row_len + (win_c1 - col0) * spp;
+        let n_planes = match img.interleave {
+            Interleave::Pixel => 1,
+            Interleave::Band => img.bands,
+        };
+        for plane in 0..n_planes {
+            if img.interleave == Interleave::Band && !bands.contains(&plane) {
+                continue;
+            }
+            let idx = plane * per_plane + brow * grid_cols + bcol;
+            // `data` holds the chunk's samples from index `base` on.
+            // `resize` keeps the old contents (no memset of the reused buffer): every codec
+            // below either fills the whole chunk or fails, except JPEG and WebP, whose
+            // streams may be shorter than the block: those start from zeros.
+            let base = if self.is_raw_span_readable(img, idx) {
+                buf.resize(end - first, T::default());
+                self.read_raw_span(img, idx, first * ss, bytemuck::cast_slice_mut(buf))?;
+                first
+            } else {
+                buf.resize(n, T::default());
+                if matches!(img.compression, Compression::Jpeg | Compression::WebP) {
+                    buf.fill(T::default());
+                }
                 self.decode_one(
                     img,
                     idx,
-                    &mut raw,
-                    bytemuck::cast_slice_mut(&mut buf),
+                    raw,
+                    bytemuck::cast_slice_mut(buf),
                     chunk_rows,
                     chunk_cols,
                 )?;
-                for (ob, &band) in bands.iter().enumerate() {
-                    let (sel, stride_off) = match img.interleave {
-                        Interleave::Pixel => (true, band),
-                        Interleave::Band => (band == plane, 0),
-                    };
-                    if !sel {
-                        continue;
-                    }
-                    for r in win_r0..win_r1 {
-                        let src_row = (r - row0) * chunk_cols * spp;
-                        let dst_r = r - win_r0;
-                        for c in win_c0..win_c1 {
-                            let v = buf[src_row + (c - col0) * spp + stride_off];
-                            view[[ob, dst_r, c - window.col_off]] = v;
-                        }
+                0
+            };
+            let data: &[T] = buf;
+            for (ob, &band) in bands.iter().enumerate() {
+                let stride_off = match img.interleave {
+                    Interleave::Pixel => band,
+                    Interleave::Band if band == plane => 0,
+                    Interleave::Band => continue,
+                };
+                for r in win_r0..win_r1 {
+                    // The row's pixels inside the window, all samples of each pixel.
+                    let s0 = (r - row0) * row_len + (win_c0 - col0) * spp - base;
+                    let s1 = s0 + (win_c1 - win_c0) * spp;
+                    let src = data.get(s0..s1).ok_or_else(|| {
+                        Error::format(&self.path, format!("chunk {idx}: short decoded data"))
+                    })?;
+                    let mut dst = view.slice_mut(s![ob, r - win_r0, ..]);
+                    match dst.as_slice_mut() {
+                        Some(d) => gather(d, src, spp, stride_off),
+                        None => dst
+                            .iter_mut()
+                            .zip(src.iter().skip(stride_off).step_by(spp))
+                            .for_each(|(d, s)| *d = *s),
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether chunk `idx` is stored uncompressed, without predictor and present, so that any
+    /// byte range of it can be read straight from the file.
+    fn is_raw_span_readable(&self, img: &ImageInfo, idx: usize) -> bool {
+        img.compression == Compression::None
+            && img.predictor == 1
+            && img.chunk_offsets.get(idx).is_some_and(|&o| o != 0)
+            && img.chunk_bytes.get(idx).is_some_and(|&c| c != 0)
+    }
+
+    /// Reads `out.len()` bytes of uncompressed chunk `idx` starting `skip` bytes into the
+    /// chunk, as native little-endian samples.
+    fn read_raw_span(
+        &self,
+        img: &ImageInfo,
+        idx: usize,
+        skip: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let (Some(&off), Some(&len)) = (img.chunk_offsets.get(idx), img.chunk_bytes.get(idx))
+        else {
+            return Err(Error::format(
+                &self.path,
+                format!("chunk {idx} has no offset/byte count"),
+            ));
+        };
+        let need = (skip + out.len()) as u64;
+        if len < need {
+            return Err(Error::format(
+                &self.path,
+                format!("chunk {idx}: holds {len} bytes, {need} expected"),
+            ));
+        }
+        if off.checked_add(need).is_none_or(|end| end > self.file_len) {
+            return Err(Error::format(
+                &self.path,
+                format!("chunk {idx} at byte {off} (+{len}) extends past the end of the file ({} bytes)", self.file_len),
+            ));
+        }
+        positioned::read_exact_at(&self.file, out, off + skip as u64)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if img.big_endian && img.codec.sample_size > 1 {
+            for s in out.chunks_exact_mut(img.codec.sample_size) {
+                s.reverse();
             }
         }
         Ok(())
@@ -702,6 +791,28 @@ impl GeoTiff {
             }
         }
         Ok(())
+    }
+}
+
+/// `dst[i] = src[i * spp + band]`: one band of a row of pixel-interleaved samples.
+fn gather<T: Copy>(dst: &mut [T], src: &[T], spp: usize, band: usize) {
+    /// The same with the pixel size known at compile time (vectorisable, no bounds checks).
+    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T], band: usize) {
+        if band < N {
+            for (d, px) in dst.iter_mut().zip(src.chunks_exact(N)) {
+                *d = px[band];
+            }
+        }
+    }
+    match spp {
+        1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+        2 => fixed::<T, 2>(dst, src, band),
+        3 => fixed::<T, 3>(dst, src, band),
+        4 => fixed::<T, 4>(dst, src, band),
+        _ => dst
+            .iter_mut()
+            .zip(src.iter().skip(band).step_by(spp))
+            .for_each(|(d, s)| *d = *s),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use libdeflater::{CompressionLvl, Compressor};
-use ndarray::{ArrayView3, Axis};
+use ndarray::{s, ArrayView3, Axis};
 
 use super::{Interleave, Predictor};
 use crate::{Compression, Sample};
@@ -23,15 +23,39 @@ thread_local! {
     static DEFLATER: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
 }
 
+/// One encoded chunk, ready to be appended to the file.
+#[derive(Debug)]
+pub(crate) enum Chunk<T: Sample> {
+    /// Compressed (or, on big-endian hosts, converted) bytes.
+    Bytes(Vec<u8>),
+    /// Uncompressed samples without a predictor, already little-endian (little-endian hosts):
+    /// written as they are, without another copy.
+    Samples(Vec<T>),
+}
+
+impl<T: Sample> Chunk<T> {
+    /// The bytes to write.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Bytes(b) => b,
+            Chunk::Samples(s) => bytemuck::cast_slice(s),
+        }
+    }
+}
+
 /// Encodes a block whose valid extent is `data` `(bands, h, w)` into the stored block size
 /// `stored_h x stored_w` (`>= h x w`, padded with zeros). Returns one chunk for pixel
 /// interleave, one chunk per band for band interleave.
+///
+/// The samples are gathered into a zero-initialised buffer of the stored size (so the padding
+/// costs nothing), row slice by row slice; on little-endian hosts that buffer's bytes are the
+/// little-endian bytes the file needs, with no per-sample conversion.
 pub(crate) fn encode_block<T: Sample>(
     data: ArrayView3<T>,
     stored_h: usize,
     stored_w: usize,
     codec: &Codec,
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Chunk<T>>, String> {
     let (bands, h, w) = data.dim();
     if h > stored_h || w > stored_w {
         return Err(format!(
@@ -42,53 +66,84 @@ pub(crate) fn encode_block<T: Sample>(
     let mut chunks = Vec::new();
     match codec.interleave {
         Interleave::Pixel => {
-            let row_bytes = stored_w * bands * n;
-            let mut raw = Vec::with_capacity(row_bytes * stored_h);
-            for r in 0..h {
-                let row = data.index_axis(Axis(1), r); // (bands, w)
-                if bands == 1 {
-                    for &v in row.iter() {
-                        v.extend_le(&mut raw);
-                    }
-                } else {
-                    for px in row.columns() {
-                        for &v in px.iter() {
-                            v.extend_le(&mut raw);
-                        }
+            let row_samples = stored_w * bands;
+            let mut buf = vec![T::default(); row_samples * stored_h];
+            for (r, dst) in buf.chunks_exact_mut(row_samples).take(h).enumerate() {
+                for b in 0..bands {
+                    let src = data.slice(s![b, r, ..]);
+                    match src.as_slice() {
+                        Some(src) => scatter(dst, src, bands, b),
+                        None => dst
+                            .iter_mut()
+                            .skip(b)
+                            .step_by(bands)
+                            .zip(src.iter())
+                            .for_each(|(d, s)| *d = *s),
                     }
                 }
-                raw.resize((r + 1) * row_bytes, 0);
             }
-            raw.resize(stored_h * row_bytes, 0);
-            chunks.push(finish_chunk(raw, row_bytes, bands, n, codec)?);
+            chunks.push(finish_chunk(buf, row_samples * n, bands, n, codec)?);
         }
         Interleave::Band => {
-            let row_bytes = stored_w * n;
             for band in data.axis_iter(Axis(0)) {
-                let mut raw = Vec::with_capacity(row_bytes * stored_h);
-                for (r, row) in band.rows().into_iter().enumerate() {
-                    match row.as_slice() {
-                        Some(s) => s.iter().for_each(|&v| v.extend_le(&mut raw)),
-                        None => row.iter().for_each(|&v| v.extend_le(&mut raw)),
+                let mut buf = vec![T::default(); stored_w * stored_h];
+                for (dst, src) in buf.chunks_exact_mut(stored_w).zip(band.rows()) {
+                    let dst = dst.iter_mut().take(w);
+                    match src.as_slice() {
+                        Some(src) => dst.zip(src).for_each(|(d, s)| *d = *s),
+                        None => dst.zip(src.iter()).for_each(|(d, s)| *d = *s),
                     }
-                    raw.resize((r + 1) * row_bytes, 0);
                 }
-                raw.resize(stored_h * row_bytes, 0);
-                chunks.push(finish_chunk(raw, row_bytes, 1, n, codec)?);
+                chunks.push(finish_chunk(buf, stored_w * n, 1, n, codec)?);
             }
         }
     }
     Ok(chunks)
 }
 
-/// Applies the predictor row by row, then compresses.
-fn finish_chunk(
-    mut raw: Vec<u8>,
+/// `dst[i * spp + band] = src[i]`: one band of a row into pixel-interleaved samples.
+fn scatter<T: Copy>(dst: &mut [T], src: &[T], spp: usize, band: usize) {
+    /// The same with the pixel size known at compile time (vectorisable, no bounds checks).
+    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T], band: usize) {
+        if band < N {
+            for (px, s) in dst.chunks_exact_mut(N).zip(src) {
+                px[band] = *s;
+            }
+        }
+    }
+    match spp {
+        1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+        2 => fixed::<T, 2>(dst, src, band),
+        3 => fixed::<T, 3>(dst, src, band),
+        4 => fixed::<T, 4>(dst, src, band),
+        _ => dst
+            .iter_mut()
+            .skip(band)
+            .step_by(spp)
+            .zip(src)
+            .for_each(|(d, s)| *d = *s),
+    }
+}
+
+/// Little-endian bytes of `samples`, applies the predictor row by row, then compresses.
+fn finish_chunk<T: Sample>(
+    mut samples: Vec<T>,
     row_bytes: usize,
     spp: usize,
     n: usize,
     codec: &Codec,
-) -> Result<Vec<u8>, String> {
+) -> Result<Chunk<T>, String> {
+    let mut converted;
+    let raw: &mut [u8] = if cfg!(target_endian = "little") {
+        if codec.compression == Compression::None && codec.predictor == Predictor::None {
+            return Ok(Chunk::Samples(samples));
+        }
+        bytemuck::cast_slice_mut(&mut samples)
+    } else {
+        converted = Vec::with_capacity(samples.len() * n);
+        samples.iter().for_each(|v| v.extend_le(&mut converted));
+        &mut converted
+    };
     if row_bytes > 0 {
         match codec.predictor {
             Predictor::None => {}
@@ -105,14 +160,14 @@ fn finish_chunk(
             }
         }
     }
-    compress(raw, codec)
+    compress(raw, codec).map(Chunk::Bytes)
 }
 
-fn compress(raw: Vec<u8>, codec: &Codec) -> Result<Vec<u8>, String> {
+fn compress(raw: &[u8], codec: &Codec) -> Result<Vec<u8>, String> {
     match codec.compression {
-        Compression::None => Ok(raw),
+        Compression::None => Ok(raw.to_vec()),
         Compression::Lzw => weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
-            .encode(&raw)
+            .encode(raw)
             .map_err(|e| format!("LZW encoding failed: {e}")),
         Compression::Deflate => DEFLATER.with(|cell| {
             let mut slot = cell.borrow_mut();
@@ -130,7 +185,7 @@ fn compress(raw: Vec<u8>, codec: &Codec) -> Result<Vec<u8>, String> {
             };
             let mut out = vec![0u8; compressor.zlib_compress_bound(raw.len())];
             let len = compressor
-                .zlib_compress(&raw, &mut out)
+                .zlib_compress(raw, &mut out)
                 .map_err(|e| format!("deflate compression failed: {e:?}"))?;
             out.truncate(len);
             Ok(out)

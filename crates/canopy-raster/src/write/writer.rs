@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ndarray::{s, Array3, ArrayView3};
 use rayon::prelude::*;
 
-use super::encode::{encode_block, Codec};
+use super::encode::{encode_block, Chunk, Codec};
 use super::ifd::{self, Value};
 use super::{format_nodata, BigTiff, Interleave, Layout, WriteOptions};
 use crate::compression::tag;
@@ -19,6 +19,10 @@ use crate::{gdal_metadata, Error, Georef, Result, Sample, ScaleOffset};
 
 /// Bytes reserved at the start of the file for the header (BigTIFF's is 16).
 const HEADER_RESERVE: u64 = 16;
+
+/// [`GeoTiffWriter::write_all`] asks the kernel to write dirty pages back every this many bytes
+/// (on the thread that writes the file, while the next blocks compress).
+const SYNC_EVERY: u64 = 64 << 20;
 
 /// Distinguishes temporary files of several writers in one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -398,18 +402,88 @@ impl<T: Sample> GeoTiffWriter<T> {
             .flat_map(|br| (0..self.blocks_across).map(move |bc| (br, bc)))
             .collect();
         let batch = (4 * self.batch).max(self.blocks_across);
-        for group in all.chunks(batch) {
-            let jobs = group
-                .iter()
-                .map(|&(br, bc)| {
-                    let (h, w) = self.block_extent(br, bc);
-                    let (r, c) = (br * self.block_h, bc * self.block_w);
-                    (br, bc, data.slice(s![.., r..r + h, c..c + w]))
-                })
-                .collect();
-            self.encode_and_write(jobs)?;
-        }
-        Ok(())
+        let codec = self.codec;
+        let (tiled, bh, bw) = (self.tiled, self.block_h, self.block_w);
+        let (height, width, blocks_across) = (self.height, self.width, self.blocks_across);
+        let n_blocks = self.written.len();
+        let path = &self.path;
+        let tmp_path = &self.tmp_path;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::invalid(format!("{}: writer already closed", path.display())))?;
+        let (offsets, counts, written, pos) = (
+            &mut self.offsets,
+            &mut self.counts,
+            &mut self.written,
+            &mut self.pos,
+        );
+        // Compression of batch k+1 (rayon, every core) overlaps the writing of batch k (this
+        // scoped thread), which also asks the kernel to write back every SYNC_EVERY bytes so
+        // that the final fsync in `finish` has little left to do.
+        type Encoded<T> = Vec<(usize, usize, std::result::Result<Vec<Chunk<T>>, String>)>;
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Encoded<T>>(2);
+            let sink = scope.spawn(move || -> Result<()> {
+                let io = |e| Error::io(tmp_path, e);
+                let mut unsynced = 0u64;
+                for encoded in rx {
+                    for (br, bc, chunks) in encoded {
+                        let chunks = chunks.map_err(|m| {
+                            Error::io(
+                                path,
+                                std::io::Error::other(format!("block (row {br}, col {bc}): {m}")),
+                            )
+                        })?;
+                        let block = br * blocks_across + bc;
+                        for (plane, chunk) in chunks.iter().enumerate() {
+                            let chunk = chunk.as_bytes();
+                            let idx = plane * n_blocks + block;
+                            file.write_all(chunk).map_err(io)?;
+                            if let (Some(o), Some(c)) = (offsets.get_mut(idx), counts.get_mut(idx))
+                            {
+                                *o = *pos;
+                                *c = chunk.len() as u64;
+                            }
+                            *pos += chunk.len() as u64;
+                            unsynced += chunk.len() as u64;
+                        }
+                        if let Some(flag) = written.get_mut(block) {
+                            *flag = true;
+                        }
+                    }
+                    if unsynced >= SYNC_EVERY {
+                        file.flush().map_err(io)?;
+                        file.get_ref().sync_data().map_err(io)?;
+                        unsynced = 0;
+                    }
+                }
+                Ok(())
+            });
+            for group in all.chunks(batch) {
+                let encoded: Encoded<T> = group
+                    .par_iter()
+                    .map(|&(br, bc)| {
+                        let (r, c) = (br * bh, bc * bw);
+                        let (h, w) = (bh.min(height - r), bw.min(width - c));
+                        let view = data.slice(s![.., r..r + h, c..c + w]);
+                        // Tiles are stored full size; the last strip holds only its rows.
+                        let (sh, sw) = if tiled { (bh, bw) } else { (h, bw) };
+                        (br, bc, encode_block(view, sh, sw, &codec))
+                    })
+                    .collect();
+                if tx.send(encoded).is_err() {
+                    break; // the sink stopped on an error, returned by join below
+                }
+            }
+            drop(tx);
+            sink.join().map_err(|_| {
+                Error::io(
+                    path,
+                    std::io::Error::other("the file writer thread panicked"),
+                )
+            })?
+        })
     }
 
     /// Compresses blocks in parallel, then appends them to the file in the given order.
@@ -435,6 +509,7 @@ impl<T: Sample> GeoTiffWriter<T> {
             })?;
             let block = br * self.blocks_across + bc;
             for (plane, chunk) in chunks.iter().enumerate() {
+                let chunk = chunk.as_bytes();
                 let idx = plane * n_blocks + block;
                 let file = self.file.as_mut().ok_or_else(|| {
                     Error::invalid(format!("{}: writer already closed", self.path.display()))
