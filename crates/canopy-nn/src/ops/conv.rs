@@ -266,13 +266,16 @@ pub fn conv2d(
         return conv2d_reference(x, weight, bias, cfg);
     }
     let op = "conv2d";
-    let (b, c, h, w) = x
-        .dims4()
-        .map_err(|_| shape(op, "input (B, C, H, W)", x.dims()))?;
-    let (c_out, w_in, kh, kw) = weight
-        .dims4()
-        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K_h, K_w)", weight.dims()))?;
-    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    let Plan2d {
+        b,
+        c,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        ..
+    } = plan2d(x, weight, cfg)?;
     let (ho, wo) = (cfg.h.out_len(op, h, kh)?, cfg.w.out_len(op, w, kw)?);
     let geom = Geometry {
         b,
@@ -305,14 +308,8 @@ pub fn conv2d(
     } else {
         Tensor::cat(&outs, 1)?
     };
-    let mut y = y.reshape((b, c_out, ho, wo))?;
-    if let Some(bias) = bias {
-        if bias.dims() != [c_out] {
-            return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
-        }
-        y = y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
-    }
-    Ok(y)
+    let y = y.reshape((b, c_out, ho, wo))?;
+    add_bias(y, bias, c_out, op)
 }
 
 /// 2-D convolution, reference implementation (`index_select` gather; any device and dtype).
@@ -329,13 +326,16 @@ pub fn conv2d_reference(
     cfg: Conv2dConfig,
 ) -> Result<Tensor> {
     let op = "conv2d";
-    let (b, c, h, w) = x
-        .dims4()
-        .map_err(|_| shape(op, "input (B, C, H, W)", x.dims()))?;
-    let (c_out, w_in, kh, kw) = weight
-        .dims4()
-        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K_h, K_w)", weight.dims()))?;
-    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    let Plan2d {
+        b,
+        c,
+        h,
+        w,
+        c_out,
+        w_in,
+        kh,
+        kw,
+    } = plan2d(x, weight, cfg)?;
     let (h_out, w_out) = (cfg.h.out_len(op, h, kh)?, cfg.w.out_len(op, w, kw)?);
     let mut xp = x.clone();
     if cfg.h.padding > 0 {
@@ -363,12 +363,50 @@ pub fn conv2d_reference(
         .index_select(&index_tensor(idx, x.device())?, 2)?
         .reshape((b, c, h_out * w_out, kh * kw))?;
     let weight = weight.reshape((c_out, w_in, kh * kw))?;
-    let mut y = grouped_matmul(&cols, &weight, cfg.groups)?.reshape((b, c_out, h_out, w_out))?;
-    if let Some(bias) = bias {
-        if bias.dims() != [c_out] {
-            return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
+    let y = grouped_matmul(&cols, &weight, cfg.groups)?.reshape((b, c_out, h_out, w_out))?;
+    add_bias(y, bias, c_out, op)
+}
+
+/// Checked sizes of a 2-D convolution.
+struct Plan2d {
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    w_in: usize,
+    kh: usize,
+    kw: usize,
+}
+
+fn plan2d(x: &Tensor, weight: &Tensor, cfg: Conv2dConfig) -> Result<Plan2d> {
+    let op = "conv2d";
+    let (b, c, h, w) = x
+        .dims4()
+        .map_err(|_| shape(op, "input (B, C, H, W)", x.dims()))?;
+    let (c_out, w_in, kh, kw) = weight
+        .dims4()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K_h, K_w)", weight.dims()))?;
+    check_groups(op, c, c_out, w_in, cfg.groups)?;
+    Ok(Plan2d {
+        b,
+        c,
+        h,
+        w,
+        c_out,
+        w_in,
+        kh,
+        kw,
+    })
+}
+
+/// Adds a `(C_out,)` bias to a `(B, C_out, H, W)` output.
+fn add_bias(y: Tensor, bias: Option<&Tensor>, c_out: usize, op: &'static str) -> Result<Tensor> {
+    match bias {
+        None => Ok(y),
+        Some(bias) if bias.dims() == [c_out] => {
+            Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
         }
-        y = y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
+        Some(bias) => Err(shape(op, format!("bias ({c_out},)"), bias.dims())),
     }
-    Ok(y)
 }
