@@ -3,6 +3,8 @@
 //! outputs and input gradients match, and every parameter receives a gradient.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -14,26 +16,10 @@ use canopy_nn::{check_all_parameters_have_gradients, SeededVarMap};
 use rand::SeedableRng;
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/nn_blocks.safetensors"
-    );
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+    common::fixtures("nn_blocks")
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
+use common::max_abs_diff;
 
 /// Loads `name.sd.*` into the store, checking both key sets are equal.
 fn load_state_dict(fx: &HashMap<String, Tensor>, name: &str, store: &SeededVarMap) {

@@ -3,6 +3,8 @@
 //! differences.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
@@ -11,26 +13,10 @@ use canopy_nn::ops::*;
 use canopy_nn::Result;
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/nn_ops.safetensors"
-    );
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+    common::fixtures("nn_ops")
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
+use common::max_abs_diff;
 
 /// Runs `f` on the fixture inputs `names` of case `case`, compares output and gradients.
 fn golden(case: &str, names: &[&str], f: impl Fn(&[Tensor]) -> Result<Tensor>) {

@@ -1,3 +1,4 @@
+// Unit tests of the writer: this file is the `#[cfg(test)] mod tests;` declared in write/mod.rs.
 //! Unit tests of the writer: options, nodata text, atomicity, block bookkeeping.
 
 use super::*;
