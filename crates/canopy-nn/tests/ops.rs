@@ -427,6 +427,27 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
             },
         ),
         ((3, 2, 4, 4), (2, 2, 4, 4), Conv2dConfig::default()),
+        // pointwise with groups: the kernels multiply the image in place
+        ((2, 6, 5, 7), (4, 3, 1, 1), Conv2dConfig::square(1, 0, 1, 2)),
+        // padding beyond the kernel reach: the input gradient takes the scatter path at stride 1
+        ((1, 3, 4, 5), (2, 3, 1, 1), Conv2dConfig::square(1, 2, 1, 1)),
+        // dilated, unit stride: flipped-kernel input gradient with dilation
+        (
+            (2, 3, 9, 10),
+            (4, 3, 3, 3),
+            Conv2dConfig::square(1, 2, 2, 1),
+        ),
+        // many output blocks per image, blocks straddling rows
+        (
+            (2, 8, 40, 70),
+            (5, 8, 3, 3),
+            Conv2dConfig::square(1, 1, 1, 1),
+        ),
+        (
+            (1, 8, 33, 47),
+            (4, 4, 3, 3),
+            Conv2dConfig::square(2, 0, 1, 2),
+        ),
     ];
     for (seed, (xs, ws, cfg)) in configs.into_iter().enumerate() {
         let x =

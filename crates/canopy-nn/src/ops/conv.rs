@@ -1,10 +1,10 @@
 //! Convolutions with correct gradients for every shape, stride, padding, dilation and group
 //! count, as im2col followed by a matrix product.
 //!
-//! Two paths compute the same thing: on the CPU in f32/f64, [`conv2d`] and [`conv1d`] gather
-//! with the parallel im2col kernel of [`im2col`](crate::ops::im2col) (backward: col2im) and
-//! multiply with candle's gemm-backed matmul; elsewhere, and as the reference the tests compare
-//! against, [`conv2d_reference`] / [`conv1d_reference`] gather with `index_select`.
+//! Two paths compute the same thing: on the CPU in f32/f64, [`conv2d`] and [`conv1d`] run the
+//! custom kernels of [`conv_cpu`](crate::ops::conv_cpu) (blocked im2col + `gemm`, explicit
+//! backward); elsewhere, and as the reference the tests compare against, [`conv2d_reference`] /
+//! [`conv1d_reference`] gather with `index_select` and multiply with candle's matmul.
 //!
 //! candle 0.11's own kernels are wrong in places: conv1d kernel gradients (the CPU backend makes
 //! the kernel contiguous, then multiplies with the original layout), conv2d backward with
@@ -18,7 +18,8 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
-use crate::ops::im2col::{Geometry, Im2Col};
+use crate::ops::conv_cpu::{Conv2dOp, ConvGeom};
+use crate::ops::im2col::Geometry;
 use crate::Result;
 
 /// Stride, padding and dilation along one axis.
@@ -244,8 +245,8 @@ pub fn conv1d_reference(
 }
 
 /// 2-D convolution (cross-correlation) like `torch.nn.functional.conv2d`, with stride, padding
-/// and dilation given per axis. CPU f32/f64 inputs take the parallel im2col path; others the
-/// reference gather.
+/// and dilation given per axis. CPU f32/f64 inputs take the blocked im2col + gemm kernels of
+/// [`conv_cpu`](crate::ops::conv_cpu) (backward included); others the reference gather.
 ///
 /// # Shapes
 /// `x`: `(B, C_in, H, W)`, `weight`: `(C_out, C_in / groups, K_h, K_w)`, `bias`: `(C_out,)` ->
@@ -289,26 +290,14 @@ pub fn conv2d(
         ho,
         wo,
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(geom))?; // (B, C*Kh*Kw, Ho*Wo)
-    let (groups, kk) = (cfg.groups, kh * kw);
-    let (cg, og) = (c / groups, c_out / groups);
-    // one batched product per group; the weight is broadcast over the batch (stride 0, no copy)
-    let mut outs = Vec::with_capacity(groups);
-    for g in 0..groups {
-        let w_g = weight.narrow(0, g * og, og)?.reshape((og, cg * kk))?;
-        let cols_g = if groups == 1 {
-            cols.clone()
-        } else {
-            cols.narrow(1, g * cg * kk, cg * kk)?
-        };
-        outs.push(w_g.broadcast_matmul(&cols_g)?); // (B, Og, N)
-    }
-    let y = if groups == 1 {
-        outs.remove(0)
-    } else {
-        Tensor::cat(&outs, 1)?
+    let cv = ConvGeom {
+        g: geom,
+        c_out,
+        groups: cfg.groups,
     };
-    let y = y.reshape((b, c_out, ho, wo))?;
+    let y = x
+        .contiguous()?
+        .apply_op2(&weight.contiguous()?, Conv2dOp(cv))?; // (B, C_out, H_out, W_out)
     add_bias(y, bias, c_out, op)
 }
 

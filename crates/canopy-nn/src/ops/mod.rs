@@ -3,7 +3,9 @@
 
 pub mod activation;
 pub mod conv;
+mod conv_cpu;
 pub mod conv_transpose;
+mod gemm;
 pub mod grid_sample;
 mod im2col;
 pub mod norm;

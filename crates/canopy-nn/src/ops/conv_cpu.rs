@@ -1,0 +1,431 @@
+//! CPU convolution kernels: blocked im2col + `gemm` (AVX-512 / AVX2 micro-kernels chosen at run
+//! time), as candle custom ops with explicit backward passes.
+//!
+//! Forward: the output positions of every image are cut into blocks of a few hundred; each block
+//! is one task on the rayon pool that gathers its columns into a cache-sized buffer
+//! ([`Geometry::gather`]) and multiplies the weights by it with a single-threaded `gemm` call, one
+//! per channel group. 1x1 convolutions with unit stride skip the gather and multiply the image in
+//! place.
+//!
+//! Backward, input: with unit stride, the input gradient is a convolution of the output
+//! gradient with the spatially flipped, in/out-transposed kernel (padding `d(k-1) - p`), which
+//! runs on the same forward kernel (about twice as fast as a transposed convolution). Other
+//! strides multiply `Wᵀ · dY` block by block and scatter the columns back ([`Geometry::scatter_add`]),
+//! one image per task.
+//!
+//! Backward, weight: `dW += dY_block · colsᵀ` over all blocks, summed in a fixed order (a fixed
+//! number of partial sums, added in sequence), so results do not depend on thread scheduling.
+//!
+//! f32 and f64 only; these ops have no CUDA implementation (candle reports that as an error;
+//! [`conv2d`](crate::ops::conv2d) only takes this path for CPU tensors). Second derivatives are
+//! not supported by the backward ops.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::gemm::{matmul, GemmScalar, Mat};
+use crate::ops::im2col::Geometry;
+
+/// Target size of one gathered column block, in bytes (fits the 1 MiB L2 of the machines we
+/// measure on, next to gemm's packed panels).
+const BLOCK_BYTES: usize = 192 * 1024;
+
+/// Number of partial sums the weight gradient is split into (fixed, so the summation order and
+/// hence the result are the same whatever the thread count).
+const WEIGHT_PARTIALS: usize = 16;
+
+/// A convolution: geometry plus channel counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub g: Geometry,
+    pub c_out: usize,
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    fn cg(&self) -> usize {
+        self.g.c / self.groups
+    }
+
+    fn og(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Rows of one group's column matrix.
+    fn rows(&self) -> usize {
+        self.cg() * self.g.kk()
+    }
+
+    /// Output positions per block.
+    fn block<T>(&self) -> usize {
+        let per_col = self.rows().max(1) * std::mem::size_of::<T>();
+        let nb = (BLOCK_BYTES / per_col).clamp(16, 4096);
+        nb.min(self.g.n()).max(1)
+    }
+
+    /// 1x1 kernel, unit stride, no padding: the image itself is the column matrix.
+    fn pointwise(&self) -> bool {
+        let g = &self.g;
+        g.kh == 1
+            && g.kw == 1
+            && g.ah.stride == 1
+            && g.aw.stride == 1
+            && g.ah.padding == 0
+            && g.aw.padding == 0
+    }
+
+    /// The convolution whose forward pass is this one's input gradient, when the stride is 1
+    /// and the padding does not exceed the dilated kernel reach.
+    fn flipped(&self) -> Option<ConvGeom> {
+        let g = &self.g;
+        let axis = |a: crate::ops::Axis1, k: usize| {
+            let reach = a.dilation * (k - 1);
+            (a.stride == 1 && a.padding <= reach).then(|| crate::ops::Axis1 {
+                stride: 1,
+                padding: reach - a.padding,
+                dilation: a.dilation,
+            })
+        };
+        Some(ConvGeom {
+            g: Geometry {
+                b: g.b,
+                c: self.c_out,
+                h: g.ho,
+                w: g.wo,
+                kh: g.kh,
+                kw: g.kw,
+                ah: axis(g.ah, g.kh)?,
+                aw: axis(g.aw, g.kw)?,
+                ho: g.h,
+                wo: g.w,
+            },
+            c_out: g.c,
+            groups: self.groups,
+        })
+    }
+}
+
+/// `y = conv(x, w)` without bias: `x` `(B, C, H, W)`, `w` `(C_out, C/groups, K_h, K_w)`, both
+/// contiguous; returns `(B, C_out, H_out, W_out)`.
+fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
+    let nb = cv.block::<T>();
+    let blocks = n.div_ceil(nb);
+    let mut y = vec![T::ZERO; g.b * cv.c_out * n];
+    if y.is_empty() {
+        return Ok(y);
+    }
+    // one task per (image, block): the Cout row segments it owns
+    let mut tasks: Vec<Vec<&mut [T]>> = (0..g.b * blocks)
+        .map(|_| Vec::with_capacity(cv.c_out))
+        .collect();
+    for (b, img) in y.chunks_mut(cv.c_out * n).enumerate() {
+        for row in img.chunks_mut(n) {
+            for (j, seg) in row.chunks_mut(nb).enumerate() {
+                tasks[b * blocks + j].push(seg);
+            }
+        }
+    }
+    let img_len = g.c * g.h * g.w;
+    tasks.into_par_iter().enumerate().try_for_each_init(
+        || (Vec::<T>::new(), Vec::<T>::new()),
+        |(cols, out), (t, mut segs)| -> Result<(), String> {
+            let (b, n0) = (t / blocks, (t % blocks) * nb);
+            let len = nb.min(n - n0);
+            let img = &x[b * img_len..(b + 1) * img_len];
+            out.resize(og * len, T::ZERO);
+            for gi in 0..cv.groups {
+                let w_g = Mat::row_major(&w[gi * og * rows..(gi + 1) * og * rows], og, rows);
+                if cv.pointwise() {
+                    let view = Mat {
+                        data: &img[gi * cg * n + n0..],
+                        rows: cg,
+                        cols: len,
+                        rs: n,
+                        cs: 1,
+                    };
+                    matmul(out, len, w_g, view, false, 1)?;
+                } else {
+                    cols.resize(rows * len, T::ZERO);
+                    g.gather(img, gi * cg, cg, n0, len, cols);
+                    matmul(out, len, w_g, Mat::row_major(cols, rows, len), false, 1)?;
+                }
+                for (r, seg) in segs[gi * og..(gi + 1) * og].iter_mut().enumerate() {
+                    seg.copy_from_slice(&out[r * len..(r + 1) * len]);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(y)
+}
+
+/// Weight gradient `(C_out, C/groups, K_h, K_w)` from `x` and `dy`, both contiguous.
+fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
+    cv: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
+    let nb = cv.block::<T>();
+    let blocks = n.div_ceil(nb);
+    let total = g.b * blocks;
+    let wlen = cv.c_out * rows;
+    let img_len = g.c * g.h * g.w;
+    let per_part = total.div_ceil(WEIGHT_PARTIALS).max(1);
+    let task_ids: Vec<usize> = (0..total).collect();
+    let partials: Vec<Vec<T>> = task_ids
+        .par_chunks(per_part)
+        .map(|ids| -> Result<Vec<T>, String> {
+            let mut acc = vec![T::ZERO; wlen];
+            let mut cols = Vec::<T>::new();
+            for &t in ids {
+                let (b, n0) = (t / blocks, (t % blocks) * nb);
+                let len = nb.min(n - n0);
+                let img = &x[b * img_len..(b + 1) * img_len];
+                let dy_img = &dy[b * cv.c_out * n..(b + 1) * cv.c_out * n];
+                for gi in 0..cv.groups {
+                    let dy_g = Mat {
+                        data: &dy_img[gi * og * n + n0..],
+                        rows: og,
+                        cols: len,
+                        rs: n,
+                        cs: 1,
+                    };
+                    let cols_t = if cv.pointwise() {
+                        Mat {
+                            data: &img[gi * cg * n + n0..],
+                            rows: cg,
+                            cols: len,
+                            rs: n,
+                            cs: 1,
+                        }
+                        .t()
+                    } else {
+                        cols.resize(rows * len, T::ZERO);
+                        g.gather(img, gi * cg, cg, n0, len, &mut cols);
+                        Mat::row_major(&cols, rows, len).t()
+                    };
+                    let dst = &mut acc[gi * og * rows..(gi + 1) * og * rows];
+                    matmul(dst, rows, dy_g, cols_t, true, 1)?;
+                }
+            }
+            Ok(acc)
+        })
+        .collect::<Result<_, String>>()?;
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
+    for p in parts {
+        for (a, v) in dw.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    Ok(dw)
+}
+
+/// Input gradient `(B, C, H, W)` from `dy` and `w`, both contiguous.
+fn backward_input<T: GemmScalar + Default + std::ops::AddAssign>(
+    cv: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+) -> Result<Vec<T>, String> {
+    if let Some(flip) = cv.flipped() {
+        return forward(&flip, dy, &flipped_weight(cv, w));
+    }
+    let g = &cv.g;
+    let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
+    let nb = cv.block::<T>();
+    let img_len = g.c * g.h * g.w;
+    let mut dx = vec![T::ZERO; g.b * img_len];
+    if dx.is_empty() {
+        return Ok(dx);
+    }
+    dx.par_chunks_mut(img_len).enumerate().try_for_each_init(
+        Vec::<T>::new,
+        |cols, (b, dx_img)| -> Result<(), String> {
+            let dy_img = &dy[b * cv.c_out * n..(b + 1) * cv.c_out * n];
+            let mut n0 = 0;
+            while n0 < n {
+                let len = nb.min(n - n0);
+                for gi in 0..cv.groups {
+                    let w_t =
+                        Mat::row_major(&w[gi * og * rows..(gi + 1) * og * rows], og, rows).t();
+                    let dy_g = Mat {
+                        data: &dy_img[gi * og * n + n0..],
+                        rows: og,
+                        cols: len,
+                        rs: n,
+                        cs: 1,
+                    };
+                    cols.resize(rows * len, T::ZERO);
+                    matmul(cols, len, w_t, dy_g, false, 1)?;
+                    g.scatter_add(cols, gi * cg, cg, n0, len, dx_img);
+                }
+                n0 += len;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(dx)
+}
+
+/// `w'[g·cg + ci, co, i, j] = w[g·og + co, ci, K_h-1-i, K_w-1-j]`: the kernel of the flipped
+/// convolution, `(C, C_out/groups, K_h, K_w)`.
+fn flipped_weight<T: Copy + Default>(cv: &ConvGeom, w: &[T]) -> Vec<T> {
+    let (cg, og, kh, kw) = (cv.cg(), cv.og(), cv.g.kh, cv.g.kw);
+    let mut out = vec![T::default(); w.len()];
+    for gi in 0..cv.groups {
+        for co in 0..og {
+            for ci in 0..cg {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let src =
+                            (((gi * og + co) * cg + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j);
+                        let dst = (((gi * cg + ci) * og + co) * kh + i) * kw + j;
+                        out[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn slice<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: operand must be contiguous")))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+/// Runs `f` on two f32 or two f64 operands.
+fn dispatch(
+    name: &str,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    f32_fn: impl Fn(&[f32], &[f32]) -> Result<Vec<f32>, String>,
+    f64_fn: impl Fn(&[f64], &[f64]) -> Result<Vec<f64>, String>,
+) -> candle_core::Result<CpuStorage> {
+    let err = |m: String| candle_core::Error::Msg(format!("{name}: {m}"));
+    match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => Ok(CpuStorage::F32(
+            f32_fn(slice(s1, l1, name)?, slice(s2, l2, name)?).map_err(err)?,
+        )),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => Ok(CpuStorage::F64(
+            f64_fn(slice(s1, l1, name)?, slice(s2, l2, name)?).map_err(err)?,
+        )),
+        _ => Err(err("operands must both be f32 or both f64".into())),
+    }
+}
+
+/// `conv2d(x, w)` (no bias) on the CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv2dOp(pub ConvGeom);
+
+/// Input gradient of [`Conv2dOp`]: `(dy, w) -> dx`.
+#[derive(Debug, Clone, Copy)]
+struct Conv2dBackwardInput(ConvGeom);
+
+/// Weight gradient of [`Conv2dOp`]: `(x, dy) -> dw`.
+#[derive(Debug, Clone, Copy)]
+struct Conv2dBackwardWeight(ConvGeom);
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "canopy-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cv = self.0;
+        let out = dispatch(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            |x, w| forward(&cv, x, w),
+            |x, w| forward(&cv, x, w),
+        )?;
+        Ok((out, Shape::from((cv.g.b, cv.c_out, cv.g.ho, cv.g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(w, &Conv2dBackwardInput(self.0))?;
+        let dw = x.apply_op2_no_bwd(&grad, &Conv2dBackwardWeight(self.0))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for Conv2dBackwardInput {
+    fn name(&self) -> &'static str {
+        "canopy-conv2d-backward-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cv = self.0;
+        let out = dispatch(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            |dy, w| backward_input(&cv, dy, w),
+            |dy, w| backward_input(&cv, dy, w),
+        )?;
+        Ok((out, Shape::from((cv.g.b, cv.g.c, cv.g.h, cv.g.w))))
+    }
+}
+
+impl CustomOp2 for Conv2dBackwardWeight {
+    fn name(&self) -> &'static str {
+        "canopy-conv2d-backward-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cv = self.0;
+        let out = dispatch(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            |x, dy| backward_weight(&cv, x, dy),
+            |x, dy| backward_weight(&cv, x, dy),
+        )?;
+        let shape = Shape::from((cv.c_out, cv.cg(), cv.g.kh, cv.g.kw));
+        Ok((out, shape))
+    }
+}
