@@ -66,9 +66,11 @@ fn main() -> Result<()> {
             g.get(x.as_tensor()).map(|t| t.sum_all()).transpose()?;
             both.push(t.elapsed().as_secs_f64());
         }
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let (bf, bb) = (min(&fwd), min(&both));
         let (mf, mb) = (median(fwd), median(both));
         println!(
-            "{{\"impl\":\"{which}\",\"shape\":[{b},{c},{s},{s}],\"fwd_s\":{mf:.4},\"fwd_gflops\":{:.1},\"fwd_bwd_s\":{mb:.4},\"fwd_bwd_gflops\":{:.1}}}",
+            "{{\"impl\":\"{which}\",\"shape\":[{b},{c},{s},{s}],\"fwd_s\":{mf:.4},\"fwd_gflops\":{:.1},\"fwd_bwd_s\":{mb:.4},\"fwd_bwd_gflops\":{:.1},\"fwd_min_s\":{bf:.4},\"fwd_bwd_min_s\":{bb:.4}}}",
             flops / mf / 1e9,
             3.0 * flops / mb / 1e9
         );

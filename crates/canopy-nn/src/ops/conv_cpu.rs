@@ -58,8 +58,16 @@ impl ConvGeom {
 
     /// Output positions per block.
     fn block<T>(&self) -> usize {
+        self.block_of::<T>("CANOPY_BLOCK_BYTES", BLOCK_BYTES)
+    }
+
+    fn block_of<T>(&self, var: &str, default: usize) -> usize {
         let per_col = self.rows().max(1) * std::mem::size_of::<T>();
-        let nb = (BLOCK_BYTES / per_col).clamp(16, 4096);
+        let bytes = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        let nb = (bytes / per_col).clamp(16, 1 << 16);
         nb.min(self.g.n()).max(1)
     }
 
@@ -107,36 +115,42 @@ impl ConvGeom {
 
 /// `y = conv(x, w)` without bias: `x` `(B, C, H, W)`, `w` `(C_out, C/groups, K_h, K_w)`, both
 /// contiguous; returns `(B, C_out, H_out, W_out)`.
+///
+/// A task owns a contiguous run of output channels of one image (all positions), so it writes
+/// straight into the output: images x groups x channel chunks, with enough chunks to keep every
+/// thread busy (at least 8 channels each).
 fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
     let nb = cv.block::<T>();
-    let blocks = n.div_ceil(nb);
     let mut y = vec![T::ZERO; g.b * cv.c_out * n];
     if y.is_empty() {
         return Ok(y);
     }
-    // one task per (image, block): the Cout row segments it owns
-    let mut tasks: Vec<Vec<&mut [T]>> = (0..g.b * blocks)
-        .map(|_| Vec::with_capacity(cv.c_out))
-        .collect();
-    for (b, img) in y.chunks_mut(cv.c_out * n).enumerate() {
-        for row in img.chunks_mut(n) {
-            for (j, seg) in row.chunks_mut(nb).enumerate() {
-                tasks[b * blocks + j].push(seg);
+    let want = (2 * rayon::current_num_threads()).div_ceil(g.b * cv.groups);
+    let splits = want.clamp(1, (og / 8).max(1));
+    let chunk = og.div_ceil(splits);
+    let img_len = g.c * g.h * g.w;
+    // (image, group, first channel in group, output rows)
+    let mut tasks = Vec::new();
+    for (b, y_img) in y.chunks_mut(cv.c_out * n).enumerate() {
+        for (gi, y_grp) in y_img.chunks_mut(og * n).enumerate() {
+            for (k, seg) in y_grp.chunks_mut(chunk * n).enumerate() {
+                tasks.push((b, gi, k * chunk, seg));
             }
         }
     }
-    let img_len = g.c * g.h * g.w;
-    tasks.into_par_iter().enumerate().try_for_each_init(
-        || (Vec::<T>::new(), Vec::<T>::new()),
-        |(cols, out), (t, mut segs)| -> Result<(), String> {
-            let (b, n0) = (t / blocks, (t % blocks) * nb);
-            let len = nb.min(n - n0);
+    tasks.into_par_iter().try_for_each_init(
+        Vec::<T>::new,
+        |cols, (b, gi, co0, seg)| -> Result<(), String> {
+            let cc = seg.len() / n;
             let img = &x[b * img_len..(b + 1) * img_len];
-            out.resize(og * len, T::ZERO);
-            for gi in 0..cv.groups {
-                let w_g = Mat::row_major(&w[gi * og * rows..(gi + 1) * og * rows], og, rows);
+            let w0 = (gi * og + co0) * rows;
+            let w_c = Mat::row_major(&w[w0..w0 + cc * rows], cc, rows);
+            let mut n0 = 0;
+            while n0 < n {
+                let len = nb.min(n - n0);
+                let dst = &mut seg[n0..];
                 if cv.pointwise() {
                     let view = Mat {
                         data: &img[gi * cg * n + n0..],
@@ -145,15 +159,13 @@ fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<V
                         rs: n,
                         cs: 1,
                     };
-                    matmul(out, len, w_g, view, false, 1)?;
+                    matmul(dst, n, w_c, view, false, 1)?;
                 } else {
                     cols.resize(rows * len, T::ZERO);
                     g.gather(img, gi * cg, cg, n0, len, cols);
-                    matmul(out, len, w_g, Mat::row_major(cols, rows, len), false, 1)?;
+                    matmul(dst, n, w_c, Mat::row_major(cols, rows, len), false, 1)?;
                 }
-                for (r, seg) in segs[gi * og..(gi + 1) * og].iter_mut().enumerate() {
-                    seg.copy_from_slice(&out[r * len..(r + 1) * len]);
-                }
+                n0 += len;
             }
             Ok(())
         },
@@ -169,7 +181,7 @@ fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
 ) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
-    let nb = cv.block::<T>();
+    let nb = cv.block_of::<T>("CANOPY_WBLOCK_BYTES", BLOCK_BYTES);
     let blocks = n.div_ceil(nb);
     let total = g.b * blocks;
     let wlen = cv.c_out * rows;
