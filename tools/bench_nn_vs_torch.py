@@ -1,11 +1,16 @@
-"""canopy-nn convolution vs PyTorch on the same CPU, one run, ratios printed.
+"""canopy-nn vs PyTorch on the same CPU, one run, ratios printed.
 
 Run with the peer environment (../shared/peers/setup.sh), from the repository root:
-    ~/.cache/canopy-peers/venv/bin/python tools/bench_nn_vs_torch.py [--quick]
-Builds and runs `cargo run --release -p canopy-nn --example conv_bench` (canopy's im2col path
-and candle's own conv2d) and times torch.nn.functional.conv2d with 2 threads on the same shape
-(4x64x256x256, 64->64, 3x3, padding 1; --quick: 2x32x128x128), forward and forward+backward,
-alternating the tools over rounds. Prints a markdown table of medians and ratios.
+    ~/.cache/canopy-peers/venv/bin/python tools/bench_nn_vs_torch.py [--quick] [--cases a,b] [--rounds N]
+
+For each case it alternates rounds of `cargo run --release -p canopy-nn --example nn_bench`
+(canopy) and the same computation in PyTorch with 2 threads, then prints a markdown table of
+medians (over rounds, of per-round medians) and ratios torch_time / canopy_time (> 1: canopy is
+faster). Cases and shapes are those of issue 3 (see crates/canopy-nn/examples/nn_bench.rs):
+conv2d 64->64 3x3 on 4x64x256x256 (--quick: 2x32x128x128), conv1d 128->128 k7 on (256,128,45),
+one LSTM layer 128->128 on (256,45,128), self-attention d64 2 heads on (256,45,64), and one
+ConvLSTM step 13->64 3x3 on (16,13,24,24). "fwd+bwd" = forward, sum, backward for every input
+and weight. f32 everywhere.
 """
 import json
 import os
@@ -17,51 +22,101 @@ import time
 import torch
 
 torch.set_num_threads(2)
-quick = "--quick" in sys.argv
-B, C, S = (2, 32, 128) if quick else (4, 64, 256)
-ROUNDS = 3
-flops = 2.0 * B * C * C * 9 * S * S
+args = sys.argv[1:]
+quick = "--quick" in args
+cases = ["conv2d", "conv1d", "lstm", "attention", "convlstm"]
+rounds = 3
+for i, a in enumerate(args):
+    if a == "--cases":
+        cases = args[i + 1].split(",")
+    if a == "--rounds":
+        rounds = int(args[i + 1])
+REPEAT = 7
 
 
-def torch_times(repeat=5):
-    x = torch.randn(B, C, S, S, requires_grad=True)
-    w = (torch.randn(C, C, 3, 3) * 0.05).requires_grad_(True)
-    torch.nn.functional.conv2d(x, w, padding=1)
+def make(case):
+    """Returns (forward closure, leaf tensors needing grad)."""
+    torch.manual_seed(0)
+    if case == "conv2d":
+        b, c, s = (2, 32, 128) if quick else (4, 64, 256)
+        x = torch.randn(b, c, s, s, requires_grad=True)
+        w = (torch.randn(c, c, 3, 3) * 0.05).requires_grad_(True)
+        return (lambda: torch.nn.functional.conv2d(x, w, padding=1)), [x, w]
+    if case == "conv1d":
+        x = torch.randn(256, 128, 45, requires_grad=True)
+        w = (torch.randn(128, 128, 7) * 0.03).requires_grad_(True)
+        bias = (torch.randn(128) * 0.1).requires_grad_(True)
+        return (lambda: torch.nn.functional.conv1d(x, w, bias, padding=3)), [x, w, bias]
+    if case == "lstm":
+        lstm = torch.nn.LSTM(128, 128, batch_first=True)
+        x = torch.randn(256, 45, 128, requires_grad=True)
+        return (lambda: lstm(x)[0]), [x, *lstm.parameters()]
+    if case == "attention":
+        mha = torch.nn.MultiheadAttention(64, 2, batch_first=True)
+        x = torch.randn(256, 45, 64, requires_grad=True)
+        return (lambda: mha(x, x, x, need_weights=False)[0]), [x, *mha.parameters()]
+    if case == "convlstm":
+        conv = torch.nn.Conv2d(13 + 64, 4 * 64, 3, padding=1)
+        x = torch.randn(16, 13, 24, 24, requires_grad=True)
+        h = (torch.randn(16, 64, 24, 24) * 0.5).requires_grad_(True)
+        c = (torch.randn(16, 64, 24, 24) * 0.5).requires_grad_(True)
+
+        def step():
+            g = conv(torch.cat([x, h], 1))
+            i, f, o, gg = torch.split(g, 64, dim=1)
+            c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h2 = torch.sigmoid(o) * torch.tanh(c2)
+            return h2 + c2
+
+        return step, [x, h, c, *conv.parameters()]
+    raise SystemExit(f"unknown case {case}")
+
+
+def torch_times(case):
+    f, leaves = make(case)
+    with torch.no_grad():
+        f().sum().item()
     fwd, both = [], []
-    for _ in range(repeat):
+    for _ in range(REPEAT):
         t = time.perf_counter()
         with torch.no_grad():
-            torch.nn.functional.conv2d(x, w, padding=1).sum().item()
+            f().sum().item()
         fwd.append(time.perf_counter() - t)
         t = time.perf_counter()
-        y = torch.nn.functional.conv2d(x, w, padding=1)
-        y.sum().backward()
-        x.grad.sum().item()
+        f().sum().backward()
+        for p in leaves:
+            p.grad.sum().item()
         both.append(time.perf_counter() - t)
-        x.grad = None
-        w.grad = None
+        for p in leaves:
+            p.grad = None
     return statistics.median(fwd), statistics.median(both)
 
 
-def canopy_times():
-    cmd = ["cargo", "run", "-q", "--release", "-p", "canopy-nn", "--example", "conv_bench", "--",
-           "--batch", str(B), "--channels", str(C), "--size", str(S), "--repeat", "5", "--which", "canopy,candle"]
+def canopy_times(case):
+    cmd = ["cargo", "run", "-q", "--release", "-p", "canopy-nn", "--example", "nn_bench", "--",
+           "--repeat", str(REPEAT), "--cases", case] + (["--quick"] if quick else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return {r["impl"]: (r["fwd_s"], r["fwd_bwd_s"]) for r in map(json.loads, out.strip().splitlines())}
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["fwd_s"], r["fwd_bwd_s"]
 
 
-res = {"torch": [], "canopy": [], "candle": []}
-for _ in range(ROUNDS):
-    res["torch"].append(torch_times())
-    c = canopy_times()
-    res["canopy"].append(c["canopy"])
-    res["candle"].append(c["candle"])
-med = {k: (statistics.median(v[0] for v in r), statistics.median(v[1] for v in r)) for k, r in res.items()}
-load = os.getloadavg()[0]
-print(f"conv2d {C}->{C} 3x3 pad 1 on {B}x{C}x{S}x{S} f32, 2 threads, {ROUNDS} rounds x 5 runs, load {load:.2f}, torch {torch.__version__}")
-print("| impl | forward | GFLOP/s | fwd+bwd | GFLOP/s | fwd ratio vs torch | fwd+bwd ratio vs torch |")
+subprocess.run(["cargo", "build", "-q", "--release", "-p", "canopy-nn", "--example", "nn_bench"], check=True)
+loads = []
+rows = []
+for case in cases:
+    res = {"torch": [], "canopy": []}
+    for _ in range(rounds):
+        loads.append(os.getloadavg()[0])
+        res["torch"].append(torch_times(case))
+        res["canopy"].append(canopy_times(case))
+    med = {k: (statistics.median(v[0] for v in r), statistics.median(v[1] for v in r)) for k, r in res.items()}
+    rows.append((case, med))
+
+print(f"canopy-nn vs torch {torch.__version__}, f32, 2 threads, {rounds} rounds x {REPEAT} runs, "
+      f"load {min(loads):.2f}-{max(loads):.2f}{', quick' if quick else ''}")
+print("| case | torch fwd | canopy fwd | fwd ratio | torch fwd+bwd | canopy fwd+bwd | fwd+bwd ratio |")
 print("|---|---|---|---|---|---|---|")
-tf, tb = med["torch"]
-for k in ("torch", "canopy", "candle"):
-    f, b = med[k]
-    print(f"| {k} | {f*1e3:.1f} ms | {flops/f/1e9:.1f} | {b*1e3:.1f} ms | {3*flops/b/1e9:.1f} | {tf/f:.2f}x | {tb/b:.2f}x |")
+for case, med in rows:
+    tf, tb = med["torch"]
+    cf, cb = med["canopy"]
+    print(f"| {case} | {tf*1e3:.2f} ms | {cf*1e3:.2f} ms | {tf/cf:.2f}x | {tb*1e3:.2f} ms | {cb*1e3:.2f} ms | {tb/cb:.2f}x |")
