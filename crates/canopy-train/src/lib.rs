@@ -1,0 +1,7 @@
+//! canopy-train: losses, metrics, optimizers, learning-rate schedules, checkpoints and the
+//! training loop shared by canopy's model crates.
+#![warn(missing_docs)]
+
+mod error;
+
+pub use error::{Error, Result};
