@@ -28,6 +28,16 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A class label is neither a valid class index nor the ignored label.
+    #[error("{op}: target {value} is out of range for {classes} classes (valid: 0..{classes}, or the ignore label)")]
+    TargetOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The offending label.
+        value: u32,
+        /// The number of classes.
+        classes: usize,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -3,5 +3,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod loss;
+pub mod metrics;
 
 pub use error::{Error, Result};
+pub use metrics::{AreaMetrics, ConfusionMatrix};
