@@ -580,3 +580,46 @@ fn polygon_weights_build_the_documented_map() {
         "{l}"
     );
 }
+
+#[test]
+fn ignored_pixels_get_no_gradient_and_f32_agrees_with_f64() {
+    let x64 = (random_f64(&[2, 3, 2, 2], 5, &Device::Cpu).unwrap() * 2.0).unwrap();
+    let tg = u32s(&[0, IGNORE, 2, 1, 1, 1, IGNORE, 0], &[2, 2, 2]);
+    let cfg = ce(Some(w3()), Some(IGNORE), 0.2, Reduction::Mean);
+    let x = Var::from_tensor(&x64).unwrap();
+    let loss = cross_entropy(x.as_tensor(), &tg, &cfg).unwrap();
+    let g = loss.backward().unwrap();
+    let g = g.get(x.as_tensor()).unwrap();
+    // Pixel (0, 0, 1) and (1, 1, 0) are ignored: every class gets exactly zero gradient there.
+    for (n, h, w) in [(0, 0, 1), (1, 1, 0)] {
+        let col: Vec<f64> = g
+            .narrow(0, n, 1)
+            .unwrap()
+            .narrow(2, h, 1)
+            .unwrap()
+            .narrow(3, w, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(col, vec![0.0; 3], "pixel ({n}, {h}, {w})");
+    }
+    let other: Vec<f64> = g
+        .narrow(0, 0, 1)
+        .unwrap()
+        .narrow(2, 0, 1)
+        .unwrap()
+        .narrow(3, 0, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(other.iter().any(|v| v.abs() > 1e-3), "{other:?}");
+    // The same loss in f32 is computed in f32 and agrees to f32 precision.
+    let l32 = cross_entropy(&x64.to_dtype(DType::F32).unwrap(), &tg, &cfg).unwrap();
+    assert_eq!(l32.dtype(), DType::F32);
+    let d = (scalar(&l32) - scalar(&loss)).abs();
+    assert!(d < 1e-5, "f32 vs f64: {d:e}");
+}

@@ -200,6 +200,16 @@ fn serde_round_trip_and_validation() {
     areas.update("a", &[0, 1], &[1, 1]).unwrap();
     let back: AreaMetrics = serde_json::from_str(&serde_json::to_string(&areas).unwrap()).unwrap();
     assert_eq!(back, areas);
+    let mixed = json_with_three_class_area(&areas);
+    let e = serde_json::from_str::<AreaMetrics>(&mixed).unwrap_err();
+    assert!(e.to_string().contains("3 classes"), "{e}");
+}
+
+/// `areas` serialised with its area "a" replaced by a 3-class matrix.
+fn json_with_three_class_area(areas: &AreaMetrics) -> String {
+    let mut v: serde_json::Value = serde_json::to_value(areas).unwrap();
+    v["areas"]["a"] = serde_json::to_value(ConfusionMatrix::new(3).unwrap()).unwrap();
+    v.to_string()
 }
 
 #[test]

@@ -28,11 +28,45 @@ use crate::Result;
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawAreaMetrics")]
 pub struct AreaMetrics {
     classes: usize,
     building: usize,
     ignore_label: Option<u32>,
     areas: BTreeMap<String, ConfusionMatrix>,
+}
+
+/// The serialised form, validated on the way in.
+#[derive(Deserialize)]
+struct RawAreaMetrics {
+    classes: usize,
+    building: usize,
+    ignore_label: Option<u32>,
+    areas: BTreeMap<String, ConfusionMatrix>,
+}
+
+impl TryFrom<RawAreaMetrics> for AreaMetrics {
+    type Error = crate::Error;
+    fn try_from(r: RawAreaMetrics) -> Result<Self> {
+        let mut m = AreaMetrics::new(r.classes, r.building)?;
+        m.ignore_label = r.ignore_label;
+        for (name, cm) in &r.areas {
+            if cm.classes() != r.classes || cm.ignore_label() != r.ignore_label {
+                return Err(invalid(
+                    "AreaMetrics",
+                    format!(
+                        "area {name:?} has {} classes (ignore {:?}), the metrics {} (ignore {:?})",
+                        cm.classes(),
+                        cm.ignore_label(),
+                        r.classes,
+                        r.ignore_label
+                    ),
+                ));
+            }
+        }
+        m.areas = r.areas;
+        Ok(m)
+    }
 }
 
 impl AreaMetrics {
