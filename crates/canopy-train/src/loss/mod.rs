@@ -10,10 +10,10 @@
 //! | cross-entropy, NLL | [`cross_entropy`], [`nll_loss`] | `torch.nn.functional.cross_entropy` / `nll_loss` |
 //! | binary cross-entropy on logits | [`bce_with_logits`] | `binary_cross_entropy_with_logits` |
 //! | soft IoU (Jaccard) | [`soft_iou_loss`], [`soft_iou_loss_multiclass`] | Rahman & Wang (2016) |
-//! | cross-entropy + soft IoU | [`ce_soft_iou_loss`] | Maggiori et al. (2017) |
+//! | cross-entropy + soft IoU | [`ce_soft_iou_loss`] | Tarabalka et al.; Huang et al. (2018) |
 //! | Dice | [`dice_loss`], [`dice_loss_multiclass`] | Milletari et al. (2016) |
 //! | focal | [`focal_loss`], [`focal_loss_multiclass`] | Lin et al. (2017), torchvision |
-//! | mean squared error | [`mse_loss`], [`weighted_mse_loss`] | `mse_loss`; Girard et al. (2019) |
+//! | mean squared error | [`mse_loss`], [`weighted_mse_loss`] | `mse_loss`; Girard et al. (2018) |
 //!
 //! Class labels are `u32` tensors; logits put the classes on dimension 1: `(N, K)` for
 //! samples, `(N, K, H, W)` (or any number of trailing dimensions) for dense maps, with targets
@@ -22,14 +22,18 @@
 //! # References
 //! - M. A. Rahman, Y. Wang. *Optimizing Intersection-Over-Union in Deep Neural Networks for
 //!   Image Segmentation.* ISVC 2016.
-//! - E. Maggiori, Y. Tarabalka, G. Charpiat, P. Alliez. *Can Semantic Labeling Methods
-//!   Generalize to Any City? The Inria Aerial Image Labeling Benchmark.* IGARSS 2017.
+//! - B. Huang et al. *Large-Scale Semantic Classification: Outcome of the First Year of Inria
+//!   Aerial Image Labeling Benchmark.* IGARSS 2018 (the best entries combine cross-entropy and
+//!   an IoU loss).
+//! - Y. Tarabalka, E. Maggiori, N. Girard et al. *Can we classify the world? Where deep learning
+//!   meets remote sensing* (Inria TITANE talk): the soft IoU loss averaged over classes, and
+//!   cross-entropy + IoU as the recommended loss for aerial image labelling.
 //! - F. Milletari, N. Navab, S.-A. Ahmadi. *V-Net: Fully Convolutional Neural Networks for
 //!   Volumetric Medical Image Segmentation.* 3DV 2016.
 //! - T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollár. *Focal Loss for Dense Object
 //!   Detection.* ICCV 2017.
-//! - N. Girard, G. Charpiat, Y. Tarabalka. *Noisy Supervision for Correcting Misaligned
-//!   Cadaster Maps Without Perfect Ground Truth Data.* IGARSS 2019.
+//! - N. Girard, G. Charpiat, Y. Tarabalka. *Aligning and Updating Cadaster Maps with Aerial
+//!   Images by Multi-Task, Multi-Resolution Deep Learning.* ACCV 2018.
 
 mod binary;
 mod cross_entropy;
