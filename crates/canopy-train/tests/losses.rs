@@ -623,3 +623,56 @@ fn ignored_pixels_get_no_gradient_and_f32_agrees_with_f64() {
     let d = (scalar(&l32) - scalar(&loss)).abs();
     assert!(d < 1e-5, "f32 vs f64: {d:e}");
 }
+
+#[test]
+fn focal_gradients_stay_finite_at_saturated_logits_for_every_gamma() {
+    let dev = &Device::Cpu;
+    let xs = [-100.0f64, -40.0, 40.0, 100.0, 0.3];
+    let y = Tensor::new(&[0.0f64, 0.0, 1.0, 1.0, 1.0], dev).unwrap();
+    let labels = u32s(&[0, 1, 1, 0, 2], &[5]);
+    for gamma in [0.0, 0.25, 0.5, 1.0, 2.0] {
+        let x = Var::new(&xs, dev).unwrap();
+        let cfg = FocalConfig {
+            gamma,
+            alpha: Some(0.25),
+            reduction: Reduction::Sum,
+        };
+        let l = focal_loss(x.as_tensor(), &y, &cfg).unwrap();
+        let g: Vec<f64> = l
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "binary, gamma {gamma}: {g:?}"
+        );
+        assert!(
+            g[4].abs() > 1e-3,
+            "the unsaturated pixel must still learn: {g:?}"
+        );
+        // Dense multi-class logits with one class far ahead at most pixels.
+        let m: Vec<f64> = xs.iter().flat_map(|&v| [v, 0.0, -v]).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(m, (5, 3), dev).unwrap()).unwrap();
+        let cfg = FocalMulticlassConfig {
+            gamma,
+            ..Default::default()
+        };
+        let l = focal_loss_multiclass(x.as_tensor(), &labels, &cfg).unwrap();
+        assert!(scalar(&l).is_finite());
+        let g = l.backward().unwrap();
+        let g: Vec<f64> = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            g.iter().all(|v| v.is_finite()),
+            "multi-class, gamma {gamma}: {g:?}"
+        );
+    }
+}

@@ -14,9 +14,11 @@
 //! absent): `l = -α[t] · (1 - exp(lp[t]))^γ · lp[t]`, 0 at ignored positions; the mean divides
 //! by the number of positions that are not ignored (the `α` are not renormalised).
 //!
-//! With `γ = 0` both reduce to (weighted) cross-entropy. For `0 < γ < 1` the gradient of the
-//! modulating factor is infinite where `p_t` rounds to exactly 1 (logits beyond about ±37 in
-//! f64); use `γ >= 1` (the paper uses 2) or keep logits bounded.
+//! With `γ = 0` both reduce to (weighted) cross-entropy. For `0 < γ < 1` the derivative of
+//! `u^γ` is infinite at `u = 1 - p_t = 0`, which a saturated logit (beyond about ±37 in f64)
+//! reaches exactly; there `u` is floored at `1e-30` before the power, so the gradient stays
+//! finite (and is zero at such a pixel, as the true gradient nearly is). The change in value is
+//! below `1e-30^γ` times a cross-entropy that is itself below `1e-16`.
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -84,12 +86,18 @@ fn check_gamma(op: &'static str, gamma: f64) -> Result<()> {
     Ok(())
 }
 
-/// `base^γ`, skipping the power (and its gradient at `base = 0`) when `γ = 0`.
+/// Smallest base of the power when `γ < 1` (see the module docs).
+const FLOOR: f64 = 1e-30;
+
+/// `base^γ`, skipping the power (and its gradient at `base = 0`) when `γ = 0`, and flooring
+/// the base when `0 < γ < 1` so that the gradient stays finite.
 fn modulate(base: Tensor, gamma: f64) -> Result<Option<Tensor>> {
     if gamma == 0.0 {
         Ok(None)
     } else if gamma == 1.0 {
         Ok(Some(base))
+    } else if gamma < 1.0 {
+        Ok(Some(base.maximum(FLOOR)?.powf(gamma)?))
     } else {
         Ok(Some(base.powf(gamma)?))
     }
