@@ -5,79 +5,11 @@
 
 mod common_loss;
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor, Var};
-use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+use canopy_nn::gradcheck::random_f64;
 use canopy_train::loss::*;
 use canopy_train::Error;
-use common_loss::{fixtures, get, labels, max_abs_diff, scalar};
-
-const IGNORE: u32 = 255;
-const TOL: f64 = 1e-10;
-
-fn w3() -> Vec<f64> {
-    vec![0.2, 1.0, 3.0]
-}
-fn w4() -> Vec<f64> {
-    vec![0.5, 2.0, 1.0, 1.5]
-}
-
-/// Runs `f(diff_inputs, fixtures)` on case `case`, compares the output and the gradients of the
-/// inputs named in `diff` with PyTorch's; returns the largest deviation.
-fn golden(
-    case: &str,
-    diff: &[&str],
-    f: impl Fn(&[Tensor], &HashMap<String, Tensor>) -> canopy_train::Result<Tensor>,
-) -> f64 {
-    let fx = fixtures("train_losses");
-    let vars: Vec<Var> = diff
-        .iter()
-        .map(|n| Var::from_tensor(&get(&fx, case, n)).unwrap())
-        .collect();
-    let xs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let out = f(&xs, &fx).unwrap();
-    let d_out = max_abs_diff(&out, &get(&fx, case, "out"));
-    assert!(
-        d_out < TOL,
-        "{case}: output differs from PyTorch by {d_out:e}"
-    );
-    let grads = (&out * get(&fx, case, "r"))
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    let mut worst = d_out;
-    for (n, x) in diff.iter().zip(&xs) {
-        let g = grads
-            .get(x)
-            .unwrap_or_else(|| panic!("{case}: no gradient for {n}"));
-        let dg = max_abs_diff(g, &get(&fx, case, &format!("g{n}")));
-        assert!(dg < TOL, "{case}: gradient of {n} differs by {dg:e}");
-        worst = worst.max(dg);
-    }
-    eprintln!("{case}: max |Δ| vs PyTorch {worst:e}");
-    worst
-}
-
-fn ce(
-    weight: Option<Vec<f64>>,
-    ignore_index: Option<u32>,
-    label_smoothing: f64,
-    reduction: Reduction,
-) -> CrossEntropyConfig {
-    CrossEntropyConfig {
-        weight,
-        ignore_index,
-        label_smoothing,
-        reduction,
-    }
-}
-
-fn t(fx: &HashMap<String, Tensor>, case: &str) -> Tensor {
-    labels(&get(fx, case, "t"))
-}
+use common_loss::{ce, get, golden, gradcheck, max_abs_diff, nn, scalar, t, u32s, w3, w4, IGNORE};
 
 #[test]
 fn cross_entropy_matches_pytorch() {
@@ -176,7 +108,7 @@ fn overlap_losses_match_the_torch_formulas() {
         smooth: s,
         ignore_index: Some(IGNORE),
     };
-    let y = |fx: &HashMap<String, Tensor>, c: &str| get(fx, c, "y");
+    let y = |fx: &std::collections::HashMap<String, Tensor>, c: &str| get(fx, c, "y");
     golden("iou_binary", &["x"], |x, fx| {
         soft_iou_loss(&x[0], &y(fx, "iou_binary"), &iou(1.0))
     });
@@ -277,30 +209,11 @@ fn squared_errors_match_pytorch() {
 
 // ---------------------------------------------------------------- finite differences
 
-fn u32s(v: &[u32], dims: &[usize]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap()
-}
-
 /// Labels 0..k with every fifth one ignored.
 fn some_labels(n: usize, k: u32) -> Vec<u32> {
     (0..n as u32)
         .map(|i| if i % 5 == 3 { IGNORE } else { (i * 7 + 1) % k })
         .collect()
-}
-
-fn gradcheck(shapes: &[&[usize]], f: impl Fn(&[Tensor]) -> canopy_nn::Result<Tensor>) {
-    let inputs: Vec<Tensor> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (random_f64(s, 7 + i as u64, &Device::Cpu).unwrap() * 3.0).unwrap())
-        .collect();
-    let reports = check_gradients(f, &inputs, GradCheckConfig::default()).unwrap();
-    assert_eq!(reports.len(), shapes.len());
-}
-
-/// Adapts a canopy-train loss to the closure type the gradient checker takes.
-fn nn(r: canopy_train::Result<Tensor>) -> canopy_nn::Result<Tensor> {
-    r.map_err(|e| canopy_nn::Error::GradCheck(e.to_string()))
 }
 
 #[test]
