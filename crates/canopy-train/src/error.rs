@@ -1,0 +1,73 @@
+//! The error type of canopy-train.
+
+/// Errors from canopy-train's losses, metrics, optimizers and training loop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A candle operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A canopy-nn operation failed.
+    #[error(transparent)]
+    Nn(#[from] canopy_nn::Error),
+    /// An input has the wrong rank, size or dtype.
+    #[error("{op}: expected {expected}, got {actual}")]
+    Shape {
+        /// The operation.
+        op: &'static str,
+        /// What was needed, and how to get it.
+        expected: String,
+        /// What was given.
+        actual: String,
+    },
+    /// A configuration or argument is invalid.
+    #[error("{op}: {message}")]
+    InvalidArgument {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A class label is neither a valid class index nor the ignored label.
+    #[error("{op}: target {value} is out of range for {classes} classes (valid: 0..{classes}, or the ignore label)")]
+    TargetOutOfRange {
+        /// The operation.
+        op: &'static str,
+        /// The offending label.
+        value: u32,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[allow(dead_code)]
+pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        op,
+        message: message.into(),
+    }
+}
+
+#[allow(dead_code)]
+pub(crate) fn shape(
+    op: &'static str,
+    expected: impl Into<String>,
+    actual: impl std::fmt::Debug,
+) -> Error {
+    Error::Shape {
+        op,
+        expected: expected.into(),
+        actual: format!("{actual:?}"),
+    }
+}
