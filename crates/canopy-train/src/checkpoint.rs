@@ -184,6 +184,7 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
         TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = write(&tmp).and_then(|()| {
+        readable(&tmp)?;
         File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io_err(&tmp))?;
@@ -197,6 +198,19 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
+    Ok(())
+}
+
+/// The safetensors writer creates owner-only files; give them the permissions of a file made by
+/// `File::create` under the usual umask, like the JSON sidecars.
+#[cfg(unix)]
+fn readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io_err(path))
+}
+
+#[cfg(not(unix))]
+fn readable(_path: &Path) -> Result<()> {
     Ok(())
 }
 

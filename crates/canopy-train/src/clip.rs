@@ -27,7 +27,8 @@ pub fn clip_grad_norm<'a>(
     max_norm: f64,
     norm_type: f64,
 ) -> Result<f64> {
-    if !(max_norm >= 0.0) || !(norm_type > 0.0) {
+    let valid = max_norm >= 0.0 && norm_type > 0.0; // false for NaN too
+    if !valid {
         return Err(invalid(
             "clip_grad_norm",
             format!("needs max_norm >= 0 and norm_type > 0, got {max_norm} and {norm_type}"),

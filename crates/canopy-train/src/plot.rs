@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -94,8 +93,21 @@ pub fn plot_series(
         .y_label_area_size(72)
         .build_cartesian_2d(xmin..xmax, ymin..ymax)
         .map_err(&err)?;
+    let integral_x = finite().all(|(x, _)| x.fract() == 0.0);
+    let x_fmt = |x: &f64| {
+        if integral_x {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        } else {
+            format!("{x}")
+        }
+    };
     chart
         .configure_mesh()
+        .x_label_formatter(&x_fmt)
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style((FAMILY, 15))
@@ -215,49 +227,37 @@ pub fn plot_confusion(
     let root = BitMapBackend::new(path, (side + 120, side + 60)).into_drawing_area();
     let err = draw_err(path);
     root.fill(&WHITE).map_err(&err)?;
-    let n = k as u32;
+    let kf = k as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 24))
         .margin(16)
         .x_label_area_size(56)
         .y_label_area_size(110)
-        .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+        .build_cartesian_2d(0.0..kf, 0.0..kf)
         .map_err(&err)?;
-    // Row 0 is drawn at the top: the y index of true class i is k - 1 - i.
-    let name = |v: &SegmentValue<u32>, flip: bool| match v {
-        SegmentValue::CenterOf(j) => {
-            let j = *j as usize;
-            let j = if flip { k.saturating_sub(1 + j) } else { j };
-            class_names.get(j).cloned().unwrap_or_default()
-        }
-        _ => String::new(),
-    };
+    // No numeric ticks: class names are drawn at the cell centres below.
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_labels(k)
-        .y_labels(k)
+        .x_labels(0)
+        .y_labels(0)
         .x_desc("predicted")
         .y_desc("true")
-        .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
-        .x_label_formatter(&|v| name(v, false))
-        .y_label_formatter(&|v| name(v, true))
         .draw()
         .map_err(&err)?;
-    let font_size = (32.0 - 1.5 * k as f64).clamp(11.0, 22.0);
+    let font_size = (32.0 - 1.5 * kf).clamp(11.0, 22.0);
+    // True class i is drawn in row k - 1 - i so that class 0 is at the top.
     for (i, row) in values.iter().enumerate() {
+        let y = (k - 1 - i) as f64;
         for (j, &v) in row.iter().enumerate() {
+            let x = j as f64;
             let t = v / vmax;
             let shade = |lo: f64, hi: f64| (lo + (hi - lo) * t).round() as u8;
             let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
-            let (x, y) = (j as u32, (k - 1 - i) as u32);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(x), SegmentValue::Exact(y)),
-                        (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
-                    ],
+                    [(x, y), (x + 1.0, y + 1.0)],
                     fill.filled(),
                 )))
                 .map_err(&err)?;
@@ -270,13 +270,27 @@ pub fn plot_confusion(
                 .color(&color)
                 .pos(Pos::new(HPos::Center, VPos::Center));
             chart
-                .draw_series(std::iter::once(Text::new(
-                    label,
-                    (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)),
-                    style,
-                )))
+                .draw_series(std::iter::once(Text::new(label, (x + 0.5, y + 0.5), style)))
                 .map_err(&err)?;
         }
+    }
+    let tick = TextStyle::from((FAMILY, 15).into_font()).color(&BLACK);
+    for (c, name) in class_names.iter().enumerate() {
+        let centre = c as f64 + 0.5;
+        let (px, py) = chart.backend_coord(&(centre, 0.0));
+        root.draw(&Text::new(
+            name.as_str(),
+            (px, py + 8),
+            tick.pos(Pos::new(HPos::Center, VPos::Top)),
+        ))
+        .map_err(&err)?;
+        let (px, py) = chart.backend_coord(&(0.0, kf - centre));
+        root.draw(&Text::new(
+            name.as_str(),
+            (px - 8, py),
+            tick.pos(Pos::new(HPos::Right, VPos::Center)),
+        ))
+        .map_err(&err)?;
     }
     root.present().map_err(&err)?;
     Ok(())

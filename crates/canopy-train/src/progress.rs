@@ -15,7 +15,7 @@ pub enum ProgressMode {
     Auto,
     /// Always a bar.
     Bar,
-    /// Plain lines: about ten per phase plus a summary.
+    /// Plain lines: at most about ten per phase (at least 2 s apart) plus a summary.
     Plain,
     /// Nothing.
     Quiet,
@@ -31,6 +31,7 @@ pub struct Progress {
     pos: usize,
     samples: usize,
     start: Instant,
+    last_line: Instant,
 }
 
 impl Progress {
@@ -49,6 +50,7 @@ impl Progress {
             pos: 0,
             samples: 0,
             start: Instant::now(),
+            last_line: Instant::now(),
         }
     }
 
@@ -65,6 +67,7 @@ impl Progress {
         self.pos = 0;
         self.samples = 0;
         self.start = Instant::now();
+        self.last_line = self.start;
         if self.mode == ProgressMode::Bar {
             let bar =
                 ProgressBar::with_draw_target(len.map(|n| n as u64), ProgressDrawTarget::stdout());
@@ -103,7 +106,10 @@ impl Progress {
             }
             ProgressMode::Plain => {
                 let every = self.len.map(|n| n.div_ceil(10)).unwrap_or(50).max(1);
-                if self.pos % every == 0 && Some(self.pos) != self.len {
+                // At most about ten lines per phase, and none more often than every 2 s.
+                let due = self.last_line.elapsed().as_secs_f64() >= 2.0;
+                if due && self.pos % every == 0 && Some(self.pos) != self.len {
+                    self.last_line = Instant::now();
                     let of = self.len.map(|n| format!("/{n}")).unwrap_or_default();
                     println!("{} {}{of} {msg}", self.label, self.pos);
                 }

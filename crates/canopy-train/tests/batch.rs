@@ -11,7 +11,7 @@ fn ids(b: &Batcher<Vec<usize>, Vec<usize>>, epoch: usize) -> Vec<Vec<usize>> {
 }
 
 fn batcher(cfg: BatchConfig) -> Batcher<Vec<usize>, Vec<usize>> {
-    Batcher::new((0..23).collect::<Vec<usize>>(), |items| Ok(items), cfg).unwrap()
+    Batcher::new((0..23).collect::<Vec<usize>>(), Ok, cfg).unwrap()
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn drop_last_and_no_shuffle() {
     assert_eq!(b.num_batches(), Some(4));
     assert!(Batcher::new(
         vec![1usize],
-        |i| Ok(i),
+        Ok,
         BatchConfig {
             batch_size: 0,
             ..Default::default()
@@ -91,7 +91,7 @@ fn sample_errors_reach_the_consumer_and_end_the_epoch() {
     for prefetch in [0, 2] {
         let b = Batcher::new(
             Failing,
-            |v| Ok(v),
+            Ok,
             BatchConfig {
                 batch_size: 4,
                 shuffle: false,
@@ -127,7 +127,7 @@ fn prefetching_overlaps_data_preparation_with_the_step() {
         // One sample per batch so that rayon cannot parallelise inside the batch.
         let b = Batcher::new(
             Slow,
-            |v| Ok(v),
+            Ok,
             BatchConfig {
                 batch_size: 1,
                 shuffle: false,
@@ -156,7 +156,7 @@ fn prefetching_overlaps_data_preparation_with_the_step() {
 fn dropping_an_epoch_early_stops_the_worker() {
     let b = Batcher::new(
         Slow,
-        |v| Ok(v),
+        Ok,
         BatchConfig {
             batch_size: 1,
             prefetch: 1,

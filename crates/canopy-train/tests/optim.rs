@@ -11,6 +11,9 @@ use canopy_train::optim::{
     WeightDecay,
 };
 
+type BoxedOpt = Box<dyn Optimizer>;
+type Maker = fn(Vec<ParamGroup>) -> BoxedOpt;
+
 fn fixtures() -> HashMap<String, Tensor> {
     let path = format!(
         "{}/tests/fixtures/train_optim.safetensors",
@@ -93,71 +96,56 @@ fn run_golden(
 fn optimizers_match_pytorch_step_by_step() {
     let f = fixtures();
     let group = |vars: &[(String, Var)]| vec![ParamGroup::new("all", vars.to_vec())];
-    let cases: Vec<(&str, Box<dyn Fn(Vec<ParamGroup>) -> Box<dyn Optimizer>>)> = vec![
-        (
-            "sgd",
-            Box::new(|g| Box::new(Sgd::new(g, SgdConfig::new(0.1)).unwrap())),
-        ),
-        (
-            "sgd_momentum",
-            Box::new(|g| {
-                let cfg = SgdConfig {
-                    lr: 0.05,
-                    momentum: 0.9,
-                    dampening: 0.1,
-                    weight_decay: 1e-2,
-                    nesterov: false,
-                };
-                Box::new(Sgd::new(g, cfg).unwrap())
-            }),
-        ),
-        (
-            "sgd_nesterov",
-            Box::new(|g| {
-                let cfg = SgdConfig {
-                    lr: 0.05,
-                    momentum: 0.9,
-                    dampening: 0.0,
-                    weight_decay: 1e-3,
-                    nesterov: true,
-                };
-                Box::new(Sgd::new(g, cfg).unwrap())
-            }),
-        ),
-        (
-            "adam",
-            Box::new(|g| Box::new(Adam::new(g, AdamConfig::adam(1e-2)).unwrap())),
-        ),
-        (
-            "adam_l2",
-            Box::new(|g| {
-                let cfg = AdamConfig {
-                    lr: 1e-2,
-                    betas: (0.8, 0.99),
-                    eps: 1e-6,
-                    weight_decay: 0.1,
-                    decay: WeightDecay::Coupled,
-                };
-                Box::new(Adam::new(g, cfg).unwrap())
-            }),
-        ),
-        (
-            "adamw",
-            Box::new(|g| {
-                let cfg = AdamConfig {
-                    lr: 1e-2,
-                    betas: (0.8, 0.99),
-                    eps: 1e-6,
-                    weight_decay: 0.1,
-                    decay: WeightDecay::Decoupled,
-                };
-                Box::new(Adam::new(g, cfg).unwrap())
-            }),
-        ),
-        (
-            "adamw_default",
-            Box::new(|g| Box::new(Adam::new(g, AdamConfig::adamw(1e-2)).unwrap())),
-        ),
+    let cases: Vec<(&str, Maker)> = vec![
+        ("sgd", |g| {
+            Box::new(Sgd::new(g, SgdConfig::new(0.1)).unwrap())
+        }),
+        ("sgd_momentum", |g| {
+            let cfg = SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                dampening: 0.1,
+                weight_decay: 1e-2,
+                nesterov: false,
+            };
+            Box::new(Sgd::new(g, cfg).unwrap())
+        }),
+        ("sgd_nesterov", |g| {
+            let cfg = SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                dampening: 0.0,
+                weight_decay: 1e-3,
+                nesterov: true,
+            };
+            Box::new(Sgd::new(g, cfg).unwrap())
+        }),
+        ("adam", |g| {
+            Box::new(Adam::new(g, AdamConfig::adam(1e-2)).unwrap())
+        }),
+        ("adam_l2", |g| {
+            let cfg = AdamConfig {
+                lr: 1e-2,
+                betas: (0.8, 0.99),
+                eps: 1e-6,
+                weight_decay: 0.1,
+                decay: WeightDecay::Coupled,
+            };
+            Box::new(Adam::new(g, cfg).unwrap())
+        }),
+        ("adamw", |g| {
+            let cfg = AdamConfig {
+                lr: 1e-2,
+                betas: (0.8, 0.99),
+                eps: 1e-6,
+                weight_decay: 0.1,
+                decay: WeightDecay::Decoupled,
+            };
+            Box::new(Adam::new(g, cfg).unwrap())
+        }),
+        ("adamw_default", |g| {
+            Box::new(Adam::new(g, AdamConfig::adamw(1e-2)).unwrap())
+        }),
     ];
     for (name, make) in cases {
         let vars = problem(&f);
@@ -203,6 +191,29 @@ fn frozen_group_keeps_parameters_and_state() {
     // Unfrozen, the bias starts its own step count (bias correction from step 1).
     assert_eq!(opt.params().var_state("lin.bias").unwrap().step, 1);
     assert!(opt.set_lr_scale("nope", 1.0).is_err());
+}
+
+#[test]
+fn varmap_vars_are_named_and_grouped_by_prefix() {
+    let vm = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let _head = candle_nn::linear(4, 2, vb.pp("head")).unwrap();
+    let _enc = candle_nn::linear(3, 4, vb.pp("encoder.layer0")).unwrap();
+    let named = canopy_train::optim::varmap_named_vars(&vm).unwrap();
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "encoder.layer0.bias",
+            "encoder.layer0.weight",
+            "head.bias",
+            "head.weight"
+        ]
+    );
+    let groups = param_groups(named, &[("backbone", "encoder."), ("head", "head.")]).unwrap();
+    assert_eq!(groups.len(), 2, "nothing should fall into a default group");
+    assert_eq!(groups[0].params().len(), 2);
+    assert_eq!(groups[1].params()[1].0, "head.weight");
 }
 
 #[test]
@@ -254,7 +265,7 @@ fn values(vars: &[(String, Var)]) -> Vec<Vec<f64>> {
 fn resume_from_saved_state_is_bit_exact() {
     let f = fixtures();
     let dir = tempfile::tempdir().unwrap();
-    let makers: Vec<(&str, fn(Vec<ParamGroup>) -> Box<dyn Optimizer>)> = vec![
+    let makers: Vec<(&str, Maker)> = vec![
         ("adamw", |g| {
             Box::new(Adam::new(g, AdamConfig::adamw(1e-2)).unwrap())
         }),

@@ -58,8 +58,36 @@ fn curves_and_confusion_matrices_are_written_and_text_changes_pixels() {
     )
     .unwrap();
     assert_ne!(is_png(&c), is_png(&d));
+    // A single class and a ten-class matrix render too.
+    let one = dir.path().join("one.png");
+    plot_confusion(
+        &one,
+        &[vec![7]],
+        &["only".to_string()],
+        ConfusionNorm::Rows,
+        "one class",
+    )
+    .unwrap();
+    is_png(&one);
+    let ten: Vec<Vec<u64>> = (0..10u64)
+        .map(|i| {
+            (0..10u64)
+                .map(|j| {
+                    if i == j {
+                        100 + 10 * i
+                    } else {
+                        (i * 7 + j * 3) % 11
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let ten_names: Vec<String> = (0..10).map(|i| format!("class {i}")).collect();
+    let t = dir.path().join("ten.png");
+    plot_confusion(&t, &ten, &ten_names, ConfusionNorm::Counts, "ten classes").unwrap();
+    is_png(&t);
     if let Ok(keep) = std::env::var("CANOPY_PLOT_DIR") {
-        for f in ["a.png", "c.png", "d.png"] {
+        for f in ["a.png", "c.png", "d.png", "one.png", "ten.png"] {
             std::fs::copy(dir.path().join(f), std::path::Path::new(&keep).join(f)).unwrap();
         }
     }

@@ -47,6 +47,24 @@ impl ParamGroup {
     }
 }
 
+/// The variables of a `candle_nn::VarMap` with their names, sorted by name (what
+/// [`param_groups`] takes; `canopy_nn::init::SeededVarMap::named_vars` gives the same for a
+/// seeded store).
+///
+/// # Errors
+/// When the map's lock was poisoned by a panic.
+pub fn varmap_named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap.data().lock().map_err(|_| {
+        invalid(
+            "varmap_named_vars",
+            "the VarMap was poisoned by an earlier panic",
+        )
+    })?;
+    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
+}
+
 /// Splits named variables into groups by name prefix: `prefixes` lists `(group name, prefix)`
 /// pairs, a variable joins the first group whose prefix its name starts with, and the variables
 /// matching none form a last group named `"default"` (left out when empty). Variables keep the

@@ -29,7 +29,7 @@ mod sgd;
 mod state;
 
 pub use adam::{Adam, AdamConfig, WeightDecay};
-pub use group::{param_groups, ParamGroup};
+pub use group::{param_groups, varmap_named_vars, ParamGroup};
 pub use sgd::{Sgd, SgdConfig};
 pub use state::{GroupState, OptimizerState};
 
