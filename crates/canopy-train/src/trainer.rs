@@ -12,6 +12,9 @@
 //! `last.optim.safetensors` + `last.optim.json` (every epoch), `best.safetensors` + `best.json`
 //! (when the monitored metric improves) and `loss.png`.
 //!
+//! A run that starts at epoch 0 replaces the log files it finds in `out_dir`; a resumed run
+//! appends to them.
+//!
 //! Resuming from `last.safetensors` restores weights, optimizer state, step count, history, best
 //! value and early-stopping counter; with a seeded [`crate::batch::Batcher`] the resumed run
 //! continues exactly as the uninterrupted one would have.
@@ -215,7 +218,9 @@ impl<O: Optimizer> Trainer<O> {
         self.cfg.out_dir.as_ref().map(|d| d.join(name))
     }
 
-    fn loggers(&self) -> (Logger, Logger) {
+    /// The epoch and step loggers; a run starting at epoch 0 replaces old log files, a resumed
+    /// run appends to them.
+    fn loggers(&self) -> Result<(Logger, Logger)> {
         let (csv, jsonl) = match self.cfg.log {
             LogFormat::Csv => (true, false),
             LogFormat::Jsonl => (false, true),
@@ -224,21 +229,23 @@ impl<O: Optimizer> Trainer<O> {
         };
         let pick = |on: bool, name: &str| if on { self.out(name) } else { None };
         let steps_on = self.cfg.log_steps;
-        (
-            Logger::new(pick(csv, "epochs.csv"), pick(jsonl, "epochs.jsonl")),
+        let fresh = self.state.epoch == 0;
+        Ok((
+            Logger::new(pick(csv, "epochs.csv"), pick(jsonl, "epochs.jsonl"), fresh)?,
             Logger::new(
                 pick(csv && steps_on, "steps.csv"),
                 pick(jsonl && steps_on, "steps.jsonl"),
-            ),
-        )
+                fresh,
+            )?,
+        ))
     }
 
     /// Trains from the current epoch up to `cfg.epochs`, validating on `val` after each epoch
     /// when given. `step` computes the loss of one batch; see the module docs.
     ///
     /// # Errors
-    /// When a batch, the step closure, backward, the optimizer or a file write fails, when the
-    /// loss is not finite ([`Error::NonFiniteLoss`]), or when the monitored metric is not among
+    /// When a batch, the step closure, backward, the optimizer or a file write fails, when a
+    /// phase yields no samples, when the loss is not finite ([`Error::NonFiniteLoss`]), or when the monitored metric is not among
     /// the epoch's metrics (the error lists them).
     pub fn fit<S, M, F>(
         &mut self,
@@ -252,7 +259,7 @@ impl<O: Optimizer> Trainer<O> {
         M: EpochMetric,
         F: FnMut(&S::Batch, Phase, &mut M) -> Result<StepOutput>,
     {
-        let (mut epoch_log, mut step_log) = self.loggers();
+        let (mut epoch_log, mut step_log) = self.loggers()?;
         let mut progress = Progress::new(self.cfg.progress);
         let mut stopped_early = false;
         let epochs = self.cfg.epochs;
@@ -324,6 +331,12 @@ impl<O: Optimizer> Trainer<O> {
                 self.state.step += 1;
                 progress.step(out.batch_size, acc.mean_loss(), acc.first_metric());
             }
+            if acc.n == 0 {
+                return Err(invalid(
+                    "Trainer::fit",
+                    format!("epoch {}: the training data gave no samples", epoch + 1),
+                ));
+            }
             let speed = progress.samples_per_second();
             let train_loss = acc.mean_loss();
             acc.into_metrics("train", &mut metrics);
@@ -344,6 +357,12 @@ impl<O: Optimizer> Trainer<O> {
                     let loss = loss_value(&out, epoch, self.state.step)?;
                     acc.add(loss, out.batch_size, &out.metrics);
                     progress.step(out.batch_size, acc.mean_loss(), acc.first_metric());
+                }
+                if acc.n == 0 {
+                    return Err(invalid(
+                        "Trainer::fit",
+                        format!("epoch {}: the validation data gave no samples", epoch + 1),
+                    ));
                 }
                 let val_loss = acc.mean_loss();
                 acc.into_metrics("val", &mut metrics);

@@ -10,9 +10,10 @@ use canopy_nn::init::SeededVarMap;
 use canopy_train::batch::{BatchConfig, Batcher};
 use canopy_train::optim::{param_groups, Adam, AdamConfig, Optimizer};
 use canopy_train::progress::ProgressMode;
-use canopy_train::schedule::CosineAnnealingLr;
+use canopy_train::schedule::{CosineAnnealingLr, StepLr};
 use canopy_train::trainer::{
-    EarlyStopping, EpochMetric, FitReport, Goal, Monitor, Phase, StepOutput, Trainer, TrainerConfig,
+    Clip, EarlyStopping, EpochMetric, FitReport, Goal, LogFormat, Monitor, Phase, ScheduleUnit,
+    StepOutput, Trainer, TrainerConfig,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -201,6 +202,8 @@ fn training_learns_and_resume_is_bit_exact() {
     assert!(last["val_accuracy"] > 0.9, "{last:?}");
 
     let dir = tempfile::tempdir().unwrap();
+    // A stale log from another run is replaced, not appended to.
+    std::fs::write(dir.path().join("epochs.csv"), "stale\n").unwrap();
     let (part, w_part, _) = run(3, 2, Some(dir.path()), false);
     assert_eq!(part.history.epochs.len(), 2);
     assert_ne!(w_part, w_full);
@@ -382,4 +385,82 @@ fn step_hook_freezes_the_backbone_for_the_first_steps() {
             .step,
         4
     );
+}
+
+#[test]
+fn step_logs_clipping_and_per_epoch_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = SeededVarMap::new(1);
+    let net = Mlp::new(vm.var_builder(DType::F32, &Device::Cpu));
+    let opt = Adam::new(
+        param_groups(vm.named_vars().unwrap(), &[]).unwrap(),
+        AdamConfig::adam(0.01),
+    )
+    .unwrap();
+    let cfg = TrainerConfig {
+        log: LogFormat::Csv,
+        log_steps: true,
+        clip: Some(Clip::Norm {
+            max_norm: 0.01,
+            norm_type: 2.0,
+        }),
+        schedule_unit: ScheduleUnit::Epoch,
+        monitor: Monitor {
+            metric: "train_loss".into(),
+            goal: Goal::Min,
+        },
+        plot: false,
+        ..quiet(3, Some(dir.path()))
+    };
+    let mut t = Trainer::new(opt, cfg).unwrap().with_schedule(StepLr {
+        base: 0.1,
+        step_size: 1,
+        gamma: 0.5,
+    });
+    let train = batcher(32, 1);
+    let r = t
+        .fit(&train, None, &mut (), |(x, y): &Batch, _, _: &mut ()| {
+            Ok(
+                StepOutput::new(cross_entropy(&net.forward(x)?, y)?, y.dims()[0])
+                    .with_metric("ones", 1.0),
+            )
+        })
+        .unwrap();
+    let lrs: Vec<f64> = r.history.epochs.iter().map(|e| e.lr).collect();
+    assert_eq!(lrs, [0.1, 0.05, 0.025]);
+    assert_eq!(r.history.epochs[0].metrics["train_ones"], 1.0);
+    let csv = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,step,lr,loss,grad_norm,ones");
+    assert_eq!(lines.len(), 1 + 3 * 2);
+    assert!(lines[3].starts_with("2,2,0.05,"), "{}", lines[3]);
+    // Only the CSV format was asked for, and no plot.
+    assert!(!dir.path().join("epochs.jsonl").exists());
+    assert!(!dir.path().join("steps.jsonl").exists());
+    assert!(!dir.path().join("loss.png").exists());
+    // The logged norm is the pre-clipping norm, far above max_norm.
+    let norm: f64 = lines[1].split(',').nth(4).unwrap().parse().unwrap();
+    assert!(norm > 0.01, "{norm}");
+}
+
+#[test]
+fn empty_training_data_is_an_error() {
+    let vm = SeededVarMap::new(1);
+    let net = Mlp::new(vm.var_builder(DType::F32, &Device::Cpu));
+    let opt = Adam::new(
+        param_groups(vm.named_vars().unwrap(), &[]).unwrap(),
+        AdamConfig::adam(0.01),
+    )
+    .unwrap();
+    let mut t = Trainer::new(opt, quiet(1, None)).unwrap();
+    let none: Vec<Batch> = Vec::new();
+    let err = t
+        .fit(&none, None, &mut (), |(x, y): &Batch, _, _: &mut ()| {
+            Ok(StepOutput::new(
+                cross_entropy(&net.forward(x)?, y)?,
+                y.dims()[0],
+            ))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("no samples"), "{err}");
 }

@@ -58,11 +58,20 @@ fn append(path: &Path) -> Result<File> {
 }
 
 impl Logger {
-    pub(crate) fn new(csv: Option<PathBuf>, jsonl: Option<PathBuf>) -> Self {
-        Logger {
+    /// A logger appending to the given files; with `fresh`, existing files are removed first.
+    pub(crate) fn new(csv: Option<PathBuf>, jsonl: Option<PathBuf>, fresh: bool) -> Result<Self> {
+        if fresh {
+            for p in csv.iter().chain(jsonl.iter()) {
+                match std::fs::remove_file(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(p)(e)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Logger {
             csv: csv.map(|p| (p, None)),
             jsonl,
-        }
+        })
     }
 
     /// Writes one row. The CSV columns are those of the file's header when it exists, else of
