@@ -173,3 +173,35 @@ fn strict_loading_names_the_problem() {
         .contains("m.json"));
     assert!(load_checkpoint(dir.path().join("nope.safetensors"), &Device::Cpu).is_err());
 }
+
+#[test]
+fn failed_writes_name_the_file_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vm, _) = model(1);
+    let path = dir.path().join("missing_folder").join("m.safetensors");
+    let err = save_checkpoint(&path, &vm.named_vars().unwrap(), &meta())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing_folder"), "{err}");
+    // A directory in the way of the sidecar: the weights land, the sidecar write fails cleanly.
+    let path = dir.path().join("w.safetensors");
+    std::fs::create_dir(dir.path().join("w.json")).unwrap();
+    let err = save_checkpoint(&path, &vm.named_vars().unwrap(), &meta())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("w.json"), "{err}");
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["w.json", "w.safetensors"],
+        "temporary files left behind"
+    );
+    // Duplicate names are refused.
+    let mut twice = vm.named_vars().unwrap();
+    twice.push(twice[0].clone());
+    assert!(save_checkpoint(dir.path().join("d.safetensors"), &twice, &meta()).is_err());
+}

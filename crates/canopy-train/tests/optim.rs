@@ -150,7 +150,8 @@ fn optimizers_match_pytorch_step_by_step() {
     for (name, make) in cases {
         let vars = problem(&f);
         let mut opt = make(group(&vars));
-        let worst = run_golden(name, opt.as_mut(), &vars, &f);
+        // Through the Box<dyn Optimizer> impl, as a run-time choice would be.
+        let worst = run_golden(name, &mut opt, &vars, &f);
         assert!(worst < 1e-12, "{name}: max |delta| {worst:e} >= 1e-12");
     }
 }

@@ -102,6 +102,50 @@ pub trait Optimizer {
     }
 }
 
+/// A boxed optimizer is an optimizer, so the algorithm can be chosen at run time
+/// (`Trainer<Box<dyn Optimizer>>`).
+impl<T: Optimizer + ?Sized> Optimizer for Box<T> {
+    fn step(&mut self, grads: &GradStore) -> Result<()> {
+        (**self).step(grads)
+    }
+
+    fn params(&self) -> &Params {
+        (**self).params()
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        (**self).params_mut()
+    }
+
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        (**self).hyperparameters()
+    }
+
+    fn learning_rate(&self) -> f64 {
+        (**self).learning_rate()
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        (**self).set_learning_rate(lr)
+    }
+
+    fn set_lr_scale(&mut self, group: &str, scale: f64) -> Result<()> {
+        (**self).set_lr_scale(group, scale)
+    }
+
+    fn state(&self) -> Result<OptimizerState> {
+        (**self).state()
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        (**self).load_state(state)
+    }
+}
+
 /// The state of one parameter: how many updates it received and its named buffers
 /// (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, PyTorch's names).
 #[derive(Debug, Clone, Default)]
