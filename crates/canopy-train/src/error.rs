@@ -46,6 +46,28 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file exists but its content is not what was expected (malformed JSON or safetensors,
+    /// missing or unexpected keys).
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged: loss {value} at epoch {epoch}, step {step}")]
+    NonFiniteLoss {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Optimizer step (0-based).
+        step: u64,
+        /// The loss value.
+        value: f64,
+    },
+    /// A worker thread preparing batches stopped unexpectedly.
+    #[error("batch worker: {0}")]
+    Worker(String),
 }
 
 /// `Result` with [`Error`] as the default error type.
