@@ -11,28 +11,16 @@
 //! and `transformer.py` for names, initialisation and the post-/pre-norm variants.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use crate::error::{invalid, shape};
 use crate::init::pytorch_uniform;
+use crate::linear::{linear_forward, Linear};
 use crate::ops::{softmax, LayerNorm};
 use crate::{Dropout, Result};
 
-/// `nn.Linear` with PyTorch's default initialisation (candle's `linear` uses Kaiming-normal).
-///
-/// # Errors
-/// When the variables cannot be created or loaded.
-pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    let init = pytorch_uniform(in_dim);
-    let w = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
-    let b = if bias {
-        Some(vb.get_with_hints(out_dim, "bias", init)?)
-    } else {
-        None
-    };
-    Ok(Linear::new(w, b))
-}
+pub use crate::linear::linear;
 
 /// `torch.nn.MultiheadAttention` (self- or cross-attention), inputs batch-first.
 ///
@@ -90,7 +78,7 @@ impl MultiheadAttention {
         let e = self.embed;
         let w = self.in_proj_weight.narrow(0, part * e, e)?;
         let b = self.in_proj_bias.narrow(0, part * e, e)?;
-        Ok(x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)?)
+        linear_forward(x, &w, Some(&b))
     }
 
     /// Attends from `query` to `key`/`value`. `key_padding_mask` (`(B, S)`, non-zero = ignore

@@ -20,6 +20,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use crate::error::{invalid, shape};
+use crate::ops::lstm_kernel::LstmLayerOp;
 use crate::{Dropout, Result};
 
 /// Configuration of an [`Lstm`] or a [`Gru`], named like PyTorch's arguments.
@@ -122,7 +123,9 @@ impl Lstm {
     }
 
     /// Runs the LSTM from zero initial states. `lengths` (one per sequence, each in `1..=T`)
-    /// masks padded steps.
+    /// masks padded steps. On the CPU in f32/f64 each layer direction is one fused op
+    /// ([`lstm_kernel`](crate::ops::lstm_kernel)); elsewhere the steps are composed candle ops
+    /// as in [`forward_t_reference`](Self::forward_t_reference).
     ///
     /// # Shapes
     /// `x`: `(B, T, input_size)` -> see [`RnnOutput`].
@@ -136,7 +139,25 @@ impl Lstm {
         train: bool,
         rng: &mut R,
     ) -> Result<RnnOutput> {
-        self.0.forward_t(x, lengths, train, rng)
+        self.0.forward_t(x, lengths, train, rng, true)
+    }
+
+    /// The same computation from composed candle ops, step by step (any device and dtype; much
+    /// slower on the CPU, especially backward): the reference the fused kernel is tested against.
+    ///
+    /// # Shapes
+    /// As [`forward_t`](Self::forward_t).
+    ///
+    /// # Errors
+    /// As [`forward_t`](Self::forward_t).
+    pub fn forward_t_reference<R: Rng + ?Sized>(
+        &self,
+        x: &Tensor,
+        lengths: Option<&[usize]>,
+        train: bool,
+        rng: &mut R,
+    ) -> Result<RnnOutput> {
+        self.0.forward_t(x, lengths, train, rng, false)
     }
 }
 
@@ -168,7 +189,7 @@ impl Gru {
         train: bool,
         rng: &mut R,
     ) -> Result<RnnOutput> {
-        self.0.forward_t(x, lengths, train, rng)
+        self.0.forward_t(x, lengths, train, rng, false)
     }
 }
 
@@ -226,6 +247,7 @@ impl Stack {
         lengths: Option<&[usize]>,
         train: bool,
         rng: &mut R,
+        fused: bool,
     ) -> Result<RnnOutput> {
         let op = match self.kind {
             Kind::Lstm => "Lstm",
@@ -269,12 +291,21 @@ impl Stack {
             for (d, dir) in dirs.iter().enumerate() {
                 // input projections for all steps at once: (B, T, gates * H); the LSTM folds both
                 // biases in here, the GRU keeps b_hh for the reset product
-                let mut xw = input.broadcast_matmul(&dir.w_ih.t()?)?;
+                let mut xw = crate::linear::linear_forward(&input, &dir.w_ih, None)?;
                 if let Some((b_ih, b_hh)) = &dir.b {
                     xw = match self.kind {
                         Kind::Lstm => xw.broadcast_add(&(b_ih + b_hh)?)?,
                         Kind::Gru => xw.broadcast_add(b_ih)?,
                     };
+                }
+                if fused && self.kind == Kind::Lstm && fused_lstm_applies(&xw) {
+                    let (hs_all, cs_all, h_last, c_last) =
+                        fused_lstm(&xw, &dir.w_hh, d == 1, lengths)?;
+                    h_n.push(h_last);
+                    c_n.push(c_last);
+                    outs.push(hs_all);
+                    cells.push(cs_all);
+                    continue;
                 }
                 let mut hs = Tensor::zeros((b, h), x.dtype(), x.device())?;
                 let mut cs = hs.clone();
@@ -365,6 +396,47 @@ impl Stack {
             cell_states,
         })
     }
+}
+
+/// Whether the fused CPU kernel of [`lstm_kernel`](crate::ops::lstm_kernel) runs this layer.
+fn fused_lstm_applies(xw: &Tensor) -> bool {
+    xw.device().is_cpu() && matches!(xw.dtype(), DType::F32 | DType::F64)
+}
+
+/// One LSTM direction through the fused kernel: `xw` `(B, T, 4H)` (input projection + biases)
+/// -> hidden and cell states `(B, T, H)` (zeros at padded steps) and the final `(B, H)` states.
+fn fused_lstm(
+    xw: &Tensor,
+    w_hh: &Tensor,
+    reverse: bool,
+    lengths: Option<&[usize]>,
+) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let (b, t, g4) = xw.dims3()?;
+    let h = g4 / 4;
+    let op = LstmLayerOp {
+        hidden: h,
+        reverse,
+        lengths: lengths.map(<[usize]>::to_vec),
+    };
+    let packed = xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)?; // (B, T, 6H)
+    let hs = packed.narrow(2, 0, h)?;
+    let cs = packed.narrow(2, h, h)?;
+    // the final state: the last valid step going forward, step 0 going backward
+    let last: Vec<u32> = (0..b)
+        .map(|bi| {
+            let len = lengths.and_then(|l| l.get(bi).copied()).unwrap_or(t);
+            let s = if reverse { 0 } else { len.saturating_sub(1) };
+            (bi * t + s) as u32
+        })
+        .collect();
+    let last = Tensor::from_vec(last, b, xw.device())?;
+    let pick = |a: &Tensor| -> Result<Tensor> {
+        Ok(a.contiguous()?
+            .reshape((b * t, h))?
+            .index_select(&last, 0)?)
+    };
+    let (h_last, c_last) = (pick(&hs)?, pick(&cs)?);
+    Ok((hs, cs, h_last, c_last))
 }
 
 /// Convenience: a `(B,)` u32 tensor of lengths as a vector.

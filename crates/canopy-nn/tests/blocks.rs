@@ -307,3 +307,98 @@ fn conv_lstm_and_conv_gru_match_pytorch_bidirectional_with_shared_weights() {
         check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
     }
 }
+
+#[test]
+fn fused_lstm_equals_the_composed_reference_with_all_gradients() {
+    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+    use canopy_nn::rnn::{Lstm, LstmConfig};
+    let dev = Device::Cpu;
+    let cfg = LstmConfig {
+        input_size: 3,
+        hidden_size: 5,
+        num_layers: 2,
+        bias: true,
+        dropout: 0.0,
+        bidirectional: true,
+    };
+    let store = SeededVarMap::new(7);
+    let lstm = Lstm::new(&cfg, store.var_builder(DType::F64, &dev)).unwrap();
+    let vars = store.named_vars().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for lengths in [None, Some(vec![7usize, 3, 1, 5])] {
+        let x = Var::from_tensor(&random_f64(&[4, 7, 3], 11, &dev).unwrap()).unwrap();
+        let r = random_f64(&[4, 7, 10], 12, &dev).unwrap();
+        let rc = random_f64(&[4, 7, 10], 13, &dev).unwrap();
+        let run = |fused: bool, rng: &mut rand::rngs::StdRng| {
+            let out = if fused {
+                lstm.forward_t(x.as_tensor(), lengths.as_deref(), true, rng)
+            } else {
+                lstm.forward_t_reference(x.as_tensor(), lengths.as_deref(), true, rng)
+            }
+            .unwrap();
+            // a loss touching outputs, final states and the stored cell states
+            let loss = ((&out.output * &r).unwrap().sum_all().unwrap()
+                + (&out.cell_states[0] * &rc).unwrap().sum_all().unwrap()
+                + out.h_n.sqr().unwrap().sum_all().unwrap()
+                + out.c_n.as_ref().unwrap().sum_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let mut g = vec![grads.get(x.as_tensor()).unwrap().clone()];
+            for (_, v) in &vars {
+                g.push(grads.get(v.as_tensor()).unwrap().clone());
+            }
+            (out, g)
+        };
+        let (a, ga) = run(true, &mut rng);
+        let (b, gb) = run(false, &mut rng);
+        for (what, p, q) in [
+            ("output", &a.output, &b.output),
+            ("h_n", &a.h_n, &b.h_n),
+            ("c_n", a.c_n.as_ref().unwrap(), b.c_n.as_ref().unwrap()),
+            ("cells", &a.cell_states[1], &b.cell_states[1]),
+        ] {
+            let d = max_abs_diff(p, q);
+            assert!(d < 1e-12, "{lengths:?}: {what} differs by {d:e}");
+        }
+        for (i, (p, q)) in ga.iter().zip(&gb).enumerate() {
+            let d = max_abs_diff(p, q);
+            let name = if i == 0 { "x" } else { &vars[i - 1].0 };
+            assert!(
+                d < 1e-12,
+                "{lengths:?}: gradient of {name} differs by {d:e}"
+            );
+        }
+        // f32 through the vectorised exponential stays within f32 rounding of f64
+        let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
+        let store32 = SeededVarMap::new(7);
+        let lstm32 = Lstm::new(&cfg, store32.var_builder(DType::F32, &dev)).unwrap();
+        let y32 = lstm32
+            .forward_t(&x32, lengths.as_deref(), false, &mut rng)
+            .unwrap()
+            .output
+            .to_dtype(DType::F64)
+            .unwrap();
+        let d = max_abs_diff(&y32, &a.output);
+        assert!(d < 1e-5, "f32 output differs from f64 by {d:e}");
+    }
+    // finite differences through the fused op, one layer, with lengths
+    let small = LstmConfig {
+        input_size: 2,
+        hidden_size: 3,
+        bidirectional: true,
+        ..Default::default()
+    };
+    let store = SeededVarMap::new(3);
+    let lstm = Lstm::new(&small, store.var_builder(DType::F64, &dev)).unwrap();
+    let x = random_f64(&[2, 4, 2], 5, &dev).unwrap();
+    check_gradients(
+        |t| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+            let out = lstm.forward_t(&t[0], Some(&[4, 2]), false, &mut rng)?;
+            Ok((out.output.sqr()?.sum_all()? + out.c_n.unwrap().sum_all()?)?)
+        },
+        &[x],
+        GradCheckConfig::default(),
+    )
+    .unwrap();
+}

@@ -8,6 +8,7 @@ pub mod conv_transpose;
 mod gemm;
 pub mod grid_sample;
 mod im2col;
+pub(crate) mod lstm_kernel;
 pub mod norm;
 pub mod pool;
 pub mod resize;

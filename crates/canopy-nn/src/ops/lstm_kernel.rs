@@ -1,0 +1,395 @@
+//! Fused LSTM kernels for the CPU: a whole LSTM layer direction as one candle op (the time loop,
+//! the recurrent matrix products and the gate arithmetic in one pass, backward through time in
+//! one pass), and the gate update of a ConvLSTM cell as one op.
+//!
+//! Composed from candle ops, one LSTM step is a dozen tensors, and candle's backward of
+//! `narrow` materialises a zero-padded copy of the whole `(B, T, 4H)` input projection for every
+//! step: 45 steps cost ~45 full copies. Here the recurrence is
+//!
+//! ```text
+//! gates_t = xw_t + h_{t-1} W_hhᵀ            (i, f, g, o order, PyTorch's)
+//! c_t = σ(f) c_{t-1} + σ(i) tanh(g),  h_t = σ(o) tanh(c_t)
+//! ```
+//!
+//! with `xw = x W_ihᵀ + b` computed beforehand by one (differentiable) matrix product. The op
+//! returns, per step, `[h, c, σ(i), σ(f), tanh(g), σ(o)]` (`6H` values) so the backward pass has the
+//! activations without recomputing them; callers only ever narrow out `h` and `c` (gradients with
+//! respect to the stored activations are ignored). Padded steps (lengths) keep the state and
+//! output zeros, as `pack_padded_sequence` does. The weight gradient is a single matrix product
+//! over all steps after the loop.
+//!
+//! f32 and f64 on the CPU; exponentials go through [`exp_approx`] in f32 (vectorisable,
+//! relative error below 2e-7) and `f64::exp` in f64. No CUDA implementation and no second
+//! derivatives; [`crate::rnn::Lstm`] falls back to composed candle ops elsewhere.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::gemm::{matmul, GemmScalar, Mat};
+
+/// Float types the fused kernels run on.
+pub(crate) trait Float:
+    GemmScalar
+    + Default
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::AddAssign
+{
+    /// `exp(x)`.
+    fn exp(self) -> Self;
+    /// Logistic sigmoid.
+    fn sigmoid(self) -> Self {
+        Self::ONE / (Self::ONE + (Self::ZERO - self).exp())
+    }
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp_approx(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        // tanh x = 1 - 2 / (exp(2x) + 1): no cancellation for large |x|, absolute error ~1e-7
+        1.0 - 2.0 / (exp_approx(2.0 * self) + 1.0)
+    }
+}
+
+impl Float for f64 {
+    #[inline(always)]
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+}
+
+/// `exp(x)` for f32 without branches or table lookups, so loops over it vectorise: Cody–Waite
+/// reduction `x = n ln2 + r`, |r| ≤ ln2/2, Cephes' polynomial for `e^r`, and `2^n` built in
+/// the exponent bits. Inputs are clamped to [-87.3, 88.7] (results stay normal floats).
+#[inline(always)]
+pub(crate) fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes' expf minimax coefficients
+    let q = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let p = q * r * r + r + 1.0;
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    p * scale
+}
+
+/// One LSTM layer direction.
+#[derive(Debug, Clone)]
+pub(crate) struct LstmLayerOp {
+    pub hidden: usize,
+    pub reverse: bool,
+    /// Valid steps per sequence (`None`: all `T`).
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl LstmLayerOp {
+    fn len_of(&self, b: usize, t: usize) -> usize {
+        self.lengths
+            .as_ref()
+            .and_then(|l| l.get(b).copied())
+            .unwrap_or(t)
+    }
+
+    /// Steps in processing order.
+    fn order(&self, t: usize) -> Vec<usize> {
+        if self.reverse {
+            (0..t).rev().collect()
+        } else {
+            (0..t).collect()
+        }
+    }
+
+    /// The step processed before `s` for sequence `b` if it carried state (else the initial
+    /// zero state).
+    fn prev(&self, s: usize, len: usize, t: usize) -> Option<usize> {
+        if self.reverse {
+            (s + 1 < t && s + 1 < len).then_some(s + 1)
+        } else {
+            s.checked_sub(1)
+        }
+    }
+}
+
+/// Dimensions read from the operands.
+fn dims(xw: &Layout, w: &Layout, hidden: usize) -> candle_core::Result<(usize, usize)> {
+    let (b, t, g) = xw.shape().dims3()?;
+    let (wg, wh) = w.shape().dims2()?;
+    if g != 4 * hidden || wg != 4 * hidden || wh != hidden {
+        return Err(candle_core::Error::Msg(format!(
+            "fused lstm: expected xw (B, T, {}) and w_hh ({}, {hidden}), got {:?} and {:?}",
+            4 * hidden,
+            4 * hidden,
+            xw.shape(),
+            w.shape()
+        )));
+    }
+    Ok((b, t))
+}
+
+fn lstm_forward<T: Float>(
+    op: &LstmLayerOp,
+    xw: &[T],
+    w_hh: &[T],
+    b: usize,
+    t: usize,
+) -> Result<Vec<T>, String> {
+    let h = op.hidden;
+    let (g4, g6) = (4 * h, 6 * h);
+    let mut out = vec![T::ZERO; b * t * g6];
+    let mut h_state = vec![T::ZERO; b * h];
+    let mut c_state = vec![T::ZERO; b * h];
+    let mut gates = vec![T::ZERO; b * g4];
+    let threads = rayon::current_num_threads();
+    for s in op.order(t) {
+        // gates = xw_s + h W_hhᵀ
+        for (bi, row) in gates.chunks_mut(g4).enumerate() {
+            let src = (bi * t + s) * g4;
+            row.copy_from_slice(&xw[src..src + g4]);
+        }
+        matmul(
+            &mut gates,
+            g4,
+            Mat::row_major(&h_state, b, h),
+            Mat::row_major(w_hh, g4, h).t(),
+            true,
+            threads,
+        )?;
+        out.par_chunks_mut(t * g6)
+            .zip(h_state.par_chunks_mut(h))
+            .zip(c_state.par_chunks_mut(h))
+            .zip(gates.par_chunks(g4))
+            .enumerate()
+            .with_min_len(8)
+            .for_each(|(bi, (((seq, hs), cs), gt))| {
+                if s >= op.len_of(bi, t) {
+                    return; // padded: state kept, outputs stay zero
+                }
+                let row = &mut seq[s * g6..(s + 1) * g6];
+                let (hc, acts) = row.split_at_mut(2 * h);
+                let (h_out, c_out) = hc.split_at_mut(h);
+                let (ai, rest) = acts.split_at_mut(h);
+                let (af, rest) = rest.split_at_mut(h);
+                let (ag, ao) = rest.split_at_mut(h);
+                for k in 0..h {
+                    let i = gt[k].sigmoid();
+                    let f = gt[h + k].sigmoid();
+                    let g = gt[2 * h + k].tanh();
+                    let o = gt[3 * h + k].sigmoid();
+                    let c = f * cs[k] + i * g;
+                    let hv = o * c.tanh();
+                    (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
+                    (c_out[k], h_out[k]) = (c, hv);
+                    (cs[k], hs[k]) = (c, hv);
+                }
+            });
+    }
+    Ok(out)
+}
+
+/// Gradients `(d xw (B, T, 4H), d W_hh (4H, H))` from the forward output and its gradient.
+fn lstm_backward<T: Float>(
+    op: &LstmLayerOp,
+    out: &[T],
+    grad: &[T],
+    w_hh: &[T],
+    b: usize,
+    t: usize,
+) -> Result<(Vec<T>, Vec<T>), String> {
+    let h = op.hidden;
+    let (g4, g6) = (4 * h, 6 * h);
+    let mut dxw = vec![T::ZERO; b * t * g4];
+    let mut dh = vec![T::ZERO; b * h];
+    let mut dc = vec![T::ZERO; b * h];
+    let mut dh_new = vec![T::ZERO; b * h];
+    let threads = rayon::current_num_threads();
+    for s in op.order(t).into_iter().rev() {
+        dxw.par_chunks_mut(t * g4)
+            .zip(dh.par_chunks_mut(h))
+            .zip(dc.par_chunks_mut(h))
+            .enumerate()
+            .with_min_len(8)
+            .for_each(|(bi, ((dseq, dhb), dcb))| {
+                let len = op.len_of(bi, t);
+                if s >= len {
+                    return; // padded: gradients pass through to the previous state
+                }
+                let row = &out[(bi * t + s) * g6..(bi * t + s + 1) * g6];
+                let grow = &grad[(bi * t + s) * g6..(bi * t + s + 1) * g6];
+                let prev_c = op
+                    .prev(s, len, t)
+                    .map(|p| &out[(bi * t + p) * g6 + h..][..h]);
+                let dg = &mut dseq[s * g4..(s + 1) * g4];
+                for k in 0..h {
+                    let (c, i, f, g, o) = (
+                        row[h + k],
+                        row[2 * h + k],
+                        row[3 * h + k],
+                        row[4 * h + k],
+                        row[5 * h + k],
+                    );
+                    let tc = c.tanh();
+                    let dhk = grow[k] + dhb[k];
+                    let dck = grow[h + k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
+                    let cp = prev_c.map_or(T::ZERO, |p| p[k]);
+                    dg[k] = dck * g * i * (T::ONE - i);
+                    dg[h + k] = dck * cp * f * (T::ONE - f);
+                    dg[2 * h + k] = dck * i * (T::ONE - g * g);
+                    dg[3 * h + k] = dhk * tc * o * (T::ONE - o);
+                    dcb[k] = dck * f;
+                }
+            });
+        // dh_prev = dgates_s W_hh for the sequences that were valid at s
+        matmul(
+            &mut dh_new,
+            h,
+            Mat {
+                data: &dxw[s * g4..],
+                rows: b,
+                cols: g4,
+                rs: t * g4,
+                cs: 1,
+            },
+            Mat::row_major(w_hh, g4, h),
+            false,
+            threads,
+        )?;
+        for (bi, (d, n)) in dh.chunks_mut(h).zip(dh_new.chunks(h)).enumerate() {
+            if s < op.len_of(bi, t) {
+                d.copy_from_slice(n);
+            }
+        }
+    }
+    // d W_hh = Σ_s dgates_sᵀ h_prev(s), one product over all (sequence, step) rows
+    let mut h_prev = vec![T::ZERO; b * t * h];
+    for bi in 0..b {
+        let len = op.len_of(bi, t);
+        for s in 0..len.min(t) {
+            if let Some(p) = op.prev(s, len, t) {
+                let src = (bi * t + p) * g6;
+                h_prev[(bi * t + s) * h..(bi * t + s + 1) * h].copy_from_slice(&out[src..src + h]);
+            }
+        }
+    }
+    let mut dw = vec![T::ZERO; g4 * h];
+    matmul(
+        &mut dw,
+        h,
+        Mat::row_major(&dxw, b * t, g4).t(),
+        Mat::row_major(&h_prev, b * t, h),
+        false,
+        threads,
+    )?;
+    Ok((dxw, dw))
+}
+
+fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused lstm: operands must be contiguous".into()))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+impl CustomOp2 for LstmLayerOp {
+    fn name(&self) -> &'static str {
+        "canopy-lstm-layer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t) = dims(l1, l2, self.hidden)?;
+        let err = |m: String| candle_core::Error::Msg(format!("fused lstm: {m}"));
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+                lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t).map_err(err)?,
+            ),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+                lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t).map_err(err)?,
+            ),
+            _ => return Err(err("operands must both be f32 or both f64".into())),
+        };
+        Ok((out, Shape::from((b, t, 6 * self.hidden))))
+    }
+
+    fn bwd(
+        &self,
+        xw: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, t, _) = xw.dims3()?;
+        let h = self.hidden;
+        let grad = grad.contiguous()?;
+        let w = w.contiguous()?;
+        let err = |m: String| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
+        let (so, lo) = res.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (sw, lw) = w.storage_and_layout();
+        let (Storage::Cpu(so), Storage::Cpu(sg), Storage::Cpu(sw)) = (&*so, &*sg, &*sw) else {
+            return Err(err("CPU tensors only".into()));
+        };
+        let dev = xw.device();
+        let (dxw, dw) = match (so, sg, sw) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (a, bw) = lstm_backward::<f32>(
+                    self,
+                    contiguous(so, lo)?,
+                    contiguous(sg, lg)?,
+                    contiguous(sw, lw)?,
+                    b,
+                    t,
+                )
+                .map_err(err)?;
+                (
+                    Tensor::from_vec(a, (b, t, 4 * h), dev)?,
+                    Tensor::from_vec(bw, (4 * h, h), dev)?,
+                )
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (a, bw) = lstm_backward::<f64>(
+                    self,
+                    contiguous(so, lo)?,
+                    contiguous(sg, lg)?,
+                    contiguous(sw, lw)?,
+                    b,
+                    t,
+                )
+                .map_err(err)?;
+                (
+                    Tensor::from_vec(a, (b, t, 4 * h), dev)?,
+                    Tensor::from_vec(bw, (4 * h, h), dev)?,
+                )
+            }
+            _ => return Err(err("operands must all be f32 or all f64".into())),
+        };
+        Ok((Some(dxw), Some(dw)))
+    }
+}
