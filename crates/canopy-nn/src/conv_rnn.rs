@@ -7,11 +7,12 @@
 //! `ConvLSTM_pytorch` (one `conv` over `[x, h]` giving the i, f, o, g gates, as the MTLCC PyTorch
 //! port uses), ConvGRU as `pytorch_convgru` (`reset_gate`, `update_gate`, `out_gate`).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{invalid, shape};
 use crate::init::pytorch_uniform;
+use crate::ops::lstm_kernel::LstmGatesOp;
 use crate::ops::{conv2d, Conv2dConfig};
 use crate::Result;
 
@@ -95,6 +96,41 @@ impl ConvLstmCell {
             ));
         }
         let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
+        let hd = self.hidden;
+        if gates.device().is_cpu() && matches!(gates.dtype(), DType::F32 | DType::F64) {
+            // one fused op for the gate arithmetic (i, f, o, g blocks)
+            let packed = gates.contiguous()?.apply_op2(
+                &c.contiguous()?,
+                LstmGatesOp {
+                    order: [0, 1, 3, 2],
+                },
+            )?;
+            return Ok((packed.narrow(1, 0, hd)?, packed.narrow(1, hd, hd)?));
+        }
+        self.gates_reference(&gates, c)
+    }
+
+    /// One step with the gate arithmetic composed from candle ops (any device and dtype): the
+    /// reference the fused CPU kernel is tested against.
+    ///
+    /// # Shapes
+    /// As [`step`](Self::step).
+    ///
+    /// # Errors
+    /// As [`step`](Self::step).
+    pub fn step_reference(&self, x: &Tensor, h: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
+        if x.dims4()?.1 != self.input {
+            return Err(shape(
+                "ConvLstmCell",
+                format!("input (B, {}, H, W)", self.input),
+                x.dims(),
+            ));
+        }
+        let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
+        self.gates_reference(&gates, c)
+    }
+
+    fn gates_reference(&self, gates: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
         let hd = self.hidden;
         let i = candle_nn::ops::sigmoid(&gates.narrow(1, 0, hd)?)?;
         let f = candle_nn::ops::sigmoid(&gates.narrow(1, hd, hd)?)?;

@@ -402,3 +402,53 @@ fn fused_lstm_equals_the_composed_reference_with_all_gradients() {
     )
     .unwrap();
 }
+
+#[test]
+fn fused_conv_lstm_gates_equal_the_composed_reference_with_gradients() {
+    use canopy_nn::conv_rnn::ConvLstmCell;
+    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+    let dev = Device::Cpu;
+    let store = SeededVarMap::new(4);
+    let cell = ConvLstmCell::new(3, 4, 3, true, store.var_builder(DType::F64, &dev)).unwrap();
+    let vars = store.named_vars().unwrap();
+    let x = Var::from_tensor(&random_f64(&[2, 3, 5, 6], 1, &dev).unwrap()).unwrap();
+    let h = Var::from_tensor(&random_f64(&[2, 4, 5, 6], 2, &dev).unwrap()).unwrap();
+    let c = Var::from_tensor(&random_f64(&[2, 4, 5, 6], 3, &dev).unwrap()).unwrap();
+    let r = random_f64(&[2, 4, 5, 6], 4, &dev).unwrap();
+    let run = |fused: bool| {
+        let (h2, c2) = if fused {
+            cell.step(x.as_tensor(), h.as_tensor(), c.as_tensor())
+        } else {
+            cell.step_reference(x.as_tensor(), h.as_tensor(), c.as_tensor())
+        }
+        .unwrap();
+        let loss = ((&h2 * &r).unwrap().sum_all().unwrap() + c2.sqr().unwrap().sum_all().unwrap())
+            .unwrap();
+        let g = loss.backward().unwrap();
+        let mut all = vec![h2, c2];
+        for v in [&x, &h, &c].into_iter().chain(vars.iter().map(|(_, v)| v)) {
+            all.push(g.get(v.as_tensor()).unwrap().clone());
+        }
+        all
+    };
+    for (i, (a, b)) in run(true).iter().zip(&run(false)).enumerate() {
+        let d = max_abs_diff(a, b);
+        assert!(
+            d < 1e-12,
+            "value {i} (h', c', dx, dh, dc, dW...) differs by {d:e}"
+        );
+    }
+    check_gradients(
+        |t| {
+            let (h2, c2) = cell.step(&t[0], &t[1], &t[2])?;
+            Ok((h2.sqr()?.sum_all()? + (c2 * 0.7)?.sum_all()?)?)
+        },
+        &[
+            x.as_tensor().clone(),
+            h.as_tensor().clone(),
+            c.as_tensor().clone(),
+        ],
+        GradCheckConfig::default(),
+    )
+    .unwrap();
+}

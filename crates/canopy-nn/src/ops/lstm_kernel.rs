@@ -73,14 +73,14 @@ impl Float for f64 {
 
 /// `exp(x)` for f32 without branches or table lookups, so loops over it vectorise: Cody–Waite
 /// reduction `x = n ln2 + r`, |r| ≤ ln2/2, Cephes' polynomial for `e^r`, and `2^n` built in
-/// the exponent bits. Inputs are clamped to [-87.3, 88.7] (results stay normal floats).
+/// the exponent bits. Inputs are clamped to [-87.3, 88] (results stay normal floats).
 #[inline(always)]
 pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.7);
+    let x = x.clamp(-87.3, 88.0);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes' expf minimax coefficients
@@ -391,5 +391,212 @@ impl CustomOp2 for LstmLayerOp {
             _ => return Err(err("operands must all be f32 or all f64".into())),
         };
         Ok((Some(dxw), Some(dw)))
+    }
+}
+
+/// The gate update of a ConvLSTM cell (or any LSTM cell whose gates come as `4` blocks of `M`
+/// values per sample): `(gates (B, 4·M), c (B, M)) -> [h' (B, M), c' (B, M)]` packed as
+/// `(B, 2·M)` (for images, `M = hidden · H · W` and the packed output is `(B, 2·hidden, H, W)`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LstmGatesOp {
+    /// Block index of the input, forget, cell-candidate and output gates.
+    pub order: [usize; 4],
+}
+
+/// Values per block for a gates tensor `(B, 4·hidden, ..)` and state `(B, hidden, ..)`.
+fn gate_dims(gates: &Layout, c: &Layout) -> candle_core::Result<(usize, usize)> {
+    let (gd, cd) = (gates.shape().dims(), c.shape().dims());
+    let b = gd.first().copied().unwrap_or(0);
+    let m = c.shape().elem_count() / b.max(1);
+    if cd.first() != Some(&b) || gates.shape().elem_count() != 4 * b * m {
+        return Err(candle_core::Error::Msg(format!(
+            "lstm gates: expected gates (B, 4 * hidden, ..) and state (B, hidden, ..), got {gd:?} and {cd:?}"
+        )));
+    }
+    Ok((b, m))
+}
+
+/// Work unit of the gate kernels (values per task).
+const GATE_CHUNK: usize = 4096;
+
+fn gates_forward<T: Float>(order: [usize; 4], gates: &[T], c: &[T], b: usize, m: usize) -> Vec<T> {
+    let [oi, of, og, oo] = order;
+    let mut out = vec![T::ZERO; 2 * b * m];
+    out.par_chunks_mut(2 * m).enumerate().for_each(|(bi, o)| {
+        let (h_out, c_out) = o.split_at_mut(m);
+        let g = &gates[bi * 4 * m..(bi + 1) * 4 * m];
+        let cp = &c[bi * m..(bi + 1) * m];
+        h_out
+            .par_chunks_mut(GATE_CHUNK)
+            .zip(c_out.par_chunks_mut(GATE_CHUNK))
+            .enumerate()
+            .for_each(|(j, (hs, cs))| {
+                let base = j * GATE_CHUNK;
+                for k in 0..hs.len() {
+                    let at = |blk: usize| g[blk * m + base + k];
+                    let (i, f) = (at(oi).sigmoid(), at(of).sigmoid());
+                    let (gg, o) = (at(og).tanh(), at(oo).sigmoid());
+                    let cn = f * cp[base + k] + i * gg;
+                    cs[k] = cn;
+                    hs[k] = o * cn.tanh();
+                }
+            });
+    });
+    out
+}
+
+/// `(d gates, d c)` from the inputs, the forward output and its gradient.
+fn gates_backward<T: Float>(
+    order: [usize; 4],
+    gates: &[T],
+    c: &[T],
+    out: &[T],
+    grad: &[T],
+    b: usize,
+    m: usize,
+) -> (Vec<T>, Vec<T>) {
+    let [oi, of, og, oo] = order;
+    let mut dgates = vec![T::ZERO; 4 * b * m];
+    let mut dc = vec![T::ZERO; b * m];
+    dgates
+        .par_chunks_mut(4 * m)
+        .zip(dc.par_chunks_mut(m))
+        .enumerate()
+        .for_each(|(bi, (dg, dcp))| {
+            let g = &gates[bi * 4 * m..(bi + 1) * 4 * m];
+            let cp = &c[bi * m..(bi + 1) * m];
+            let (o_b, g_b) = (
+                &out[bi * 2 * m..(bi + 1) * 2 * m],
+                &grad[bi * 2 * m..(bi + 1) * 2 * m],
+            );
+            for k in 0..m {
+                let at = |blk: usize| g[blk * m + k];
+                let (i, f) = (at(oi).sigmoid(), at(of).sigmoid());
+                let (gg, o) = (at(og).tanh(), at(oo).sigmoid());
+                let tc = o_b[m + k].tanh();
+                let dh = g_b[k];
+                let dct = g_b[m + k] + dh * o * (T::ONE - tc * tc);
+                dg[oi * m + k] = dct * gg * i * (T::ONE - i);
+                dg[of * m + k] = dct * cp[k] * f * (T::ONE - f);
+                dg[og * m + k] = dct * i * (T::ONE - gg * gg);
+                dg[oo * m + k] = dh * tc * o * (T::ONE - o);
+                dcp[k] = dct * f;
+            }
+        });
+    (dgates, dc)
+}
+
+impl CustomOp2 for LstmGatesOp {
+    fn name(&self) -> &'static str {
+        "canopy-lstm-gates"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, m) = gate_dims(l1, l2)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(gates_forward(
+                self.order,
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                b,
+                m,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(gates_forward(
+                self.order,
+                contiguous(s1, l1)?,
+                contiguous(s2, l2)?,
+                b,
+                m,
+            )),
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "lstm gates: operands must both be f32 or both f64".into(),
+                ))
+            }
+        };
+        let mut dims = l2.shape().dims().to_vec();
+        if let Some(ch) = dims.get_mut(1) {
+            *ch *= 2;
+        } else {
+            dims.push(2 * m);
+        }
+        Ok((out, Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        gates: &Tensor,
+        c: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let err = |m: &str| candle_core::Error::Msg(format!("lstm gates backward: {m}"));
+        let (sg, lg) = gates.storage_and_layout();
+        let (sc, lc) = c.storage_and_layout();
+        let (so, lo) = res.storage_and_layout();
+        let (sd, ld) = grad.storage_and_layout();
+        let (Storage::Cpu(sg), Storage::Cpu(sc), Storage::Cpu(so), Storage::Cpu(sd)) =
+            (&*sg, &*sc, &*so, &*sd)
+        else {
+            return Err(err("CPU tensors only"));
+        };
+        let (b, m) = gate_dims(lg, lc)?;
+        let dev = gates.device();
+        macro_rules! run {
+            ($t:ty) => {{
+                let (dg, dc) = gates_backward::<$t>(
+                    self.order,
+                    contiguous(sg, lg)?,
+                    contiguous(sc, lc)?,
+                    contiguous(so, lo)?,
+                    contiguous(sd, ld)?,
+                    b,
+                    m,
+                );
+                (
+                    Tensor::from_vec(dg, gates.shape(), dev)?,
+                    Tensor::from_vec(dc, c.shape(), dev)?,
+                )
+            }};
+        }
+        let (dg, dc) = match sg {
+            CpuStorage::F32(_) => run!(f32),
+            CpuStorage::F64(_) => run!(f64),
+            _ => return Err(err("operands must be f32 or f64")),
+        };
+        Ok((Some(dg), Some(dc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approximate_exp_sigmoid_and_tanh_are_accurate_in_f32() {
+        let mut worst: f64 = 0.0;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let want = (x as f64).exp();
+            let got = exp_approx(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            let (s, t) = (Float::sigmoid(x) as f64, Float::tanh(x) as f64);
+            let (s0, t0) = (1.0 / (1.0 + (-(x as f64)).exp()), (x as f64).tanh());
+            assert!((s - s0).abs() < 2e-7, "sigmoid({x}) = {s} vs {s0}");
+            assert!((t - t0).abs() < 3e-7, "tanh({x}) = {t} vs {t0}");
+            x += 0.013;
+        }
+        assert!(worst < 2e-7, "relative error {worst:e}");
+        // saturation instead of inf/NaN far outside the range
+        assert!(exp_approx(1e4).is_finite() && exp_approx(-1e4) >= 0.0);
+        assert!(Float::sigmoid(-1e4f32) < 1e-37);
+        assert_eq!(Float::tanh(1e4f32), 1.0);
     }
 }
