@@ -413,14 +413,10 @@ fn fused_lstm(
 ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let (b, t, g4) = xw.dims3()?;
     let h = g4 / 4;
-    let op = LstmLayerOp {
-        hidden: h,
-        reverse,
-        lengths: lengths.map(<[usize]>::to_vec),
-    };
-    let packed = xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)?; // (B, T, 6H)
-    let hs = packed.narrow(2, 0, h)?;
-    let cs = packed.narrow(2, h, h)?;
+    let op = LstmLayerOp::new(h, reverse, lengths.map(<[usize]>::to_vec));
+    let packed = xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)?; // (2, B, T, H)
+    let hs = packed.get(0)?;
+    let cs = packed.get(1)?;
     // the final state: the last valid step going forward, step 0 going backward
     let last: Vec<u32> = (0..b)
         .map(|bi| {

@@ -12,15 +12,17 @@
 //! ```
 //!
 //! with `xw = x W_ihᵀ + b` computed beforehand by one (differentiable) matrix product. The op
-//! returns, per step, `[h, c, σ(i), σ(f), tanh(g), σ(o)]` (`6H` values) so the backward pass has the
-//! activations without recomputing them; callers only ever narrow out `h` and `c` (gradients with
-//! respect to the stored activations are ignored). Padded steps (lengths) keep the state and
-//! output zeros, as `pack_padded_sequence` does. The weight gradient is a single matrix product
-//! over all steps after the loop.
+//! returns all hidden states and all cell states as one `(2, B, T, H)` tensor (so both halves are
+//! contiguous views) and keeps the gate activations `σ(i), σ(f), tanh(g), σ(o)` inside the op for
+//! its backward pass. Padded steps (lengths) keep the state and output zeros, as
+//! `pack_padded_sequence` does. The weight gradient is a single matrix product over all steps
+//! after the loop.
 //!
 //! f32 and f64 on the CPU; exponentials go through [`exp_approx`] in f32 (vectorisable,
 //! relative error below 2e-7) and `f64::exp` in f64. No CUDA implementation and no second
 //! derivatives; [`crate::rnn::Lstm`] falls back to composed candle ops elsewhere.
+
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -93,16 +95,47 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p * scale
 }
 
-/// One LSTM layer direction.
-#[derive(Debug, Clone)]
+/// Gate activations `σ(i), σ(f), tanh(g), σ(o)` per (sequence, step), `(B, T, 4H)`, kept by
+/// the forward pass for the backward pass.
+#[derive(Clone, Default)]
+enum Acts {
+    #[default]
+    None,
+    F32(Arc<Vec<f32>>),
+    F64(Arc<Vec<f64>>),
+}
+
+/// One LSTM layer direction: `(xw (B, T, 4H), W_hh (4H, H)) -> (2, B, T, H)` = all hidden
+/// states, then all cell states (zeros at padded steps).
+#[derive(Clone)]
 pub(crate) struct LstmLayerOp {
     pub hidden: usize,
     pub reverse: bool,
     /// Valid steps per sequence (`None`: all `T`).
     pub lengths: Option<Vec<usize>>,
+    acts: Arc<Mutex<Acts>>,
+}
+
+impl std::fmt::Debug for LstmLayerOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LstmLayerOp")
+            .field("hidden", &self.hidden)
+            .field("reverse", &self.reverse)
+            .field("lengths", &self.lengths)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LstmLayerOp {
+    pub fn new(hidden: usize, reverse: bool, lengths: Option<Vec<usize>>) -> Self {
+        LstmLayerOp {
+            hidden,
+            reverse,
+            lengths,
+            acts: Arc::default(),
+        }
+    }
+
     fn len_of(&self, b: usize, t: usize) -> usize {
         self.lengths
             .as_ref()
@@ -146,50 +179,55 @@ fn dims(xw: &Layout, w: &Layout, hidden: usize) -> candle_core::Result<(usize, u
     Ok((b, t))
 }
 
+/// Returns `(hc (2, B, T, H), acts (B, T, 4H))`.
 fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
     xw: &[T],
     w_hh: &[T],
     b: usize,
     t: usize,
-) -> Result<Vec<T>, String> {
+) -> Result<(Vec<T>, Vec<T>), String> {
     let h = op.hidden;
-    let (g4, g6) = (4 * h, 6 * h);
-    let mut out = vec![T::ZERO; b * t * g6];
+    let g4 = 4 * h;
+    let mut hc = vec![T::ZERO; 2 * b * t * h];
+    let mut acts = vec![T::ZERO; b * t * g4];
     let mut h_state = vec![T::ZERO; b * h];
     let mut c_state = vec![T::ZERO; b * h];
     let mut gates = vec![T::ZERO; b * g4];
     let threads = rayon::current_num_threads();
-    for s in op.order(t) {
-        // gates = xw_s + h W_hhᵀ
+    let (h_all, c_all) = hc.split_at_mut(b * t * h);
+    for (n, s) in op.order(t).into_iter().enumerate() {
+        // gates = xw_s + h W_hhᵀ (h = 0 before the first step)
         for (bi, row) in gates.chunks_mut(g4).enumerate() {
             let src = (bi * t + s) * g4;
             row.copy_from_slice(&xw[src..src + g4]);
         }
-        matmul(
-            &mut gates,
-            g4,
-            Mat::row_major(&h_state, b, h),
-            Mat::row_major(w_hh, g4, h).t(),
-            true,
-            threads,
-        )?;
-        out.par_chunks_mut(t * g6)
+        if n > 0 {
+            matmul(
+                &mut gates,
+                g4,
+                Mat::row_major(&h_state, b, h),
+                Mat::row_major(w_hh, g4, h).t(),
+                true,
+                threads,
+            )?;
+        }
+        h_all
+            .par_chunks_mut(t * h)
+            .zip(c_all.par_chunks_mut(t * h))
+            .zip(acts.par_chunks_mut(t * g4))
             .zip(h_state.par_chunks_mut(h))
             .zip(c_state.par_chunks_mut(h))
             .zip(gates.par_chunks(g4))
             .enumerate()
             .with_min_len(8)
-            .for_each(|(bi, (((seq, hs), cs), gt))| {
+            .for_each(|(bi, (((((h_seq, c_seq), a_seq), hs), cs), gt))| {
                 if s >= op.len_of(bi, t) {
                     return; // padded: state kept, outputs stay zero
                 }
-                let row = &mut seq[s * g6..(s + 1) * g6];
-                let (hc, acts) = row.split_at_mut(2 * h);
-                let (h_out, c_out) = hc.split_at_mut(h);
-                let (ai, rest) = acts.split_at_mut(h);
-                let (af, rest) = rest.split_at_mut(h);
-                let (ag, ao) = rest.split_at_mut(h);
+                let h_out = &mut h_seq[s * h..(s + 1) * h];
+                let c_out = &mut c_seq[s * h..(s + 1) * h];
+                let a = &mut a_seq[s * g4..(s + 1) * g4];
                 for k in 0..h {
                     let i = gt[k].sigmoid();
                     let f = gt[h + k].sigmoid();
@@ -197,26 +235,31 @@ fn lstm_forward<T: Float>(
                     let o = gt[3 * h + k].sigmoid();
                     let c = f * cs[k] + i * g;
                     let hv = o * c.tanh();
-                    (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
+                    (a[k], a[h + k], a[2 * h + k], a[3 * h + k]) = (i, f, g, o);
                     (c_out[k], h_out[k]) = (c, hv);
                     (cs[k], hs[k]) = (c, hv);
                 }
             });
     }
-    Ok(out)
+    Ok((hc, acts))
 }
 
-/// Gradients `(d xw (B, T, 4H), d W_hh (4H, H))` from the forward output and its gradient.
+/// Gradients `(d xw (B, T, 4H), d W_hh (4H, H))` from the forward results and the gradient of
+/// `hc`.
 fn lstm_backward<T: Float>(
     op: &LstmLayerOp,
-    out: &[T],
+    hc: &[T],
+    acts: &[T],
     grad: &[T],
     w_hh: &[T],
     b: usize,
     t: usize,
 ) -> Result<(Vec<T>, Vec<T>), String> {
     let h = op.hidden;
-    let (g4, g6) = (4 * h, 6 * h);
+    let g4 = 4 * h;
+    let bth = b * t * h;
+    let (h_all, c_all) = hc.split_at(bth);
+    let (gh, gc) = grad.split_at(bth);
     let mut dxw = vec![T::ZERO; b * t * g4];
     let mut dh = vec![T::ZERO; b * h];
     let mut dc = vec![T::ZERO; b * h];
@@ -233,23 +276,16 @@ fn lstm_backward<T: Float>(
                 if s >= len {
                     return; // padded: gradients pass through to the previous state
                 }
-                let row = &out[(bi * t + s) * g6..(bi * t + s + 1) * g6];
-                let grow = &grad[(bi * t + s) * g6..(bi * t + s + 1) * g6];
-                let prev_c = op
-                    .prev(s, len, t)
-                    .map(|p| &out[(bi * t + p) * g6 + h..][..h]);
+                let at = (bi * t + s) * h;
+                let (c_s, gh_s, gc_s) = (&c_all[at..at + h], &gh[at..at + h], &gc[at..at + h]);
+                let a = &acts[(bi * t + s) * g4..(bi * t + s + 1) * g4];
+                let prev_c = op.prev(s, len, t).map(|p| &c_all[(bi * t + p) * h..][..h]);
                 let dg = &mut dseq[s * g4..(s + 1) * g4];
                 for k in 0..h {
-                    let (c, i, f, g, o) = (
-                        row[h + k],
-                        row[2 * h + k],
-                        row[3 * h + k],
-                        row[4 * h + k],
-                        row[5 * h + k],
-                    );
-                    let tc = c.tanh();
-                    let dhk = grow[k] + dhb[k];
-                    let dck = grow[h + k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
+                    let (i, f, g, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
+                    let tc = c_s[k].tanh();
+                    let dhk = gh_s[k] + dhb[k];
+                    let dck = gc_s[k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
                     let cp = prev_c.map_or(T::ZERO, |p| p[k]);
                     dg[k] = dck * g * i * (T::ONE - i);
                     dg[h + k] = dck * cp * f * (T::ONE - f);
@@ -285,8 +321,9 @@ fn lstm_backward<T: Float>(
         let len = op.len_of(bi, t);
         for s in 0..len.min(t) {
             if let Some(p) = op.prev(s, len, t) {
-                let src = (bi * t + p) * g6;
-                h_prev[(bi * t + s) * h..(bi * t + s + 1) * h].copy_from_slice(&out[src..src + h]);
+                let src = (bi * t + p) * h;
+                h_prev[(bi * t + s) * h..(bi * t + s + 1) * h]
+                    .copy_from_slice(&h_all[src..src + h]);
             }
         }
     }
@@ -326,16 +363,24 @@ impl CustomOp2 for LstmLayerOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, t) = dims(l1, l2, self.hidden)?;
         let err = |m: String| candle_core::Error::Msg(format!("fused lstm: {m}"));
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t).map_err(err)?,
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t).map_err(err)?,
-            ),
+        let (out, acts) = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (hc, acts) = lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t)
+                    .map_err(err)?;
+                (CpuStorage::F32(hc), Acts::F32(Arc::new(acts)))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (hc, acts) = lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t)
+                    .map_err(err)?;
+                (CpuStorage::F64(hc), Acts::F64(Arc::new(acts)))
+            }
             _ => return Err(err("operands must both be f32 or both f64".into())),
         };
-        Ok((out, Shape::from((b, t, 6 * self.hidden))))
+        *self
+            .acts
+            .lock()
+            .map_err(|_| err("activation cache poisoned".into()))? = acts;
+        Ok((out, Shape::from((2, b, t, self.hidden))))
     }
 
     fn bwd(
@@ -349,46 +394,41 @@ impl CustomOp2 for LstmLayerOp {
         let h = self.hidden;
         let grad = grad.contiguous()?;
         let w = w.contiguous()?;
-        let err = |m: String| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
+        let err = |m: &str| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
+        let acts = self
+            .acts
+            .lock()
+            .map_err(|_| err("activation cache poisoned"))?
+            .clone();
         let (so, lo) = res.storage_and_layout();
         let (sg, lg) = grad.storage_and_layout();
         let (sw, lw) = w.storage_and_layout();
         let (Storage::Cpu(so), Storage::Cpu(sg), Storage::Cpu(sw)) = (&*so, &*sg, &*sw) else {
-            return Err(err("CPU tensors only".into()));
+            return Err(err("CPU tensors only"));
         };
         let dev = xw.device();
-        let (dxw, dw) = match (so, sg, sw) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (a, bw) = lstm_backward::<f32>(
+        macro_rules! run {
+            ($t:ty, $acts:expr) => {{
+                let (a, bw) = lstm_backward::<$t>(
                     self,
                     contiguous(so, lo)?,
+                    $acts,
                     contiguous(sg, lg)?,
                     contiguous(sw, lw)?,
                     b,
                     t,
                 )
-                .map_err(err)?;
+                .map_err(|m| err(&m))?;
                 (
                     Tensor::from_vec(a, (b, t, 4 * h), dev)?,
                     Tensor::from_vec(bw, (4 * h, h), dev)?,
                 )
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (a, bw) = lstm_backward::<f64>(
-                    self,
-                    contiguous(so, lo)?,
-                    contiguous(sg, lg)?,
-                    contiguous(sw, lw)?,
-                    b,
-                    t,
-                )
-                .map_err(err)?;
-                (
-                    Tensor::from_vec(a, (b, t, 4 * h), dev)?,
-                    Tensor::from_vec(bw, (4 * h, h), dev)?,
-                )
-            }
-            _ => return Err(err("operands must all be f32 or all f64".into())),
+            }};
+        }
+        let (dxw, dw) = match (so, &acts) {
+            (CpuStorage::F32(_), Acts::F32(a)) => run!(f32, a.as_slice()),
+            (CpuStorage::F64(_), Acts::F64(a)) => run!(f64, a.as_slice()),
+            _ => return Err(err("no forward activations of the output's dtype")),
         };
         Ok((Some(dxw), Some(dw)))
     }
