@@ -489,3 +489,34 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
         assert!(d < 1e-5, "config {seed}: f32 differs by {d:e}");
     }
 }
+
+#[test]
+fn fused_softmax_equals_the_composed_reference_with_gradients() {
+    use canopy_nn::ops::softmax_reference;
+    let dev = Device::Cpu;
+    // 130 rows: more than one parallel task, and a large logit to exercise the max shift
+    let x = Var::from_tensor(&(random_f64(&[2, 65, 7], 3, &dev).unwrap() * 30.0).unwrap()).unwrap();
+    let r = random_f64(&[2, 65, 7], 4, &dev).unwrap();
+    let run = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+        let y = f(x.as_tensor()).unwrap();
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        (y, g.get(x.as_tensor()).unwrap().clone())
+    };
+    let (ya, ga) = run(&|t| softmax(t, 2));
+    let (yb, gb) = run(&|t| softmax_reference(t, 2));
+    assert!(
+        max_abs_diff(&ya, &yb) < 1e-15,
+        "{:e}",
+        max_abs_diff(&ya, &yb)
+    );
+    assert!(
+        max_abs_diff(&ga, &gb) < 1e-14,
+        "{:e}",
+        max_abs_diff(&ga, &gb)
+    );
+    gradcheck(&[&[3, 5]], |t| softmax(&t[0], 1));
+    // f32 takes the fused path too
+    let y32 = softmax(&x.as_tensor().to_dtype(candle_core::DType::F32).unwrap(), 2).unwrap();
+    let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &ya);
+    assert!(d < 1e-6, "f32 softmax differs by {d:e}");
+}

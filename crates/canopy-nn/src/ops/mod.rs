@@ -26,4 +26,4 @@ pub use resize::{
     adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,
     AlignCorners,
 };
-pub use softmax::{log_softmax, softmax, softmax_last_dim};
+pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
