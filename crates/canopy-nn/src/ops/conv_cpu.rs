@@ -58,16 +58,8 @@ impl ConvGeom {
 
     /// Output positions per block.
     fn block<T>(&self) -> usize {
-        self.block_of::<T>("CANOPY_BLOCK_BYTES", BLOCK_BYTES)
-    }
-
-    fn block_of<T>(&self, var: &str, default: usize) -> usize {
         let per_col = self.rows().max(1) * std::mem::size_of::<T>();
-        let bytes = std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default);
-        let nb = (bytes / per_col).clamp(16, 1 << 16);
+        let nb = (BLOCK_BYTES / per_col).clamp(16, 1 << 16);
         nb.min(self.g.n()).max(1)
     }
 
@@ -181,7 +173,7 @@ fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
 ) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
-    let nb = cv.block_of::<T>("CANOPY_WBLOCK_BYTES", BLOCK_BYTES);
+    let nb = cv.block::<T>();
     let blocks = n.div_ceil(nb);
     let total = g.b * blocks;
     let wlen = cv.c_out * rows;
