@@ -10,13 +10,14 @@
 //! Vaswani et al. 2017, "Attention is all you need"; PyTorch `torch/nn/modules/activation.py`
 //! and `transformer.py` for names, initialisation and the post-/pre-norm variants.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use crate::error::{invalid, shape};
 use crate::init::pytorch_uniform;
 use crate::linear::{linear_forward, Linear};
+use crate::ops::attention_kernel::AttentionOp;
 use crate::ops::{softmax, LayerNorm};
 use crate::{Dropout, Result};
 
@@ -85,6 +86,10 @@ impl MultiheadAttention {
     /// that key) masks padded time steps. Returns the output and, when `need_weights`, the
     /// attention weights per head.
     ///
+    /// On the CPU in f32/f64 (and without attention dropout in training) the attention core is
+    /// one fused op ([`attention_kernel`](crate::ops::attention_kernel)); the weights it returns
+    /// are then values without a gradient (for inspection: saliency goes through the inputs).
+    ///
     /// # Shapes
     /// `query`: `(B, T, E)`, `key`/`value`: `(B, S, E)`, mask `(B, S)` -> `(B, T, E)` and
     /// `(B, heads, T, S)`.
@@ -101,6 +106,61 @@ impl MultiheadAttention {
         need_weights: bool,
         train: bool,
         rng: &mut R,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.attend(
+            query,
+            key,
+            value,
+            key_padding_mask,
+            need_weights,
+            train,
+            rng,
+            true,
+        )
+    }
+
+    /// [`forward_t`](Self::forward_t) composed from candle ops only (any device and dtype; the
+    /// returned weights carry gradients): the reference the fused CPU kernel is tested against.
+    ///
+    /// # Shapes
+    /// As [`forward_t`](Self::forward_t).
+    ///
+    /// # Errors
+    /// As [`forward_t`](Self::forward_t).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_t_reference<R: Rng + ?Sized>(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        key_padding_mask: Option<&Tensor>,
+        need_weights: bool,
+        train: bool,
+        rng: &mut R,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        self.attend(
+            query,
+            key,
+            value,
+            key_padding_mask,
+            need_weights,
+            train,
+            rng,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attend<R: Rng + ?Sized>(
+        &self,
+        query: &Tensor,
+        key: &Tensor,
+        value: &Tensor,
+        key_padding_mask: Option<&Tensor>,
+        need_weights: bool,
+        train: bool,
+        rng: &mut R,
+        allow_fused: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let op = "MultiheadAttention";
         let (b, t, e) = query
@@ -126,6 +186,45 @@ impl MultiheadAttention {
         let q = split(self.project(query, 0)?, t)?;
         let k = split(self.project(key, 1)?, s)?;
         let v = split(self.project(value, 2)?, s)?;
+        let fused = allow_fused
+            && q.device().is_cpu()
+            && matches!(q.dtype(), DType::F32 | DType::F64)
+            && !(train && self.dropout.p() > 0.0);
+        if fused {
+            let key_mask = match key_padding_mask {
+                None => None,
+                Some(m) if m.dims() == [b, s] => Some(
+                    m.to_dtype(DType::F64)?
+                        .flatten_all()?
+                        .to_vec1::<f64>()?
+                        .into_iter()
+                        .map(|v| v != 0.0)
+                        .collect(),
+                ),
+                Some(m) => return Err(shape(op, format!("key_padding_mask ({b}, {s})"), m.dims())),
+            };
+            let attn_op = AttentionOp::new(h, 1.0 / (dh as f64).sqrt(), key_mask);
+            let out = q.reshape((b * h, t, dh))?.apply_op3(
+                &k.reshape((b * h, s, dh))?,
+                &v.reshape((b * h, s, dh))?,
+                attn_op.clone(),
+            )?; // (B·H, T, Dh)
+            let weights = if need_weights {
+                Some(
+                    attn_op
+                        .probabilities((b * h, t, s))?
+                        .reshape((b, h, t, s))?,
+                )
+            } else {
+                None
+            };
+            let out = out
+                .reshape((b, h, t, dh))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, e))?; // (B, H, T, Dh) -> (B, T, E)
+            return Ok((self.out_proj.forward(&out)?, weights));
+        }
         let mut scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // (B, H, T, S)
         if let Some(m) = key_padding_mask {
             if m.dims() != [b, s] {

@@ -452,3 +452,63 @@ fn fused_conv_lstm_gates_equal_the_composed_reference_with_gradients() {
     )
     .unwrap();
 }
+
+#[test]
+fn fused_attention_equals_the_composed_reference_with_gradients() {
+    use canopy_nn::gradcheck::random_f64;
+    let dev = Device::Cpu;
+    let store = SeededVarMap::new(9);
+    let mha = MultiheadAttention::new(8, 2, 0.0, store.var_builder(DType::F64, &dev)).unwrap();
+    let vars = store.named_vars().unwrap();
+    let q = Var::from_tensor(&random_f64(&[3, 5, 8], 1, &dev).unwrap()).unwrap();
+    let kv = Var::from_tensor(&random_f64(&[3, 6, 8], 2, &dev).unwrap()).unwrap();
+    let r = random_f64(&[3, 5, 8], 3, &dev).unwrap();
+    let mask = Tensor::from_vec(
+        vec![0u8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 1],
+        (3, 6),
+        &dev,
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for m in [None, Some(&mask)] {
+        let mut run = |fused: bool| {
+            let (y, w) = if fused {
+                mha.forward_t(
+                    q.as_tensor(),
+                    kv.as_tensor(),
+                    kv.as_tensor(),
+                    m,
+                    true,
+                    true,
+                    &mut rng,
+                )
+            } else {
+                mha.forward_t_reference(
+                    q.as_tensor(),
+                    kv.as_tensor(),
+                    kv.as_tensor(),
+                    m,
+                    true,
+                    true,
+                    &mut rng,
+                )
+            }
+            .unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut all = vec![y, w.unwrap().detach()];
+            for v in [&q, &kv].into_iter().chain(vars.iter().map(|(_, v)| v)) {
+                all.push(g.get(v.as_tensor()).unwrap().clone());
+            }
+            all
+        };
+        let (a, b) = (run(true), run(false));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let d = max_abs_diff(x, y);
+            assert!(
+                d < 1e-12,
+                "mask {}: value {i} (y, weights, dq, dkv, dW..) differs by {d:e}",
+                m.is_some()
+            );
+        }
+    }
+}

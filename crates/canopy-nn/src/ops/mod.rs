@@ -2,6 +2,7 @@
 //! is gradient-checked and compared with PyTorch in the tests.
 
 pub mod activation;
+pub(crate) mod attention_kernel;
 pub mod conv;
 mod conv_cpu;
 pub mod conv_transpose;
