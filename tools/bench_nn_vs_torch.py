@@ -1,10 +1,11 @@
 """canopy-nn vs PyTorch on the same CPU, one run, ratios printed.
 
 Run with the peer environment (../shared/peers/setup.sh), from the repository root:
-    ~/.cache/canopy-peers/venv/bin/python tools/bench_nn_vs_torch.py [--quick] [--cases a,b] [--rounds N]
+    ~/.cache/canopy-peers/venv/bin/python tools/bench_nn_vs_torch.py [--quick] [--cases a,b] [--rounds N] [--threads N]
 
 For each case it alternates rounds of `cargo run --release -p canopy-nn --example nn_bench`
-(canopy) and the same computation in PyTorch with 2 threads, then prints a markdown table of
+(canopy) and the same computation in PyTorch, both with 2 threads (--threads: torch
+set_num_threads and RAYON_NUM_THREADS; 1 thread is less sensitive to other load), then prints a markdown table of
 medians (over rounds, of per-round medians) and ratios torch_time / canopy_time (> 1: canopy is
 faster). Cases and shapes are those of issue 3 (see crates/canopy-nn/examples/nn_bench.rs):
 conv2d 64->64 3x3 on 4x64x256x256 (--quick: 2x32x128x128), conv1d 128->128 k7 on (256,128,45),
@@ -21,9 +22,9 @@ import time
 
 import torch
 
-torch.set_num_threads(2)
 args = sys.argv[1:]
 quick = "--quick" in args
+threads = 2
 cases = ["conv2d", "conv1d", "lstm", "attention", "convlstm"]
 rounds = 3
 for i, a in enumerate(args):
@@ -31,6 +32,9 @@ for i, a in enumerate(args):
         cases = args[i + 1].split(",")
     if a == "--rounds":
         rounds = int(args[i + 1])
+    if a == "--threads":
+        threads = int(args[i + 1])
+torch.set_num_threads(threads)
 REPEAT = 7
 
 
@@ -95,7 +99,8 @@ def torch_times(case):
 def canopy_times(case):
     cmd = ["cargo", "run", "-q", "--release", "-p", "canopy-nn", "--example", "nn_bench", "--",
            "--repeat", str(REPEAT), "--cases", case] + (["--quick"] if quick else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     r = json.loads(out.strip().splitlines()[-1])
     return r["fwd_s"], r["fwd_bwd_s"]
 
@@ -112,7 +117,7 @@ for case in cases:
     med = {k: (statistics.median(v[0] for v in r), statistics.median(v[1] for v in r)) for k, r in res.items()}
     rows.append((case, med))
 
-print(f"canopy-nn vs torch {torch.__version__}, f32, 2 threads, {rounds} rounds x {REPEAT} runs, "
+print(f"canopy-nn vs torch {torch.__version__}, f32, {threads} thread(s), {rounds} rounds x {REPEAT} runs, "
       f"load {min(loads):.2f}-{max(loads):.2f}{', quick' if quick else ''}")
 print("| case | torch fwd | canopy fwd | fwd ratio | torch fwd+bwd | canopy fwd+bwd | fwd+bwd ratio |")
 print("|---|---|---|---|---|---|---|")

@@ -59,8 +59,45 @@ impl ConvGeom {
     /// Output positions per block.
     fn block<T>(&self) -> usize {
         let per_col = self.rows().max(1) * std::mem::size_of::<T>();
-        let nb = (BLOCK_BYTES / per_col).clamp(16, 1 << 16);
+        let nb = (BLOCK_BYTES / per_col).clamp(256, 1 << 16);
         nb.min(self.g.n()).max(1)
+    }
+
+    /// Images whose columns share one block: more than one when an image has fewer output
+    /// positions than a block (1-D series, small feature maps), so that each product has enough
+    /// columns to amortise packing the weights.
+    fn images_per_block<T>(&self) -> usize {
+        let n = self.g.n().max(1);
+        if self.pointwise() || self.g.b < 2 {
+            return 1;
+        }
+        (self.block::<T>() / n).clamp(1, self.g.b)
+    }
+
+    /// Columns of images `b0 .. b0 + m` for group `gi`, side by side: `(rows, m · N)`.
+    fn gather_images<T: Copy + Default>(
+        &self,
+        x: &[T],
+        b0: usize,
+        m: usize,
+        gi: usize,
+        tmp: &mut Vec<T>,
+        cols: &mut Vec<T>,
+    ) {
+        let g = &self.g;
+        let (n, rows, cg) = (g.n(), self.rows(), self.cg());
+        let img_len = g.c * g.h * g.w;
+        let width = m * n;
+        tmp.resize(rows * n, T::default());
+        cols.resize(rows * width, T::default());
+        for j in 0..m {
+            let img = &x[(b0 + j) * img_len..(b0 + j + 1) * img_len];
+            g.gather(img, gi * cg, cg, 0, n, tmp);
+            for r in 0..rows {
+                cols[r * width + j * n..r * width + (j + 1) * n]
+                    .copy_from_slice(&tmp[r * n..(r + 1) * n]);
+            }
+        }
     }
 
     /// 1x1 kernel, unit stride, no padding: the image itself is the column matrix.
@@ -112,6 +149,9 @@ impl ConvGeom {
 /// straight into the output: images x groups x channel chunks, with enough chunks to keep every
 /// thread busy (at least 8 channels each).
 fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
+    if cv.images_per_block::<T>() > 1 {
+        return forward_folded(cv, x, w);
+    }
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
     let nb = cv.block::<T>();
@@ -165,6 +205,64 @@ fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<V
     Ok(y)
 }
 
+/// [`forward`] for images smaller than a block: a task computes several images at once (one
+/// product over their side-by-side columns) and copies each image's rows into place.
+fn forward_folded<T: GemmScalar + Default>(
+    cv: &ConvGeom,
+    x: &[T],
+    w: &[T],
+) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (n, og, rows) = (g.n(), cv.og(), cv.rows());
+    let ib = cv.images_per_block::<T>();
+    let mut y = vec![T::ZERO; g.b * cv.c_out * n];
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let image_groups = g.b.div_ceil(ib);
+    let want = (2 * rayon::current_num_threads()).div_ceil(image_groups * cv.groups);
+    let splits = want.clamp(1, (og / 8).max(1));
+    let chunk = og.div_ceil(splits);
+    let chunks = og.div_ceil(chunk);
+    // task (image group, group, channel chunk) owns one row run per image
+    let mut segs: Vec<Vec<&mut [T]>> = (0..image_groups * cv.groups * chunks)
+        .map(|_| Vec::with_capacity(ib))
+        .collect();
+    for (b, y_img) in y.chunks_mut(cv.c_out * n).enumerate() {
+        for (gi, y_grp) in y_img.chunks_mut(og * n).enumerate() {
+            for (k, seg) in y_grp.chunks_mut(chunk * n).enumerate() {
+                segs[((b / ib) * cv.groups + gi) * chunks + k].push(seg);
+            }
+        }
+    }
+    segs.into_par_iter().enumerate().try_for_each_init(
+        || (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new()),
+        |(tmp, cols, out), (t, mut segs)| -> Result<(), String> {
+            let (bg, gi, k) = (
+                t / (cv.groups * chunks),
+                (t / chunks) % cv.groups,
+                t % chunks,
+            );
+            let (b0, m) = (bg * ib, segs.len());
+            let cc = segs.first().map_or(0, |s| s.len() / n);
+            let w0 = (gi * og + k * chunk) * rows;
+            let w_c = Mat::row_major(&w[w0..w0 + cc * rows], cc, rows);
+            cv.gather_images(x, b0, m, gi, tmp, cols);
+            let width = m * n;
+            out.resize(cc * width, T::ZERO);
+            matmul(out, width, w_c, Mat::row_major(cols, rows, width), false, 1)?;
+            for (j, seg) in segs.iter_mut().enumerate() {
+                for r in 0..cc {
+                    seg[r * n..(r + 1) * n]
+                        .copy_from_slice(&out[r * width + j * n..r * width + (j + 1) * n]);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(y)
+}
+
 /// Weight gradient `(C_out, C/groups, K_h, K_w)` from `x` and `dy`, both contiguous.
 fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
     cv: &ConvGeom,
@@ -175,7 +273,13 @@ fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
     let nb = cv.block::<T>();
     let blocks = n.div_ceil(nb);
-    let total = g.b * blocks;
+    let ib = cv.images_per_block::<T>();
+    // tasks: (image, block) pairs, or groups of `ib` whole images when images are small
+    let total = if ib > 1 {
+        g.b.div_ceil(ib)
+    } else {
+        g.b * blocks
+    };
     let wlen = cv.c_out * rows;
     let img_len = g.c * g.h * g.w;
     let per_part = total.div_ceil(WEIGHT_PARTIALS).max(1);
@@ -184,8 +288,34 @@ fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
         .par_chunks(per_part)
         .map(|ids| -> Result<Vec<T>, String> {
             let mut acc = vec![T::ZERO; wlen];
-            let mut cols = Vec::<T>::new();
+            let (mut cols, mut tmp, mut dyt) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new());
             for &t in ids {
+                if ib > 1 {
+                    let b0 = t * ib;
+                    let m = ib.min(g.b - b0);
+                    let width = m * n;
+                    for gi in 0..cv.groups {
+                        cv.gather_images(x, b0, m, gi, &mut tmp, &mut cols);
+                        dyt.resize(og * width, T::ZERO);
+                        for j in 0..m {
+                            for r in 0..og {
+                                let src = ((b0 + j) * cv.c_out + gi * og + r) * n;
+                                dyt[r * width + j * n..r * width + (j + 1) * n]
+                                    .copy_from_slice(&dy[src..src + n]);
+                            }
+                        }
+                        let dst = &mut acc[gi * og * rows..(gi + 1) * og * rows];
+                        matmul(
+                            dst,
+                            rows,
+                            Mat::row_major(&dyt, og, width),
+                            Mat::row_major(&cols, rows, width).t(),
+                            true,
+                            1,
+                        )?;
+                    }
+                    continue;
+                }
                 let (b, n0) = (t / blocks, (t % blocks) * nb);
                 let len = nb.min(n - n0);
                 let img = &x[b * img_len..(b + 1) * img_len];

@@ -227,15 +227,22 @@ fn lstm_forward<T: Float>(
                 }
                 let h_out = &mut h_seq[s * h..(s + 1) * h];
                 let c_out = &mut c_seq[s * h..(s + 1) * h];
-                let a = &mut a_seq[s * g4..(s + 1) * g4];
+                let (ai, rest) = a_seq[s * g4..(s + 1) * g4].split_at_mut(h);
+                let (af, rest) = rest.split_at_mut(h);
+                let (ag, ao) = rest.split_at_mut(h);
+                let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
+                let (xi, xf, xg, xo) = (
+                    &gt[..h],
+                    &gt[h..2 * h],
+                    &gt[2 * h..3 * h],
+                    &gt[3 * h..4 * h],
+                );
                 for k in 0..h {
-                    let i = gt[k].sigmoid();
-                    let f = gt[h + k].sigmoid();
-                    let g = gt[2 * h + k].tanh();
-                    let o = gt[3 * h + k].sigmoid();
+                    let (i, f) = (xi[k].sigmoid(), xf[k].sigmoid());
+                    let (g, o) = (xg[k].tanh(), xo[k].sigmoid());
                     let c = f * cs[k] + i * g;
                     let hv = o * c.tanh();
-                    (a[k], a[h + k], a[2 * h + k], a[3 * h + k]) = (i, f, g, o);
+                    (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
                     (c_out[k], h_out[k]) = (c, hv);
                     (cs[k], hs[k]) = (c, hv);
                 }
@@ -280,17 +287,23 @@ fn lstm_backward<T: Float>(
                 let (c_s, gh_s, gc_s) = (&c_all[at..at + h], &gh[at..at + h], &gc[at..at + h]);
                 let a = &acts[(bi * t + s) * g4..(bi * t + s + 1) * g4];
                 let prev_c = op.prev(s, len, t).map(|p| &c_all[(bi * t + p) * h..][..h]);
-                let dg = &mut dseq[s * g4..(s + 1) * g4];
+                let (di, rest) = dseq[s * g4..(s + 1) * g4].split_at_mut(h);
+                let (df, rest) = rest.split_at_mut(h);
+                let (dgg, dout) = rest.split_at_mut(h);
+                let (dout, dhb, dcb) = (&mut dout[..h], &mut dhb[..h], &mut dcb[..h]);
+                let (ai, af, ag, ao) = (&a[..h], &a[h..2 * h], &a[2 * h..3 * h], &a[3 * h..4 * h]);
+                let zeros = [T::ZERO; 0];
+                let cp_all = prev_c.unwrap_or(&zeros);
                 for k in 0..h {
-                    let (i, f, g, o) = (a[k], a[h + k], a[2 * h + k], a[3 * h + k]);
+                    let (i, f, g, o) = (ai[k], af[k], ag[k], ao[k]);
                     let tc = c_s[k].tanh();
                     let dhk = gh_s[k] + dhb[k];
                     let dck = gc_s[k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
-                    let cp = prev_c.map_or(T::ZERO, |p| p[k]);
-                    dg[k] = dck * g * i * (T::ONE - i);
-                    dg[h + k] = dck * cp * f * (T::ONE - f);
-                    dg[2 * h + k] = dck * i * (T::ONE - g * g);
-                    dg[3 * h + k] = dhk * tc * o * (T::ONE - o);
+                    let cp = cp_all.get(k).copied().unwrap_or(T::ZERO);
+                    di[k] = dck * g * i * (T::ONE - i);
+                    df[k] = dck * cp * f * (T::ONE - f);
+                    dgg[k] = dck * i * (T::ONE - g * g);
+                    dout[k] = dhk * tc * o * (T::ONE - o);
                     dcb[k] = dck * f;
                 }
             });
@@ -459,6 +472,42 @@ fn gate_dims(gates: &Layout, c: &Layout) -> candle_core::Result<(usize, usize)> 
 /// Work unit of the gate kernels (values per task).
 const GATE_CHUNK: usize = 4096;
 
+/// `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')` element by element (equal-length slices,
+/// so the loop vectorises).
+#[inline]
+fn cell_update<T: Float>(
+    h: &mut [T],
+    c: &mut [T],
+    cp: &[T],
+    gi: &[T],
+    gf: &[T],
+    gg: &[T],
+    go: &[T],
+) {
+    let n = h
+        .len()
+        .min(c.len())
+        .min(cp.len())
+        .min(gi.len())
+        .min(gf.len())
+        .min(gg.len())
+        .min(go.len());
+    let (h, c, cp, gi, gf, gg, go) = (
+        &mut h[..n],
+        &mut c[..n],
+        &cp[..n],
+        &gi[..n],
+        &gf[..n],
+        &gg[..n],
+        &go[..n],
+    );
+    for k in 0..n {
+        let cn = gf[k].sigmoid() * cp[k] + gi[k].sigmoid() * gg[k].tanh();
+        c[k] = cn;
+        h[k] = go[k].sigmoid() * cn.tanh();
+    }
+}
+
 fn gates_forward<T: Float>(order: [usize; 4], gates: &[T], c: &[T], b: usize, m: usize) -> Vec<T> {
     let [oi, of, og, oo] = order;
     let mut out = vec![T::ZERO; 2 * b * m];
@@ -466,20 +515,18 @@ fn gates_forward<T: Float>(order: [usize; 4], gates: &[T], c: &[T], b: usize, m:
         let (h_out, c_out) = o.split_at_mut(m);
         let g = &gates[bi * 4 * m..(bi + 1) * 4 * m];
         let cp = &c[bi * m..(bi + 1) * m];
+        let blk = |o: usize| &g[o * m..(o + 1) * m];
+        let (gi, gf, gg, go) = (blk(oi), blk(of), blk(og), blk(oo));
         h_out
             .par_chunks_mut(GATE_CHUNK)
             .zip(c_out.par_chunks_mut(GATE_CHUNK))
-            .enumerate()
-            .for_each(|(j, (hs, cs))| {
-                let base = j * GATE_CHUNK;
-                for k in 0..hs.len() {
-                    let at = |blk: usize| g[blk * m + base + k];
-                    let (i, f) = (at(oi).sigmoid(), at(of).sigmoid());
-                    let (gg, o) = (at(og).tanh(), at(oo).sigmoid());
-                    let cn = f * cp[base + k] + i * gg;
-                    cs[k] = cn;
-                    hs[k] = o * cn.tanh();
-                }
+            .zip(cp.par_chunks(GATE_CHUNK))
+            .zip(gi.par_chunks(GATE_CHUNK))
+            .zip(gf.par_chunks(GATE_CHUNK))
+            .zip(gg.par_chunks(GATE_CHUNK))
+            .zip(go.par_chunks(GATE_CHUNK))
+            .for_each(|((((((hs, cs), cp), gi), gf), gg), go)| {
+                cell_update(hs, cs, cp, gi, gf, gg, go);
             });
     });
     out
@@ -509,17 +556,37 @@ fn gates_backward<T: Float>(
                 &out[bi * 2 * m..(bi + 1) * 2 * m],
                 &grad[bi * 2 * m..(bi + 1) * 2 * m],
             );
+            let blk = |o: usize| &g[o * m..(o + 1) * m];
+            let (gi, gf, gg, go) = (blk(oi), blk(of), blk(og), blk(oo));
+            // the four gradient blocks, in their storage order
+            let mut parts: Vec<(usize, &mut [T])> = dg.chunks_mut(m).enumerate().collect();
+            parts.sort_by_key(|(blk, _)| [oi, of, og, oo].iter().position(|o| o == blk));
+            let mut it = parts.into_iter().map(|(_, p)| p);
+            let (Some(di), Some(df), Some(dgg), Some(dout)) =
+                (it.next(), it.next(), it.next(), it.next())
+            else {
+                return;
+            };
+            let c_new = &o_b[m..2 * m];
+            let (dh, dcn) = (&g_b[..m], &g_b[m..2 * m]);
+            // equal lengths up front, so the loop runs without bounds checks
+            let (gi, gf, gg, go, cp) = (&gi[..m], &gf[..m], &gg[..m], &go[..m], &cp[..m]);
+            let (di, df, dgg, dout, dcp) = (
+                &mut di[..m],
+                &mut df[..m],
+                &mut dgg[..m],
+                &mut dout[..m],
+                &mut dcp[..m],
+            );
             for k in 0..m {
-                let at = |blk: usize| g[blk * m + k];
-                let (i, f) = (at(oi).sigmoid(), at(of).sigmoid());
-                let (gg, o) = (at(og).tanh(), at(oo).sigmoid());
-                let tc = o_b[m + k].tanh();
-                let dh = g_b[k];
-                let dct = g_b[m + k] + dh * o * (T::ONE - tc * tc);
-                dg[oi * m + k] = dct * gg * i * (T::ONE - i);
-                dg[of * m + k] = dct * cp[k] * f * (T::ONE - f);
-                dg[og * m + k] = dct * i * (T::ONE - gg * gg);
-                dg[oo * m + k] = dh * tc * o * (T::ONE - o);
+                let (i, f) = (gi[k].sigmoid(), gf[k].sigmoid());
+                let (gv, o) = (gg[k].tanh(), go[k].sigmoid());
+                let tc = c_new[k].tanh();
+                let dct = dcn[k] + dh[k] * o * (T::ONE - tc * tc);
+                di[k] = dct * gv * i * (T::ONE - i);
+                df[k] = dct * cp[k] * f * (T::ONE - f);
+                dgg[k] = dct * i * (T::ONE - gv * gv);
+                dout[k] = dh[k] * tc * o * (T::ONE - o);
                 dcp[k] = dct * f;
             }
         });
