@@ -56,6 +56,48 @@ pub struct ConvLstmCell {
     conv: SameConv,
     hidden: usize,
     input: usize,
+    norm: Option<CellNorm>,
+}
+
+/// Layer normalisation inside a ConvLSTM cell (the `normalize` option of the TensorFlow
+/// ConvLSTM cell MTLCC uses): each gate's pre-activation and the new cell state are normalised
+/// per sample over (channels, H, W), then scaled and shifted per channel.
+#[derive(Debug, Clone)]
+struct CellNorm {
+    /// `(weight, bias)` for the i, f, o, g gates and the cell state, each `(hidden,)`.
+    params: Vec<(Tensor, Tensor)>,
+    eps: f64,
+}
+
+impl CellNorm {
+    const NAMES: [&'static str; 5] = ["ln_i", "ln_f", "ln_o", "ln_g", "ln_c"];
+
+    fn new(hidden: usize, vb: &VarBuilder) -> Result<Self> {
+        let params = Self::NAMES
+            .iter()
+            .map(|n| -> Result<(Tensor, Tensor)> {
+                let v = vb.pp(*n);
+                Ok((
+                    v.get_with_hints(hidden, "weight", candle_nn::Init::Const(1.0))?,
+                    v.get_with_hints(hidden, "bias", candle_nn::Init::Const(0.0))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(CellNorm { params, eps: 1e-5 })
+    }
+
+    /// Normalises `x` `(B, C, H, W)` per sample, then applies the `k`-th affine parameters.
+    fn apply(&self, x: &Tensor, k: usize) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let flat = x.reshape((b, c * h * w))?; // (B, C, H, W) -> (B, C·H·W)
+        let y = crate::ops::layer_norm(&flat, None, None, self.eps)?.reshape((b, c, h, w))?;
+        let (wt, bs) = self
+            .params
+            .get(k)
+            .ok_or_else(|| invalid("ConvLstmCell", "missing layer-norm parameters"))?;
+        Ok(y.broadcast_mul(&wt.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&bs.reshape((1, c, 1, 1))?)?)
+    }
 }
 
 impl ConvLstmCell {
@@ -77,7 +119,27 @@ impl ConvLstmCell {
             conv: SameConv::new(input + hidden, 4 * hidden, kernel, bias, vb.pp("conv"))?,
             hidden,
             input,
+            norm: None,
         })
+    }
+
+    /// A cell with layer normalisation inside (Ba et al. 2016, as the `normalize` option of the
+    /// TensorFlow ConvLSTM cell used by MTLCC): the convolution has no bias; each gate's
+    /// pre-activation and the new cell state `c'` are normalised per sample over
+    /// (hidden, H, W) and scaled/shifted per channel. Variables: `conv.weight` and
+    /// `ln_{i,f,o,g,c}.{weight,bias}` (ones and zeros).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_layer_norm(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut cell = Self::new(input, hidden, kernel, false, vb.clone())?;
+        cell.norm = Some(CellNorm::new(hidden, &vb)?);
+        Ok(cell)
     }
 
     /// One step from state `(h, c)`.
@@ -97,6 +159,9 @@ impl ConvLstmCell {
         }
         let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
         let hd = self.hidden;
+        if let Some(norm) = &self.norm {
+            return self.normalised_gates(norm, &gates, c);
+        }
         if gates.device().is_cpu() && matches!(gates.dtype(), DType::F32 | DType::F64) {
             // one fused op for the gate arithmetic (i, f, o, g blocks)
             let packed = gates.contiguous()?.apply_op2(
@@ -127,7 +192,27 @@ impl ConvLstmCell {
             ));
         }
         let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
+        if let Some(norm) = &self.norm {
+            return self.normalised_gates(norm, &gates, c);
+        }
         self.gates_reference(&gates, c)
+    }
+
+    fn normalised_gates(
+        &self,
+        norm: &CellNorm,
+        gates: &Tensor,
+        c: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let hd = self.hidden;
+        let gate = |k: usize| norm.apply(&gates.narrow(1, k * hd, hd)?, k);
+        let i = candle_nn::ops::sigmoid(&gate(0)?)?;
+        let f = candle_nn::ops::sigmoid(&gate(1)?)?;
+        let o = candle_nn::ops::sigmoid(&gate(2)?)?;
+        let g = gate(3)?.tanh()?;
+        let c2 = norm.apply(&((f * c)? + (i * g)?)?, 4)?;
+        let h2 = (o * c2.tanh()?)?;
+        Ok((h2, c2))
     }
 
     fn gates_reference(&self, gates: &Tensor, c: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -261,6 +346,37 @@ impl ConvRnn {
             } else {
                 ConvCell::Lstm(ConvLstmCell::new(input, hidden, kernel, true, vb)?)
             })
+        };
+        let forward = make(vb.pp("forward"))?;
+        let backward = if direction == Bidirectional::Separate {
+            Some(make(vb.pp("backward"))?)
+        } else {
+            None
+        };
+        Ok(ConvRnn {
+            forward,
+            backward,
+            direction,
+            hidden,
+        })
+    }
+
+    /// A ConvLSTM layer whose cells normalise inside ([`ConvLstmCell::with_layer_norm`]),
+    /// named like [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As the cells.
+    pub fn lstm_with_layer_norm(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        direction: Bidirectional,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let make = |vb: VarBuilder| -> Result<ConvCell> {
+            Ok(ConvCell::Lstm(ConvLstmCell::with_layer_norm(
+                input, hidden, kernel, vb,
+            )?))
         };
         let forward = make(vb.pp("forward"))?;
         let backward = if direction == Bidirectional::Separate {

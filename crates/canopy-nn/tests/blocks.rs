@@ -512,3 +512,74 @@ fn fused_attention_equals_the_composed_reference_with_gradients() {
         }
     }
 }
+
+#[test]
+fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradient_checks() {
+    use canopy_nn::conv_rnn::{Bidirectional, ConvLstmCell, ConvRnn};
+    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+    let dev = Device::Cpu;
+    let store = SeededVarMap::new(5);
+    let cell = ConvLstmCell::with_layer_norm(2, 3, 3, store.var_builder(DType::F64, &dev)).unwrap();
+    let mut names: Vec<String> = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    assert!(names.contains(&"ln_c.weight".to_string()) && names.contains(&"ln_g.bias".to_string()));
+    assert!(!names.contains(&"conv.bias".to_string()), "{names:?}");
+    let x = random_f64(&[2, 2, 4, 5], 1, &dev).unwrap();
+    let h = random_f64(&[2, 3, 4, 5], 2, &dev).unwrap();
+    let c = (random_f64(&[2, 3, 4, 5], 3, &dev).unwrap() * 5.0).unwrap();
+    // with unit gains and zero shifts the new cell state is standardised per sample
+    let (_, c2) = cell.step(&x, &h, &c).unwrap();
+    let flat = c2.flatten_from(1).unwrap();
+    let mean = flat
+        .mean(1)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let var = flat
+        .sqr()
+        .unwrap()
+        .mean(1)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert!(mean < 1e-12, "mean {mean}");
+    assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-4), "{var:?}");
+    check_gradients(
+        |t| {
+            let (h2, c2) = cell.step(&t[0], &t[1], &t[2])?;
+            Ok(((h2 * 1.3)?.sum_all()? + c2.sqr()?.mean_all()?)?)
+        },
+        &[x, h, c],
+        GradCheckConfig::default(),
+    )
+    .unwrap();
+    // a bidirectional layer of normalised cells: every parameter receives a gradient
+    let store = SeededVarMap::new(6);
+    let layer = ConvRnn::lstm_with_layer_norm(
+        2,
+        3,
+        3,
+        Bidirectional::Separate,
+        store.var_builder(DType::F64, &dev),
+    )
+    .unwrap();
+    let xs = random_f64(&[2, 4, 2, 5, 5], 4, &dev).unwrap();
+    let out = layer.forward(&xs).unwrap();
+    let r = random_f64(out.hidden_states.dims(), 7, &dev).unwrap();
+    let grads = (&out.hidden_states * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+}
