@@ -3,11 +3,11 @@
 //!
 //! The scene is cut into 32 x 32 patches; patches of the western three quarters train, patches
 //! of the eastern quarter validate, so the validation pixels come from ground the network never
-//! saw. The network is a 1 x 1 convolution (4 -> 16 channels), ReLU and a 1 x 1 convolution
-//! (16 -> 3 classes), a per-pixel classifier as the labels are per-pixel, on log-transformed bands
-//! standardised with the training statistics; it trains with Adam, a
-//! linear warm-up then cosine decay, cross-entropy that ignores nodata pixels, and a
-//! `ConfusionMatrix` as the epoch metric. Everything is seeded.
+//! saw. The network is a 1 x 1 convolution (red, NIR -> 16 channels), ReLU and a 1 x 1
+//! convolution (16 -> 3 classes): a per-pixel classifier, as the labels are per-pixel. Its
+//! inputs are log-transformed bands standardised with the training statistics. It trains with
+//! Adam, a linear warm-up then cosine decay, cross-entropy with class weights that ignores nodata
+//! pixels, and a `ConfusionMatrix` as the epoch metric. Everything is seeded.
 
 use std::path::Path;
 use std::time::Instant;
@@ -44,7 +44,7 @@ const EPOCHS: usize = 8;
 /// Largest batch (in patches); small scenes take smaller batches to keep ~100 steps.
 const MAX_BATCH: usize = 16;
 const SEED: u64 = 7;
-/// The demo fails below this validation accuracy; see [`run`].
+/// The demo fails below this validation accuracy; see [`step`].
 pub const MIN_VAL_ACCURACY: f64 = 0.9;
 
 /// One training sample: a `(2, 32, 32)` patch of standardised bands and its `(32, 32)` labels.
@@ -63,7 +63,7 @@ pub struct TrainSummary {
     pub epochs: Vec<String>,
 }
 
-/// The network: `conv1` (1 x 1, 4 -> 16), ReLU, `conv2` (1 x 1, 16 -> 3), PyTorch names and
+/// The network: `conv1` (1 x 1, 2 -> 16), ReLU, `conv2` (1 x 1, 16 -> 3), PyTorch names and
 /// layouts: a per-pixel MLP run as a fully convolutional network.
 struct PixelNet {
     w1: Tensor,
@@ -234,13 +234,6 @@ fn collate(items: Vec<Sample>) -> canopy_train::Result<Batch> {
 /// Trains on the west of `scene` and validates on its east against `classes` (step 4's map:
 /// 0 nodata, 1..=3 the classes), writing logs, checkpoints, `loss.png` and `confusion.png` into
 /// `out`.
-///
-/// Fails when the validation accuracy of the last epoch is below [`MIN_VAL_ACCURACY`]. The
-/// labels are an exact function of the red and NIR values of each pixel (thresholds on their
-/// normalised difference, i.e. two straight lines through the origin of the red-NIR plane), so
-/// a network that trains at all separates them almost perfectly, while the largest class alone
-/// covers well under 90 % of the validation pixels: a broken loss, gradient, optimizer or
-/// schedule ends up below the bar.
 pub fn run(out: &Path, scene: &Array3<u16>, classes: &Array3<u8>) -> anyhow::Result<TrainSummary> {
     let (bands, rows, cols) = scene.dim();
     ensure!(
@@ -309,6 +302,7 @@ pub fn run(out: &Path, scene: &Array3<u16>, classes: &Array3<u8>) -> anyhow::Res
     tcfg.meta.config = serde_json::json!({
         "model": "conv1x1-relu-conv1x1",
         "in_channels": BANDS,
+        "input_transform": "(ln(max(DN, 1)) - mean) / std",
         "hidden": HIDDEN,
         "num_classes": CLASSES.len(),
         "ignore_index": IGNORE,
@@ -366,7 +360,14 @@ pub fn run(out: &Path, scene: &Array3<u16>, classes: &Array3<u8>) -> anyhow::Res
     })
 }
 
-/// Runs step 5 and prints its report; see [`run`].
+/// Runs step 5 into `out/train` and prints its report; see [`run`].
+///
+/// Fails when the validation accuracy of the last epoch is below [`MIN_VAL_ACCURACY`]. The
+/// labels are an exact function of each pixel's red and NIR values (thresholds on their
+/// normalised difference, which are straight lines in the log-red / log-NIR plane the network
+/// sees), so a network that learns reaches about 98 % here, while always answering the largest
+/// class scores 69 % (default 2048-pixel scene) to 82 % (300-pixel scene): a broken loss,
+/// gradient, optimizer or schedule lands below the bar.
 pub fn step(out: &Path, scene: &Array3<u16>, classes: &Array3<u8>) -> anyhow::Result<()> {
     let t = Instant::now();
     let dir = out.join("train");
