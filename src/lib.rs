@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`raster`] | `canopy-raster`: GeoTIFF I/O, windows, tiling + stitching, rasterisation | `raster` (default) |
 //! | `nn` | `canopy-nn`: gradient-checked operators on candle | `nn` |
+//! | `train` | `canopy-train`: losses, metrics, optimizers, schedules, checkpoints, training loop | `train` |
 //!
 //! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
 #![warn(missing_docs)]
@@ -17,3 +18,6 @@ pub use canopy_raster as raster;
 
 #[cfg(feature = "nn")]
 pub use canopy_nn as nn;
+
+#[cfg(feature = "train")]
+pub use canopy_train as train;

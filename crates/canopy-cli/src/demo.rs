@@ -6,9 +6,10 @@
 //! 3. stream it window by window through an identity "model" with overlapping tiles and cosine
 //!    blending, writing the stitched result tile row by tile row, and check it equals the input,
 //! 4. stream it through a per-pixel "model" (a normalised difference of bands 4 and 3, NDVI-like)
-//!    and write a georeferenced class map from it.
-//!
-//! Later milestones replace the stand-in models with trained networks.
+//!    and write a georeferenced class map from it,
+//! 5. train a small convolutional pixel classifier with canopy-train to reproduce that class map
+//!    from the raw bands, training on the west of the scene and validating on the east, and check
+//!    its validation accuracy (see [`crate::demo_train`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -189,6 +190,10 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
         counts[2],
         counts[3]
     );
+
+    // 5. learn the class map from the bands with canopy-train
+    crate::demo_train::step(out, &scene.data, &class_map.data)?;
+
     println!(
         "done in {:.1} s; inspect the outputs with `canopy info {}`",
         t_all.elapsed().as_secs_f64(),

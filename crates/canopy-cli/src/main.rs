@@ -1,6 +1,7 @@
 //! The `canopy` command: inspect GeoTIFFs and run canopy's pipelines.
 
 mod demo;
+mod demo_train;
 mod info;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The `canopy` binary: `info` describes a file (text and JSON, checksum of the decoded
-//! samples), errors name the file, and `demo` runs end to end on a small scene.
+//! samples), errors name the file, and `demo` runs end to end on a small scene, training step
+//! included.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -76,7 +77,35 @@ fn demo_runs_end_to_end_on_a_small_scene() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("reproduced the scene exactly"), "{stdout}");
-    for f in ["scene.tif", "identity.tif", "ndvi.tif", "classes.tif"] {
+    assert!(stdout.contains("5. trained"), "{stdout}");
+    assert!(
+        stdout.contains("accuracy") && stdout.contains("kappa"),
+        "{stdout}"
+    );
+    for f in [
+        "scene.tif",
+        "identity.tif",
+        "ndvi.tif",
+        "classes.tif",
+        "train/epochs.csv",
+        "train/best.safetensors",
+        "train/last.safetensors",
+        "train/loss.png",
+        "train/confusion.png",
+    ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
+    // The epoch log carries the confusion matrix's summary, prefixed by phase.
+    let csv = std::fs::read_to_string(dir.path().join("train/epochs.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for key in [
+        "val_accuracy",
+        "val_kappa",
+        "val_miou",
+        "val_macro_f1",
+        "train_loss",
+    ] {
+        assert!(header.split(',').any(|k| k == key), "{key} not in {header}");
+    }
+    assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
 }

@@ -12,12 +12,12 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, VarBuilder};
 use canopy_nn::init::SeededVarMap;
 use canopy_train::batch::{BatchConfig, Batcher};
+use canopy_train::loss::{cross_entropy, CrossEntropyConfig};
+use canopy_train::metrics::ConfusionMatrix;
 use canopy_train::optim::{param_groups, Adam, AdamConfig};
 use canopy_train::plot::{plot_confusion, ConfusionNorm};
 use canopy_train::schedule::{CosineAnnealingLr, LinearLr, Sequential};
-use canopy_train::trainer::{
-    EpochMetric, Goal, Monitor, Phase, StepOutput, Trainer, TrainerConfig,
-};
+use canopy_train::trainer::{Goal, Monitor, Phase, StepOutput, Trainer, TrainerConfig};
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -85,20 +85,6 @@ impl Module for Mlp {
     }
 }
 
-/// Confusion matrix over an epoch, summarised as overall accuracy.
-struct Confusion(Vec<Vec<u64>>);
-
-impl EpochMetric for Confusion {
-    fn reset(&mut self) {
-        self.0 = vec![vec![0; CLASSES.len()]; CLASSES.len()];
-    }
-    fn summary(&self) -> Vec<(String, f64)> {
-        let total: u64 = self.0.iter().flatten().sum();
-        let diag: u64 = (0..self.0.len()).map(|i| self.0[i][i]).sum();
-        vec![("accuracy".into(), diag as f64 / total.max(1) as f64)]
-    }
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let vm = SeededVarMap::new(args.seed);
@@ -141,23 +127,16 @@ fn main() -> Result<()> {
     tcfg.meta.band_order = vec!["x".into(), "y".into()];
     let mut trainer = Trainer::new(opt, tcfg)?.with_schedule(schedule);
 
-    let mut confusion = Confusion(Vec::new());
+    let mut confusion = ConfusionMatrix::new(CLASSES.len())?;
+    let ce = CrossEntropyConfig::default();
     let report = trainer.fit(
         &train,
         Some(&val),
         &mut confusion,
         |(x, y), _phase: Phase, cm| {
-            let logits = model.forward(x)?;
-            for (t, p) in y
-                .to_vec1::<u32>()?
-                .into_iter()
-                .zip(logits.argmax(1)?.to_vec1::<u32>()?)
-            {
-                cm.0[t as usize][p as usize] += 1;
-            }
-            // Softmax cross-entropy: -mean(log_softmax(logits)[y]).
-            let logp = canopy_nn::ops::log_softmax(&logits, 1)?;
-            let loss = logp.gather(&y.unsqueeze(1)?, 1)?.neg()?.mean_all()?;
+            let logits = model.forward(x)?; // (B, K)
+            cm.update_from_logits(&logits, y, None)?;
+            let loss = cross_entropy(&logits, y, &ce)?;
             Ok(StepOutput::new(loss, y.dims()[0]))
         },
     )?;
@@ -165,11 +144,15 @@ fn main() -> Result<()> {
     let names: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
     plot_confusion(
         args.out.join("confusion.png"),
-        &confusion.0,
+        &confusion.to_rows(),
         &names,
         ConfusionNorm::Rows,
         "validation confusion matrix",
     )?;
+    println!(
+        "validation, last epoch:\n{}",
+        confusion.to_table(Some(&CLASSES))
+    );
     println!(
         "best val_accuracy {:.4} at epoch {}; {} steps; outputs in {}",
         report.best_value.unwrap_or(f64::NAN),

@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, shape};
+use crate::trainer::EpochMetric;
 use crate::{Error, Result};
 
 /// A `K × K` confusion matrix of `u64` counts: row = true class, column = predicted class
@@ -297,5 +298,60 @@ impl ConfusionMatrix {
             *a += b;
         }
         Ok(())
+    }
+}
+
+/// The trainer's epoch metric: cleared before every phase, fed by the step closure (e.g. with
+/// [`ConfusionMatrix::update_from_logits`]), summarised as `accuracy`, `kappa`, `miou` (mean
+/// IoU over all classes) and `macro_f1`. The trainer logs them as `train_accuracy`,
+/// `val_accuracy`, `val_miou`, ..., which is also what [`crate::trainer::Monitor`] names.
+impl EpochMetric for ConfusionMatrix {
+    fn reset(&mut self) {
+        self.counts.fill(0);
+    }
+
+    fn summary(&self) -> Vec<(String, f64)> {
+        vec![
+            ("accuracy".into(), self.accuracy()),
+            ("kappa".into(), self.kappa()),
+            ("miou".into(), self.mean_iou()),
+            ("macro_f1".into(), self.macro_f1()),
+        ]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_metric_summarises_and_resets() {
+        let mut cm = ConfusionMatrix::new(3).unwrap().with_ignore_label(9);
+        // truth 0 0 1 1 2 2 (9 ignored), prediction 0 1 1 1 2 0
+        cm.update(&[0, 0, 1, 1, 2, 2, 9], &[0, 1, 1, 1, 2, 0, 2])
+            .unwrap();
+        let summary = EpochMetric::summary(&cm);
+        let keys: Vec<&str> = summary.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["accuracy", "kappa", "miou", "macro_f1"]);
+        // Values by hand: 4 of 6 right; chance agreement (2*2 + 2*3 + 2*1) / 36 = 1/3;
+        // IoU 1/3, 2/3, 1/2; F1 1/2, 4/5, 2/3.
+        let expected = [
+            4.0 / 6.0,
+            (4.0 / 6.0 - 1.0 / 3.0) / (1.0 - 1.0 / 3.0),
+            (1.0 / 3.0 + 2.0 / 3.0 + 0.5) / 3.0,
+            (0.5 + 0.8 + 2.0 / 3.0) / 3.0,
+        ];
+        for ((k, v), e) in summary.iter().zip(expected) {
+            assert!((v - e).abs() < 1e-12, "{k}: {v} != {e}");
+        }
+        EpochMetric::reset(&mut cm);
+        assert_eq!(cm.total(), 0);
+        assert_eq!(cm.classes(), 3);
+        assert_eq!(cm.ignore_label(), Some(9));
+        // Empty: the ratios are 0 (zero_division = 0), kappa is undefined.
+        for (k, v) in EpochMetric::summary(&cm) {
+            assert!(if k == "kappa" { v.is_nan() } else { v == 0.0 }, "{k}: {v}");
+        }
     }
 }

@@ -67,7 +67,8 @@ impl StepOutput {
 pub trait EpochMetric {
     /// Clears the accumulated state.
     fn reset(&mut self);
-    /// Named values for the epoch so far (e.g. `("overall_accuracy", 0.93)`).
+    /// Named values for the epoch so far (e.g. `("accuracy", 0.93)`; see the
+    /// implementation for [`crate::ConfusionMatrix`]).
     fn summary(&self) -> Vec<(String, f64)>;
 }
 
@@ -91,7 +92,7 @@ pub enum Goal {
 /// The metric deciding the best checkpoint and early stopping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Monitor {
-    /// Full metric name, e.g. `"val_loss"` or `"val_overall_accuracy"`.
+    /// Full metric name, e.g. `"val_loss"` or `"val_accuracy"`.
     pub metric: String,
     /// Direction of improvement.
     pub goal: Goal,
