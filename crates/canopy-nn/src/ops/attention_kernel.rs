@@ -20,17 +20,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::cpu::{slice, Saved};
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::lstm_kernel::Float;
-
-/// Probabilities `(B·heads, T, S)` kept by the forward pass.
-#[derive(Clone, Default)]
-enum Probs {
-    #[default]
-    None,
-    F32(Arc<Vec<f32>>),
-    F64(Arc<Vec<f64>>),
-}
 
 /// `(q (BH, T, D), k (BH, S, D), v (BH, S, D)) -> (BH, T, D)`.
 #[derive(Clone)]
@@ -39,7 +31,7 @@ pub(crate) struct AttentionOp {
     pub scale: f64,
     /// `(B, S)` row-major, `true` = ignore that key.
     pub key_mask: Option<Vec<bool>>,
-    probs: Arc<Mutex<Probs>>,
+    probs: Arc<Mutex<Saved>>,
 }
 
 impl std::fmt::Debug for AttentionOp {
@@ -66,9 +58,9 @@ impl AttentionOp {
         let err = || candle_core::Error::Msg("attention: probabilities unavailable".into());
         let dev = candle_core::Device::Cpu;
         match &*self.probs.lock().map_err(|_| err())? {
-            Probs::F32(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
-            Probs::F64(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
-            Probs::None => Err(err()),
+            Saved::F32(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
+            Saved::F64(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
+            Saved::None => Err(err()),
         }
     }
 }
@@ -231,16 +223,6 @@ fn backward<T: Scalar>(
     Ok((dq, dk, dv))
 }
 
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("attention: operands must be contiguous".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
-}
-
 impl CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
         "canopy-attention"
@@ -259,16 +241,26 @@ impl CustomOp3 for AttentionOp {
         let err = |m: String| candle_core::Error::Msg(format!("attention: {m}"));
         let (out, probs) = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (o, p) =
-                    forward::<f32>(self, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, dims)
-                        .map_err(err)?;
-                (CpuStorage::F32(o), Probs::F32(Arc::new(p)))
+                let (o, p) = forward::<f32>(
+                    self,
+                    slice(s1, l1, "attention")?,
+                    slice(s2, l2, "attention")?,
+                    slice(s3, l3, "attention")?,
+                    dims,
+                )
+                .map_err(err)?;
+                (CpuStorage::F32(o), Saved::F32(Arc::new(p)))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (o, p) =
-                    forward::<f64>(self, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, dims)
-                        .map_err(err)?;
-                (CpuStorage::F64(o), Probs::F64(Arc::new(p)))
+                let (o, p) = forward::<f64>(
+                    self,
+                    slice(s1, l1, "attention")?,
+                    slice(s2, l2, "attention")?,
+                    slice(s3, l3, "attention")?,
+                    dims,
+                )
+                .map_err(err)?;
+                (CpuStorage::F64(o), Saved::F64(Arc::new(p)))
             }
             _ => return Err(err("q, k, v must all be f32 or all f64".into())),
         };
@@ -309,11 +301,11 @@ impl CustomOp3 for AttentionOp {
             ($t:ty, $p:expr) => {{
                 let (dq, dk, dv) = backward::<$t>(
                     self,
-                    slice(sq, lq)?,
-                    slice(sk, lk)?,
-                    slice(sv, lv)?,
+                    slice(sq, lq, "attention")?,
+                    slice(sk, lk, "attention")?,
+                    slice(sv, lv, "attention")?,
                     $p,
-                    slice(sg, lg)?,
+                    slice(sg, lg, "attention")?,
                     dims,
                 )
                 .map_err(|m| err(&m))?;
@@ -325,8 +317,8 @@ impl CustomOp3 for AttentionOp {
             }};
         }
         let (dq, dk, dv) = match (sq, &probs) {
-            (CpuStorage::F32(_), Probs::F32(p)) => run!(f32, p.as_slice()),
-            (CpuStorage::F64(_), Probs::F64(p)) => run!(f64, p.as_slice()),
+            (CpuStorage::F32(_), Saved::F32(p)) => run!(f32, p.as_slice()),
+            (CpuStorage::F64(_), Saved::F64(p)) => run!(f64, p.as_slice()),
             _ => return Err(err("no forward probabilities of the operands' dtype")),
         };
         Ok((Some(dq), Some(dk), Some(dv)))

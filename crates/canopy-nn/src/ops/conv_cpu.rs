@@ -23,6 +23,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::cpu::slice;
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 use crate::ops::im2col::Geometry;
 
@@ -425,17 +426,6 @@ fn flipped_weight<T: Copy + Default>(cv: &ConvGeom, w: &[T]) -> Vec<T> {
         }
     }
     out
-}
-
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: operand must be contiguous")))?;
-    Ok(&s.as_slice::<T>()?[start..end])
 }
 
 /// Runs `f` on two f32 or two f64 operands.

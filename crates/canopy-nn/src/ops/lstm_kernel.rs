@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::cpu::{slice, Saved};
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 
 /// Float types the fused kernels run on.
@@ -95,16 +96,6 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p * scale
 }
 
-/// Gate activations `σ(i), σ(f), tanh(g), σ(o)` per (sequence, step), `(B, T, 4H)`, kept by
-/// the forward pass for the backward pass.
-#[derive(Clone, Default)]
-enum Acts {
-    #[default]
-    None,
-    F32(Arc<Vec<f32>>),
-    F64(Arc<Vec<f64>>),
-}
-
 /// One LSTM layer direction: `(xw (B, T, 4H), W_hh (4H, H)) -> (2, B, T, H)` = all hidden
 /// states, then all cell states (zeros at padded steps).
 #[derive(Clone)]
@@ -113,7 +104,7 @@ pub(crate) struct LstmLayerOp {
     pub reverse: bool,
     /// Valid steps per sequence (`None`: all `T`).
     pub lengths: Option<Vec<usize>>,
-    acts: Arc<Mutex<Acts>>,
+    acts: Arc<Mutex<Saved>>,
 }
 
 impl std::fmt::Debug for LstmLayerOp {
@@ -352,16 +343,6 @@ fn lstm_backward<T: Float>(
     Ok((dxw, dw))
 }
 
-fn contiguous<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused lstm: operands must be contiguous".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
-}
-
 impl CustomOp2 for LstmLayerOp {
     fn name(&self) -> &'static str {
         "canopy-lstm-layer"
@@ -378,14 +359,26 @@ impl CustomOp2 for LstmLayerOp {
         let err = |m: String| candle_core::Error::Msg(format!("fused lstm: {m}"));
         let (out, acts) = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (hc, acts) = lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t)
-                    .map_err(err)?;
-                (CpuStorage::F32(hc), Acts::F32(Arc::new(acts)))
+                let (hc, acts) = lstm_forward(
+                    self,
+                    slice(s1, l1, "fused lstm")?,
+                    slice(s2, l2, "fused lstm")?,
+                    b,
+                    t,
+                )
+                .map_err(err)?;
+                (CpuStorage::F32(hc), Saved::F32(Arc::new(acts)))
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (hc, acts) = lstm_forward(self, contiguous(s1, l1)?, contiguous(s2, l2)?, b, t)
-                    .map_err(err)?;
-                (CpuStorage::F64(hc), Acts::F64(Arc::new(acts)))
+                let (hc, acts) = lstm_forward(
+                    self,
+                    slice(s1, l1, "fused lstm")?,
+                    slice(s2, l2, "fused lstm")?,
+                    b,
+                    t,
+                )
+                .map_err(err)?;
+                (CpuStorage::F64(hc), Saved::F64(Arc::new(acts)))
             }
             _ => return Err(err("operands must both be f32 or both f64".into())),
         };
@@ -424,10 +417,10 @@ impl CustomOp2 for LstmLayerOp {
             ($t:ty, $acts:expr) => {{
                 let (a, bw) = lstm_backward::<$t>(
                     self,
-                    contiguous(so, lo)?,
+                    slice(so, lo, "fused lstm")?,
                     $acts,
-                    contiguous(sg, lg)?,
-                    contiguous(sw, lw)?,
+                    slice(sg, lg, "fused lstm")?,
+                    slice(sw, lw, "fused lstm")?,
                     b,
                     t,
                 )
@@ -439,8 +432,8 @@ impl CustomOp2 for LstmLayerOp {
             }};
         }
         let (dxw, dw) = match (so, &acts) {
-            (CpuStorage::F32(_), Acts::F32(a)) => run!(f32, a.as_slice()),
-            (CpuStorage::F64(_), Acts::F64(a)) => run!(f64, a.as_slice()),
+            (CpuStorage::F32(_), Saved::F32(a)) => run!(f32, a.as_slice()),
+            (CpuStorage::F64(_), Saved::F64(a)) => run!(f64, a.as_slice()),
             _ => return Err(err("no forward activations of the output's dtype")),
         };
         Ok((Some(dxw), Some(dw)))
@@ -609,15 +602,15 @@ impl CustomOp2 for LstmGatesOp {
         let out = match (s1, s2) {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(gates_forward(
                 self.order,
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
+                slice(s1, l1, "fused lstm")?,
+                slice(s2, l2, "fused lstm")?,
                 b,
                 m,
             )),
             (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(gates_forward(
                 self.order,
-                contiguous(s1, l1)?,
-                contiguous(s2, l2)?,
+                slice(s1, l1, "fused lstm")?,
+                slice(s2, l2, "fused lstm")?,
                 b,
                 m,
             )),
@@ -660,10 +653,10 @@ impl CustomOp2 for LstmGatesOp {
             ($t:ty) => {{
                 let (dg, dc) = gates_backward::<$t>(
                     self.order,
-                    contiguous(sg, lg)?,
-                    contiguous(sc, lc)?,
-                    contiguous(so, lo)?,
-                    contiguous(sd, ld)?,
+                    slice(sg, lg, "fused lstm")?,
+                    slice(sc, lc, "fused lstm")?,
+                    slice(so, lo, "fused lstm")?,
+                    slice(sd, ld, "fused lstm")?,
                     b,
                     m,
                 );

@@ -6,6 +6,7 @@ pub(crate) mod attention_kernel;
 pub mod conv;
 mod conv_cpu;
 pub mod conv_transpose;
+mod cpu;
 mod gemm;
 pub mod grid_sample;
 mod im2col;

@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
+use crate::ops::cpu::slice;
 use crate::ops::lstm_kernel::Float;
 use crate::Result;
 
@@ -122,16 +123,6 @@ fn softmax_rows_backward<T: Float>(y: &[T], dy: &[T], n: usize) -> Vec<T> {
     dx
 }
 
-fn slice<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> candle_core::Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("softmax: input must be contiguous".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
-}
-
 impl CustomOp1 for SoftmaxLastDim {
     fn name(&self) -> &'static str {
         "canopy-softmax-last-dim"
@@ -140,8 +131,8 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = l.shape().dims().last().copied().unwrap_or(1).max(1);
         let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(softmax_rows(slice::<f32>(s, l)?, n)),
-            CpuStorage::F64(_) => CpuStorage::F64(softmax_rows(slice::<f64>(s, l)?, n)),
+            CpuStorage::F32(_) => CpuStorage::F32(softmax_rows(slice::<f32>(s, l, "softmax")?, n)),
+            CpuStorage::F64(_) => CpuStorage::F64(softmax_rows(slice::<f64>(s, l, "softmax")?, n)),
             _ => return Err(candle_core::Error::Msg("softmax: f32 or f64 only".into())),
         };
         Ok((out, l.shape().clone()))
@@ -159,11 +150,19 @@ impl CustomOp1 for SoftmaxLastDim {
         };
         let dx = match sy {
             CpuStorage::F32(_) => {
-                let v = softmax_rows_backward(slice::<f32>(sy, ly)?, slice::<f32>(sg, lg)?, n);
+                let v = softmax_rows_backward(
+                    slice::<f32>(sy, ly, "softmax")?,
+                    slice::<f32>(sg, lg, "softmax")?,
+                    n,
+                );
                 Tensor::from_vec(v, res.shape(), res.device())?
             }
             CpuStorage::F64(_) => {
-                let v = softmax_rows_backward(slice::<f64>(sy, ly)?, slice::<f64>(sg, lg)?, n);
+                let v = softmax_rows_backward(
+                    slice::<f64>(sy, ly, "softmax")?,
+                    slice::<f64>(sg, lg, "softmax")?,
+                    n,
+                );
                 Tensor::from_vec(v, res.shape(), res.device())?
             }
             _ => return Err(candle_core::Error::Msg("softmax: f32 or f64 only".into())),
