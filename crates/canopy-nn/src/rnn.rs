@@ -289,6 +289,17 @@ impl Stack {
             }
             let (mut outs, mut cells) = (Vec::new(), Vec::new());
             for (d, dir) in dirs.iter().enumerate() {
+                // the fused LSTM kernel takes the raw input (projection, biases and recurrence in
+                // one op)
+                if fused && self.kind == Kind::Lstm && fused_lstm_applies(&input) {
+                    let (hs_all, cs_all, h_last, c_last) =
+                        fused_lstm(&input, dir, d == 1, lengths)?;
+                    h_n.push(h_last);
+                    c_n.push(c_last);
+                    outs.push(hs_all);
+                    cells.push(cs_all);
+                    continue;
+                }
                 // input projections for all steps at once: (B, T, gates * H); the LSTM folds both
                 // biases in here, the GRU keeps b_hh for the reset product
                 let mut xw = crate::linear::linear_forward(&input, &dir.w_ih, None)?;
@@ -297,15 +308,6 @@ impl Stack {
                         Kind::Lstm => xw.broadcast_add(&(b_ih + b_hh)?)?,
                         Kind::Gru => xw.broadcast_add(b_ih)?,
                     };
-                }
-                if fused && self.kind == Kind::Lstm && fused_lstm_applies(&xw) {
-                    let (hs_all, cs_all, h_last, c_last) =
-                        fused_lstm(&xw, &dir.w_hh, d == 1, lengths)?;
-                    h_n.push(h_last);
-                    c_n.push(c_last);
-                    outs.push(hs_all);
-                    cells.push(cs_all);
-                    continue;
                 }
                 let mut hs = Tensor::zeros((b, h), x.dtype(), x.device())?;
                 let mut cs = hs.clone();
@@ -399,22 +401,29 @@ impl Stack {
 }
 
 /// Whether the fused CPU kernel of [`lstm_kernel`](crate::ops::lstm_kernel) runs this layer.
-fn fused_lstm_applies(xw: &Tensor) -> bool {
-    xw.device().is_cpu() && matches!(xw.dtype(), DType::F32 | DType::F64)
+fn fused_lstm_applies(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-/// One LSTM direction through the fused kernel: `xw` `(B, T, 4H)` (input projection + biases)
-/// -> hidden and cell states `(B, T, H)` (zeros at padded steps) and the final `(B, H)` states.
+/// One LSTM direction through the fused kernel: `input` `(B, T, C)` -> hidden and cell states
+/// `(B, T, H)` (zeros at padded steps) and the final `(B, H)` states.
 fn fused_lstm(
-    xw: &Tensor,
-    w_hh: &Tensor,
+    input: &Tensor,
+    dir: &Direction,
     reverse: bool,
     lengths: Option<&[usize]>,
 ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-    let (b, t, g4) = xw.dims3()?;
-    let h = g4 / 4;
+    let (b, t, _) = input.dims3()?;
+    let h = dir.w_hh.dim(1)?;
+    let w = Tensor::cat(&[&dir.w_ih, &dir.w_hh], 1)?; // (4H, C + H)
+    let bias = match &dir.b {
+        Some((b_ih, b_hh)) => (b_ih + b_hh)?,
+        None => Tensor::zeros(4 * h, input.dtype(), input.device())?,
+    };
     let op = LstmLayerOp::new(h, reverse, lengths.map(<[usize]>::to_vec));
-    let packed = xw.contiguous()?.apply_op2(&w_hh.contiguous()?, op)?; // (2, B, T, H)
+    let packed = input
+        .contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)?; // (2, B, T, H)
     let hs = packed.get(0)?;
     let cs = packed.get(1)?;
     // the final state: the last valid step going forward, step 0 going backward
@@ -425,7 +434,7 @@ fn fused_lstm(
             (bi * t + s) as u32
         })
         .collect();
-    let last = Tensor::from_vec(last, b, xw.device())?;
+    let last = Tensor::from_vec(last, b, input.device())?;
     let pick = |a: &Tensor| -> Result<Tensor> {
         Ok(a.contiguous()?
             .reshape((b * t, h))?

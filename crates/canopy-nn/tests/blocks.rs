@@ -583,3 +583,47 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
         .unwrap();
     check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
 }
+
+#[test]
+fn fused_lstm_without_bias_equals_the_reference() {
+    use canopy_nn::gradcheck::random_f64;
+    use canopy_nn::rnn::{Lstm, LstmConfig};
+    let dev = Device::Cpu;
+    // the BreizhCrops configuration: no biases, stacked, bidirectional
+    let cfg = LstmConfig {
+        input_size: 4,
+        hidden_size: 3,
+        num_layers: 2,
+        bias: false,
+        dropout: 0.0,
+        bidirectional: true,
+    };
+    let store = SeededVarMap::new(12);
+    let lstm = Lstm::new(&cfg, store.var_builder(DType::F64, &dev)).unwrap();
+    let vars = store.named_vars().unwrap();
+    assert!(vars.iter().all(|(n, _)| !n.contains("bias")));
+    let x = Var::from_tensor(&random_f64(&[3, 5, 4], 1, &dev).unwrap()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut run = |fused: bool| {
+        let out = if fused {
+            lstm.forward_t(x.as_tensor(), Some(&[5, 2, 4]), false, &mut rng)
+        } else {
+            lstm.forward_t_reference(x.as_tensor(), Some(&[5, 2, 4]), false, &mut rng)
+        }
+        .unwrap();
+        let g = (out.output.sqr().unwrap().sum_all().unwrap()
+            + out.c_n.as_ref().unwrap().sum_all().unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+        let mut all = vec![out.output.clone(), out.h_n.clone()];
+        for v in std::iter::once(&x).chain(vars.iter().map(|(_, v)| v)) {
+            all.push(g.get(v.as_tensor()).unwrap().clone());
+        }
+        all
+    };
+    for (i, (a, b)) in run(true).iter().zip(&run(false)).enumerate() {
+        let d = max_abs_diff(a, b);
+        assert!(d < 1e-12, "value {i} differs by {d:e}");
+    }
+}

@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::cpu::{slice, Saved};
@@ -96,8 +96,8 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p * scale
 }
 
-/// One LSTM layer direction: `(xw (B, T, 4H), W_hh (4H, H)) -> (2, B, T, H)` = all hidden
-/// states, then all cell states (zeros at padded steps).
+/// One LSTM layer direction: `(x (B, T, C), [W_ih | W_hh] (4H, C + H), b_ih + b_hh (4H)) ->
+/// (2, B, T, H)` = all hidden states, then all cell states (zeros at padded steps).
 #[derive(Clone)]
 pub(crate) struct LstmLayerOp {
     pub hidden: usize,
@@ -154,27 +154,122 @@ impl LstmLayerOp {
     }
 }
 
-/// Dimensions read from the operands.
-fn dims(xw: &Layout, w: &Layout, hidden: usize) -> candle_core::Result<(usize, usize)> {
-    let (b, t, g) = xw.shape().dims3()?;
-    let (wg, wh) = w.shape().dims2()?;
-    if g != 4 * hidden || wg != 4 * hidden || wh != hidden {
+/// `(B, T, C)` from the operands `x (B, T, C)`, `w (4H, C + H)`, `bias (4H)`.
+fn dims(
+    x: &Layout,
+    w: &Layout,
+    bias: &Layout,
+    hidden: usize,
+) -> candle_core::Result<(usize, usize, usize)> {
+    let (b, t, c) = x.shape().dims3()?;
+    let (wg, wc) = w.shape().dims2()?;
+    if wg != 4 * hidden || wc != c + hidden || bias.shape().dims() != [4 * hidden] {
         return Err(candle_core::Error::Msg(format!(
-            "fused lstm: expected xw (B, T, {}) and w_hh ({}, {hidden}), got {:?} and {:?}",
+            "fused lstm: expected x (B, T, C), [W_ih | W_hh] ({}, C + {hidden}) and bias ({},), got {:?}, {:?} and {:?}",
             4 * hidden,
             4 * hidden,
-            xw.shape(),
-            w.shape()
+            x.shape(),
+            w.shape(),
+            bias.shape()
         )));
     }
-    Ok((b, t))
+    Ok((b, t, c))
+}
+
+/// The `W_ih` `(4H, C)` and `W_hh` `(4H, H)` views of `[W_ih | W_hh]`.
+fn weight_views<T>(w: &[T], c: usize, h: usize) -> (Mat<'_, T>, Mat<'_, T>) {
+    let rs = c + h;
+    let w_ih = Mat {
+        data: w,
+        rows: 4 * h,
+        cols: c,
+        rs,
+        cs: 1,
+    };
+    let w_hh = Mat {
+        data: w.get(c..).unwrap_or(&[]),
+        rows: 4 * h,
+        cols: h,
+        rs,
+        cs: 1,
+    };
+    (w_ih, w_hh)
+}
+
+/// Forward from the raw input: `xw = x W_ihᵀ + b` (one product), then the recurrence.
+fn layer_forward<T: Float>(
+    op: &LstmLayerOp,
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    (b, t, c): (usize, usize, usize),
+) -> Result<(Vec<T>, Vec<T>), String> {
+    let h = op.hidden;
+    let g4 = 4 * h;
+    let (w_ih, w_hh) = weight_views(w, c, h);
+    let mut xw = vec![T::ZERO; b * t * g4];
+    let threads = rayon::current_num_threads();
+    matmul(
+        &mut xw,
+        g4,
+        Mat::row_major(x, b * t, c),
+        w_ih.t(),
+        false,
+        threads,
+    )?;
+    xw.par_chunks_mut(g4).for_each(|row| {
+        for (v, &bv) in row.iter_mut().zip(bias) {
+            *v += bv;
+        }
+    });
+    lstm_forward(op, &xw, w_hh, b, t)
+}
+
+/// Gradients `(dx (B, T, C), d[W_ih | W_hh] (4H, C + H), d bias (4H))`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn layer_backward<T: Float>(
+    op: &LstmLayerOp,
+    x: &[T],
+    w: &[T],
+    hc: &[T],
+    acts: &[T],
+    grad: &[T],
+    (b, t, c): (usize, usize, usize),
+) -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
+    let h = op.hidden;
+    let (g4, bt) = (4 * h, b * t);
+    let (w_ih, w_hh) = weight_views(w, c, h);
+    let threads = rayon::current_num_threads();
+    let (dxw, dw_hh) = lstm_backward(op, hc, acts, grad, w_hh, b, t)?;
+    let dxw_m = Mat::row_major(&dxw, bt, g4);
+    let mut dw = vec![T::ZERO; g4 * (c + h)];
+    matmul(
+        &mut dw,
+        c + h,
+        dxw_m.t(),
+        Mat::row_major(x, bt, c),
+        false,
+        threads,
+    )?; // dW_ih
+    for (row, src) in dw.chunks_mut(c + h).zip(dw_hh.chunks(h)) {
+        row[c..].copy_from_slice(src);
+    }
+    let mut dx = vec![T::ZERO; bt * c];
+    matmul(&mut dx, c, dxw_m, w_ih, false, threads)?;
+    let mut db = vec![T::ZERO; g4];
+    for row in dxw.chunks(g4) {
+        for (a, &v) in db.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    Ok((dx, dw, db))
 }
 
 /// Returns `(hc (2, B, T, H), acts (B, T, 4H))`.
 fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
     xw: &[T],
-    w_hh: &[T],
+    w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
 ) -> Result<(Vec<T>, Vec<T>), String> {
@@ -198,7 +293,7 @@ fn lstm_forward<T: Float>(
                 &mut gates,
                 g4,
                 Mat::row_major(&h_state, b, h),
-                Mat::row_major(w_hh, g4, h).t(),
+                w_hh.t(),
                 true,
                 threads,
             )?;
@@ -249,7 +344,7 @@ fn lstm_backward<T: Float>(
     hc: &[T],
     acts: &[T],
     grad: &[T],
-    w_hh: &[T],
+    w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
 ) -> Result<(Vec<T>, Vec<T>), String> {
@@ -309,7 +404,7 @@ fn lstm_backward<T: Float>(
                 rs: t * g4,
                 cs: 1,
             },
-            Mat::row_major(w_hh, g4, h),
+            w_hh,
             false,
             threads,
         )?;
@@ -343,7 +438,7 @@ fn lstm_backward<T: Float>(
     Ok((dxw, dw))
 }
 
-impl CustomOp2 for LstmLayerOp {
+impl CustomOp3 for LstmLayerOp {
     fn name(&self) -> &'static str {
         "canopy-lstm-layer"
     }
@@ -354,89 +449,94 @@ impl CustomOp2 for LstmLayerOp {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, t) = dims(l1, l2, self.hidden)?;
+        let dims = dims(l1, l2, l3, self.hidden)?;
         let err = |m: String| candle_core::Error::Msg(format!("fused lstm: {m}"));
-        let (out, acts) = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (hc, acts) = lstm_forward(
+        let name = "fused lstm";
+        macro_rules! run {
+            ($t:ty) => {
+                layer_forward::<$t>(
                     self,
-                    slice(s1, l1, "fused lstm")?,
-                    slice(s2, l2, "fused lstm")?,
-                    b,
-                    t,
+                    slice(s1, l1, name)?,
+                    slice(s2, l2, name)?,
+                    slice(s3, l3, name)?,
+                    dims,
                 )
-                .map_err(err)?;
+                .map_err(err)?
+            };
+        }
+        let (out, acts) = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (hc, acts) = run!(f32);
                 (CpuStorage::F32(hc), Saved::F32(Arc::new(acts)))
             }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (hc, acts) = lstm_forward(
-                    self,
-                    slice(s1, l1, "fused lstm")?,
-                    slice(s2, l2, "fused lstm")?,
-                    b,
-                    t,
-                )
-                .map_err(err)?;
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (hc, acts) = run!(f64);
                 (CpuStorage::F64(hc), Saved::F64(Arc::new(acts)))
             }
-            _ => return Err(err("operands must both be f32 or both f64".into())),
+            _ => return Err(err("operands must all be f32 or all f64".into())),
         };
         *self
             .acts
             .lock()
             .map_err(|_| err("activation cache poisoned".into()))? = acts;
-        Ok((out, Shape::from((2, b, t, self.hidden))))
+        Ok((out, Shape::from((2, dims.0, dims.1, self.hidden))))
     }
 
     fn bwd(
         &self,
-        xw: &Tensor,
+        x: &Tensor,
         w: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, t, _) = xw.dims3()?;
-        let h = self.hidden;
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let w = w.contiguous()?;
         let err = |m: &str| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
         let acts = self
             .acts
             .lock()
             .map_err(|_| err("activation cache poisoned"))?
             .clone();
+        let (sx, lx) = x.storage_and_layout();
+        let (sw, lw) = w.storage_and_layout();
         let (so, lo) = res.storage_and_layout();
         let (sg, lg) = grad.storage_and_layout();
-        let (sw, lw) = w.storage_and_layout();
-        let (Storage::Cpu(so), Storage::Cpu(sg), Storage::Cpu(sw)) = (&*so, &*sg, &*sw) else {
+        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(so), Storage::Cpu(sg)) =
+            (&*sx, &*sw, &*so, &*sg)
+        else {
             return Err(err("CPU tensors only"));
         };
-        let dev = xw.device();
+        let dims = dims(lx, lw, bias.layout(), self.hidden)?;
+        let dev = x.device();
+        let name = "fused lstm";
         macro_rules! run {
             ($t:ty, $acts:expr) => {{
-                let (a, bw) = lstm_backward::<$t>(
+                let (dx, dw, db) = layer_backward::<$t>(
                     self,
-                    slice(so, lo, "fused lstm")?,
+                    slice(sx, lx, name)?,
+                    slice(sw, lw, name)?,
+                    slice(so, lo, name)?,
                     $acts,
-                    slice(sg, lg, "fused lstm")?,
-                    slice(sw, lw, "fused lstm")?,
-                    b,
-                    t,
+                    slice(sg, lg, name)?,
+                    dims,
                 )
                 .map_err(|m| err(&m))?;
                 (
-                    Tensor::from_vec(a, (b, t, 4 * h), dev)?,
-                    Tensor::from_vec(bw, (4 * h, h), dev)?,
+                    Tensor::from_vec(dx, x.shape(), dev)?,
+                    Tensor::from_vec(dw, w.shape(), dev)?,
+                    Tensor::from_vec(db, bias.shape(), dev)?,
                 )
             }};
         }
-        let (dxw, dw) = match (so, &acts) {
+        let (dx, dw, db) = match (so, &acts) {
             (CpuStorage::F32(_), Saved::F32(a)) => run!(f32, a.as_slice()),
             (CpuStorage::F64(_), Saved::F64(a)) => run!(f64, a.as_slice()),
             _ => return Err(err("no forward activations of the output's dtype")),
         };
-        Ok((Some(dxw), Some(dw)))
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
