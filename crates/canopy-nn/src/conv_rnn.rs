@@ -340,24 +340,12 @@ impl ConvRnn {
         direction: Bidirectional,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let make = |vb: VarBuilder| -> Result<ConvCell> {
+        Self::from_cells(hidden, direction, vb, |vb| {
             Ok(if gru {
                 ConvCell::Gru(ConvGruCell::new(input, hidden, kernel, true, vb)?)
             } else {
                 ConvCell::Lstm(ConvLstmCell::new(input, hidden, kernel, true, vb)?)
             })
-        };
-        let forward = make(vb.pp("forward"))?;
-        let backward = if direction == Bidirectional::Separate {
-            Some(make(vb.pp("backward"))?)
-        } else {
-            None
-        };
-        Ok(ConvRnn {
-            forward,
-            backward,
-            direction,
-            hidden,
         })
     }
 
@@ -373,11 +361,20 @@ impl ConvRnn {
         direction: Bidirectional,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let make = |vb: VarBuilder| -> Result<ConvCell> {
+        Self::from_cells(hidden, direction, vb, |vb| {
             Ok(ConvCell::Lstm(ConvLstmCell::with_layer_norm(
                 input, hidden, kernel, vb,
             )?))
-        };
+        })
+    }
+
+    /// The layer from a cell constructor: `forward.*`, and `backward.*` for separate weights.
+    fn from_cells(
+        hidden: usize,
+        direction: Bidirectional,
+        vb: VarBuilder,
+        make: impl Fn(VarBuilder) -> Result<ConvCell>,
+    ) -> Result<Self> {
         let forward = make(vb.pp("forward"))?;
         let backward = if direction == Bidirectional::Separate {
             Some(make(vb.pp("backward"))?)

@@ -15,32 +15,22 @@
 //! ops when attention dropout is active in training), no CUDA implementation, no second
 //! derivatives.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Saved};
+use crate::ops::cpu::{slice, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
-use crate::ops::lstm_kernel::Float;
 
 /// `(q (BH, T, D), k (BH, S, D), v (BH, S, D)) -> (BH, T, D)`.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct AttentionOp {
     pub heads: usize,
     pub scale: f64,
     /// `(B, S)` row-major, `true` = ignore that key.
     pub key_mask: Option<Vec<bool>>,
-    probs: Arc<Mutex<Saved>>,
-}
-
-impl std::fmt::Debug for AttentionOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttentionOp")
-            .field("heads", &self.heads)
-            .field("scale", &self.scale)
-            .finish_non_exhaustive()
-    }
+    probs: SavedCell,
 }
 
 impl AttentionOp {
@@ -49,7 +39,7 @@ impl AttentionOp {
             heads,
             scale,
             key_mask,
-            probs: Arc::default(),
+            probs: SavedCell::default(),
         }
     }
 
@@ -57,7 +47,7 @@ impl AttentionOp {
     pub fn probabilities(&self, shape: (usize, usize, usize)) -> candle_core::Result<Tensor> {
         let err = || candle_core::Error::Msg("attention: probabilities unavailable".into());
         let dev = candle_core::Device::Cpu;
-        match &*self.probs.lock().map_err(|_| err())? {
+        match self.probs.load()? {
             Saved::F32(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
             Saved::F64(p) => Tensor::from_slice(p.as_slice(), shape, &dev),
             Saved::None => Err(err()),
@@ -264,10 +254,7 @@ impl CustomOp3 for AttentionOp {
             }
             _ => return Err(err("q, k, v must all be f32 or all f64".into())),
         };
-        *self
-            .probs
-            .lock()
-            .map_err(|_| err("probability cache poisoned".into()))? = probs;
+        self.probs.store(probs)?;
         Ok((out, Shape::from((dims.0, dims.1, dims.3))))
     }
 
@@ -281,11 +268,7 @@ impl CustomOp3 for AttentionOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let err = |m: &str| candle_core::Error::Msg(format!("attention backward: {m}"));
-        let probs = self
-            .probs
-            .lock()
-            .map_err(|_| err("probability cache poisoned"))?
-            .clone();
+        let probs = self.probs.load()?;
         let (sq, lq) = q.storage_and_layout();
         let (sk, lk) = k.storage_and_layout();
         let (sv, lv) = v.storage_and_layout();

@@ -18,7 +18,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
-use crate::ops::conv_cpu::{Conv2dOp, ConvGeom};
+use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
 use crate::Result;
 
@@ -295,9 +295,13 @@ pub fn conv2d(
         c_out,
         groups: cfg.groups,
     };
-    let y = x
-        .contiguous()?
-        .apply_op2(&weight.contiguous()?, Conv2dOp(cv))?; // (B, C_out, H_out, W_out)
+    let y = x.contiguous()?.apply_op2(
+        &weight.contiguous()?,
+        Conv2dOp {
+            cv,
+            pass: Pass::Forward,
+        },
+    )?; // (B, C_out, H_out, W_out)
     add_bias(y, bias, c_out, op)
 }
 

@@ -450,21 +450,31 @@ fn dispatch(
     }
 }
 
-/// `conv2d(x, w)` (no bias) on the CPU.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Conv2dOp(pub ConvGeom);
+/// Which computation a [`Conv2dOp`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// `(x, w) -> y`, differentiable through the two other passes.
+    Forward,
+    /// `(dy, w) -> dx`.
+    BackwardInput,
+    /// `(x, dy) -> dw`.
+    BackwardWeight,
+}
 
-/// Input gradient of [`Conv2dOp`]: `(dy, w) -> dx`.
+/// `conv2d(x, w)` (no bias) on the CPU, or one of its gradients.
 #[derive(Debug, Clone, Copy)]
-struct Conv2dBackwardInput(ConvGeom);
-
-/// Weight gradient of [`Conv2dOp`]: `(x, dy) -> dw`.
-#[derive(Debug, Clone, Copy)]
-struct Conv2dBackwardWeight(ConvGeom);
+pub(crate) struct Conv2dOp {
+    pub cv: ConvGeom,
+    pub pass: Pass,
+}
 
 impl CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
-        "canopy-conv2d"
+        match self.pass {
+            Pass::Forward => "canopy-conv2d",
+            Pass::BackwardInput => "canopy-conv2d-backward-input",
+            Pass::BackwardWeight => "canopy-conv2d-backward-weight",
+        }
     }
 
     fn cpu_fwd(
@@ -474,17 +484,23 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cv = self.0;
+        let cv = self.cv;
+        let (g, pass) = (cv.g, self.pass);
         let out = dispatch(
             self.name(),
             s1,
             l1,
             s2,
             l2,
-            |x, w| forward(&cv, x, w),
-            |x, w| forward(&cv, x, w),
+            |a, b| run_pass(pass, &cv, a, b),
+            |a, b| run_pass(pass, &cv, a, b),
         )?;
-        Ok((out, Shape::from((cv.g.b, cv.c_out, cv.g.ho, cv.g.wo))))
+        let shape = match pass {
+            Pass::Forward => Shape::from((g.b, cv.c_out, g.ho, g.wo)),
+            Pass::BackwardInput => Shape::from((g.b, g.c, g.h, g.w)),
+            Pass::BackwardWeight => Shape::from((cv.c_out, cv.cg(), g.kh, g.kw)),
+        };
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -494,62 +510,29 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if self.pass != Pass::Forward {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: second derivatives are not supported",
+                self.name()
+            )));
+        }
         let grad = grad.contiguous()?;
-        let dx = grad.apply_op2_no_bwd(w, &Conv2dBackwardInput(self.0))?;
-        let dw = x.apply_op2_no_bwd(&grad, &Conv2dBackwardWeight(self.0))?;
+        let with = |pass| Conv2dOp { cv: self.cv, pass };
+        let dx = grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput))?;
+        let dw = x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight))?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
-impl CustomOp2 for Conv2dBackwardInput {
-    fn name(&self) -> &'static str {
-        "canopy-conv2d-backward-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cv = self.0;
-        let out = dispatch(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |dy, w| backward_input(&cv, dy, w),
-            |dy, w| backward_input(&cv, dy, w),
-        )?;
-        Ok((out, Shape::from((cv.g.b, cv.g.c, cv.g.h, cv.g.w))))
-    }
-}
-
-impl CustomOp2 for Conv2dBackwardWeight {
-    fn name(&self) -> &'static str {
-        "canopy-conv2d-backward-weight"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cv = self.0;
-        let out = dispatch(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |x, dy| backward_weight(&cv, x, dy),
-            |x, dy| backward_weight(&cv, x, dy),
-        )?;
-        let shape = Shape::from((cv.c_out, cv.cg(), cv.g.kh, cv.g.kw));
-        Ok((out, shape))
+fn run_pass<T: GemmScalar + Default + std::ops::AddAssign>(
+    pass: Pass,
+    cv: &ConvGeom,
+    a: &[T],
+    b: &[T],
+) -> Result<Vec<T>, String> {
+    match pass {
+        Pass::Forward => forward(cv, a, b),
+        Pass::BackwardInput => backward_input(cv, a, b),
+        Pass::BackwardWeight => backward_weight(cv, a, b),
     }
 }

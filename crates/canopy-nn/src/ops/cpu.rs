@@ -1,9 +1,12 @@
-//! Helpers shared by the CPU custom ops: contiguous slices of candle storage, and the values a
-//! forward pass keeps for its backward pass.
+//! Helpers shared by the CPU custom ops: contiguous slices of candle storage, the values a
+//! forward pass keeps for its backward pass, and the float arithmetic of the fused kernels
+//! (a vectorisable f32 `exp`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, Layout};
+
+use crate::ops::gemm::GemmScalar;
 
 /// The elements of a contiguous operand, or an error naming the op.
 pub(crate) fn slice<'a, T: candle_core::WithDType>(
@@ -28,4 +31,124 @@ pub(crate) enum Saved {
     F32(Arc<Vec<f32>>),
     /// f64 values.
     F64(Arc<Vec<f64>>),
+}
+
+/// Where a custom op keeps its [`Saved`] values between its forward and backward passes (shared
+/// by the clones candle makes of the op). Debug-prints without the values.
+#[derive(Clone, Default)]
+pub(crate) struct SavedCell(Arc<Mutex<Saved>>);
+
+impl std::fmt::Debug for SavedCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedCell(..)")
+    }
+}
+
+impl SavedCell {
+    /// Keeps `v`, replacing what was kept.
+    pub fn store(&self, v: Saved) -> candle_core::Result<()> {
+        *self.0.lock().map_err(|_| poisoned())? = v;
+        Ok(())
+    }
+
+    /// What was kept (cheap: the values are shared).
+    pub fn load(&self) -> candle_core::Result<Saved> {
+        Ok(self.0.lock().map_err(|_| poisoned())?.clone())
+    }
+}
+
+fn poisoned() -> candle_core::Error {
+    candle_core::Error::Msg("canopy custom op: saved-values lock poisoned by a panic".into())
+}
+
+/// Float types the fused kernels run on.
+pub(crate) trait Float:
+    GemmScalar
+    + Default
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::AddAssign
+{
+    /// `exp(x)`.
+    fn exp(self) -> Self;
+    /// Logistic sigmoid.
+    fn sigmoid(self) -> Self {
+        Self::ONE / (Self::ONE + (Self::ZERO - self).exp())
+    }
+    /// Hyperbolic tangent.
+    fn tanh(self) -> Self;
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp_approx(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        // tanh x = 1 - 2 / (exp(2x) + 1): no cancellation for large |x|, absolute error ~1e-7
+        1.0 - 2.0 / (exp_approx(2.0 * self) + 1.0)
+    }
+}
+
+impl Float for f64 {
+    #[inline(always)]
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+}
+
+/// `exp(x)` for f32 without branches or table lookups, so loops over it vectorise: Cody–Waite
+/// reduction `x = n ln2 + r`, |r| ≤ ln2/2, Cephes' polynomial for `e^r`, and `2^n` built in
+/// the exponent bits. Inputs are clamped to [-87.3, 88] (results stay normal floats).
+#[inline(always)]
+pub(crate) fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Cephes' expf minimax coefficients
+    let q = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let p = q * r * r + r + 1.0;
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approximate_exp_sigmoid_and_tanh_are_accurate_in_f32() {
+        let mut worst: f64 = 0.0;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let want = (x as f64).exp();
+            let got = exp_approx(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            let (s, t) = (Float::sigmoid(x) as f64, Float::tanh(x) as f64);
+            let (s0, t0) = (1.0 / (1.0 + (-(x as f64)).exp()), (x as f64).tanh());
+            assert!((s - s0).abs() < 2e-7, "sigmoid({x}) = {s} vs {s0}");
+            assert!((t - t0).abs() < 3e-7, "tanh({x}) = {t} vs {t0}");
+            x += 0.013;
+        }
+        assert!(worst < 2e-7, "relative error {worst:e}");
+        // saturation instead of inf/NaN far outside the range
+        assert!(exp_approx(1e4).is_finite() && exp_approx(-1e4) >= 0.0);
+        assert!(Float::sigmoid(-1e4f32) < 1e-37);
+        assert_eq!(Float::tanh(1e4f32), 1.0);
+    }
 }

@@ -18,103 +18,28 @@
 //! `pack_padded_sequence` does. The weight gradient is a single matrix product over all steps
 //! after the loop.
 //!
-//! f32 and f64 on the CPU; exponentials go through [`exp_approx`] in f32 (vectorisable,
-//! relative error below 2e-7) and `f64::exp` in f64. No CUDA implementation and no second
+//! f32 and f64 on the CPU; exponentials go through
+//! [`exp_approx`](crate::ops::cpu::exp_approx) in f32 (vectorisable, relative error below 2e-7)
+//! and `f64::exp` in f64. No CUDA implementation and no second
 //! derivatives; [`crate::rnn::Lstm`] falls back to composed candle ops elsewhere.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Saved};
-use crate::ops::gemm::{matmul, GemmScalar, Mat};
-
-/// Float types the fused kernels run on.
-pub(crate) trait Float:
-    GemmScalar
-    + Default
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::AddAssign
-{
-    /// `exp(x)`.
-    fn exp(self) -> Self;
-    /// Logistic sigmoid.
-    fn sigmoid(self) -> Self {
-        Self::ONE / (Self::ONE + (Self::ZERO - self).exp())
-    }
-    /// Hyperbolic tangent.
-    fn tanh(self) -> Self;
-}
-
-impl Float for f32 {
-    #[inline(always)]
-    fn exp(self) -> Self {
-        exp_approx(self)
-    }
-    #[inline(always)]
-    fn tanh(self) -> Self {
-        // tanh x = 1 - 2 / (exp(2x) + 1): no cancellation for large |x|, absolute error ~1e-7
-        1.0 - 2.0 / (exp_approx(2.0 * self) + 1.0)
-    }
-}
-
-impl Float for f64 {
-    #[inline(always)]
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    #[inline(always)]
-    fn tanh(self) -> Self {
-        f64::tanh(self)
-    }
-}
-
-/// `exp(x)` for f32 without branches or table lookups, so loops over it vectorise: Cody–Waite
-/// reduction `x = n ln2 + r`, |r| ≤ ln2/2, Cephes' polynomial for `e^r`, and `2^n` built in
-/// the exponent bits. Inputs are clamped to [-87.3, 88] (results stay normal floats).
-#[inline(always)]
-pub(crate) fn exp_approx(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    // Cephes' expf minimax coefficients
-    let q = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let p = q * r * r + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
-    p * scale
-}
+use crate::ops::cpu::{slice, Float, Saved, SavedCell};
+use crate::ops::gemm::{matmul, Mat};
 
 /// One LSTM layer direction: `(x (B, T, C), [W_ih | W_hh] (4H, C + H), b_ih + b_hh (4H)) ->
 /// (2, B, T, H)` = all hidden states, then all cell states (zeros at padded steps).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct LstmLayerOp {
     pub hidden: usize,
     pub reverse: bool,
     /// Valid steps per sequence (`None`: all `T`).
     pub lengths: Option<Vec<usize>>,
-    acts: Arc<Mutex<Saved>>,
-}
-
-impl std::fmt::Debug for LstmLayerOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LstmLayerOp")
-            .field("hidden", &self.hidden)
-            .field("reverse", &self.reverse)
-            .field("lengths", &self.lengths)
-            .finish_non_exhaustive()
-    }
+    acts: SavedCell,
 }
 
 impl LstmLayerOp {
@@ -123,7 +48,7 @@ impl LstmLayerOp {
             hidden,
             reverse,
             lengths,
-            acts: Arc::default(),
+            acts: SavedCell::default(),
         }
     }
 
@@ -478,10 +403,7 @@ impl CustomOp3 for LstmLayerOp {
             }
             _ => return Err(err("operands must all be f32 or all f64".into())),
         };
-        *self
-            .acts
-            .lock()
-            .map_err(|_| err("activation cache poisoned".into()))? = acts;
+        self.acts.store(acts)?;
         Ok((out, Shape::from((2, dims.0, dims.1, self.hidden))))
     }
 
@@ -495,11 +417,7 @@ impl CustomOp3 for LstmLayerOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let err = |m: &str| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
-        let acts = self
-            .acts
-            .lock()
-            .map_err(|_| err("activation cache poisoned"))?
-            .clone();
+        let acts = self.acts.load()?;
         let (sx, lx) = x.storage_and_layout();
         let (sw, lw) = w.storage_and_layout();
         let (so, lo) = res.storage_and_layout();
@@ -772,31 +690,5 @@ impl CustomOp2 for LstmGatesOp {
             _ => return Err(err("operands must be f32 or f64")),
         };
         Ok((Some(dg), Some(dc)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn approximate_exp_sigmoid_and_tanh_are_accurate_in_f32() {
-        let mut worst: f64 = 0.0;
-        let mut x = -80.0f32;
-        while x < 80.0 {
-            let want = (x as f64).exp();
-            let got = exp_approx(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-            let (s, t) = (Float::sigmoid(x) as f64, Float::tanh(x) as f64);
-            let (s0, t0) = (1.0 / (1.0 + (-(x as f64)).exp()), (x as f64).tanh());
-            assert!((s - s0).abs() < 2e-7, "sigmoid({x}) = {s} vs {s0}");
-            assert!((t - t0).abs() < 3e-7, "tanh({x}) = {t} vs {t0}");
-            x += 0.013;
-        }
-        assert!(worst < 2e-7, "relative error {worst:e}");
-        // saturation instead of inf/NaN far outside the range
-        assert!(exp_approx(1e4).is_finite() && exp_approx(-1e4) >= 0.0);
-        assert!(Float::sigmoid(-1e4f32) < 1e-37);
-        assert_eq!(Float::tanh(1e4f32), 1.0);
     }
 }

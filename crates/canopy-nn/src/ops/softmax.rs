@@ -8,8 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
-use crate::ops::cpu::slice;
-use crate::ops::lstm_kernel::Float;
+use crate::ops::cpu::{slice, Float};
 use crate::Result;
 
 /// Softmax over `dim`. On the CPU in f32/f64 over the last dimension this is one fused op
