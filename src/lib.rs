@@ -9,6 +9,8 @@
 //! | [`raster`] | `canopy-raster`: GeoTIFF I/O, windows, tiling + stitching, rasterisation | `raster` (default) |
 //! | `nn` | `canopy-nn`: gradient-checked operators on candle | `nn` |
 //! | `train` | `canopy-train`: losses, metrics, optimizers, schedules, checkpoints, training loop | `train` |
+//! | `series` | `canopy-series`: time-series samples, loaders, preprocessing blocks | `series` |
+//! | `temporal` | `canopy-temporal`: LSTM, Transformer, TempCNN, MS-ResNet, InceptionTime, ConvLSTM classifiers | `temporal` |
 //!
 //! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
 #![warn(missing_docs)]
@@ -21,3 +23,9 @@ pub use canopy_nn as nn;
 
 #[cfg(feature = "train")]
 pub use canopy_train as train;
+
+#[cfg(feature = "series")]
+pub use canopy_series as series;
+
+#[cfg(feature = "temporal")]
+pub use canopy_temporal as temporal;
