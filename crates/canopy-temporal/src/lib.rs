@@ -3,6 +3,8 @@
 
 mod error;
 pub mod model;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::SeriesClassifier;
+pub use weights::{load_state_dict, load_tensors};

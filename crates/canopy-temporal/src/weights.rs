@@ -1,0 +1,150 @@
+//! Loading PyTorch `state_dict`s exported as safetensors.
+//!
+//! The models of this crate name their variables exactly as the reference PyTorch modules name
+//! their parameters and buffers, so `safetensors.torch.save_file(model.state_dict(), path)` on
+//! the PyTorch side and [`load_state_dict`] here move trained weights across unchanged.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Tensor, Var};
+
+use crate::{Error, Result};
+
+/// Loads the safetensors file `path` into `vars` strictly: every variable must be in the file
+/// with its shape, and every tensor of the file must belong to a variable (so a file for
+/// another configuration is refused instead of half-loaded). Values are converted to each
+/// variable's dtype and device (PyTorch's int64 `num_batches_tracked` included).
+///
+/// # Errors
+/// [`Error::Io`]/[`Error::File`] naming the file and the missing or unused keys, or the
+/// variable whose shape differs.
+pub fn load_state_dict(path: impl AsRef<Path>, vars: &[(String, Var)]) -> Result<()> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such weights file"),
+        });
+    }
+    let device = vars
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(candle_core::Device::Cpu);
+    let tensors = candle_core::safetensors::load(path, &device).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: format!("not a readable safetensors file: {e}"),
+    })?;
+    assign(&tensors, vars).map_err(|message| Error::File {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Assigns `tensors` to `vars` by name with the same strictness as [`load_state_dict`];
+/// the error message names the offending keys.
+///
+/// # Errors
+/// Missing or unused keys, shape mismatches, failed conversions.
+pub fn load_tensors(tensors: &HashMap<String, Tensor>, vars: &[(String, Var)]) -> Result<()> {
+    assign(tensors, vars).map_err(|message| Error::Config {
+        model: "load_tensors",
+        message,
+    })
+}
+
+fn assign(
+    tensors: &HashMap<String, Tensor>,
+    vars: &[(String, Var)],
+) -> std::result::Result<(), String> {
+    let mut missing: Vec<&str> = vars
+        .iter()
+        .filter(|(n, _)| !tensors.contains_key(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    missing.sort_unstable();
+    let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unused: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    unused.sort_unstable();
+    if !missing.is_empty() || !unused.is_empty() {
+        return Err(format!(
+            "state dict does not fit the model: missing keys {missing:?}, unexpected keys \
+             {unused:?} (is it a checkpoint of another model or configuration?)"
+        ));
+    }
+    for (name, var) in vars {
+        let Some(t) = tensors.get(name) else {
+            continue;
+        };
+        if t.dims() != var.dims() {
+            return Err(format!(
+                "{name}: the model expects shape {:?}, the file has {:?}",
+                var.dims(),
+                t.dims()
+            ));
+        }
+        let value = t
+            .to_dtype(var.dtype())
+            .and_then(|t| t.to_device(var.device()))
+            .map_err(|e| format!("{name}: {e}"))?;
+        var.set(&value).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn strict_loading_names_missing_unused_and_misshaped_keys() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let a = Var::zeros((2, 3), DType::F32, &dev)?;
+        let b = Var::zeros(4, DType::F32, &dev)?;
+        let vars = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+
+        let mut t = HashMap::new();
+        t.insert("a".to_string(), Tensor::ones((2, 3), DType::F64, &dev)?);
+        t.insert("b".to_string(), Tensor::new(&[1i64, 2, 3, 4], &dev)?);
+        load_tensors(&t, &vars)?;
+        assert_eq!(b.as_tensor().to_vec1::<f32>()?, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(a.as_tensor().sum_all()?.to_scalar::<f32>()?, 6.0);
+
+        t.insert("c".to_string(), Tensor::ones(1, DType::F32, &dev)?);
+        let e = load_tensors(&t, &vars)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("unexpected keys [\"c\"]"), "{e}");
+
+        t.remove("c");
+        t.remove("b");
+        let e = load_tensors(&t, &vars)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("missing keys [\"b\"]"), "{e}");
+
+        t.insert("b".to_string(), Tensor::ones(5, DType::F32, &dev)?);
+        let e = load_tensors(&t, &vars)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("b: the model expects shape [4], the file has [5]"),
+            "{e}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let e = load_state_dict("/nonexistent/weights.safetensors", &[]);
+        assert!(matches!(e, Err(Error::Io { .. })));
+    }
+}
