@@ -3,6 +3,7 @@
 
 mod error;
 pub mod model;
+pub mod mtlcc;
 pub mod weights;
 
 pub use error::{Error, Result};

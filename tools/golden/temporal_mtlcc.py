@@ -1,0 +1,121 @@
+"""Golden fixtures for canopy-temporal's MTLCC convolutional recurrent encoder, PyTorch float64.
+
+Run with the peer environment (../shared/peers/setup.sh):
+    ~/.cache/canopy-peers/venv/bin/python tools/golden/temporal_mtlcc.py
+Writes crates/canopy-temporal/tests/fixtures/mtlcc.safetensors. For each case NAME: its
+state_dict under `NAME.sd.<key>`, the input `NAME.x` (B, T, C, H, W), the per-pixel logits
+`NAME.logits` (before the port's Softmax2d), the forward hidden/cell state sequences
+`NAME.h` / `NAME.c` (B, T, hidden, H, W), optionally `NAME.lengths`, and the gradient of
+sum(logits * NAME.r) w.r.t. the input (`NAME.gx`).
+
+Case `port` is the structure of TUM-LMF/MTLCC-pytorch `LSTMSequentialEncoder` (Conv3d (1,3,3)
+input convolution after zero padding, ndrplz-style ConvLSTM cell with one conv over [x, h]
+giving the i, f, o, g gates, no cell bias, 3x3 head on the padded final *cell* state), written
+out here because the port is not a pip package. The other cases extend it the way the
+TensorFlow MTLCC model does (backward reading with separate or shared weights, sequence
+lengths, ConvGRU cells as in pytorch_convgru); their semantics are canopy's, cross-checked by an
+independent PyTorch implementation. Pinned: torch 2.15.0.
+"""
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+torch.manual_seed(0)
+torch.set_default_dtype(torch.float64)
+out = {}
+
+
+class LstmCell(nn.Module):
+    def __init__(self, c, hidden, k, bias):
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(c + hidden, 4 * hidden, k, padding=k // 2, bias=bias)
+
+    def forward(self, x, h, c):
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hidden, 1)
+        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c2), c2
+
+
+class GruCell(nn.Module):
+    def __init__(self, c, hidden, k, bias):
+        super().__init__()
+        p = k // 2
+        self.reset_gate = nn.Conv2d(c + hidden, hidden, k, padding=p, bias=bias)
+        self.update_gate = nn.Conv2d(c + hidden, hidden, k, padding=p, bias=bias)
+        self.out_gate = nn.Conv2d(c + hidden, hidden, k, padding=p, bias=bias)
+
+    def forward(self, x, h, c):
+        xh = torch.cat([x, h], 1)
+        r = torch.sigmoid(self.reset_gate(xh))
+        z = torch.sigmoid(self.update_gate(xh))
+        n = torch.tanh(self.out_gate(torch.cat([x, h * r], 1)))
+        return h * (1 - z) + n * z, c
+
+
+class Encoder(nn.Module):
+    def __init__(self, c, hidden, k, classes, gru=False, bias=False, direction="forward", head="cell"):
+        super().__init__()
+        self.hidden, self.direction, self.head, self.gru = hidden, direction, head, gru
+        self.inconv = nn.Conv3d(c, hidden, (1, 3, 3))
+        cell = GruCell if gru else LstmCell
+        self.cell = cell(hidden, hidden, k, bias)
+        if direction == "separate":
+            self.cell_bw = cell(hidden, hidden, k, bias)
+        d = 1 if direction == "forward" else 2
+        self.final = nn.Conv2d(d * hidden, classes, (3, 3))
+
+    def run(self, cell, x, lengths, reverse):
+        b, _, t, hh, ww = x.shape
+        h = torch.zeros(b, self.hidden, hh, ww)
+        c = torch.zeros(b, self.hidden, hh, ww)
+        hs, cs = [None] * t, [None] * t
+        for s in (reversed(range(t)) if reverse else range(t)):
+            h2, c2 = cell(x[:, :, s], h, c)
+            m = (s < lengths).to(x.dtype).view(b, 1, 1, 1)
+            h, c = m * h2 + (1 - m) * h, m * c2 + (1 - m) * c
+            hs[s], cs[s] = h, c
+        head = h if (self.gru or self.head == "hidden") else c
+        return head, torch.stack(hs, 1), torch.stack(cs, 1)
+
+    def forward(self, x, lengths):
+        x = x.permute(0, 2, 1, 3, 4)
+        x = self.inconv(F.pad(x, (1, 1, 1, 1)))
+        head, h, c = self.run(self.cell, x, lengths, False)
+        heads = [head]
+        if self.direction != "forward":
+            cell = self.cell_bw if self.direction == "separate" else self.cell
+            heads.append(self.run(cell, x, lengths, True)[0])
+        return self.final(F.pad(torch.cat(heads, 1), (1, 1, 1, 1))), h, c
+
+
+def case(name, model, b=2, t=5, c=4, hw=(5, 4), lengths=None):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn_like(p))
+    x = torch.randn(b, t, c, *hw, requires_grad=True)
+    lens = torch.tensor(lengths if lengths is not None else [t] * b)
+    logits, h, cc = model(x, lens)
+    r = torch.randn_like(logits)
+    (logits * r).sum().backward()
+    for k, v in model.state_dict().items():
+        out[f"{name}.sd.{k}"] = v.detach().clone().contiguous()
+    for k, v in dict(x=x, logits=logits, h=h, c=cc, r=r, gx=x.grad).items():
+        out[f"{name}.{k}"] = v.detach().clone().contiguous()
+    if lengths is not None:
+        out[f"{name}.lengths"] = lens.to(torch.int64)
+
+
+case("port", Encoder(4, 6, 3, 3))
+case("separate_lengths", Encoder(4, 5, 3, 3, bias=True, direction="separate", head="hidden"),
+     b=3, lengths=[5, 3, 1])
+case("gru_shared", Encoder(3, 4, 5, 2, gru=True, bias=True, direction="shared"), t=4, c=3,
+     lengths=[2, 4])
+
+path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-temporal", "tests",
+                    "fixtures", "mtlcc.safetensors")
+save_file(out, path)
+print("wrote", path, sum(v.numel() for v in out.values()), "values")
