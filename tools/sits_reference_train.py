@@ -1,0 +1,188 @@
+"""PyTorch reference for canopy's time-series studies: trains the BreizhCrops reference models with
+the recipe and the data splits canopy's examples use, and prints accuracy and kappa.
+
+Run with the peer environment (../shared/peers/setup.sh), from the repository root:
+    ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py ucr \
+        [--models lstm,transformer,tempcnn,msresnet] [--epochs 30] [--seeds 0,1,2] [--json out.json]
+    ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py eopatch \
+        [--variants raw,preprocessed] [--train-limit 2000] ...
+
+Data (../shared/data/sits, see PROVENANCE.md):
+- `ucr`: UCR Crop TRAIN (7,200 NDVI series, 46 dates, labels 1..24 -> 0..23). Split rule
+  (identical in examples/ucr_crop.rs): within each class, in file order, every 5th series
+  (k % 5 == 4) is validation, the rest training.
+- `eopatch`: the eo-learn Sentinel-2 test patch, one sample per pixel: NDVI over 68 dates,
+  label LULC (0 = no label, dropped; {1, 2, 3, 4, 8} -> 0..4). Spatial split (identical in
+  examples/cloud_robustness.rs): 20 x 20 pixel blocks, block (br, bc) is test when
+  (5 br + bc) % 4 == 0. Variant `raw` uses every date as observed (clouds included);
+  `preprocessed` replaces each pixel's cloudy dates (CLM = 1) by linear interpolation in time
+  between its clear dates (constant beyond the first/last clear date; a pixel without a clear
+  date stays raw). `--train-limit N` trains on the first N training pixels of a seeded
+  permutation (numpy default_rng(seed)).
+Both: z-score normalisation with the training mean/std; input (B, T, 1).
+
+Recipe (the hyper-parameters BreizhCrops' pretrained models were trained with, from the file
+names in breizhcrops/models/pretrained.py; InceptionTime has no published tuned values: lr 1e-3,
+weight decay 1e-6): Adam with coupled L2 weight decay, batch 256, cross-entropy on the logits,
+shuffled batches, evaluation after the last epoch in eval mode. The reference LSTM normalises its
+input over the band axis, which turns a 1-band series into zeros; as canopy's 1-band preset
+does, its input LayerNorm is replaced by the identity here (the head's LayerNorm stays).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import types
+
+import numpy as np
+
+sys.modules.setdefault("h5py", types.ModuleType("h5py"))
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from breizhcrops.models import LSTM, InceptionTime, MSResNet, TempCNN, TransformerModel  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sits")
+
+RECIPES = {
+    "lstm": dict(lr=0.009880117756170353, weight_decay=5.256755602421856e-07),
+    "transformer": dict(lr=0.00017369201853408445, weight_decay=3.5156458637523697e-06),
+    "tempcnn": dict(lr=0.00023892874563871753, weight_decay=5.181869707846283e-05),
+    "msresnet": dict(lr=0.0006271686393146093, weight_decay=4.750234747127917e-06),
+    "inceptiontime": dict(lr=1e-3, weight_decay=1e-6),
+}
+
+
+def build(name, input_dim, num_classes, t):
+    if name == "lstm":
+        m = LSTM(input_dim=input_dim, num_classes=num_classes)
+        if input_dim == 1:
+            m.inlayernorm = nn.Identity()
+        return m
+    if name == "transformer":
+        return TransformerModel(input_dim=input_dim, num_classes=num_classes)
+    if name == "tempcnn":
+        return TempCNN(input_dim=input_dim, num_classes=num_classes, sequencelength=t)
+    if name == "msresnet":
+        return MSResNet(input_dim=input_dim, num_classes=num_classes)
+    if name == "inceptiontime":
+        m = InceptionTime(input_dim=input_dim, num_classes=num_classes)
+        for mod in m.inception_modules_list:
+            mod.convolutions = nn.ModuleList(mod.convolutions)
+        m.inception_modules_list = nn.ModuleList(m.inception_modules_list)
+        m.shortcut_layer_list = nn.ModuleList(m.shortcut_layer_list)
+        return m
+    raise ValueError(name)
+
+
+def load_ucr():
+    rows = np.loadtxt(os.path.join(DATA, "ucr-crop", "Crop_TRAIN.tsv"), delimiter="\t")
+    y = rows[:, 0].astype(np.int64) - 1
+    x = rows[:, 1:].astype(np.float32)[:, :, None]
+    val = np.zeros(len(y), dtype=bool)
+    for k in np.unique(y):
+        idx = np.flatnonzero(y == k)
+        val[idx[np.arange(len(idx)) % 5 == 4]] = True
+    return {"data": (x[~val], y[~val], x[val], y[val]), "classes": 24}
+
+
+def interpolate_clouds(ndvi, cloudy, days):
+    out = ndvi.copy()
+    for p in range(ndvi.shape[1]):
+        clear = ~cloudy[:, p]
+        if clear.any() and not clear.all():
+            out[:, p] = np.interp(days, days[clear], ndvi[clear, p])
+    return out
+
+
+def load_eopatch(variant):
+    root = os.path.join(DATA, "eolearn-testpatch")
+    ndvi = np.load(os.path.join(root, "data", "NDVI.npy"))[..., 0]  # (T, H, W)
+    clm = np.load(os.path.join(root, "mask", "CLM.npy"))[..., 0].astype(bool)
+    lulc = np.load(os.path.join(root, "mask_timeless", "LULC.npy"))[..., 0]
+    stamps = json.load(open(os.path.join(root, "timestamps.json")))
+    days = np.array([np.datetime64(s[:10]).astype("datetime64[D]").astype(np.int64) for s in stamps],
+                    dtype=np.float64)
+    t, h, w = ndvi.shape
+    flat = ndvi.reshape(t, h * w).astype(np.float64)
+    if variant == "preprocessed":
+        flat = interpolate_clouds(flat, clm.reshape(t, h * w), days)
+    labels = lulc.reshape(-1)
+    codes = [1, 2, 3, 4, 8]
+    rr, cc = np.divmod(np.arange(h * w), w)
+    test = ((rr // 20) * 5 + (cc // 20)) % 4 == 0
+    keep = labels != 0
+    y = np.array([codes.index(v) if v in codes else -1 for v in labels])
+    x = flat.T.astype(np.float32)[:, :, None]
+    tr, te = keep & ~test, keep & test
+    return {"data": (x[tr], y[tr], x[te], y[te]), "classes": len(codes)}
+
+
+def kappa(y, p, k):
+    cm = np.zeros((k, k))
+    np.add.at(cm, (y, p), 1)
+    n = cm.sum()
+    po = np.trace(cm) / n
+    pe = (cm.sum(0) * cm.sum(1)).sum() / n**2
+    return (po - pe) / (1 - pe) if pe < 1 else 0.0
+
+
+def run(name, split, classes, epochs, seed, train_limit):
+    xtr, ytr, xte, yte = split
+    if train_limit:
+        perm = np.random.default_rng(seed).permutation(len(ytr))[:train_limit]
+        xtr, ytr = xtr[perm], ytr[perm]
+    mean, std = xtr.mean(), xtr.std()
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    torch.manual_seed(seed)
+    model = build(name, 1, classes, xtr.shape[1])
+    opt = torch.optim.Adam(model.parameters(), **RECIPES[name])
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(yt), generator=gen).split(256):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model.logits(xt[idx]) if hasattr(model, "logits")
+                                               else model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    train_s = time.time() - t0
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(b).argmax(-1) for b in torch.from_numpy(xte).split(1024)]).numpy()
+    return dict(model=name, seed=seed, accuracy=float((pred == yte).mean()),
+                kappa=float(kappa(yte, pred, classes)), n=int(len(yte)), train_seconds=train_s)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dataset", choices=["ucr", "eopatch"])
+    ap.add_argument("--models", default="lstm,transformer,tempcnn,msresnet")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--variants", default="raw,preprocessed")
+    ap.add_argument("--train-limit", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = args.variants.split(",") if args.dataset == "eopatch" else ["-"]
+    results = []
+    for variant in variants:
+        ds = load_ucr() if args.dataset == "ucr" else load_eopatch(variant)
+        for name in args.models.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                r = run(name, ds["data"], ds["classes"], args.epochs, seed, args.train_limit)
+                r["variant"] = variant
+                results.append(r)
+                print(json.dumps(r), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(dataset=args.dataset, epochs=args.epochs, train_limit=args.train_limit,
+                           torch=torch.__version__, results=results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
