@@ -4,8 +4,10 @@
 mod error;
 pub mod model;
 pub mod mtlcc;
+pub mod recipe;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use model::SeriesClassifier;
+pub use recipe::{ModelKind, Recipe};
 pub use weights::{load_state_dict, load_tensors};
