@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fit;
 pub mod model;
 pub mod mtlcc;
 pub mod recipe;
