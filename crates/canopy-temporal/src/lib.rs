@@ -2,9 +2,14 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod explain;
+pub mod lstm;
 pub mod model;
+pub mod transformer;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use lstm::{LstmClassifier, LstmClassifierConfig};
 pub use model::SeriesClassifier;
+pub use transformer::{TransformerClassifier, TransformerClassifierConfig};
 pub use weights::{load_state_dict, load_tensors};
