@@ -435,7 +435,7 @@ pub fn plot_attention(
                 .margin(6)
                 .x_label_area_size(22)
                 .y_label_area_size(30)
-                .build_cartesian_2d(0.0..tf, tf..0.0)
+                .build_cartesian_2d(0.0..tf, 0.0..tf)
                 .map_err(&err)?;
             chart
                 .configure_mesh()
@@ -444,7 +444,7 @@ pub fn plot_attention(
                 .y_labels(5)
                 .label_style((FAMILY, 11))
                 .x_label_formatter(&|v| format!("{v:.0}"))
-                .y_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{:.0}", tf - v))
                 .draw()
                 .map_err(&err)?;
             let cells = map.iter().enumerate().flat_map(|(q, row)| {
@@ -452,7 +452,8 @@ pub fn plot_attention(
                     let s = (v / vmax).clamp(0.0, 1.0);
                     let shade = |lo: f64, hi: f64| (lo + (hi - lo) * s).round() as u8;
                     let fill = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(229.0, 107.0));
-                    let (x, y) = (k as f64, q as f64);
+                    // Query step 0 at the top.
+                    let (x, y) = (k as f64, tf - 1.0 - q as f64);
                     Rectangle::new([(x, y), (x + 1.0, y + 1.0)], fill.filled())
                 })
             });
@@ -515,7 +516,7 @@ mod tests {
                 let eps = 1e-5;
                 let mut worst: f64 = 0.0;
                 for i in (0..base.len()).step_by(5) {
-                    let mut shifted = |d: f64| -> anyhow::Result<f64> {
+                    let shifted = |d: f64| -> anyhow::Result<f64> {
                         let mut v = base.clone();
                         v[i] += d;
                         score(m, &Tensor::from_vec(v, (2, 6, 3), &dev)?, target)

@@ -266,7 +266,7 @@ fn every_parameter_gets_a_gradient() -> anyhow::Result<()> {
     let vm = SeededVarMap::new(4);
     let m = LstmClassifier::new(&lstm_small(), vm.var_builder(DType::F32, &dev))?;
     assert_all_gradients(&m, &vm, 13)?;
-    let one_band = LstmClassifierConfig {
+    let variant = LstmClassifierConfig {
         input_layernorm: true,
         bias: true,
         bidirectional: false,
@@ -277,7 +277,7 @@ fn every_parameter_gets_a_gradient() -> anyhow::Result<()> {
         }
     };
     let vm = SeededVarMap::new(4);
-    let m = LstmClassifier::new(&one_band, vm.var_builder(DType::F32, &dev))?;
+    let m = LstmClassifier::new(&variant, vm.var_builder(DType::F32, &dev))?;
     assert_all_gradients(&m, &vm, 2)?;
     for pe in [false, true] {
         let vm = SeededVarMap::new(4);
