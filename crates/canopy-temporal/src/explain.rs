@@ -246,11 +246,12 @@ fn line_panel<DB: DrawingBackend>(
         } else {
             0.5
         };
-        let cloudy = xs
-            .iter()
-            .zip(valid)
-            .filter(|(_, v)| !**v)
-            .map(|(&x, _)| Rectangle::new([(x - half, y0), (x + half, y1)], RGBColor(200, 200, 200).mix(0.6).filled()));
+        let cloudy = xs.iter().zip(valid).filter(|(_, v)| !**v).map(|(&x, _)| {
+            Rectangle::new(
+                [(x - half, y0), (x + half, y1)],
+                RGBColor(200, 200, 200).mix(0.6).filled(),
+            )
+        });
         chart.draw_series(cloudy).map_err(&err)?;
     }
     for c in 0..columns {
@@ -261,16 +262,14 @@ fn line_panel<DB: DrawingBackend>(
             .filter_map(|(&x, r)| r.get(c).map(|&y| (x, y)))
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
-        let name = opts
-            .names
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| format!("{c}"));
+        let name = opts.names.get(c).cloned().unwrap_or_else(|| format!("{c}"));
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(&err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 2, color.filled())))
             .map_err(&err)?;
@@ -326,7 +325,16 @@ pub fn plot_saliency(
         root.fill(&WHITE).map_err(&err)?;
         let (top, bottom) = root.split_vertically(400);
         line_panel(&top, &opts.title, "value", &xs, &xs_rows, c, &named, path)?;
-        line_panel(&bottom, "saliency d max(y) / dX", "gradient", &xs, &sal_rows, c, &named, path)?;
+        line_panel(
+            &bottom,
+            "saliency d max(y) / dX",
+            "gradient",
+            &xs,
+            &sal_rows,
+            c,
+            &named,
+            path,
+        )?;
         root.present().map_err(&err)?;
         Ok(())
     })
@@ -504,7 +512,8 @@ mod tests {
             n_layers: 1,
             ..TransformerClassifierConfig::russwurm2020(3, 4)
         };
-        let tr = TransformerClassifier::new(&tcfg, SeededVarMap::new(5).var_builder(DType::F64, &dev))?;
+        let tr =
+            TransformerClassifier::new(&tcfg, SeededVarMap::new(5).var_builder(DType::F64, &dev))?;
         let x = Tensor::randn(0f64, 1.0, (2, 6, 3), &dev)?;
         let models: [(&dyn SeriesClassifier, &str); 2] = [(&lstm, "lstm"), (&tr, "transformer")];
         for (m, name) in models {
@@ -524,12 +533,22 @@ mod tests {
                     let fd = (shifted(eps)? - shifted(-eps)?) / (2.0 * eps);
                     worst = worst.max((fd - g[i]).abs() / (1e-3 + fd.abs()));
                 }
-                assert!(worst < 1e-4, "{name} {target:?}: worst relative error {worst:.3e}");
-                assert!(g.iter().any(|v| v.abs() > 1e-8), "{name}: all-zero saliency");
+                assert!(
+                    worst < 1e-4,
+                    "{name} {target:?}: worst relative error {worst:.3e}"
+                );
+                assert!(
+                    g.iter().any(|v| v.abs() > 1e-8),
+                    "{name}: all-zero saliency"
+                );
             }
         }
         assert!(matches!(
-            saliency(&lstm, &Tensor::zeros((2, 6, 2), DType::F64, &dev)?, SaliencyTarget::MaxLogit),
+            saliency(
+                &lstm,
+                &Tensor::zeros((2, 6, 2), DType::F64, &dev)?,
+                SaliencyTarget::MaxLogit
+            ),
             Err(Error::Shape { .. })
         ));
         Ok(())
@@ -537,7 +556,12 @@ mod tests {
 
     fn assert_png(path: &Path) -> anyhow::Result<()> {
         let bytes = std::fs::read(path)?;
-        assert!(bytes.len() > 5_000, "{}: only {} bytes", path.display(), bytes.len());
+        assert!(
+            bytes.len() > 5_000,
+            "{}: only {} bytes",
+            path.display(),
+            bytes.len()
+        );
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         Ok(())
     }
@@ -582,7 +606,15 @@ mod tests {
         )?;
         let a = tr.forward_with_attention(&x, false, &mut rng)?;
         let p = dir.path().join("attention.png");
-        plot_attention(&p, &a.attention, 0, &PlotOptions { title: "attention".into(), ..PlotOptions::default() })?;
+        plot_attention(
+            &p,
+            &a.attention,
+            0,
+            &PlotOptions {
+                title: "attention".into(),
+                ..PlotOptions::default()
+            },
+        )?;
         assert_png(&p)?;
 
         // Only the three plots remain: no temporary files left behind.
@@ -597,7 +629,12 @@ mod tests {
             Err(Error::Shape { .. })
         ));
         assert!(matches!(
-            plot_attention(dir.path().join("bad.png"), &a.attention, 2, &PlotOptions::default()),
+            plot_attention(
+                dir.path().join("bad.png"),
+                &a.attention,
+                2,
+                &PlotOptions::default()
+            ),
             Err(Error::Shape { .. })
         ));
         assert!(!dir.path().join("bad.png").exists());

@@ -111,10 +111,12 @@ impl LstmClassifierConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Config {
-            model: MODEL,
-            message,
-        });
+        let bad = |message: String| {
+            Err(Error::Config {
+                model: MODEL,
+                message,
+            })
+        };
         if self.input_dim == 0 || self.num_classes == 0 {
             return bad(format!(
                 "input_dim ({}) and num_classes ({}) must be positive",
@@ -167,7 +169,12 @@ impl LstmClassifier {
     pub fn new(cfg: &LstmClassifierConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let inlayernorm = if cfg.input_layernorm {
-            Some(LayerNorm::new(cfg.input_dim, 1e-5, true, vb.pp("inlayernorm"))?)
+            Some(LayerNorm::new(
+                cfg.input_dim,
+                1e-5,
+                true,
+                vb.pp("inlayernorm"),
+            )?)
         } else {
             None
         };
@@ -183,11 +190,21 @@ impl LstmClassifier {
             vb.pp("lstm"),
         )?;
         let clayernorm = if cfg.use_layernorm {
-            Some(LayerNorm::new(cfg.state_dim(), 1e-5, true, vb.pp("clayernorm"))?)
+            Some(LayerNorm::new(
+                cfg.state_dim(),
+                1e-5,
+                true,
+                vb.pp("clayernorm"),
+            )?)
         } else {
             None
         };
-        let linear_class = linear(cfg.state_dim(), cfg.num_classes, true, vb.pp("linear_class"))?;
+        let linear_class = linear(
+            cfg.state_dim(),
+            cfg.num_classes,
+            true,
+            vb.pp("linear_class"),
+        )?;
         Ok(LstmClassifier {
             inlayernorm,
             lstm,
@@ -323,7 +340,10 @@ mod tests {
         let vm = SeededVarMap::new(1);
         let m = LstmClassifier::new(&small, vm.var_builder(DType::F32, &Device::Cpu))?;
         let names: Vec<String> = vm.named_vars()?.into_iter().map(|(n, _)| n).collect();
-        assert!(!names.iter().any(|n| n.starts_with("inlayernorm")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with("inlayernorm")),
+            "{names:?}"
+        );
         assert!(names.contains(&"lstm.weight_hh_l1_reverse".to_string()));
         let x = Tensor::ones((2, 5, 1), DType::F32, &Device::Cpu)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -333,8 +353,35 @@ mod tests {
         assert_eq!(s.cell[3].dims(), &[2, 5, 4]);
         assert_eq!(s.names[1], "l0_reverse");
 
-        let e = m.forward_t(&Tensor::ones((2, 5, 3), DType::F32, &Device::Cpu)?, false, &mut rng);
+        let e = m.forward_t(
+            &Tensor::ones((2, 5, 3), DType::F32, &Device::Cpu)?,
+            false,
+            &mut rng,
+        );
         assert!(matches!(e, Err(Error::Shape { .. })));
+        // The reference layout on one band: the input norm erases the input, every series
+        // gets the same logits.
+        let erased = LstmClassifier::new(
+            &LstmClassifierConfig {
+                input_layernorm: true,
+                ..small.clone()
+            },
+            SeededVarMap::new(1).var_builder(DType::F32, &Device::Cpu),
+        )?;
+        let a = Tensor::randn(0f32, 1.0, (2, 5, 1), &Device::Cpu)?;
+        let b = Tensor::randn(3f32, 5.0, (2, 5, 1), &Device::Cpu)?;
+        let d = (erased.forward_t(&a, false, &mut rng)?
+            - erased.forward_t(&b, false, &mut rng)?)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+        assert!(d < 1e-6, "{d}");
+        let d = (m.forward_t(&a, false, &mut rng)? - m.forward_t(&b, false, &mut rng)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d > 1e-4, "{d}");
+
         let e = LstmClassifier::new(
             &LstmClassifierConfig {
                 dropout: 1.0,

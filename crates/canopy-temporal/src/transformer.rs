@@ -148,12 +148,13 @@ impl TransformerClassifierConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |message: String| Err(Error::Config {
-            model: MODEL,
-            message,
-        });
-        if self.input_dim == 0 || self.num_classes == 0 || self.n_layers == 0 || self.d_inner == 0
-        {
+        let bad = |message: String| {
+            Err(Error::Config {
+                model: MODEL,
+                message,
+            })
+        };
+        if self.input_dim == 0 || self.num_classes == 0 || self.n_layers == 0 || self.d_inner == 0 {
             return bad(format!(
                 "input_dim ({}), num_classes ({}), n_layers ({}) and d_inner ({}) must be positive",
                 self.input_dim, self.num_classes, self.n_layers, self.d_inner
@@ -300,7 +301,13 @@ impl TransformerClassifier {
         self.run(x, Some(positions), train, rng)
     }
 
-    fn encoding(&self, positions: Option<&Tensor>, b: usize, t: usize, x: &Tensor) -> Result<Option<Tensor>> {
+    fn encoding(
+        &self,
+        positions: Option<&Tensor>,
+        b: usize,
+        t: usize,
+        x: &Tensor,
+    ) -> Result<Option<Tensor>> {
         let PositionalEncoding::Sinusoidal { period, .. } = self.cfg.positional else {
             return Ok(None);
         };
@@ -308,7 +315,8 @@ impl TransformerClassifier {
         let pe = match positions {
             None => {
                 let idx: Vec<f64> = (0..t).map(|i| i as f64).collect();
-                sinusoidal_encoding(&idx, d, period, x.dtype(), x.device())?.unsqueeze(0)? // (1, T, D)
+                sinusoidal_encoding(&idx, d, period, x.dtype(), x.device())?.unsqueeze(0)?
+                // (1, T, D)
             }
             Some(p) => {
                 if p.dims() != [b, t] {
@@ -399,7 +407,9 @@ pub fn strip_positional_buffer(
         dims => {
             return Err(Error::Config {
                 model: "strip_positional_buffer",
-                message: format!("pe.pe should be (max_len, 1, d_model), the state dict has {dims:?}"),
+                message: format!(
+                    "pe.pe should be (max_len, 1, d_model), the state dict has {dims:?}"
+                ),
             })
         }
     };
@@ -455,17 +465,28 @@ mod tests {
         assert_eq!(a.logits.dims(), &[2, 4]);
         assert_eq!(a.attention.len(), 2);
         assert_eq!(a.attention[1].dims(), &[2, 2, 6, 6]);
-        let rows = a.attention[0].sum(D::Minus1)?.flatten_all()?.to_vec1::<f32>()?;
+        let rows = a.attention[0]
+            .sum(D::Minus1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-5));
 
         // Index positions given explicitly equal the default; day-of-year positions differ.
-        let idx = Tensor::arange(0u32, 6, &dev)?.unsqueeze(0)?.repeat((2, 1))?;
+        let idx = Tensor::arange(0u32, 6, &dev)?
+            .unsqueeze(0)?
+            .repeat((2, 1))?;
         let same = m.forward_with_positions(&x, &idx, false, &mut rng)?;
-        let d = (&same.logits - &a.logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let d = (&same.logits - &a.logits)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(d < 1e-6, "{d}");
         let doy = Tensor::new(&[[5f32, 40., 90., 130., 200., 300.]; 2], &dev)?;
         let other = m.forward_with_positions(&x, &doy, false, &mut rng)?;
-        let d = (&other.logits - &a.logits)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let d = (&other.logits - &a.logits)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
         assert!(d > 1e-4, "{d}");
 
         let bad = Tensor::zeros((2, 5), DType::F32, &dev)?;
@@ -474,7 +495,11 @@ mod tests {
             Err(Error::Shape { .. })
         ));
         assert!(matches!(
-            m.forward_t(&Tensor::zeros((2, 6, 4), DType::F32, &dev)?, false, &mut rng),
+            m.forward_t(
+                &Tensor::zeros((2, 6, 4), DType::F32, &dev)?,
+                false,
+                &mut rng
+            ),
             Err(Error::Shape { .. })
         ));
         let e = TransformerClassifier::new(

@@ -148,10 +148,8 @@ fn transformer_matches_breizhcrops() -> anyhow::Result<()> {
 #[test]
 fn pe_transformer_matches_breizhcrops() -> anyhow::Result<()> {
     let t = io("transformer_pe")?;
-    let sd = candle_core::safetensors::load(
-        fixture("transformer_pe_small.safetensors"),
-        &Device::Cpu,
-    )?;
+    let sd =
+        candle_core::safetensors::load(fixture("transformer_pe_small.safetensors"), &Device::Cpu)?;
     // Loading the reference dict as is names the computed table as the one unexpected key.
     let vm = SeededVarMap::new(0);
     let _ = TransformerClassifier::new(
@@ -181,8 +179,9 @@ fn pe_transformer_matches_breizhcrops() -> anyhow::Result<()> {
 
 /// `(key, shape)` of the reference's default configuration and its parameter count.
 fn reference_keys(model: &str) -> anyhow::Result<(BTreeMap<String, Vec<usize>>, usize)> {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("lstm_transformer_keys.json"))?)?;
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(
+        "lstm_transformer_keys.json",
+    ))?)?;
     let entry = &json[model];
     let count = entry["parameters"]
         .as_u64()
@@ -195,7 +194,9 @@ fn our_keys(vm: &SeededVarMap) -> anyhow::Result<(BTreeMap<String, Vec<usize>>, 
     let vars = vm.named_vars()?;
     let count = vars.iter().map(|(_, v)| v.elem_count()).sum();
     Ok((
-        vars.into_iter().map(|(k, v)| (k, v.dims().to_vec())).collect(),
+        vars.into_iter()
+            .map(|(k, v)| (k, v.dims().to_vec()))
+            .collect(),
         count,
     ))
 }
@@ -220,7 +221,10 @@ fn assert_same_keys(
 fn default_configurations_have_the_reference_keys_and_counts() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let vm = SeededVarMap::new(0);
-    LstmClassifier::new(&LstmClassifierConfig::default(), vm.var_builder(DType::F32, &dev))?;
+    LstmClassifier::new(
+        &LstmClassifierConfig::default(),
+        vm.var_builder(DType::F32, &dev),
+    )?;
     let (ours, n) = our_keys(&vm)?;
     let (theirs, m) = reference_keys("lstm")?;
     assert_same_keys("lstm", &ours, &theirs);
@@ -251,7 +255,11 @@ fn default_configurations_have_the_reference_keys_and_counts() -> anyhow::Result
     Ok(())
 }
 
-fn assert_all_gradients(m: &dyn SeriesClassifier, vm: &SeededVarMap, c: usize) -> anyhow::Result<()> {
+fn assert_all_gradients(
+    m: &dyn SeriesClassifier,
+    vm: &SeededVarMap,
+    c: usize,
+) -> anyhow::Result<()> {
     let x = Tensor::randn(0f32, 1.0, (3, 7, c), &Device::Cpu)?;
     let logits = m.forward_t(&x, true, &mut rng())?;
     let r = Tensor::randn(0f32, 1.0, logits.dims(), &Device::Cpu)?;
@@ -281,7 +289,8 @@ fn every_parameter_gets_a_gradient() -> anyhow::Result<()> {
     assert_all_gradients(&m, &vm, 2)?;
     for pe in [false, true] {
         let vm = SeededVarMap::new(4);
-        let m = TransformerClassifier::new(&transformer_small(pe), vm.var_builder(DType::F32, &dev))?;
+        let m =
+            TransformerClassifier::new(&transformer_small(pe), vm.var_builder(DType::F32, &dev))?;
         assert_all_gradients(&m, &vm, 13)?;
     }
     Ok(())
