@@ -231,8 +231,15 @@ fn line_panel<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(&err)?;
+    let integral = xs.iter().all(|x| x.fract() == 0.0);
+    let x_fmt = |x: &f64| match (integral, x.fract() == 0.0) {
+        (true, true) => format!("{x:.0}"),
+        (true, false) => String::new(),
+        (false, _) => format!("{x}"),
+    };
     chart
         .configure_mesh()
+        .x_label_formatter(&x_fmt)
         .x_desc("time")
         .y_desc(y_label)
         .label_style((FAMILY, 13))
@@ -514,7 +521,7 @@ mod tests {
         };
         let tr =
             TransformerClassifier::new(&tcfg, SeededVarMap::new(5).var_builder(DType::F64, &dev))?;
-        let x = Tensor::randn(0f64, 1.0, (2, 6, 3), &dev)?;
+        let x = canopy_nn::gradcheck::random_f64(&[2, 6, 3], 21, &dev)?;
         let models: [(&dyn SeriesClassifier, &str); 2] = [(&lstm, "lstm"), (&tr, "transformer")];
         for (m, name) in models {
             for target in [SaliencyTarget::MaxProbability, SaliencyTarget::MaxLogit] {
@@ -571,7 +578,7 @@ mod tests {
         let dev = Device::Cpu;
         let dir = tempfile::tempdir()?;
         let lstm = small_lstm(DType::F32)?;
-        let x = Tensor::randn(0f32, 1.0, (2, 8, 3), &dev)?;
+        let x = canopy_nn::gradcheck::random_f64(&[2, 8, 3], 22, &dev)?.to_dtype(DType::F32)?;
         let g = saliency(&lstm, &x, SaliencyTarget::MaxProbability)?;
         let valid: Vec<bool> = (0..8).map(|t| t % 3 != 1).collect();
         let opts = PlotOptions {
@@ -619,6 +626,12 @@ mod tests {
 
         // Only the three plots remain: no temporary files left behind.
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 3);
+        // To look at them: CANOPY_TEMPORAL_PLOTS=/some/dir cargo test -p canopy-temporal plots
+        if let Some(keep) = std::env::var_os("CANOPY_TEMPORAL_PLOTS") {
+            for name in ["saliency.png", "states.png", "attention.png"] {
+                std::fs::copy(dir.path().join(name), Path::new(&keep).join(name))?;
+            }
+        }
         // Bad input is an error, and nothing is written.
         let bad = PlotOptions {
             valid: Some(vec![true; 3]),

@@ -460,7 +460,7 @@ mod tests {
             SeededVarMap::new(3).var_builder(DType::F32, &dev),
         )?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let x = Tensor::randn(0f32, 1.0, (2, 6, 3), &dev)?;
+        let x = canopy_nn::gradcheck::random_f64(&[2, 6, 3], 3, &dev)?.to_dtype(DType::F32)?;
         let a = m.forward_with_attention(&x, false, &mut rng)?;
         assert_eq!(a.logits.dims(), &[2, 4]);
         assert_eq!(a.attention.len(), 2);

@@ -260,9 +260,10 @@ fn assert_all_gradients(
     vm: &SeededVarMap,
     c: usize,
 ) -> anyhow::Result<()> {
-    let x = Tensor::randn(0f32, 1.0, (3, 7, c), &Device::Cpu)?;
+    let x = canopy_nn::gradcheck::random_f64(&[3, 7, c], 5, &Device::Cpu)?.to_dtype(DType::F32)?;
     let logits = m.forward_t(&x, true, &mut rng())?;
-    let r = Tensor::randn(0f32, 1.0, logits.dims(), &Device::Cpu)?;
+    let r =
+        canopy_nn::gradcheck::random_f64(logits.dims(), 6, &Device::Cpu)?.to_dtype(DType::F32)?;
     let grads = (logits * r)?.sum_all()?.backward()?;
     canopy_nn::check_all_parameters_have_gradients(&vm.named_vars()?, &grads)?;
     Ok(())
@@ -310,7 +311,9 @@ fn one_band_lstm_preset_learns_a_separable_toy_problem() -> anyhow::Result<()> {
     let (b, t) = (8usize, 6usize);
     let mut values = Vec::with_capacity(b * t);
     let mut labels = Vec::with_capacity(b);
-    let noise = Tensor::randn(0f32, 0.05, (b, t), &dev)?.to_vec2::<f32>()?;
+    let noise = (canopy_nn::gradcheck::random_f64(&[b, t], 7, &dev)? * 0.05)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?;
     for (i, row) in noise.iter().enumerate() {
         let class = (i % 2) as u32;
         labels.push(class);
