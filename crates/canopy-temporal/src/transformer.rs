@@ -530,3 +530,37 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn configs_round_trip_through_json() -> anyhow::Result<()> {
+        for cfg in [
+            TransformerClassifierConfig::breizhcrops(10, 7),
+            TransformerClassifierConfig::russwurm2020(13, 9),
+        ] {
+            let json = serde_json::to_string(&cfg)?;
+            let back: TransformerClassifierConfig = serde_json::from_str(&json)?;
+            assert_eq!(back, cfg, "{json}");
+        }
+        // Missing fields take the defaults.
+        let partial: TransformerClassifierConfig = serde_json::from_str(
+            r#"{"input_dim": 4, "positional": {"sinusoidal": {"period": 1000.0, "dropout": 0.0}}}"#,
+        )?;
+        assert_eq!(partial.d_model, 64);
+        assert_eq!(
+            partial.positional,
+            PositionalEncoding::Sinusoidal {
+                period: 1000.0,
+                dropout: 0.0
+            }
+        );
+        let lstm = crate::LstmClassifierConfig::breizhcrops(1, 3);
+        let back: crate::LstmClassifierConfig =
+            serde_json::from_str(&serde_json::to_string(&lstm)?)?;
+        assert_eq!(back, lstm);
+        Ok(())
+    }
+}
