@@ -17,8 +17,8 @@ Data (../shared/data/sits, see PROVENANCE.md):
   (5 br + bc) % 4 == 0. Variant `raw` uses every date as observed (clouds included);
   `preprocessed` replaces each pixel's cloudy dates (CLM = 1) by linear interpolation in time
   between its clear dates (constant beyond the first/last clear date; a pixel without a clear
-  date stays raw). `--train-limit N` trains on the first N training pixels of a seeded
-  permutation (numpy default_rng(seed)).
+  date stays raw). `--train-limit N` thins the training pixels evenly to N (pixel k of the
+  N kept is training pixel floor(k * len / N) in row-major order; the same for every seed).
 Both: z-score normalisation with the training mean/std; input (B, T, 1).
 
 Recipe (the hyper-parameters BreizhCrops' pretrained models were trained with, from the file
@@ -129,9 +129,9 @@ def kappa(y, p, k):
 
 def run(name, split, classes, epochs, seed, train_limit):
     xtr, ytr, xte, yte = split
-    if train_limit:
-        perm = np.random.default_rng(seed).permutation(len(ytr))[:train_limit]
-        xtr, ytr = xtr[perm], ytr[perm]
+    if train_limit and train_limit < len(ytr):
+        keep = np.arange(train_limit) * len(ytr) // train_limit
+        xtr, ytr = xtr[keep], ytr[keep]
     mean, std = xtr.mean(), xtr.std()
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
     torch.manual_seed(seed)
