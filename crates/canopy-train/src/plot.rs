@@ -15,9 +15,16 @@ use crate::trainer::History;
 use crate::{Error, Result};
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
-const FAMILY: &str = "sans-serif";
+/// The font family name under which [`register_font`] makes the embedded font available.
+pub const FAMILY: &str = "sans-serif";
 
-fn register_font() -> Result<()> {
+/// Registers the embedded font (a DejaVu Sans subset) with plotters as [`FAMILY`], once per
+/// process, so PNGs render text without system fonts. Other canopy crates that draw with
+/// plotters call it before drawing.
+///
+/// # Errors
+/// When the embedded font cannot be parsed.
+pub fn register_font() -> Result<()> {
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE
         .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());

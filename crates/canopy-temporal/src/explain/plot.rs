@@ -5,7 +5,6 @@
 //! system font), and written atomically: to a temporary file in the target folder, then renamed.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor};
 use plotters::prelude::*;
@@ -25,8 +24,7 @@ pub struct PlotOptions {
     pub valid: Option<Vec<bool>>,
 }
 
-const FONT: &[u8] = include_bytes!("../../../canopy-train/assets/DejaVuSans-subset.ttf");
-const FAMILY: &str = "sans-serif";
+use canopy_train::plot::FAMILY;
 const PALETTE: [RGBColor; 13] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -44,17 +42,7 @@ const PALETTE: [RGBColor; 13] = [
 ];
 
 fn register_font() -> Result<()> {
-    static DONE: OnceLock<bool> = OnceLock::new();
-    let ok = *DONE
-        .get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config {
-            model: "plot",
-            message: "the embedded font could not be loaded".into(),
-        })
-    }
+    Ok(canopy_train::plot::register_font()?)
 }
 
 fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
