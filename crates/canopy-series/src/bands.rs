@@ -191,7 +191,10 @@ mod tests {
         assert!(Band::parse("B13").is_err());
         let mut sorted: Vec<&str> = Band::ALL.iter().map(|b| b.short_name()).collect();
         sorted.sort_unstable();
-        let bz: Vec<&str> = BREIZHCROPS_L1C_BANDS.iter().map(|b| b.short_name()).collect();
+        let bz: Vec<&str> = BREIZHCROPS_L1C_BANDS
+            .iter()
+            .map(|b| b.short_name())
+            .collect();
         assert_eq!(sorted, bz, "BreizhCrops order is the sorted short names");
         Ok(())
     }

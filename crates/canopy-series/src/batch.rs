@@ -13,7 +13,8 @@
 //! for epoch in 0..2 {
 //!     batcher.dataset().set_epoch(epoch as u64); // fresh random sub-samples every epoch
 //!     for batch in batcher.epoch(epoch) {
-//!         let b = batch?; // b.x: (B, 45, 1)
+//!         let b = batch?;
+//!         assert_eq!(b.x.dims()[1], 45); // (B, 45, 1)
 //!     }
 //! }
 //! # Ok(()) }
@@ -108,7 +109,10 @@ fn collate_inner(items: &[Series], device: &Device) -> crate::Result<SeriesBatch
     if !labels.is_empty() && labels.len() != b {
         return Err(Error::InvalidArgument {
             op,
-            message: format!("{} of {b} samples are labelled; label all or none", labels.len()),
+            message: format!(
+                "{} of {b} samples are labelled; label all or none",
+                labels.len()
+            ),
         });
     }
     Ok(SeriesBatch {
@@ -136,12 +140,12 @@ impl Dataset for SeriesDataset {
     }
 
     fn get(&self, index: usize) -> canopy_train::Result<Series> {
-        self.samples.get(index).cloned().ok_or_else(|| {
-            canopy_train::Error::InvalidArgument {
+        <[Series]>::get(&self.samples, index)
+            .cloned()
+            .ok_or_else(|| canopy_train::Error::InvalidArgument {
                 op: "SeriesDataset::get",
                 message: format!("index {index} out of range for {} samples", self.len()),
-            }
-        })
+            })
     }
 }
 
@@ -191,7 +195,10 @@ impl Dataset for TransformedDataset {
     fn get(&self, index: usize) -> canopy_train::Result<Series> {
         let s = Dataset::get(&self.data, index)?;
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let mut rng = sample_rng(self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407), index as u64);
+        let mut rng = sample_rng(
+            self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407),
+            index as u64,
+        );
         self.pipeline.apply(s, &mut rng).map_err(to_train)
     }
 }
@@ -224,13 +231,22 @@ mod tests {
     #[test]
     fn collate_pads_and_masks() -> anyhow::Result<()> {
         let d = ds()?;
-        let pipe = Pipeline::new().then(PadTruncate { length: 5, value: -1.0 });
+        let pipe = Pipeline::new().then(PadTruncate {
+            length: 5,
+            value: -1.0,
+        });
         let data = TransformedDataset::new(d.clone(), pipe, 0);
         let items = vec![data.get(0)?, data.get(4)?];
         let b = collate(&items, &Device::Cpu)?;
         assert_eq!(b.x.dims(), &[2, 5, 2]);
-        assert_eq!(b.mask.to_vec2::<u8>()?, vec![vec![1, 1, 1, 0, 0], vec![1, 1, 1, 1, 1]]);
-        assert_eq!(b.y.as_ref().map(|y| y.to_vec1::<u32>()).transpose()?, Some(vec![0, 0]));
+        assert_eq!(
+            b.mask.to_vec2::<u8>()?,
+            vec![vec![1, 1, 1, 0, 0], vec![1, 1, 1, 1, 1]]
+        );
+        assert_eq!(
+            b.y.as_ref().map(|y| y.to_vec1::<u32>()).transpose()?,
+            Some(vec![0, 0])
+        );
         let x = b.x.to_vec3::<f32>()?;
         assert_eq!(x[0][3], vec![-1.0, -1.0]);
         assert_eq!(x[1][4], vec![440.0, 441.0]);
@@ -245,16 +261,33 @@ mod tests {
         let make = || -> anyhow::Result<Batcher<TransformedDataset, SeriesBatch>> {
             let pipe = Pipeline::new().then(RandomSubsample { length: 4 });
             let data = TransformedDataset::new(ds()?, pipe, 9);
-            let cfg = BatchConfig { batch_size: 4, prefetch: 1, ..Default::default() };
-            Ok(Batcher::new(data, |items| collate(&items, &Device::Cpu), cfg)?)
+            let cfg = BatchConfig {
+                batch_size: 4,
+                prefetch: 1,
+                ..Default::default()
+            };
+            Ok(Batcher::new(
+                data,
+                |items| collate(&items, &Device::Cpu),
+                cfg,
+            )?)
         };
         let (a, b) = (make()?, make()?);
-        let xa: Vec<Vec<Vec<Vec<f32>>>> = a.epoch(0).map(|r| Ok(r?.x.to_vec3::<f32>()?)).collect::<anyhow::Result<_>>()?;
-        let xb: Vec<Vec<Vec<Vec<f32>>>> = b.epoch(0).map(|r| Ok(r?.x.to_vec3::<f32>()?)).collect::<anyhow::Result<_>>()?;
+        let xa: Vec<Vec<Vec<Vec<f32>>>> = a
+            .epoch(0)
+            .map(|r| Ok(r?.x.to_vec3::<f32>()?))
+            .collect::<anyhow::Result<_>>()?;
+        let xb: Vec<Vec<Vec<Vec<f32>>>> = b
+            .epoch(0)
+            .map(|r| Ok(r?.x.to_vec3::<f32>()?))
+            .collect::<anyhow::Result<_>>()?;
         assert_eq!(xa, xb);
         assert_eq!(xa.len(), 3);
         a.dataset().set_epoch(1);
-        let xc: Vec<Vec<Vec<Vec<f32>>>> = a.epoch(0).map(|r| Ok(r?.x.to_vec3::<f32>()?)).collect::<anyhow::Result<_>>()?;
+        let xc: Vec<Vec<Vec<Vec<f32>>>> = a
+            .epoch(0)
+            .map(|r| Ok(r?.x.to_vec3::<f32>()?))
+            .collect::<anyhow::Result<_>>()?;
         assert_ne!(xa, xc, "a new epoch draws new sub-samples");
         Ok(())
     }

@@ -126,9 +126,7 @@ impl Date {
         let t = text.trim();
         let bad = |why: &str| Error::InvalidArgument {
             op: "Date::parse",
-            message: format!(
-                "{t:?} is not an ISO date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS): {why}"
-            ),
+            message: format!("{t:?} is not an ISO date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS): {why}"),
         };
         let (day_part, time_part) = match t.find(['T', ' ']) {
             Some(i) => (&t[..i], Some(&t[i + 1..])),
@@ -150,7 +148,9 @@ impl Date {
         };
         let (y, m, d) = (num(y)?, num(m)?, num(d)?);
         if let Some(time) = time_part {
-            let hms = time.get(..8).ok_or_else(|| bad("time part shorter than HH:MM:SS"))?;
+            let hms = time
+                .get(..8)
+                .ok_or_else(|| bad("time part shorter than HH:MM:SS"))?;
             let b = hms.as_bytes();
             let ok = b.iter().enumerate().all(|(i, c)| {
                 if i == 2 || i == 5 {
@@ -226,8 +226,18 @@ mod tests {
     fn parses_iso_forms_and_rejects_others() -> Result<()> {
         assert_eq!(Date::parse("2015-07-11T10:00:08")?, Date::new(2015, 7, 11)?);
         assert_eq!(Date::parse("2018-01-05")?, Date::new(2018, 1, 5)?);
-        assert_eq!(Date::parse("2018-01-05 00:00:00+00:00")?, Date::new(2018, 1, 5)?);
-        for bad in ["2018-02-30", "2018-1-05", "18-01-05", "2018-01-05T1:00", "x", "2017-02-29"] {
+        assert_eq!(
+            Date::parse("2018-01-05 00:00:00+00:00")?,
+            Date::new(2018, 1, 5)?
+        );
+        for bad in [
+            "2018-02-30",
+            "2018-1-05",
+            "18-01-05",
+            "2018-01-05T1:00",
+            "x",
+            "2017-02-29",
+        ] {
             assert!(Date::parse(bad).is_err(), "{bad} should fail");
         }
         let d = Date::new(2016, 2, 29)?;

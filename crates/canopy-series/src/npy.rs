@@ -172,7 +172,11 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
             let n = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
             (n as usize, 12)
         }
-        v => return Err(format!(".npy format version {v} is not supported (1, 2, 3 are)")),
+        v => {
+            return Err(format!(
+                ".npy format version {v} is not supported (1, 2, 3 are)"
+            ))
+        }
     };
     let header = bytes
         .get(start..start + header_len)
@@ -180,7 +184,8 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
     let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
     let descr = dict_value(header, "descr").ok_or("the .npy header has no 'descr'")?;
     let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
+    let fortran =
+        dict_value(header, "fortran_order").ok_or("the .npy header has no 'fortran_order'")?;
     if fortran.trim().starts_with("True") {
         return Err("Fortran-order arrays are not supported; re-save with \
                     np.save(path, np.ascontiguousarray(a))"
@@ -202,7 +207,10 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension {s:?} in 'shape'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad dimension {s:?} in 'shape'"))
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let count = shape
         .iter()
@@ -257,8 +265,7 @@ pub fn encode_npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -305,17 +312,26 @@ mod tests {
         let a = parse_npy(&with_header(h, &[0x00, 0x3c, 0x00, 0xc1]))?;
         assert_eq!(a.data.as_slice(), Some(&[1.0, -2.5][..]));
         let h = "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }\n";
-        let e = parse_npy(&with_header(h, &[0; 4])).err().unwrap_or_default();
+        let e = parse_npy(&with_header(h, &[0; 4]))
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("Fortran"), "{e}");
         let h = "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }\n";
         assert!(parse_npy(&with_header(h, &[0; 4])).is_err());
         let h = "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }\n";
         assert!(parse_npy(&with_header(h, &[0; 8])).is_err());
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }\n";
-        let e = parse_npy(&with_header(h, &[0; 8])).err().unwrap_or_default();
+        let e = parse_npy(&with_header(h, &[0; 8]))
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("truncated"), "{e}");
         let h = "{'descr': '<f8', 'fortran_order': False, 'shape': (), }\n";
-        assert_eq!(parse_npy(&with_header(h, &2.5f64.to_le_bytes()))?.data.len(), 1);
+        assert_eq!(
+            parse_npy(&with_header(h, &2.5f64.to_le_bytes()))?
+                .data
+                .len(),
+            1
+        );
         Ok(())
     }
 }

@@ -135,7 +135,10 @@ impl Series {
         if self.mask.len() != t {
             return Err(shape_err(
                 "Series",
-                format!("series {id}: mask has {} entries for T = {t}", self.mask.len()),
+                format!(
+                    "series {id}: mask has {} entries for T = {t}",
+                    self.mask.len()
+                ),
             ));
         }
         if let Some(d) = &self.dates {
@@ -487,7 +490,10 @@ impl PatchSeries {
                 .slice(ndarray::s![.., .., r.clone(), c.clone()])
                 .to_owned(),
             dates: self.dates.clone(),
-            mask: self.mask.slice(ndarray::s![.., r.clone(), c.clone()]).to_owned(),
+            mask: self
+                .mask
+                .slice(ndarray::s![.., r.clone(), c.clone()])
+                .to_owned(),
             labels: self
                 .labels
                 .as_ref()

@@ -88,7 +88,10 @@ pub fn read_breizhcrops_csv(path: impl AsRef<Path>) -> Result<BreizhCropsParcel>
         path: path.to_path_buf(),
         source,
     })?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines
         .next()
         .ok_or_else(|| fmt_err(path, "empty file, expected a header line".into()))?;
@@ -100,12 +103,14 @@ pub fn read_breizhcrops_csv(path: impl AsRef<Path>) -> Result<BreizhCropsParcel>
     let band_cols = BREIZHCROPS_L1C_BANDS
         .iter()
         .map(|b| {
-            col(b.short_name()).or_else(|| col(b.name())).ok_or_else(|| {
-                fmt_err(
-                    path,
-                    format!("no column {} (header: {header:?})", b.short_name()),
-                )
-            })
+            col(b.short_name())
+                .or_else(|| col(b.name()))
+                .ok_or_else(|| {
+                    fmt_err(
+                        path,
+                        format!("no column {} (header: {header:?})", b.short_name()),
+                    )
+                })
         })
         .collect::<Result<Vec<_>>>()?;
     let date_col = ["DOA", "DATE", "TIMESTAMP"]
@@ -120,7 +125,11 @@ pub fn read_breizhcrops_csv(path: impl AsRef<Path>) -> Result<BreizhCropsParcel>
         let get = |c: usize| f.get(c).map(|s| s.trim()).filter(|s| !s.is_empty());
         let values: Option<Vec<f32>> = band_cols
             .iter()
-            .map(|&c| get(c).and_then(|s| s.parse::<f32>().ok()).filter(|v| v.is_finite()))
+            .map(|&c| {
+                get(c)
+                    .and_then(|s| s.parse::<f32>().ok())
+                    .filter(|v| v.is_finite())
+            })
             .collect();
         let Some(values) = values else {
             continue; // dropna(), as the reference does
@@ -128,8 +137,8 @@ pub fn read_breizhcrops_csv(path: impl AsRef<Path>) -> Result<BreizhCropsParcel>
         let Some(date_txt) = get(date_col) else {
             continue;
         };
-        let date = Date::parse(date_txt)
-            .map_err(|e| fmt_err(path, format!("line {}: {e}", n + 1)))?;
+        let date =
+            Date::parse(date_txt).map_err(|e| fmt_err(path, format!("line {}: {e}", n + 1)))?;
         let cloudy = qa_col
             .and_then(get)
             .and_then(|s| s.parse::<f64>().ok())
@@ -233,21 +242,30 @@ mod tests {
         assert_eq!(s.mask, vec![false, true, true]);
         // The first row kept for 2017-01-06 is the first in the file; columns in
         // BreizhCrops order: B1, B10, B11, B12, B2, ... , B8A, B9.
-        assert_eq!(s.values.row(0).to_vec(), vec![1.0, 10.0, 11.0, 12.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 80.0, 9.0]);
+        assert_eq!(
+            s.values.row(0).to_vec(),
+            vec![1.0, 10.0, 11.0, 12.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 80.0, 9.0]
+        );
 
         // Column order of the file does not matter; labels are remapped over a folder.
         let q = dir.path().join("777.csv");
         std::fs::write(&q, "doa,B2,B1,B3,B4,B5,B6,B7,B8,B8A,B9,B10,B11,B12,label\n2018-05-05,2,1,3,4,5,6,7,8,80,9,10,11,12,APL\n")?;
         let ds = read_breizhcrops_dir(dir.path())?;
         assert_eq!(ds.class_names, vec!["APL", "BTH"]);
-        assert_eq!(ds.samples[1].values.row(0).to_vec(), vec![1.0, 10.0, 11.0, 12.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 80.0, 9.0]);
+        assert_eq!(
+            ds.samples[1].values.row(0).to_vec(),
+            vec![1.0, 10.0, 11.0, 12.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 80.0, 9.0]
+        );
         assert_eq!(ds.samples[1].id.as_deref(), Some("777"));
         assert_eq!(ds.samples[1].label, Some(0));
         assert_eq!(ds.band_names[1], "B10");
         ds.check()?;
 
         std::fs::write(&q, "doa,B2\n2018-05-05,1\n")?;
-        let e = read_breizhcrops_csv(&q).err().map(|e| e.to_string()).unwrap_or_default();
+        let e = read_breizhcrops_csv(&q)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("no column B1"), "{e}");
         Ok(())
     }

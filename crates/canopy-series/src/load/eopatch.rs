@@ -90,14 +90,15 @@ impl EoPatch {
             source,
         })?;
         let raw: Vec<String> = serde_json::from_str(&text).map_err(|e| {
-            fmt_err(&ts_path, format!("expected a JSON list of ISO date strings: {e}"))
+            fmt_err(
+                &ts_path,
+                format!("expected a JSON list of ISO date strings: {e}"),
+            )
         })?;
         let timestamps = raw
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                Date::parse(s).map_err(|e| fmt_err(&ts_path, format!("entry {i}: {e}")))
-            })
+            .map(|(i, s)| Date::parse(s).map_err(|e| fmt_err(&ts_path, format!("entry {i}: {e}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(EoPatch { root, timestamps })
     }
@@ -133,7 +134,10 @@ impl EoPatch {
         let (p, a) = self.feature(kind, name)?;
         let shape = a.shape().to_vec();
         let a = a.into_dimensionality::<Ix4>().map_err(|_| {
-            fmt_err(&p, format!("expected a (T, H, W, C) array, found shape {shape:?}"))
+            fmt_err(
+                &p,
+                format!("expected a (T, H, W, C) array, found shape {shape:?}"),
+            )
         })?;
         if a.shape()[0] != self.timestamps.len() {
             return Err(fmt_err(
@@ -156,8 +160,12 @@ impl EoPatch {
     pub fn timeless(&self, kind: &str, name: &str) -> Result<Array3<f64>> {
         let (p, a) = self.feature(kind, name)?;
         let shape = a.shape().to_vec();
-        a.into_dimensionality::<Ix3>()
-            .map_err(|_| fmt_err(&p, format!("expected a (H, W, C) array, found shape {shape:?}")))
+        a.into_dimensionality::<Ix3>().map_err(|_| {
+            fmt_err(
+                &p,
+                format!("expected a (H, W, C) array, found shape {shape:?}"),
+            )
+        })
     }
 
     /// Loads the features named by `spec` as one image time series.
@@ -177,8 +185,7 @@ impl EoPatch {
         if spec.data.is_empty() {
             return Err(Error::InvalidArgument {
                 op: "EoPatch::load",
-                message: "PatchSpec::data names no feature; give at least one data/ feature"
-                    .into(),
+                message: "PatchSpec::data names no feature; give at least one data/ feature".into(),
             });
         }
         let t = self.timestamps.len();
@@ -209,7 +216,7 @@ impl EoPatch {
             }
             chans.push(a);
         }
-        let (h, w) = hw.unwrap_or((0, 0));
+        let (h, w) = chans.first().map_or((0, 0), |a| (a.dim().1, a.dim().2));
         let c_total = band_names.len();
         let mut values = Array4::<f32>::zeros((t, c_total, h, w));
         let mut off = 0;
@@ -224,7 +231,9 @@ impl EoPatch {
             off += c;
         }
         let mut mask = Array3::from_elem((t, h, w), true);
-        for (names, invalid_when_nonzero) in [(&spec.invalid_masks, true), (&spec.valid_masks, false)] {
+        for (names, invalid_when_nonzero) in
+            [(&spec.invalid_masks, true), (&spec.valid_masks, false)]
+        {
             for name in names {
                 let m = self.temporal("mask", name)?;
                 check_hw(name, m.dim().1, m.dim().2)?;
@@ -249,8 +258,7 @@ impl EoPatch {
                     });
                 }
                 let (map, names) = remap_labels(raw.iter().map(|&v| v as u64));
-                let labels: Array2<u32> =
-                    raw.mapv(|v| map.get(&(v as u64)).copied().unwrap_or(0));
+                let labels: Array2<u32> = raw.mapv(|v| map.get(&(v as u64)).copied().unwrap_or(0));
                 (Some(labels), names)
             }
         };
@@ -294,7 +302,10 @@ mod tests {
         let ndvi = p.values.index_axis(Axis(1), 0);
         let finite = ndvi.iter().filter(|v| v.is_finite()).count();
         assert!(finite > 0);
-        assert!(ndvi.iter().filter(|v| v.is_finite()).all(|v| (-1.0..=1.0).contains(v)));
+        assert!(ndvi
+            .iter()
+            .filter(|v| v.is_finite())
+            .all(|v| (-1.0..=1.0).contains(v)));
         // The mask agrees with CLM and IS_DATA read directly.
         let clm = eo.temporal("mask", "CLM")?;
         let is_data = eo.temporal("mask", "IS_DATA")?;
@@ -304,14 +315,20 @@ mod tests {
             assert_eq!(ok, expect);
             invalid += usize::from(!ok);
         }
-        assert!(invalid > 0 && invalid < p.mask.len(), "the patch has some clouds");
+        assert!(
+            invalid > 0 && invalid < p.mask.len(),
+            "the patch has some clouds"
+        );
         let ds = p.to_pixel_dataset()?;
         assert_eq!(ds.len(), 101 * 100);
         assert_eq!(ds.samples[0].values.dim(), (68, 2));
         ds.check()?;
         let tiles = p.tiles(32, 32)?;
         assert_eq!(tiles.len(), 9);
-        assert_eq!(tiles[4].values[(5, 0, 0, 0)].to_bits(), p.values[(5, 0, 32, 32)].to_bits());
+        assert_eq!(
+            tiles[4].values[(5, 0, 0, 0)].to_bits(),
+            p.values[(5, 0, 32, 32)].to_bits()
+        );
         Ok(())
     }
 
@@ -319,19 +336,38 @@ mod tests {
     fn synthetic_patch_and_errors() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let root = dir.path();
-        std::fs::write(root.join("timestamps.json"), r#"["2020-01-01", "2020-01-11"]"#)?;
+        std::fs::write(
+            root.join("timestamps.json"),
+            r#"["2020-01-01", "2020-01-11"]"#,
+        )?;
         std::fs::create_dir(root.join("data"))?;
         let vals: Vec<f32> = (0..2 * 2 * 3 * 1).map(|v| v as f32).collect();
-        std::fs::write(root.join("data/X.npy"), crate::npy::encode_npy_f32(&[2, 2, 3, 1], &vals))?;
+        std::fs::write(
+            root.join("data/X.npy"),
+            crate::npy::encode_npy_f32(&[2, 2, 3, 1], &vals),
+        )?;
         let eo = EoPatch::open(root)?;
-        let spec = PatchSpec { data: vec!["X".into()], ..Default::default() };
+        let spec = PatchSpec {
+            data: vec!["X".into()],
+            ..Default::default()
+        };
         let p = eo.load(&spec)?;
         assert_eq!(p.values[(1, 0, 1, 2)], 11.0);
         assert!(p.mask.iter().all(|&m| m));
         // Wrong T.
-        std::fs::write(root.join("data/Y.npy"), crate::npy::encode_npy_f32(&[3, 2, 3, 1], &[0.0; 18]))?;
-        let e = eo.load(&PatchSpec { data: vec!["Y".into()], ..Default::default() });
-        assert!(e.err().map(|e| e.to_string()).unwrap_or_default().contains("timestamps"));
+        std::fs::write(
+            root.join("data/Y.npy"),
+            crate::npy::encode_npy_f32(&[3, 2, 3, 1], &[0.0; 18]),
+        )?;
+        let e = eo.load(&PatchSpec {
+            data: vec!["Y".into()],
+            ..Default::default()
+        });
+        assert!(e
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("timestamps"));
         // Missing mask file.
         assert!(eo.load(&PatchSpec::new(&["X"])).is_err());
         Ok(())

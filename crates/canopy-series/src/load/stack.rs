@@ -88,7 +88,11 @@ pub fn read_stack(files: &[(PathBuf, Date)], band_names: &[String]) -> Result<Ra
     let mut mask = Array3::from_elem((t, h, w), true);
     let georef = first.georef.clone();
     for (k, (path, _)) in files.iter().enumerate() {
-        let r = if k == 0 { first.clone() } else { read_f32(path)? };
+        let r = if k == 0 {
+            first.clone()
+        } else {
+            read_f32(path)?
+        };
         if r.data.dim() != (c, h, w) || r.georef.transform != georef.transform {
             return Err(Error::InvalidArgument {
                 op: "read_stack",
@@ -197,7 +201,11 @@ mod tests {
     fn per_date_files_and_single_file_agree() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let names = vec!["B04".to_string(), "B08".to_string()];
-        let dates = [Date::new(2020, 5, 1)?, Date::new(2020, 5, 11)?, Date::new(2020, 5, 21)?];
+        let dates = [
+            Date::new(2020, 5, 1)?,
+            Date::new(2020, 5, 11)?,
+            Date::new(2020, 5, 21)?,
+        ];
         let val = |t: usize, c: usize, r: usize, x: usize| (1000 * t + 100 * c + 10 * r + x) as f32;
         let mut files = Vec::new();
         for (t, d) in dates.iter().enumerate() {

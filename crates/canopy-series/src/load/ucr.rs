@@ -51,7 +51,9 @@ pub fn read_ucr(path: impl AsRef<Path>, band_name: &str) -> Result<SeriesDataset
             .filter(|f| !f.is_empty());
         let label_txt = fields.next().unwrap_or_default();
         let label: f64 = label_txt.parse().map_err(|_| {
-            fmt_err(format!("line {line_no}: label {label_txt:?} is not a number"))
+            fmt_err(format!(
+                "line {line_no}: label {label_txt:?} is not a number"
+            ))
         })?;
         if label.fract() != 0.0 || !label.is_finite() {
             return Err(fmt_err(format!(
@@ -153,12 +155,18 @@ mod tests {
         assert_eq!(ds.samples[0].label, Some(1));
         assert_eq!(ds.samples[1].mask, vec![true, false]);
         std::fs::write(&p, "1\t1\t2\n2\t3\n")?;
-        let e = read_ucr(&p, "v").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = read_ucr(&p, "v")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("line 2"), "{e}");
         std::fs::write(&p, "1.5\t1\t2\n")?;
         assert!(read_ucr(&p, "v").is_err());
         std::fs::write(&p, "1\t1\tx\n")?;
-        let e = read_ucr(&p, "v").err().map(|e| e.to_string()).unwrap_or_default();
+        let e = read_ucr(&p, "v")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("field 3"), "{e}");
         Ok(())
     }

@@ -224,16 +224,29 @@ mod tests {
         let names = band_names(&crate::BREIZHCROPS_L1C_BANDS);
         // Vegetation-like clear spectrum vs. a bright white cloud, in BreizhCrops order
         // (B1, B10, B11, B12, B2, B3, B4, B5, B6, B7, B8, B8A, B9).
-        let clear = [0.12, 0.002, 0.18, 0.09, 0.09, 0.08, 0.05, 0.1, 0.25, 0.3, 0.32, 0.34, 0.1];
-        let cloud = [0.5, 0.05, 0.4, 0.3, 0.5, 0.48, 0.47, 0.49, 0.5, 0.52, 0.53, 0.53, 0.3];
+        let clear = [
+            0.12, 0.002, 0.18, 0.09, 0.09, 0.08, 0.05, 0.1, 0.25, 0.3, 0.32, 0.34, 0.1,
+        ];
+        let cloud = [
+            0.5, 0.05, 0.4, 0.3, 0.5, 0.48, 0.47, 0.49, 0.5, 0.52, 0.53, 0.53, 0.3,
+        ];
         let v: Vec<f32> = clear.iter().chain(cloud.iter()).copied().collect();
-        let s = Series::new(Array2::from_shape_vec((2, 13), v).map_err(|e| invalid("t", e.to_string()))?, None)?;
+        let s = Series::new(
+            Array2::from_shape_vec((2, 13), v).map_err(|e| invalid("t", e.to_string()))?,
+            None,
+        )?;
         let mut rng = StdRng::seed_from_u64(0);
-        let b = CloudClassify { rule: CloudRule::blue_brightness(&names, 0.2)? };
+        let b = CloudClassify {
+            rule: CloudRule::blue_brightness(&names, 0.2)?,
+        };
         assert_eq!(b.apply(s.clone(), &mut rng)?.mask, vec![true, false]);
-        let h = CloudClassify { rule: CloudRule::hollstein(&names)? };
+        let h = CloudClassify {
+            rule: CloudRule::hollstein(&names)?,
+        };
         assert_eq!(h.apply(s.clone(), &mut rng)?.mask, vec![true, false]);
-        let p = CloudClassify { rule: CloudRule::probability(&names, "B01", 0.3)? };
+        let p = CloudClassify {
+            rule: CloudRule::probability(&names, "B01", 0.3)?,
+        };
         assert_eq!(p.apply(s.clone(), &mut rng)?.mask, vec![true, false]);
         assert!(CloudRule::probability(&names, "CLP", 0.3).is_err());
         let few = Series::new(Array2::zeros((1, 2)), None)?;
@@ -251,7 +264,9 @@ mod tests {
         r[11] = 0.05;
         r[8] = 0.02;
         assert_eq!(hollstein_class(&r), HollsteinClass::Water);
-        let snow = [0.9, 0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.5, 0.01, 0.01, 0.01];
+        let snow = [
+            0.9, 0.9, 0.9, 0.9, 0.1, 0.9, 0.9, 0.9, 0.9, 0.5, 0.01, 0.01, 0.01,
+        ];
         assert_eq!(hollstein_class(&snow), HollsteinClass::Snow);
     }
 }

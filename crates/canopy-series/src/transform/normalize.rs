@@ -35,7 +35,11 @@ impl Normalization {
             if s.bands() != c {
                 return Err(invalid(
                     "Normalization::fit",
-                    format!("series {} has {} bands, the dataset {c}", series_id(s), s.bands()),
+                    format!(
+                        "series {} has {} bands, the dataset {c}",
+                        series_id(s),
+                        s.bands()
+                    ),
                 ));
             }
             for t in (0..s.observed_len()).filter(|&t| s.mask[t]) {
@@ -55,7 +59,10 @@ impl Normalization {
             if n[b] == 0 {
                 return Err(invalid(
                     "Normalization::fit",
-                    format!("band {} has no valid value in the dataset", ds.band_names[b]),
+                    format!(
+                        "band {} has no valid value in the dataset",
+                        ds.band_names[b]
+                    ),
                 ));
             }
             let m = sum[b] / n[b] as f64;
@@ -225,7 +232,10 @@ mod tests {
         assert!(out.values[(0, 0)] < 0.0);
         std::fs::write(&p, r#"{"bands":["x"],"mean":[1,2],"std":[1]}"#)?;
         assert!(Normalization::load(&p).is_err());
-        let s = Scale::breizhcrops().apply(Series::new(array![[10_000.0f32]], None)?, &mut StdRng::seed_from_u64(0))?;
+        let s = Scale::breizhcrops().apply(
+            Series::new(array![[10_000.0f32]], None)?,
+            &mut StdRng::seed_from_u64(0),
+        )?;
         assert!((s.values[(0, 0)] - 1.0).abs() < 1e-6);
         Ok(())
     }

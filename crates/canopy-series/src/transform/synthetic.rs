@@ -97,6 +97,15 @@ impl SyntheticClouds {
     }
 }
 
+/// A uniform draw from `a..=b` (just `a` for an empty range).
+fn draw(rng: &mut dyn RngCore, (a, b): (f32, f32)) -> f32 {
+    if b > a {
+        rng.random_range(a..=b)
+    } else {
+        a
+    }
+}
+
 impl Transform for SyntheticClouds {
     fn apply(&self, mut s: Series, rng: &mut dyn RngCore) -> Result<Series> {
         let c = s.bands();
@@ -104,17 +113,13 @@ impl Transform for SyntheticClouds {
         if cv.len() != 1 && cv.len() != c {
             return Err(invalid(
                 "SyntheticClouds",
-                format!("cloud_value has {} entries for {c} bands (give 1 or {c})", cv.len()),
+                format!(
+                    "cloud_value has {} entries for {c} bands (give 1 or {c})",
+                    cv.len()
+                ),
             ));
         }
         let mut truth = s.truth.take().unwrap_or_else(|| s.mask.clone());
-        let draw = |rng: &mut dyn RngCore, (a, b): (f32, f32)| {
-            if b > a {
-                rng.random_range(a..=b)
-            } else {
-                a
-            }
-        };
         for t in 0..s.observed_len() {
             if !rng.random_bool(self.coverage) {
                 continue;
@@ -169,7 +174,10 @@ mod tests {
             }
             let frac = hit as f64 / total as f64;
             // 20 000 Bernoulli draws: standard deviation <= 0.0036.
-            assert!((frac - coverage).abs() < 0.015, "coverage {coverage}: got {frac}");
+            assert!(
+                (frac - coverage).abs() < 0.015,
+                "coverage {coverage}: got {frac}"
+            );
             if coverage > 0.0 {
                 let shadow = darker as f64 / hit as f64;
                 assert!((shadow - 0.3).abs() < 0.05, "shadow share {shadow}");
@@ -197,7 +205,12 @@ mod tests {
         let mut bad = CloudModel::reflectance();
         bad.cloud_value = vec![0.5, 0.5];
         let b = SyntheticClouds::new(0.5, 0.0, bad)?;
-        assert!(b.apply(Series::new(Array2::zeros((3, 3)), None)?, &mut StdRng::seed_from_u64(0)).is_err());
+        assert!(b
+            .apply(
+                Series::new(Array2::zeros((3, 3)), None)?,
+                &mut StdRng::seed_from_u64(0)
+            )
+            .is_err());
         Ok(())
     }
 }

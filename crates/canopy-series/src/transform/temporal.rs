@@ -80,7 +80,9 @@ impl Interpolate {
         if step_days == 0 || end < start {
             return Err(invalid(
                 "Interpolate",
-                format!("need step_days > 0 and start <= end, got {step_days} days, {start}..{end}"),
+                format!(
+                    "need step_days > 0 and start <= end, got {step_days} days, {start}..{end}"
+                ),
             ));
         }
         let (a, b) = (start.days_since_epoch(), end.days_since_epoch());
@@ -102,11 +104,20 @@ impl Transform for Interpolate {
         let dates = s.require_dates("Interpolate")?;
         let c = s.bands();
         let mut out = Array2::<f32>::zeros((self.grid.len(), c));
-        let grid: Vec<f64> = self.grid.iter().map(|d| d.days_since_epoch() as f64).collect();
+        let grid: Vec<f64> = self
+            .grid
+            .iter()
+            .map(|d| d.days_since_epoch() as f64)
+            .collect();
         for band in 0..c {
             let obs: Vec<(f64, f64)> = (0..s.observed_len())
                 .filter(|&i| s.mask[i] && s.values[(i, band)].is_finite())
-                .map(|i| (dates[i].days_since_epoch() as f64, f64::from(s.values[(i, band)])))
+                .map(|i| {
+                    (
+                        dates[i].days_since_epoch() as f64,
+                        f64::from(s.values[(i, band)]),
+                    )
+                })
                 .collect();
             let (Some(first), Some(last)) = (obs.first(), obs.last()) else {
                 return Err(invalid(
@@ -311,12 +322,17 @@ mod tests {
     fn interpolation_fills_gaps_and_extrapolates_constantly() -> Result<()> {
         let mut s = series(&[10, 20, 30, 40], &[1.0, 100.0, 3.0, 5.0]);
         s.mask[1] = false; // a cloud: ignored
-        let d = |x| Date::from_days_since_epoch(17_500 + x);
+        let d = |x: i64| Date::from_days_since_epoch(17_500 + x);
         let out = Interpolate::new(d(0)?, d(50)?, 5)?.apply(s, &mut StdRng::seed_from_u64(0))?;
         let v = out.values.column(0).to_vec();
-        assert_eq!(v, vec![1.0, 1.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 5.0, 5.0]);
+        assert_eq!(
+            v,
+            vec![1.0, 1.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 5.0, 5.0]
+        );
         let empty = series(&[1], &[f32::NAN]);
-        assert!(Interpolate::new(d(0)?, d(5)?, 1)?.apply(empty, &mut StdRng::seed_from_u64(0)).is_err());
+        assert!(Interpolate::new(d(0)?, d(5)?, 1)?
+            .apply(empty, &mut StdRng::seed_from_u64(0))
+            .is_err());
         Ok(())
     }
 
@@ -325,12 +341,20 @@ mod tests {
         let mut s = series(&[1, 2, 3], &[1.0, 2.0, 3.0]);
         s.mask[1] = false;
         let mut rng = StdRng::seed_from_u64(0);
-        let p = PadTruncate { length: 5, value: -1.0 }.apply(s.clone(), &mut rng)?;
+        let p = PadTruncate {
+            length: 5,
+            value: -1.0,
+        }
+        .apply(s.clone(), &mut rng)?;
         assert_eq!(p.values.column(0).to_vec(), vec![1.0, 2.0, 3.0, -1.0, -1.0]);
         assert_eq!(p.mask, vec![true, false, true, false, false]);
         assert_eq!((p.padding, p.observed_len()), (2, 3));
         p.check()?;
-        let t = PadTruncate { length: 2, value: 0.0 }.apply(p.clone(), &mut rng)?;
+        let t = PadTruncate {
+            length: 2,
+            value: 0.0,
+        }
+        .apply(p.clone(), &mut rng)?;
         assert_eq!((t.len(), t.padding), (2, 0));
         let f = CloudFilter.apply(p.clone(), &mut rng)?;
         assert_eq!(f.values.column(0).to_vec(), vec![1.0, 3.0]);
