@@ -48,6 +48,9 @@ pub struct BreizhCropsParcel {
     pub code: Option<String>,
 }
 
+/// One CSV row: date, band values, cloudy (QA60), crop code, parcel id.
+type Row = (Date, Vec<f32>, bool, Option<String>, Option<String>);
+
 fn fmt_err(path: &Path, message: String) -> Error {
     Error::Format {
         path: path.to_path_buf(),
@@ -118,8 +121,7 @@ pub fn read_breizhcrops_csv(path: impl AsRef<Path>) -> Result<BreizhCropsParcel>
         .find_map(|n| col(n))
         .ok_or_else(|| fmt_err(path, "no date column (doa, date or timestamp)".into()))?;
     let (qa_col, label_col, id_col) = (col("QA60"), col("LABEL"), col("ID"));
-    // (date, values, cloudy, code, id)
-    let mut rows: Vec<(Date, Vec<f32>, bool, Option<String>, Option<String>)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for (n, line) in lines {
         let f = split_csv(line);
         let get = |c: usize| f.get(c).map(|s| s.trim()).filter(|s| !s.is_empty());

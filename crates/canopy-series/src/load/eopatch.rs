@@ -341,7 +341,7 @@ mod tests {
             r#"["2020-01-01", "2020-01-11"]"#,
         )?;
         std::fs::create_dir(root.join("data"))?;
-        let vals: Vec<f32> = (0..2 * 2 * 3 * 1).map(|v| v as f32).collect();
+        let vals: Vec<f32> = (0..12).map(|v| v as f32).collect();
         std::fs::write(
             root.join("data/X.npy"),
             crate::npy::encode_npy_f32(&[2, 2, 3, 1], &vals),

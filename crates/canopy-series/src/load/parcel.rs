@@ -93,7 +93,7 @@ pub fn aggregate_parcels(
             let r1 = fold(f64::max, f64::NEG_INFINITY, |p| p.1)
                 .ceil()
                 .min(h as f64);
-            (c1 > c0 && r1 > r0 && c0.is_finite() && r0.is_finite()).then(|| Window {
+            (c1 > c0 && r1 > r0 && c0.is_finite() && r0.is_finite()).then_some(Window {
                 col_off: c0 as usize,
                 row_off: r0 as usize,
                 width: (c1 - c0) as usize,

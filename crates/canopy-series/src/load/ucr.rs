@@ -46,9 +46,7 @@ pub fn read_ucr(path: impl AsRef<Path>, band_name: &str) -> Result<SeriesDataset
         if line.is_empty() {
             continue;
         }
-        let mut fields = line
-            .split(|c: char| c == '\t' || c == ',' || c == ' ')
-            .filter(|f| !f.is_empty());
+        let mut fields = line.split(['\t', ',', ' ']).filter(|f| !f.is_empty());
         let label_txt = fields.next().unwrap_or_default();
         let label: f64 = label_txt.parse().map_err(|_| {
             fmt_err(format!(

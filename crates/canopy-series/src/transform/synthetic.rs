@@ -120,11 +120,12 @@ impl Transform for SyntheticClouds {
             ));
         }
         let mut truth = s.truth.take().unwrap_or_else(|| s.mask.clone());
-        for t in 0..s.observed_len() {
+        let obs = s.observed_len();
+        for (t, clear) in truth.iter_mut().enumerate().take(obs) {
             if !rng.random_bool(self.coverage) {
                 continue;
             }
-            truth[t] = false;
+            *clear = false;
             let mut row = s.values.row_mut(t);
             if rng.random_bool(self.shadow_share) {
                 let f = draw(rng, self.model.shadow_factor);
