@@ -24,6 +24,10 @@ pub enum Error {
     /// A canopy-raster operation failed.
     #[error(transparent)]
     Raster(#[from] canopy_raster::Error),
+    /// A candle operation failed (feature `candle`).
+    #[cfg(feature = "candle")]
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
     /// An argument or configuration is invalid.
     #[error("{op}: {message}")]
     InvalidArgument {
