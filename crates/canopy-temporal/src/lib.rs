@@ -2,7 +2,10 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod inceptiontime;
 pub mod model;
+pub mod msresnet;
+pub mod tempcnn;
 pub mod weights;
 
 pub use error::{Error, Result};
