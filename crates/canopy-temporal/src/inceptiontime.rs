@@ -50,13 +50,11 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use canopy_nn::batch_norm::BatchNorm;
-use canopy_nn::ops::{max_pool1d, PoolAxis};
 use canopy_nn::{linear, Linear};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::tempcnn::{check_series, Conv1d, BN_EPS, BN_MOMENTUM};
+use crate::cnn_layers::{check_series, max_pool3, BatchNorm1d, Conv1d};
 use crate::{Error, Result, SeriesClassifier};
 
 const MODEL: &str = "InceptionTime";
@@ -135,7 +133,7 @@ struct InceptionModule {
     bottleneck: Conv1d,
     convolutions: Vec<Conv1d>,
     pool_conv: Conv1d,
-    bn: BatchNorm,
+    bn: BatchNorm1d,
 }
 
 impl InceptionModule {
@@ -151,7 +149,7 @@ impl InceptionModule {
             bottleneck: Conv1d::new(c_in, nf, 1, 1, 0, cfg.use_bias, vb.pp("bottleneck"))?,
             convolutions,
             pool_conv: Conv1d::new(c_in, nf, 1, 1, 0, cfg.use_bias, vb.pp("pool_conv").pp("1"))?,
-            bn: BatchNorm::new(4 * nf, BN_EPS, BN_MOMENTUM, vb.pp("bn_relu").pp("0"))?,
+            bn: BatchNorm1d::new(4 * nf, vb.pp("bn_relu").pp("0"))?,
         })
     }
 
@@ -164,12 +162,7 @@ impl InceptionModule {
             .iter()
             .map(|c| c.forward(&z))
             .collect::<Result<Vec<_>>>()?;
-        let pool = PoolAxis {
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-        };
-        feats.push(self.pool_conv.forward(&max_pool1d(x, pool, false)?)?);
+        feats.push(self.pool_conv.forward(&max_pool3(x, 1)?)?);
         let y = Tensor::cat(&feats, 1)?; // 4 x (B, H/4, T) -> (B, H, T)
         Ok(self.bn.forward_t(&y, train)?.relu()?)
     }
@@ -179,7 +172,7 @@ impl InceptionModule {
 #[derive(Debug, Clone)]
 struct Shortcut {
     conv: Conv1d,
-    bn: BatchNorm,
+    bn: BatchNorm1d,
 }
 
 impl Shortcut {
@@ -187,7 +180,7 @@ impl Shortcut {
         let vb = vb.pp("sc");
         Ok(Shortcut {
             conv: Conv1d::new(c_in, c_out, 1, 1, 0, false, vb.pp("0"))?,
-            bn: BatchNorm::new(c_out, BN_EPS, BN_MOMENTUM, vb.pp("1"))?,
+            bn: BatchNorm1d::new(c_out, vb.pp("1"))?,
         })
     }
 

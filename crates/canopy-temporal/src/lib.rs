@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod cnn_layers;
 mod error;
 pub mod inceptiontime;
 pub mod model;

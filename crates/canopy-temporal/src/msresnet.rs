@@ -45,13 +45,11 @@
 
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
-use canopy_nn::batch_norm::BatchNorm;
-use canopy_nn::ops::{max_pool1d, PoolAxis};
 use canopy_nn::{linear, Linear};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::tempcnn::{check_series, Conv1d, BN_EPS, BN_MOMENTUM};
+use crate::cnn_layers::{check_series, max_pool3, BatchNorm1d, Conv1d};
 use crate::{Error, Result, SeriesClassifier};
 
 const MODEL: &str = "MsResNet";
@@ -106,10 +104,10 @@ fn out_len(len: usize, kernel: usize, stride: usize, padding: usize) -> Option<u
 #[derive(Debug, Clone)]
 struct BasicBlock {
     conv1: Conv1d,
-    bn1: BatchNorm,
+    bn1: BatchNorm1d,
     conv2: Conv1d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv1d, BatchNorm)>,
+    bn2: BatchNorm1d,
+    downsample: Option<(Conv1d, BatchNorm1d)>,
 }
 
 impl BasicBlock {
@@ -169,16 +167,16 @@ impl Branch {
                 let downsample = if j == 0 {
                     Some((
                         Conv1d::new(inplanes, planes, 1, stride, 0, false, vbb.pp("downsample.0"))?,
-                        BatchNorm::new(planes, BN_EPS, BN_MOMENTUM, vbb.pp("downsample.1"))?,
+                        BatchNorm1d::new(planes, vbb.pp("downsample.1"))?,
                     ))
                 } else {
                     None
                 };
                 blocks.push(BasicBlock {
                     conv1: Conv1d::new(inplanes, planes, kernel, stride, padding, false, vbb.pp("conv1"))?,
-                    bn1: BatchNorm::new(planes, BN_EPS, BN_MOMENTUM, vbb.pp("bn1"))?,
+                    bn1: BatchNorm1d::new(planes, vbb.pp("bn1"))?,
                     conv2: Conv1d::new(planes, planes, kernel, 1, padding, false, vbb.pp("conv2"))?,
-                    bn2: BatchNorm::new(planes, BN_EPS, BN_MOMENTUM, vbb.pp("bn2"))?,
+                    bn2: BatchNorm1d::new(planes, vbb.pp("bn2"))?,
                     downsample,
                 });
                 len = out_len(len, kernel, stride, padding)
@@ -210,7 +208,7 @@ impl Branch {
 #[derive(Debug, Clone)]
 pub struct MsResNet {
     conv1: Conv1d,
-    bn1: BatchNorm,
+    bn1: BatchNorm1d,
     branches: Vec<Branch>,
     fc: Linear,
     cfg: MsResNetConfig,
@@ -243,7 +241,7 @@ impl MsResNet {
         }
         let h = cfg.hidden_dims;
         let conv1 = Conv1d::new(cfg.input_dim, h, 7, 2, 3, false, vb.pp("conv1"))?;
-        let bn1 = BatchNorm::new(h, BN_EPS, BN_MOMENTUM, vb.pp("bn1"))?;
+        let bn1 = BatchNorm1d::new(h, vb.pp("bn1"))?;
         // 512 -> conv1 (k7 s2 p3) -> 256 -> max-pool (k3 s2 p1) -> 128
         let stem_len = out_len(STRETCH_LENGTH, 7, 2, 3)
             .and_then(|l| out_len(l, 3, 2, 1))
@@ -285,12 +283,7 @@ impl MsResNet {
         let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C)
         let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
         let x = self.bn1.forward_t(&self.conv1.forward(&x)?, train)?.relu()?; // (B, H, 256)
-        let pool = PoolAxis {
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        };
-        let x0 = max_pool1d(&x, pool, false)?; // (B, H, 128)
+        let x0 = max_pool3(&x, 2)?; // (B, H, 256) -> (B, H, 128)
         let feats = self
             .branches
             .iter()

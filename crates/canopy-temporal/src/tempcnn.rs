@@ -41,120 +41,15 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use canopy_nn::batch_norm::BatchNorm;
-use canopy_nn::ops::{conv1d, Axis1, Conv1dConfig};
-use canopy_nn::{linear, pytorch_uniform, Dropout, Linear};
+
+use canopy_nn::{linear, Dropout, Linear};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::cnn_layers::{check_series, BatchNorm1d, Conv1d};
 use crate::{Error, Result, SeriesClassifier};
 
 const MODEL: &str = "TempCnn";
-
-/// PyTorch's `BatchNorm1d` defaults.
-pub(crate) const BN_EPS: f64 = 1e-5;
-pub(crate) const BN_MOMENTUM: f64 = 0.1;
-
-/// Checks that `x` is a `(B, T, C)` series with `input_dim` bands (and `length` steps when the
-/// model needs a fixed length); returns `(B, T, C)`.
-pub(crate) fn check_series(
-    model: &'static str,
-    x: &Tensor,
-    input_dim: usize,
-    length: Option<usize>,
-) -> Result<(usize, usize, usize)> {
-    let dims = x.dims();
-    let expected = match length {
-        Some(t) => format!("a series (B, {t}, {input_dim})"),
-        None => format!("a series (B, T, {input_dim})"),
-    };
-    let (b, t, c) = match *dims {
-        [b, t, c] => (b, t, c),
-        _ => {
-            return Err(Error::Shape {
-                model,
-                expected: format!("{expected}: batch, time, bands (add a batch dimension with unsqueeze(0))"),
-                actual: format!("{dims:?}"),
-            })
-        }
-    };
-    if c != input_dim {
-        return Err(Error::Shape {
-            model,
-            expected: format!(
-                "{expected}: the model was configured for {input_dim} bands (time must be dimension 1, bands dimension 2)"
-            ),
-            actual: format!("{dims:?}"),
-        });
-    }
-    if let Some(len) = length {
-        if t != len {
-            return Err(Error::Shape {
-                model,
-                expected: format!(
-                    "{expected}: the model was configured for series of {len} steps (resample the series or build the model with sequencelength = {t})"
-                ),
-                actual: format!("{dims:?}"),
-            });
-        }
-    }
-    if b == 0 || t == 0 {
-        return Err(Error::Shape {
-            model,
-            expected: format!("{expected} with at least one sample and one step"),
-            actual: format!("{dims:?}"),
-        });
-    }
-    Ok((b, t, c))
-}
-
-/// A `torch.nn.Conv1d` layer (`weight (C_out, C_in, K)`, optional `bias (C_out,)`, PyTorch's
-/// default initialisation) running canopy-nn's convolution.
-#[derive(Debug, Clone)]
-pub(crate) struct Conv1d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    cfg: Conv1dConfig,
-}
-
-impl Conv1d {
-    /// `Conv1d(c_in, c_out, kernel, stride, padding, bias)` with variables `weight` and `bias`.
-    pub(crate) fn new(
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let init = pytorch_uniform(c_in * kernel);
-        let weight = vb.get_with_hints((c_out, c_in, kernel), "weight", init)?;
-        let bias = if bias {
-            Some(vb.get_with_hints(c_out, "bias", init)?)
-        } else {
-            None
-        };
-        Ok(Conv1d {
-            weight,
-            bias,
-            cfg: Conv1dConfig {
-                axis: Axis1 {
-                    stride,
-                    padding,
-                    dilation: 1,
-                },
-                groups: 1,
-            },
-        })
-    }
-
-    /// # Shapes
-    /// `(B, C_in, L)` -> `(B, C_out, L_out)`.
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(conv1d(x, &self.weight, self.bias.as_ref(), self.cfg)?)
-    }
-}
 
 /// Hyper-parameters of [`TempCnn`], named like the arguments of BreizhCrops' `TempCNN`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,7 +133,7 @@ impl TempCnnConfig {
 #[derive(Debug, Clone)]
 struct Block<L> {
     layer: L,
-    bn: BatchNorm,
+    bn: BatchNorm1d,
     dropout: Dropout,
 }
 
@@ -273,7 +168,7 @@ impl TempCnn {
             let k = cfg.kernel_size;
             Ok(Block {
                 layer: Conv1d::new(c_in, h, k, 1, k / 2, true, vb.pp("0"))?,
-                bn: BatchNorm::new(h, BN_EPS, BN_MOMENTUM, vb.pp("1"))?,
+                bn: BatchNorm1d::new(h, vb.pp("1"))?,
                 dropout,
             })
         };
@@ -285,7 +180,7 @@ impl TempCnn {
         let vbd = vb.pp("dense").pp("block");
         let dense = Block {
             layer: linear(h * cfg.sequencelength, 4 * h, true, vbd.pp("0"))?,
-            bn: BatchNorm::new(4 * h, BN_EPS, BN_MOMENTUM, vbd.pp("1"))?,
+            bn: BatchNorm1d::new(4 * h, vbd.pp("1"))?,
             dropout,
         };
         let classifier = linear(4 * h, cfg.num_classes, true, vb.pp("logsoftmax").pp("0"))?;
