@@ -57,20 +57,33 @@ fn models() -> Vec<Entry> {
             name: "tempcnn",
             peer: "TempCNN",
             baseline: (5727.0, 1754.0),
-            build: |vb| Ok(Box::new(TempCnn::new(&TempCnnConfig::breizhcrops(BANDS, CLASSES, T), vb)?)),
+            build: |vb| {
+                Ok(Box::new(TempCnn::new(
+                    &TempCnnConfig::breizhcrops(BANDS, CLASSES, T),
+                    vb,
+                )?))
+            },
         },
         Entry {
             name: "msresnet",
             peer: "MSResNet",
             baseline: (7324.0, 1647.0),
-            build: |vb| Ok(Box::new(MsResNet::new(&MsResNetConfig::breizhcrops(BANDS, CLASSES), vb)?)),
+            build: |vb| {
+                Ok(Box::new(MsResNet::new(
+                    &MsResNetConfig::breizhcrops(BANDS, CLASSES),
+                    vb,
+                )?))
+            },
         },
         Entry {
             name: "inceptiontime",
             peer: "InceptionTime",
             baseline: (2599.0, 542.7),
             build: |vb| {
-                Ok(Box::new(InceptionTime::new(&InceptionTimeConfig::breizhcrops(BANDS, CLASSES), vb)?))
+                Ok(Box::new(InceptionTime::new(
+                    &InceptionTimeConfig::breizhcrops(BANDS, CLASSES),
+                    vb,
+                )?))
             },
         },
     ]
@@ -102,7 +115,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "throughput [--models {}] [--quick] [--peers-json PATH]",
-                    models().iter().map(|m| m.name).collect::<Vec<_>>().join(",")
+                    models()
+                        .iter()
+                        .map(|m| m.name)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 );
                 std::process::exit(0);
             }
@@ -149,11 +166,14 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let dev = Device::Cpu;
     let peers_path = args.peers_json.clone().or_else(|| {
-        let home = std::env::var("PEERS_HOME").ok().map(std::path::PathBuf::from).or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|h| std::path::Path::new(&h).join(".cache").join("canopy-peers"))
-        })?;
+        let home = std::env::var("PEERS_HOME")
+            .ok()
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var("HOME")
+                    .ok()
+                    .map(|h| std::path::Path::new(&h).join(".cache").join("canopy-peers"))
+            })?;
         Some(home.join("results").join("breizhcrops.json"))
     });
     let peers: Option<serde_json::Value> = peers_path
@@ -162,7 +182,9 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| serde_json::from_str(&s).ok());
     match (&peers, &peers_path) {
         (Some(_), Some(p)) => println!("PyTorch figures from {}", p.display()),
-        _ => println!("PyTorch figures from the baseline of 2026-11-23 (no peers results JSON found)"),
+        _ => println!(
+            "PyTorch figures from the baseline of 2026-11-23 (no peers results JSON found)"
+        ),
     }
     let all = models();
     if let Some(sel) = &args.models {
@@ -185,7 +207,9 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let x = Tensor::from_vec(xs, (BATCH, T, BANDS), &dev)?;
     let y = Tensor::from_vec(
-        (0..BATCH).map(|_| rng.random_range(0..CLASSES as u32)).collect::<Vec<_>>(),
+        (0..BATCH)
+            .map(|_| rng.random_range(0..CLASSES as u32))
+            .collect::<Vec<_>>(),
         BATCH,
         &dev,
     )?;
@@ -211,8 +235,15 @@ fn main() -> anyhow::Result<()> {
             out.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
             Ok(())
         })?;
-        println!("{}: {n_params} parameters, inference {:.1} ms/batch", m.name, inf * 1e3);
-        let mut opt = Adam::new(vec![ParamGroup::new("all", trainable)], AdamConfig::adam(1e-3))?;
+        println!(
+            "{}: {n_params} parameters, inference {:.1} ms/batch",
+            m.name,
+            inf * 1e3
+        );
+        let mut opt = Adam::new(
+            vec![ParamGroup::new("all", trainable)],
+            AdamConfig::adam(1e-3),
+        )?;
         let train = time_it(args.quick, || {
             let logits = model.forward_t(&x, true, &mut drop_rng)?;
             let loss = cross_entropy(&logits, &y, &CrossEntropyConfig::default())?;
@@ -221,10 +252,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         })?;
         println!("{}: training step {:.1} ms/batch", m.name, train * 1e3);
-        let torch_inf = peer_figure(&peers, &format!("{} inference", m.peer)).unwrap_or(m.baseline.0);
+        let torch_inf =
+            peer_figure(&peers, &format!("{} inference", m.peer)).unwrap_or(m.baseline.0);
         let torch_train =
             peer_figure(&peers, &format!("{} training step", m.peer)).unwrap_or(m.baseline.1);
-        table.push((m.name, BATCH as f64 / inf, torch_inf, BATCH as f64 / train, torch_train));
+        table.push((
+            m.name,
+            BATCH as f64 / inf,
+            torch_inf,
+            BATCH as f64 / train,
+            torch_train,
+        ));
     }
     println!();
     println!("| model | inference ours | PyTorch | ours/PyTorch | training ours | PyTorch | ours/PyTorch |");

@@ -37,7 +37,9 @@ pub(crate) fn check_series(
         _ => {
             return Err(Error::Shape {
                 model,
-                expected: format!("{expected}: batch, time, bands (add a batch dimension with unsqueeze(0))"),
+                expected: format!(
+                    "{expected}: batch, time, bands (add a batch dimension with unsqueeze(0))"
+                ),
                 actual: format!("{dims:?}"),
             })
         }
@@ -171,8 +173,16 @@ impl BatchNorm1d {
         let weight = self.weight.to_dtype(dt)?.reshape(per_channel.clone())?;
         let bias = self.bias.to_dtype(dt)?.reshape(per_channel.clone())?;
         if !train {
-            let rm = self.running_mean.as_tensor().to_dtype(dt)?.reshape(per_channel.clone())?;
-            let rv = self.running_var.as_tensor().to_dtype(dt)?.reshape(per_channel)?;
+            let rm = self
+                .running_mean
+                .as_tensor()
+                .to_dtype(dt)?
+                .reshape(per_channel.clone())?;
+            let rv = self
+                .running_var
+                .as_tensor()
+                .to_dtype(dt)?
+                .reshape(per_channel)?;
             let scale = weight.broadcast_div(&(rv + BN_EPS)?.sqrt()?)?; // (1, C, 1)
             let shift = (bias - rm.broadcast_mul(&scale)?)?;
             return Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?);
@@ -186,7 +196,11 @@ impl BatchNorm1d {
             });
         }
         let sum_stats = |t: &Tensor| -> Result<Tensor> {
-            let s = if t.rank() == 3 { t.sum_keepdim(2)? } else { t.clone() };
+            let s = if t.rank() == 3 {
+                t.sum_keepdim(2)?
+            } else {
+                t.clone()
+            };
             Ok((s.sum_keepdim(0)? / n as f64)?)
         };
         let mean = sum_stats(x)?; // (1, C[, 1])
@@ -196,9 +210,7 @@ impl BatchNorm1d {
         let y = xc.broadcast_mul(&scale)?.broadcast_add(&bias)?;
         let m = BN_MOMENTUM;
         let rdt = self.running_mean.dtype();
-        let flat = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.detach().flatten_all()?.to_dtype(rdt)?)
-        };
+        let flat = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().flatten_all()?.to_dtype(rdt)?) };
         let unbiased = (flat(&var)? * (n as f64 / (n as f64 - 1.0)))?;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (flat(&mean)? * m)?)?;
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
@@ -228,7 +240,11 @@ pub(crate) fn max_pool3(x: &Tensor, stride: usize) -> Result<Tensor> {
         return Ok(m);
     }
     let out = l.div_ceil(2);
-    let m = if l % 2 == 1 { m.pad_with_same(2, 0, 1)? } else { m };
+    let m = if l % 2 == 1 {
+        m.pad_with_same(2, 0, 1)?
+    } else {
+        m
+    };
     Ok(m.reshape((b, c, out, 2))?.narrow(3, 0, 1)?.squeeze(3)?) // every other window
 }
 
@@ -255,7 +271,10 @@ mod tests {
             let theirs = BatchNorm::new(3, 1e-5, 0.1, ref_store.var_builder(DType::F64, &dev))?;
             // identical, non-trivial parameters in both stores
             let mut t = std::collections::HashMap::new();
-            t.insert("weight".to_string(), Tensor::new(&[0.7f64, 1.3, -0.4], &dev)?);
+            t.insert(
+                "weight".to_string(),
+                Tensor::new(&[0.7f64, 1.3, -0.4], &dev)?,
+            );
             t.insert("bias".to_string(), Tensor::new(&[0.1f64, -0.2, 0.3], &dev)?);
             ours_store.load(&t)?;
             ref_store.load(&t)?;
@@ -268,7 +287,10 @@ mod tests {
                 let ga = (&a * &r)?.sum_all()?.backward()?;
                 let gb = (&b * &r)?.sum_all()?.backward()?;
                 let (ga, gb) = (ga.get(x.as_tensor()), gb.get(x.as_tensor()));
-                assert!(matches!((ga, gb), (Some(p), Some(q)) if diff(p, q) < 1e-10), "{dims:?} grad");
+                assert!(
+                    matches!((ga, gb), (Some(p), Some(q)) if diff(p, q) < 1e-10),
+                    "{dims:?} grad"
+                );
             }
             let (m, v) = theirs.running_stats();
             assert!(diff(ours.running_mean.as_tensor(), m) < 1e-12);

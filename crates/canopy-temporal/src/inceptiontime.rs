@@ -101,10 +101,12 @@ impl InceptionTimeConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let err = |message: String| Err(Error::Config {
-            model: MODEL,
-            message,
-        });
+        let err = |message: String| {
+            Err(Error::Config {
+                model: MODEL,
+                message,
+            })
+        };
         if self.input_dim == 0 || self.num_classes == 0 || self.num_layers == 0 {
             return err(format!(
                 "input_dim ({}), num_classes ({}) and num_layers ({}) must be positive",
@@ -142,7 +144,15 @@ impl InceptionModule {
         let convolutions = (0..3)
             .map(|i| {
                 let k = cfg.kernel_size >> i;
-                Conv1d::new(nf, nf, k + 1, 1, k / 2, false, vb.pp("convolutions").pp(i.to_string()))
+                Conv1d::new(
+                    nf,
+                    nf,
+                    k + 1,
+                    1,
+                    k / 2,
+                    false,
+                    vb.pp("convolutions").pp(i.to_string()),
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(InceptionModule {
@@ -299,19 +309,28 @@ mod tests {
                 ..InceptionTimeConfig::breizhcrops(3, 2)
             },
         ] {
-            assert!(matches!(InceptionTime::new(&cfg, vb()), Err(Error::Config { .. })));
+            assert!(matches!(
+                InceptionTime::new(&cfg, vb()),
+                Err(Error::Config { .. })
+            ));
         }
         let cfg = InceptionTimeConfig {
             hidden_dims: 4,
             ..InceptionTimeConfig::breizhcrops(3, 2)
         };
         let m = InceptionTime::new(&cfg, vb())?;
-        assert_eq!(m.unused_prefixes(), vec!["shortcut_layer_list.2.".to_string()]);
+        assert_eq!(
+            m.unused_prefixes(),
+            vec!["shortcut_layer_list.2.".to_string()]
+        );
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         let x = Tensor::zeros((2, 1, 3), DType::F32, &Device::Cpu)?;
         assert_eq!(m.forward_t(&x, false, &mut rng)?.dims(), &[2, 2]);
         let x = Tensor::zeros((2, 4), DType::F32, &Device::Cpu)?;
-        assert!(matches!(m.forward_t(&x, false, &mut rng), Err(Error::Shape { .. })));
+        assert!(matches!(
+            m.forward_t(&x, false, &mut rng),
+            Err(Error::Shape { .. })
+        ));
         Ok(())
     }
 }

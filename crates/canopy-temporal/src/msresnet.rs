@@ -166,14 +166,30 @@ impl Branch {
                 let stride = if j == 0 { 2 } else { 1 };
                 let downsample = if j == 0 {
                     Some((
-                        Conv1d::new(inplanes, planes, 1, stride, 0, false, vbb.pp("downsample.0"))?,
+                        Conv1d::new(
+                            inplanes,
+                            planes,
+                            1,
+                            stride,
+                            0,
+                            false,
+                            vbb.pp("downsample.0"),
+                        )?,
                         BatchNorm1d::new(planes, vbb.pp("downsample.1"))?,
                     ))
                 } else {
                     None
                 };
                 blocks.push(BasicBlock {
-                    conv1: Conv1d::new(inplanes, planes, kernel, stride, padding, false, vbb.pp("conv1"))?,
+                    conv1: Conv1d::new(
+                        inplanes,
+                        planes,
+                        kernel,
+                        stride,
+                        padding,
+                        false,
+                        vbb.pp("conv1"),
+                    )?,
                     bn1: BatchNorm1d::new(planes, vbb.pp("bn1"))?,
                     conv2: Conv1d::new(planes, planes, kernel, 1, padding, false, vbb.pp("conv2"))?,
                     bn2: BatchNorm1d::new(planes, vbb.pp("bn2"))?,
@@ -282,7 +298,10 @@ impl MsResNet {
         let idx = Tensor::from_vec(idx, STRETCH_LENGTH, x.device())?;
         let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C)
         let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
-        let x = self.bn1.forward_t(&self.conv1.forward(&x)?, train)?.relu()?; // (B, H, 256)
+        let x = self
+            .bn1
+            .forward_t(&self.conv1.forward(&x)?, train)?
+            .relu()?; // (B, H, 256)
         let x0 = max_pool3(&x, 2)?; // (B, H, 256) -> (B, H, 128)
         let feats = self
             .branches
@@ -324,7 +343,10 @@ mod tests {
                 hidden_dims: 2,
                 ..MsResNetConfig::breizhcrops(3, 2)
             };
-            let e = MsResNet::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu));
+            let e = MsResNet::new(
+                &cfg,
+                SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu),
+            );
             assert!(matches!(e, Err(Error::Config { .. })), "{layers:?}: {e:?}");
         }
         let cfg = MsResNetConfig {
@@ -332,7 +354,11 @@ mod tests {
             hidden_dims: 2,
             ..MsResNetConfig::breizhcrops(3, 2)
         };
-        assert!(MsResNet::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu)).is_ok());
+        assert!(MsResNet::new(
+            &cfg,
+            SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu)
+        )
+        .is_ok());
     }
 
     #[test]
@@ -341,14 +367,20 @@ mod tests {
             hidden_dims: 2,
             ..MsResNetConfig::breizhcrops(3, 4)
         };
-        let m = MsResNet::new(&cfg, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu))?;
+        let m = MsResNet::new(
+            &cfg,
+            SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu),
+        )?;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         for t in [1, 45, 600] {
             let x = Tensor::randn(0f32, 1.0, (1, t, 3), &Device::Cpu)?;
             assert_eq!(m.forward_t(&x, false, &mut rng)?.dims(), &[1, 4]);
         }
         let x = Tensor::zeros((2, 5, 4), DType::F32, &Device::Cpu)?;
-        assert!(matches!(m.forward_t(&x, false, &mut rng), Err(Error::Shape { .. })));
+        assert!(matches!(
+            m.forward_t(&x, false, &mut rng),
+            Err(Error::Shape { .. })
+        ));
         Ok(())
     }
 }

@@ -102,10 +102,12 @@ impl TempCnnConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let err = |message: String| Err(Error::Config {
-            model: MODEL,
-            message,
-        });
+        let err = |message: String| {
+            Err(Error::Config {
+                model: MODEL,
+                message,
+            })
+        };
         if self.input_dim == 0 || self.num_classes == 0 || self.hidden_dims == 0 {
             return err(format!(
                 "input_dim ({}), num_classes ({}) and hidden_dims ({}) must be positive",
@@ -250,13 +252,19 @@ mod tests {
             kernel_size: 4,
             ..cfg.clone()
         };
-        let e = TempCnn::new(&even, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu));
+        let e = TempCnn::new(
+            &even,
+            SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu),
+        );
         assert!(matches!(e, Err(Error::Config { .. })));
         let drop = TempCnnConfig {
             dropout: 1.0,
             ..cfg
         };
-        let e = TempCnn::new(&drop, SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu));
+        let e = TempCnn::new(
+            &drop,
+            SeededVarMap::new(0).var_builder(DType::F32, &Device::Cpu),
+        );
         assert!(matches!(e, Err(Error::Config { .. })));
         Ok(())
     }
@@ -266,7 +274,10 @@ mod tests {
         let cfg = TempCnnConfig::pelletier2019(10, 7, 24);
         let back: TempCnnConfig = serde_json::from_str(&serde_json::to_string(&cfg)?)?;
         assert_eq!(back, cfg);
-        assert_eq!(TempCnnConfig::default(), TempCnnConfig::breizhcrops(13, 9, 45));
+        assert_eq!(
+            TempCnnConfig::default(),
+            TempCnnConfig::breizhcrops(13, 9, 45)
+        );
         Ok(())
     }
 }

@@ -126,8 +126,11 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn eval_outputs_match_the_reference() {
     for (case, make) in cases() {
-        let io = candle_core::safetensors::load(fixture(&format!("{case}_io.safetensors")), &Device::Cpu)
-            .unwrap();
+        let io = candle_core::safetensors::load(
+            fixture(&format!("{case}_io.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
         for (dtype, tol) in [(DType::F64, 1e-9), (DType::F32, 1e-4)] {
             let store = SeededVarMap::new(0);
             let model = make(store.var_builder(dtype, &Device::Cpu)).unwrap();
@@ -143,7 +146,10 @@ fn eval_outputs_match_the_reference() {
             assert_eq!(logp.dims(), io["logp"].dims(), "{case}");
             let d = max_abs_diff(&logp, &io["logp"]);
             println!("{case} {dtype:?}: max |Δ log p| = {d:.3e}");
-            assert!(d < tol, "{case} {dtype:?}: max |Δ log p| = {d:.3e} >= {tol:e}");
+            assert!(
+                d < tol,
+                "{case} {dtype:?}: max |Δ log p| = {d:.3e} >= {tol:e}"
+            );
         }
     }
 }
@@ -164,9 +170,15 @@ fn checkpoints_of_other_models_are_refused() {
         &store.named_vars().unwrap(),
     );
     assert!(matches!(e, Err(Error::File { .. })), "{e:?}");
-    let e = load_state_dict(fixture("msresnet.safetensors"), &store.named_vars().unwrap());
+    let e = load_state_dict(
+        fixture("msresnet.safetensors"),
+        &store.named_vars().unwrap(),
+    );
     let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(msg.contains("missing keys") && msg.contains("conv_bn_relu1"), "{msg}");
+    assert!(
+        msg.contains("missing keys") && msg.contains("conv_bn_relu1"),
+        "{msg}"
+    );
 }
 
 #[derive(serde::Deserialize)]
@@ -185,7 +197,10 @@ fn default_configurations_have_the_reference_keys_shapes_and_counts() {
             tempcnn(TempCnnConfig::pelletier2019(13, 9, 45)),
         ),
         ("msresnet", msresnet(MsResNetConfig::default())),
-        ("inceptiontime", inceptiontime(InceptionTimeConfig::default())),
+        (
+            "inceptiontime",
+            inceptiontime(InceptionTimeConfig::default()),
+        ),
     ];
     for (name, make) in defaults {
         let json = std::fs::read_to_string(fixture(&format!("{name}_defaults.json"))).unwrap();
@@ -214,7 +229,10 @@ fn default_configurations_have_the_reference_keys_shapes_and_counts() {
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         assert_eq!(count, reference.parameters, "{name}: parameter count");
-        println!("{name}: {count} parameters, {} state_dict entries", ours.len());
+        println!(
+            "{name}: {count} parameters, {} state_dict entries",
+            ours.len()
+        );
         if let Some(upstream) = reference.parameters_registered_upstream {
             // only `outlinear` (128 x 9 + 9) is registered by the unwrapped upstream model
             assert_eq!(upstream, 128 * 9 + 9, "{name}");
@@ -235,13 +253,20 @@ fn every_used_parameter_gets_a_gradient_in_training() {
     for (case, make) in cases() {
         let store = SeededVarMap::new(1);
         let model = make(store.var_builder(DType::F32, &Device::Cpu)).unwrap();
-        let io = candle_core::safetensors::load(fixture(&format!("{case}_io.safetensors")), &Device::Cpu)
-            .unwrap();
+        let io = candle_core::safetensors::load(
+            fixture(&format!("{case}_io.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
         let x = io["x"].to_dtype(DType::F32).unwrap();
         let b = x.dim(0).unwrap();
         let k = model.num_classes() as u32;
-        let targets = Tensor::from_vec((0..b as u32).map(|i| i % k).collect::<Vec<_>>(), b, &Device::Cpu)
-            .unwrap();
+        let targets = Tensor::from_vec(
+            (0..b as u32).map(|i| i % k).collect::<Vec<_>>(),
+            b,
+            &Device::Cpu,
+        )
+        .unwrap();
         let mut rng = StdRng::seed_from_u64(3);
         let logits = model.forward_t(&x, true, &mut rng).unwrap();
         let loss = cross_entropy(&logits, &targets, &CrossEntropyConfig::default()).unwrap();
@@ -258,10 +283,18 @@ fn every_used_parameter_gets_a_gradient_in_training() {
         // the unused layers really get nothing, and training updated the running statistics
         for (k, v) in &all {
             if skip.iter().any(|p| k.starts_with(p)) && !is_buffer(k) {
-                assert!(grads.get(v.as_tensor()).is_none(), "{case}: {k} has a gradient");
+                assert!(
+                    grads.get(v.as_tensor()).is_none(),
+                    "{case}: {k} has a gradient"
+                );
             }
             if k.ends_with("num_batches_tracked") && !skip.iter().any(|p| k.starts_with(p)) {
-                let n = v.as_tensor().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+                let n = v
+                    .as_tensor()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
                 assert_eq!(n, 1.0, "{case}: {k}");
             }
         }
