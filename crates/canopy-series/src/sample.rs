@@ -181,8 +181,9 @@ impl Series {
     /// kept only for indices pointing into the padding.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an index `>= T`.
+    /// [`Error::InvalidArgument`] for an index `>= T` or a series failing [`Series::check`].
     pub fn select_steps(&self, idx: &[usize]) -> Result<Series> {
+        self.check()?;
         let t = self.len();
         if let Some(&bad) = idx.iter().find(|&&i| i >= t) {
             return Err(shape_err(
@@ -422,8 +423,10 @@ impl PatchSeries {
     /// The series of pixel (`row`, `col`) with its mask and label, id `"row_col"`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the pixel is outside the patch.
+    /// [`Error::InvalidArgument`] when the pixel is outside the patch or the patch fails
+    /// [`PatchSeries::check`].
     pub fn pixel(&self, row: usize, col: usize) -> Result<Series> {
+        self.check()?;
         let (_, _, h, w) = self.values.dim();
         if row >= h || col >= w {
             return Err(shape_err(
@@ -455,7 +458,7 @@ impl PatchSeries {
     /// Every pixel as a [`Series`] (row-major order, ids `"row_col"`), labels from `labels`.
     ///
     /// # Errors
-    /// None in practice (the pixel indices are in range); kept for symmetry with loaders.
+    /// [`Error::InvalidArgument`] when the patch fails [`PatchSeries::check`].
     pub fn to_pixel_dataset(&self) -> Result<SeriesDataset> {
         let (_, _, h, w) = self.values.dim();
         let mut samples = Vec::with_capacity(h * w);

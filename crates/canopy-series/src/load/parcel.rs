@@ -70,6 +70,7 @@ pub fn aggregate_parcels(
         })?;
     let inv = gt.inverse()?;
     let p = &stack.patch;
+    p.check()?;
     let (t, c, h, w) = p.values.dim();
     let mut samples = Vec::with_capacity(parcels.len());
     for parcel in parcels {

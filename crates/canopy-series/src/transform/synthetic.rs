@@ -108,6 +108,7 @@ fn draw(rng: &mut dyn RngCore, (a, b): (f32, f32)) -> f32 {
 
 impl Transform for SyntheticClouds {
     fn apply(&self, mut s: Series, rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let c = s.bands();
         let cv = &self.model.cloud_value;
         if cv.len() != 1 && cv.len() != c {
