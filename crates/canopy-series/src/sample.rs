@@ -365,7 +365,7 @@ pub(crate) fn remap_labels<K: Ord + Clone + ToString>(
 /// An image time series patch: `T` acquisitions of `C` bands over `H x W` pixels.
 ///
 /// # Shapes
-/// `values` `(T, C, H, W)`; `mask` `(T, H, W)` (`true` = valid); `labels` `(H, W)`.
+/// `values` `(T, C, H, W)`; `mask` and `truth` `(T, H, W)` (`true` = valid); `labels` `(H, W)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchSeries {
     /// Observations, `(T, C, H, W)`.
@@ -374,6 +374,9 @@ pub struct PatchSeries {
     pub dates: Option<Vec<Date>>,
     /// Per-pixel per-date validity, `(T, H, W)`.
     pub mask: Array3<bool>,
+    /// Per-pixel per-date ground-truth validity hidden from models, `(T, H, W)` (set by
+    /// [`crate::transform::SyntheticClouds::apply_patch`]).
+    pub truth: Option<Array3<bool>>,
     /// Per-pixel class labels, `(H, W)`, when known.
     pub labels: Option<Array2<u32>>,
     /// Band names, length `C`.
@@ -394,6 +397,14 @@ impl PatchSeries {
                 "PatchSeries",
                 format!("mask is {:?}, expected ({t}, {h}, {w})", self.mask.dim()),
             ));
+        }
+        if let Some(tr) = &self.truth {
+            if tr.dim() != (t, h, w) {
+                return Err(shape_err(
+                    "PatchSeries",
+                    format!("truth is {:?}, expected ({t}, {h}, {w})", tr.dim()),
+                ));
+            }
         }
         if let Some(d) = &self.dates {
             if d.len() != t {
@@ -444,12 +455,17 @@ impl PatchSeries {
             .index_axis(Axis(2), col)
             .index_axis(Axis(1), row)
             .to_vec();
+        let truth = self.truth.as_ref().map(|tr| {
+            tr.index_axis(Axis(2), col)
+                .index_axis(Axis(1), row)
+                .to_vec()
+        });
         Ok(Series {
             values,
             dates: self.dates.clone(),
             mask,
             padding: 0,
-            truth: None,
+            truth,
             label: self.labels.as_ref().map(|l| l[(row, col)]),
             id: Some(format!("{row}_{col}")),
         })
@@ -497,6 +513,10 @@ impl PatchSeries {
                 .mask
                 .slice(ndarray::s![.., r.clone(), c.clone()])
                 .to_owned(),
+            truth: self
+                .truth
+                .as_ref()
+                .map(|tr| tr.slice(ndarray::s![.., r.clone(), c.clone()]).to_owned()),
             labels: self
                 .labels
                 .as_ref()

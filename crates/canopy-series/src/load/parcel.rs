@@ -194,6 +194,7 @@ mod tests {
             values,
             dates: Some(vec![Date::new(2019, 4, 1)?, Date::new(2019, 4, 6)?]),
             mask,
+            truth: None,
             labels: None,
             band_names: vec!["B08".into()],
             class_names: vec![],
