@@ -181,8 +181,9 @@ impl Series {
     /// kept only for indices pointing into the padding.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an index `>= T`.
+    /// [`Error::InvalidArgument`] for an index `>= T` or a series failing [`Series::check`].
     pub fn select_steps(&self, idx: &[usize]) -> Result<Series> {
+        self.check()?;
         let t = self.len();
         if let Some(&bad) = idx.iter().find(|&&i| i >= t) {
             return Err(shape_err(
@@ -364,7 +365,7 @@ pub(crate) fn remap_labels<K: Ord + Clone + ToString>(
 /// An image time series patch: `T` acquisitions of `C` bands over `H x W` pixels.
 ///
 /// # Shapes
-/// `values` `(T, C, H, W)`; `mask` `(T, H, W)` (`true` = valid); `labels` `(H, W)`.
+/// `values` `(T, C, H, W)`; `mask` and `truth` `(T, H, W)` (`true` = valid); `labels` `(H, W)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchSeries {
     /// Observations, `(T, C, H, W)`.
@@ -373,6 +374,9 @@ pub struct PatchSeries {
     pub dates: Option<Vec<Date>>,
     /// Per-pixel per-date validity, `(T, H, W)`.
     pub mask: Array3<bool>,
+    /// Per-pixel per-date ground-truth validity hidden from models, `(T, H, W)` (set by
+    /// [`crate::transform::SyntheticClouds::apply_patch`]).
+    pub truth: Option<Array3<bool>>,
     /// Per-pixel class labels, `(H, W)`, when known.
     pub labels: Option<Array2<u32>>,
     /// Band names, length `C`.
@@ -393,6 +397,14 @@ impl PatchSeries {
                 "PatchSeries",
                 format!("mask is {:?}, expected ({t}, {h}, {w})", self.mask.dim()),
             ));
+        }
+        if let Some(tr) = &self.truth {
+            if tr.dim() != (t, h, w) {
+                return Err(shape_err(
+                    "PatchSeries",
+                    format!("truth is {:?}, expected ({t}, {h}, {w})", tr.dim()),
+                ));
+            }
         }
         if let Some(d) = &self.dates {
             if d.len() != t {
@@ -422,8 +434,10 @@ impl PatchSeries {
     /// The series of pixel (`row`, `col`) with its mask and label, id `"row_col"`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the pixel is outside the patch.
+    /// [`Error::InvalidArgument`] when the pixel is outside the patch or the patch fails
+    /// [`PatchSeries::check`].
     pub fn pixel(&self, row: usize, col: usize) -> Result<Series> {
+        self.check()?;
         let (_, _, h, w) = self.values.dim();
         if row >= h || col >= w {
             return Err(shape_err(
@@ -441,12 +455,17 @@ impl PatchSeries {
             .index_axis(Axis(2), col)
             .index_axis(Axis(1), row)
             .to_vec();
+        let truth = self.truth.as_ref().map(|tr| {
+            tr.index_axis(Axis(2), col)
+                .index_axis(Axis(1), row)
+                .to_vec()
+        });
         Ok(Series {
             values,
             dates: self.dates.clone(),
             mask,
             padding: 0,
-            truth: None,
+            truth,
             label: self.labels.as_ref().map(|l| l[(row, col)]),
             id: Some(format!("{row}_{col}")),
         })
@@ -455,7 +474,7 @@ impl PatchSeries {
     /// Every pixel as a [`Series`] (row-major order, ids `"row_col"`), labels from `labels`.
     ///
     /// # Errors
-    /// None in practice (the pixel indices are in range); kept for symmetry with loaders.
+    /// [`Error::InvalidArgument`] when the patch fails [`PatchSeries::check`].
     pub fn to_pixel_dataset(&self) -> Result<SeriesDataset> {
         let (_, _, h, w) = self.values.dim();
         let mut samples = Vec::with_capacity(h * w);
@@ -494,6 +513,10 @@ impl PatchSeries {
                 .mask
                 .slice(ndarray::s![.., r.clone(), c.clone()])
                 .to_owned(),
+            truth: self
+                .truth
+                .as_ref()
+                .map(|tr| tr.slice(ndarray::s![.., r.clone(), c.clone()]).to_owned()),
             labels: self
                 .labels
                 .as_ref()

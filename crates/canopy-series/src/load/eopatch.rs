@@ -266,6 +266,7 @@ impl EoPatch {
             values,
             dates: Some(self.timestamps.clone()),
             mask,
+            truth: None,
             labels,
             band_names,
             class_names,

@@ -70,6 +70,7 @@ pub fn aggregate_parcels(
         })?;
     let inv = gt.inverse()?;
     let p = &stack.patch;
+    p.check()?;
     let (t, c, h, w) = p.values.dim();
     let mut samples = Vec::with_capacity(parcels.len());
     for parcel in parcels {
@@ -193,6 +194,7 @@ mod tests {
             values,
             dates: Some(vec![Date::new(2019, 4, 1)?, Date::new(2019, 4, 6)?]),
             mask,
+            truth: None,
             labels: None,
             band_names: vec!["B08".into()],
             class_names: vec![],

@@ -184,6 +184,7 @@ impl CloudClassify {
 
 impl Transform for CloudClassify {
     fn apply(&self, mut s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let max_band = match &self.rule {
             CloudRule::Given => None,
             CloudRule::Probability { band, .. } | CloudRule::BlueBrightness { band, .. } => {

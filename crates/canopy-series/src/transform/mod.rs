@@ -61,8 +61,12 @@ use crate::{Error, Result, Series, SeriesDataset};
 pub trait Transform: Send + Sync + std::fmt::Debug {
     /// Transforms one series.
     ///
+    /// Every block first checks the series' invariants ([`Series::check`]), so a hand-built
+    /// series with, say, a mask of the wrong length is an error, never a panic.
+    ///
     /// # Errors
-    /// Block-specific: a series without the dates, bands or valid steps the block needs.
+    /// A series failing [`Series::check`]; block-specific: a series without the dates, bands
+    /// or valid steps the block needs.
     fn apply(&self, s: Series, rng: &mut dyn RngCore) -> Result<Series>;
 }
 
@@ -137,4 +141,51 @@ pub(crate) fn invalid(op: &'static str, message: String) -> Error {
 
 pub(crate) fn series_id(s: &Series) -> &str {
     s.id.as_deref().unwrap_or("(no id)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Date;
+    use ndarray::Array2;
+
+    #[test]
+    fn malformed_series_are_errors_for_every_block() -> Result<()> {
+        let d = |m| Date::new(2019, m, 1);
+        let mut s = Series::new(
+            Array2::from_elem((3, 13), 0.1f32),
+            Some(vec![d(1)?, d(2)?, d(3)?]),
+        )?;
+        s.mask.pop(); // now 2 mask entries for T = 3
+        let names = crate::bands::band_names(&crate::BREIZHCROPS_L1C_BANDS);
+        let norm = Normalization {
+            bands: names.clone(),
+            mean: vec![0.0; 13],
+            std: vec![1.0; 13],
+        };
+        let blocks: Vec<Box<dyn Transform>> = vec![
+            Box::new(TemporalSelect::new(d(1)?, d(12)?)?),
+            Box::new(CloudClassify {
+                rule: CloudRule::hollstein(&names)?,
+            }),
+            Box::new(CloudFilter),
+            Box::new(Interpolate::new(d(1)?, d(3)?, 7)?),
+            Box::new(RandomSubsample { length: 5 }),
+            Box::new(PadTruncate {
+                length: 5,
+                value: 0.0,
+            }),
+            Box::new(Normalize(norm)),
+            Box::new(Scale::breizhcrops()),
+            Box::new(SyntheticClouds::new(0.5, 0.5, CloudModel::reflectance())?),
+        ];
+        let mut rng = StdRng::seed_from_u64(1);
+        for b in &blocks {
+            assert!(
+                b.apply(s.clone(), &mut rng).is_err(),
+                "{b:?} accepted a bad series"
+            );
+        }
+        Ok(())
+    }
 }

@@ -152,15 +152,17 @@ pub struct Normalize(pub Normalization);
 
 impl Transform for Normalize {
     fn apply(&self, mut s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let n = &self.0;
-        if s.bands() != n.mean.len() {
+        if s.bands() != n.mean.len() || n.std.len() != n.mean.len() {
             return Err(invalid(
                 "Normalize",
                 format!(
-                    "series {} has {} bands, the statistics {}",
+                    "series {} has {} bands, the statistics {} means and {} stds",
                     series_id(&s),
                     s.bands(),
-                    n.mean.len()
+                    n.mean.len(),
+                    n.std.len()
                 ),
             ));
         }
@@ -191,6 +193,7 @@ impl Scale {
 
 impl Transform for Scale {
     fn apply(&self, mut s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let obs = s.observed_len();
         s.values
             .slice_mut(ndarray::s![..obs, ..])

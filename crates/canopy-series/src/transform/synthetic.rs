@@ -4,7 +4,7 @@
 use rand::{Rng, RngCore};
 
 use super::{invalid, Transform};
-use crate::{Result, Series};
+use crate::{PatchSeries, Result, Series};
 
 /// How an injected cloud or shadow changes one date's values.
 ///
@@ -97,6 +97,79 @@ impl SyntheticClouds {
     }
 }
 
+impl SyntheticClouds {
+    /// Injects clouds and shadows into an image time series as square blocks of
+    /// `cell x cell` pixels: at every date the image is cut into a grid of cells (shifted by a
+    /// random offset per date), each cell is corrupted with probability `coverage` (a shadow
+    /// with probability `shadow_share`, a cloud otherwise, with one opacity or darkening per
+    /// cell, see [`CloudModel`]). So `coverage` is the expected fraction of corrupted pixels
+    /// at every date, and clouds have a spatial extent, as a ConvLSTM sees them. Corrupted
+    /// pixels are `false` in [`PatchSeries::truth`] (created from the mask when absent), never
+    /// in the mask.
+    ///
+    /// # Shapes
+    /// `values (T, C, H, W)`; `truth (T, H, W)`.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] when `cell` is 0, the patch fails
+    /// [`PatchSeries::check`] or the cloud values do not match `C`.
+    pub fn apply_patch(
+        &self,
+        mut p: PatchSeries,
+        cell: usize,
+        rng: &mut dyn RngCore,
+    ) -> Result<PatchSeries> {
+        p.check()?;
+        let (t, c, h, w) = p.values.dim();
+        let cv = &self.model.cloud_value;
+        if cell == 0 || (cv.len() != 1 && cv.len() != c) {
+            return Err(invalid(
+                "SyntheticClouds::apply_patch",
+                format!(
+                    "need cell >= 1 and 1 or {c} cloud values, got cell {cell} and {} values",
+                    cv.len()
+                ),
+            ));
+        }
+        let mut truth = p.truth.take().unwrap_or_else(|| p.mask.clone());
+        for ti in 0..t {
+            let (oy, ox) = (rng.random_range(0..cell), rng.random_range(0..cell));
+            // Cell (i, j) covers rows i * cell - oy .. and columns j * cell - ox ..
+            for i in 0..(h + oy).div_ceil(cell) {
+                for j in 0..(w + ox).div_ceil(cell) {
+                    if !rng.random_bool(self.coverage) {
+                        continue;
+                    }
+                    let shadow = rng.random_bool(self.shadow_share);
+                    let k = if shadow {
+                        draw(rng, self.model.shadow_factor)
+                    } else {
+                        draw(rng, self.model.opacity)
+                    };
+                    let rows = (i * cell).saturating_sub(oy)..((i + 1) * cell - oy).min(h);
+                    let cols = (j * cell).saturating_sub(ox)..((j + 1) * cell - ox).min(w);
+                    for r in rows {
+                        for x in cols.clone() {
+                            truth[(ti, r, x)] = false;
+                            for b in 0..c {
+                                let v = &mut p.values[(ti, b, r, x)];
+                                *v = if shadow {
+                                    *v * k
+                                } else {
+                                    let target = if cv.len() == 1 { cv[0] } else { cv[b] };
+                                    (1.0 - k) * *v + k * target
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        p.truth = Some(truth);
+        Ok(p)
+    }
+}
+
 /// A uniform draw from `a..=b` (just `a` for an empty range).
 fn draw(rng: &mut dyn RngCore, (a, b): (f32, f32)) -> f32 {
     if b > a {
@@ -108,6 +181,7 @@ fn draw(rng: &mut dyn RngCore, (a, b): (f32, f32)) -> f32 {
 
 impl Transform for SyntheticClouds {
     fn apply(&self, mut s: Series, rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let c = s.bands();
         let cv = &self.model.cloud_value;
         if cv.len() != 1 && cv.len() != c {
@@ -185,6 +259,46 @@ mod tests {
                 assert_eq!(brighter + darker, hit);
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn patch_clouds_cover_the_requested_fraction_in_blocks() -> Result<()> {
+        use ndarray::{Array3, Array4};
+        let (t, h, w) = (200, 20, 30);
+        let p = PatchSeries {
+            values: Array4::from_elem((t, 2, h, w), 0.1f32),
+            dates: None,
+            mask: Array3::from_elem((t, h, w), true),
+            truth: None,
+            labels: None,
+            band_names: vec!["B02".into(), "B08".into()],
+            class_names: vec![],
+        };
+        let block = SyntheticClouds::new(0.3, 0.0, CloudModel::reflectance())?;
+        let out = block.apply_patch(p.clone(), 5, &mut StdRng::seed_from_u64(3))?;
+        assert_eq!(out.mask, p.mask, "the input mask is untouched");
+        let truth = out
+            .truth
+            .clone()
+            .unwrap_or_else(|| Array3::from_elem((0, 0, 0), true));
+        let frac = truth.iter().filter(|&&c| !c).count() as f64 / truth.len() as f64;
+        assert!((frac - 0.3).abs() < 0.02, "cloudy fraction {frac}");
+        // Clouds come in blocks: most cloudy pixels have a cloudy right neighbour.
+        let (mut pairs, mut both) = (0, 0);
+        for ((ti, r, x), &clear) in truth.indexed_iter() {
+            if !clear && x + 1 < w {
+                pairs += 1;
+                both += usize::from(!truth[(ti, r, x + 1)]);
+            }
+        }
+        assert!(both as f64 / pairs as f64 > 0.7, "{both} of {pairs}");
+        for ((ti, b, r, x), &v) in out.values.indexed_iter() {
+            assert_eq!(v > 0.1, !truth[(ti, r, x)], "at {:?}", (ti, b, r, x));
+        }
+        assert!(block
+            .apply_patch(p, 0, &mut StdRng::seed_from_u64(3))
+            .is_err());
         Ok(())
     }
 

@@ -35,6 +35,7 @@ impl TemporalSelect {
 
 impl Transform for TemporalSelect {
     fn apply(&self, s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let dates = s.require_dates("TemporalSelect")?;
         let idx: Vec<usize> = (0..s.observed_len())
             .filter(|&i| (self.start..=self.end).contains(&dates[i]))
@@ -49,6 +50,7 @@ pub struct CloudFilter;
 
 impl Transform for CloudFilter {
     fn apply(&self, s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let idx: Vec<usize> = (0..s.observed_len()).filter(|&i| s.mask[i]).collect();
         s.select_steps(&idx)
     }
@@ -101,6 +103,7 @@ impl Interpolate {
 
 impl Transform for Interpolate {
     fn apply(&self, s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let dates = s.require_dates("Interpolate")?;
         let c = s.bands();
         let mut out = Array2::<f32>::zeros((self.grid.len(), c));
@@ -180,6 +183,7 @@ pub struct RandomSubsample {
 
 impl Transform for RandomSubsample {
     fn apply(&self, s: Series, rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let n = s.observed_len();
         if n == 0 {
             return Err(invalid(
@@ -211,6 +215,7 @@ pub struct PadTruncate {
 
 impl Transform for PadTruncate {
     fn apply(&self, s: Series, _rng: &mut dyn RngCore) -> Result<Series> {
+        s.check()?;
         let n = s.observed_len().min(self.length);
         let keep: Vec<usize> = (0..n).collect();
         let mut s = s.select_steps(&keep)?;
