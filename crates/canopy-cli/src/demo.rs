@@ -9,7 +9,9 @@
 //!    and write a georeferenced class map from it,
 //! 5. train a small convolutional pixel classifier with canopy-train to reproduce that class map
 //!    from the raw bands, training on the west of the scene and validating on the east, and check
-//!    its validation accuracy (see [`crate::demo_train`]).
+//!    its validation accuracy (see [`crate::demo_train`]),
+//! 6. train a TempCNN on generated cloudy NDVI series, raw and cloud-filtered + interpolated,
+//!    and compare their validation accuracies (see [`crate::demo_series`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -193,6 +195,9 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
 
     // 5. learn the class map from the bands with canopy-train
     crate::demo_train::step(out, &scene.data, &class_map.data)?;
+
+    // 6. time series: does a model need cloud preprocessing?
+    crate::demo_series::step()?;
 
     println!(
         "done in {:.1} s; inspect the outputs with `canopy info {}`",

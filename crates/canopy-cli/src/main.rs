@@ -1,6 +1,8 @@
 //! The `canopy` command: inspect GeoTIFFs and run canopy's pipelines.
 
+mod classify;
 mod demo;
+mod demo_series;
 mod demo_train;
 mod info;
 
@@ -30,6 +32,9 @@ enum Command {
         #[arg(long)]
         checksum: bool,
     },
+    /// Satellite image time series classification: train, eval, predict, explain.
+    #[command(subcommand)]
+    Classify(classify::Classify),
     /// Run the end-to-end demo on a synthetic scene (nothing to download).
     Demo {
         /// Directory for the demo's outputs.
@@ -49,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             json,
             checksum,
         } => info::run(&file, json, checksum),
+        Command::Classify(cmd) => classify::run(cmd),
         Command::Demo { out, size } => demo::run(&out, size),
     }
 }

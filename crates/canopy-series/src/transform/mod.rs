@@ -12,6 +12,7 @@
 //! | [`CloudClassify`] | `f_cl` | marks dates invalid by a [`CloudRule`] |
 //! | [`CloudFilter`] | | drops invalid dates |
 //! | [`Interpolate`] | `f_int` | linear gap filling onto a regular date grid |
+//! | [`GapFill`] | `f_cl` + `f_int` | invalid dates replaced by linear interpolation in place |
 //! | [`RandomSubsample`] | | BreizhCrops' random choice of `T` ordered dates |
 //! | [`PadTruncate`] | | fixed length with padding recorded in [`Series::padding`] |
 //! | [`Normalize`], [`Scale`] | | per-band standardisation; reflectance scaling |
@@ -43,6 +44,7 @@
 //! ```
 
 mod cloud;
+mod gapfill;
 mod normalize;
 mod synthetic;
 mod temporal;
@@ -51,6 +53,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 pub use cloud::{hollstein_class, CloudClassify, CloudRule, HollsteinClass};
+pub use gapfill::GapFill;
 pub use normalize::{Normalization, Normalize, Scale};
 pub use synthetic::{CloudModel, SyntheticClouds};
 pub use temporal::{CloudFilter, Interpolate, PadTruncate, RandomSubsample, TemporalSelect};
