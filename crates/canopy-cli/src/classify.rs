@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use canopy_nn::SeededVarMap;
 use canopy_series::batch::collate;
 use canopy_series::load::eopatch::{EoPatch, PatchSpec};

@@ -34,7 +34,7 @@ enum Command {
     },
     /// Satellite image time series classification: train, eval, predict, explain.
     #[command(subcommand)]
-    Classify(classify::Classify),
+    Classify(Box<classify::Classify>),
     /// Run the end-to-end demo on a synthetic scene (nothing to download).
     Demo {
         /// Directory for the demo's outputs.
@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
             json,
             checksum,
         } => info::run(&file, json, checksum),
-        Command::Classify(cmd) => classify::run(cmd),
+        Command::Classify(cmd) => classify::run(*cmd),
         Command::Demo { out, size } => demo::run(&out, size),
     }
 }

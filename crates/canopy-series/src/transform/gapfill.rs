@@ -69,11 +69,10 @@ impl Transform for GapFill {
                 });
             };
             let mut j = 0;
-            for i in 0..n {
+            for (i, &x) in days.iter().enumerate().take(n) {
                 if s.mask[i] && s.values[(i, band)].is_finite() {
                     continue;
                 }
-                let x = days[i];
                 let v = if x <= first.0 {
                     first.1
                 } else if x >= last.0 {
