@@ -157,12 +157,17 @@ pub fn fit(
     tcfg.progress = opts.progress;
     tcfg.meta = opts.meta.clone();
     tcfg.plot = opts.out_dir.is_some();
-    if val.is_some() {
-        tcfg.monitor = Monitor {
+    tcfg.monitor = if val.is_some() {
+        Monitor {
             metric: "val_accuracy".into(),
             goal: Goal::Max,
-        };
-    }
+        }
+    } else {
+        Monitor {
+            metric: "train_loss".into(),
+            goal: Goal::Min,
+        }
+    };
     let mut trainer = Trainer::new(opt, tcfg)?;
     let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed_d00d);
     let mut confusion = ConfusionMatrix::new(k)?;
