@@ -19,11 +19,11 @@ use canopy_series::load::{read_breizhcrops_dir, read_ucr};
 use canopy_series::split::{pixel_positions, spatial_split, stratified_split};
 use canopy_series::transform::{Normalization, PadTruncate, Pipeline};
 use canopy_series::SeriesDataset;
-use canopy_temporal::fit::{evaluate, fit, predict_logits, FitOptions, LabelledSeries};
-use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::explain::{
     plot_attention, plot_saliency, plot_state_traces, saliency, PlotOptions, SaliencyTarget,
 };
+use canopy_temporal::fit::{evaluate, fit, predict_logits, FitOptions, LabelledSeries};
+use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::{
     load_state_dict, LstmClassifier, ModelKind, SeriesClassifier, TransformerClassifier,
 };
@@ -236,13 +236,14 @@ fn drop_classes(mut ds: SeriesDataset, drop: &[String]) -> anyhow::Result<Series
         .enumerate()
         .map(|(new, &old)| (old as u32, new as u32))
         .collect();
-    ds.samples.retain_mut(|s| match s.label.and_then(|l| new_index.get(&l)) {
-        Some(&l) => {
-            s.label = Some(l);
-            true
-        }
-        None => false,
-    });
+    ds.samples
+        .retain_mut(|s| match s.label.and_then(|l| new_index.get(&l)) {
+            Some(&l) => {
+                s.label = Some(l);
+                true
+            }
+            None => false,
+        });
     ds.class_names = keep
         .iter()
         .filter_map(|&k| ds.class_names.get(k).cloned())
@@ -370,10 +371,14 @@ struct Trained {
 
 fn load_trained(dir: &Path) -> anyhow::Result<Trained> {
     let meta_path = dir.join("model.json");
-    let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| format!("reading {} (is this a `classify train` output?)", meta_path.display()))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", meta_path.display()))?;
+    let text = std::fs::read_to_string(&meta_path).with_context(|| {
+        format!(
+            "reading {} (is this a `classify train` output?)",
+            meta_path.display()
+        )
+    })?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", meta_path.display()))?;
     let saved: SavedConfig = serde_json::from_value(meta.config.clone())
         .with_context(|| format!("{}: not a series classifier config", meta_path.display()))?;
     let vars = SeededVarMap::new(0);
@@ -479,7 +484,10 @@ fn predict_cmd(data: &DataArgs, dir: &Path, out: &Path) -> anyhow::Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
@@ -515,7 +523,11 @@ fn explain_cmd(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let chosen = ds.subset(&pick)?;
     let batch = collate(&chosen.samples, &Device::Cpu)?;
-    let sal = saliency(trained.model.as_ref(), &batch.x, SaliencyTarget::MaxProbability)?;
+    let sal = saliency(
+        trained.model.as_ref(),
+        &batch.x,
+        SaliencyTarget::MaxProbability,
+    )?;
     let logits = predict_logits(trained.model.as_ref(), &batch.x, 512)?;
     let pred = logits.argmax(1)?.to_vec1::<u32>()?;
     // the states and attention need the concrete model, sharing the loaded variables
@@ -548,15 +560,11 @@ fn explain_cmd(
             .and_then(|&p| trained.class_names.get(p as usize))
             .map_or("?", String::as_str);
         // the cloud mask of the raw data, for shading (the model itself did not see it)
-        let valid = raw
-            .samples
-            .iter()
-            .find(|r| r.id == s.id)
-            .map(|r| {
-                let mut m = r.mask.clone();
-                m.resize(s.len(), false);
-                m
-            });
+        let valid = raw.samples.iter().find(|r| r.id == s.id).map(|r| {
+            let mut m = r.mask.clone();
+            m.resize(s.len(), false);
+            m
+        });
         let times = s
             .days_of_year()
             .map(|d| d.iter().map(|&v| f64::from(v)).collect());
@@ -571,7 +579,15 @@ fn explain_cmd(
         written.push(file);
         if let Some(att) = &attention {
             let file = out.join(format!("attention_{id}.png"));
-            plot_attention(&file, att, row, &PlotOptions { names: Vec::new(), ..opts.clone() })?;
+            plot_attention(
+                &file,
+                att,
+                row,
+                &PlotOptions {
+                    names: Vec::new(),
+                    ..opts.clone()
+                },
+            )?;
             written.push(file);
         }
         if let Some(st) = &states {

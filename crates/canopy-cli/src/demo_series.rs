@@ -92,7 +92,9 @@ fn train_eval(train: SeriesDataset, val: SeriesDataset) -> anyhow::Result<f64> {
     let pipe = Pipeline::new().then(norm.to_block());
     let tensors = |ds: SeriesDataset| -> anyhow::Result<LabelledSeries> {
         let b = collate(&pipe.apply_dataset(ds, 0)?.samples, &Device::Cpu)?;
-        let y = b.y.ok_or_else(|| anyhow::anyhow!("unlabelled"))?.to_vec1::<u32>()?;
+        let y =
+            b.y.ok_or_else(|| anyhow::anyhow!("unlabelled"))?
+                .to_vec1::<u32>()?;
         Ok(LabelledSeries::new(b.x, y)?)
     };
     let (train, val) = (tensors(train)?, tensors(val)?);
@@ -105,7 +107,13 @@ fn train_eval(train: SeriesDataset, val: SeriesDataset) -> anyhow::Result<f64> {
     let mut recipe = ModelKind::TempCnn.recipe();
     recipe.lr = 2e-3;
     recipe.batch_size = 64;
-    fit(&model, &vars, &train, None, &FitOptions::new(recipe, EPOCHS, SEED))?;
+    fit(
+        &model,
+        &vars,
+        &train,
+        None,
+        &FitOptions::new(recipe, EPOCHS, SEED),
+    )?;
     Ok(evaluate(&model, &val)?.accuracy())
 }
 

@@ -109,8 +109,12 @@ mod tests {
             .iter()
             .map(|&d| Date::from_days_since_epoch(d))
             .collect::<Result<Vec<_>>>()?;
-        let v = Array2::from_shape_vec((values.len(), 1), values.to_vec())
-            .map_err(|e| Error::InvalidArgument { op: "test", message: e.to_string() })?;
+        let v = Array2::from_shape_vec((values.len(), 1), values.to_vec()).map_err(|e| {
+            Error::InvalidArgument {
+                op: "test",
+                message: e.to_string(),
+            }
+        })?;
         Series::new(v, Some(dates))?.with_mask(mask.to_vec())
     }
 

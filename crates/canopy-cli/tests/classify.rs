@@ -1,0 +1,195 @@
+//! `canopy classify`: train on a UCR file, then eval (JSON), predict (CSV) and explain (PNGs)
+//! with the saved model directory; clear errors for a wrong model directory and unknown
+//! classes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn canopy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A UCR-style file: three classes (labels 1, 2, 3) told apart by where their bump is.
+fn write_ucr(path: &Path, per_class: usize, labels: &[u32]) {
+    let mut text = String::new();
+    let mut state = 7u64;
+    for i in 0..per_class * labels.len() {
+        let label = labels[i % labels.len()];
+        text.push_str(&label.to_string());
+        for t in 0..16 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = ((state >> 40) as f64 / (1u64 << 24) as f64 - 0.5) * 0.2;
+            let centre = 3.0 + 4.0 * f64::from(label);
+            let v = (-((t as f64 - centre) / 2.0).powi(2)).exp() + noise;
+            text.push_str(&format!("\t{v:.4}"));
+        }
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn train_eval_predict_explain_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy.tsv");
+    write_ucr(&data, 40, &[1, 2, 3]);
+    let model = dir.path().join("model");
+    let d = data.to_str().unwrap();
+    let m = model.to_str().unwrap();
+    let out = ok(&canopy(&[
+        "classify",
+        "train",
+        "--data",
+        d,
+        "--format",
+        "ucr",
+        "--model",
+        "tempcnn",
+        "--epochs",
+        "6",
+        "--lr",
+        "0.003",
+        "--batch-size",
+        "16",
+        "--out",
+        m,
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("training tempcnn on 96 series (24 validation)"),
+        "{out}"
+    );
+    for f in [
+        "model.safetensors",
+        "model.json",
+        "normalization.json",
+        "train/loss.png",
+    ] {
+        assert!(model.join(f).exists(), "{f} missing");
+    }
+
+    let out = ok(&canopy(&[
+        "classify", "eval", "--data", d, "--format", "ucr", "--model", m, "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["n"], 120);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.9, "{out}");
+    let text = ok(&canopy(&[
+        "classify", "eval", "--data", d, "--format", "ucr", "--model", m,
+    ]));
+    assert!(text.contains("kappa") && text.contains("f1"), "{text}");
+
+    let csv = dir.path().join("pred.csv");
+    ok(&canopy(&[
+        "classify",
+        "predict",
+        "--data",
+        d,
+        "--format",
+        "ucr",
+        "--model",
+        m,
+        "--out",
+        csv.to_str().unwrap(),
+    ]));
+    let pred = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = pred.lines();
+    assert_eq!(lines.next(), Some("id,class,p_1,p_2,p_3"));
+    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(first.len(), 5);
+    let p: f64 = first[2..].iter().map(|v| v.parse::<f64>().unwrap()).sum();
+    assert!((p - 1.0).abs() < 1e-4, "probabilities sum to {p}");
+    assert_eq!(pred.lines().count(), 121);
+
+    let png = dir.path().join("explain");
+    let out = ok(&canopy(&[
+        "classify",
+        "explain",
+        "--data",
+        d,
+        "--format",
+        "ucr",
+        "--model",
+        m,
+        "--out",
+        png.to_str().unwrap(),
+        "--ids",
+        "2,3",
+    ]));
+    assert!(
+        out.contains("saliency_2.png") && out.contains("saliency_3.png"),
+        "{out}"
+    );
+    assert!(std::fs::metadata(png.join("saliency_2.png")).unwrap().len() > 5_000);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy.tsv");
+    write_ucr(&data, 2, &[1, 2]);
+    let d = data.to_str().unwrap();
+    let out = canopy(&[
+        "classify",
+        "eval",
+        "--data",
+        d,
+        "--format",
+        "ucr",
+        "--model",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.json") && err.contains("classify train"),
+        "{err}"
+    );
+
+    let out = canopy(&[
+        "classify",
+        "train",
+        "--data",
+        d,
+        "--format",
+        "ucr",
+        "--model",
+        "resnet",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lstm, transformer, tempcnn"), "{err}");
+
+    let out = canopy(&[
+        "classify",
+        "train",
+        "--data",
+        "/nonexistent.tsv",
+        "--format",
+        "ucr",
+        "--model",
+        "lstm",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tsv"));
+}
