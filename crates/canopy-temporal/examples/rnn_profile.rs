@@ -74,10 +74,7 @@ fn bench_model(name: &str, warm: usize, runs: usize) -> Result<()> {
         l.to_vec2::<f32>()?;
         Ok(())
     })?;
-    let mut opt = Adam::new(
-        param_groups(vm.named_vars()?, &[])?,
-        AdamConfig::adam(1e-3),
-    )?;
+    let mut opt = Adam::new(param_groups(vm.named_vars()?, &[])?, AdamConfig::adam(1e-3))?;
     let ce = CrossEntropyConfig::default();
     let train = median_ms(warm, runs, || {
         let logits = model.forward_t(&x, true, &mut rng)?;
@@ -124,7 +121,9 @@ fn fwd_bwd(
 
 fn breakdown_lstm(warm: usize, runs: usize) -> Result<()> {
     let dev = Device::Cpu;
-    println!("LSTM breakdown (B {BATCH}, T {T}, hidden 128, bidirectional, layers as 1-layer stacks):");
+    println!(
+        "LSTM breakdown (B {BATCH}, T {T}, hidden 128, bidirectional, layers as 1-layer stacks):"
+    );
     let (x, _) = input(&dev)?;
     let vm = SeededVarMap::new(0);
     let vb = vm.var_builder(DType::F32, &dev);
@@ -150,9 +149,7 @@ fn breakdown_lstm(warm: usize, runs: usize) -> Result<()> {
         fwd_bwd(&format!("lstm layer {k} (in {c})"), warm, runs, 1, || {
             let out = lstm.forward_t(xin.as_tensor(), None, true, &mut rng)?;
             // the classifier uses the final cell states and the last layer's outputs
-            let c_n = out
-                .c_n
-                .ok_or_else(|| anyhow::anyhow!("no cell state"))?;
+            let c_n = out.c_n.ok_or_else(|| anyhow::anyhow!("no cell state"))?;
             Ok((out.output.sum_all()? + c_n.sum_all()?)?)
         })?;
     }
@@ -206,14 +203,24 @@ fn breakdown_transformer(warm: usize, runs: usize) -> Result<()> {
     )?;
     let l1 = linear(d, inner, true, vb.pp("l1"))?;
     let l2 = linear(inner, d, true, vb.pp("l2"))?;
-    add(fwd_bwd("feed-forward (linear-relu-linear)", warm, runs, layers, || {
-        let y = candle_core::Module::forward(&l1, h.as_tensor())?.relu()?;
-        Ok(candle_core::Module::forward(&l2, &y)?)
-    })?);
+    add(fwd_bwd(
+        "feed-forward (linear-relu-linear)",
+        warm,
+        runs,
+        layers,
+        || {
+            let y = candle_core::Module::forward(&l1, h.as_tensor())?.relu()?;
+            Ok(candle_core::Module::forward(&l2, &y)?)
+        },
+    )?);
     let n = LayerNorm::new(d, 1e-5, true, vb.pp("n"))?;
-    add(fwd_bwd("layer norm + residual add (x2 per layer)", warm, runs, 2 * layers, || {
-        Ok(n.forward(&(h.as_tensor() + h.as_tensor())?)?)
-    })?);
+    add(fwd_bwd(
+        "layer norm + residual add (x2 per layer)",
+        warm,
+        runs,
+        2 * layers,
+        || Ok(n.forward(&(h.as_tensor() + h.as_tensor())?)?),
+    )?);
     println!(
         "  sum of parts (eval attention): fwd {:.2} ms, bwd {:.2} ms",
         tot.0, tot.1
