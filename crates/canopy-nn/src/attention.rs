@@ -186,10 +186,8 @@ impl MultiheadAttention {
         let q = split(self.project(query, 0)?, t)?;
         let k = split(self.project(key, 1)?, s)?;
         let v = split(self.project(value, 2)?, s)?;
-        let fused = allow_fused
-            && q.device().is_cpu()
-            && matches!(q.dtype(), DType::F32 | DType::F64)
-            && !(train && self.dropout.p() > 0.0);
+        let fused =
+            allow_fused && q.device().is_cpu() && matches!(q.dtype(), DType::F32 | DType::F64);
         if fused {
             let key_mask = match key_padding_mask {
                 None => None,
@@ -203,7 +201,16 @@ impl MultiheadAttention {
                 ),
                 Some(m) => return Err(shape(op, format!("key_padding_mask ({b}, {s})"), m.dims())),
             };
-            let attn_op = AttentionOp::new(h, 1.0 / (dh as f64).sqrt(), key_mask);
+            let mut attn_op = AttentionOp::new(h, 1.0 / (dh as f64).sqrt(), key_mask);
+            let p = self.dropout.p();
+            if train && p > 0.0 {
+                // the same draws, in the same order, as `Dropout::forward_t` on (B, H, T, S)
+                let keep = (0..b * h * t * s)
+                    .map(|_| rng.random::<f64>() >= p)
+                    .collect();
+                // the scale rounded through f32, as `Dropout` builds its mask
+                attn_op = attn_op.with_dropout(keep, f64::from((1.0 / (1.0 - p)) as f32));
+            }
             let out = q.reshape((b * h, t, dh))?.apply_op3(
                 &k.reshape((b * h, s, dh))?,
                 &v.reshape((b * h, s, dh))?,

@@ -20,7 +20,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 
 use crate::error::{invalid, shape};
-use crate::ops::lstm_kernel::LstmLayerOp;
+use crate::ops::lstm_kernel::LstmBiLayerOp;
 use crate::{Dropout, Result};
 
 /// Configuration of an [`Lstm`] or a [`Gru`], named like PyTorch's arguments.
@@ -287,19 +287,19 @@ impl Stack {
             if k > 0 {
                 input = self.dropout.forward_t(&input, train, rng)?;
             }
+            // the fused LSTM kernel takes the raw input and runs the whole layer, every
+            // direction (projection, biases and recurrence in one op)
+            if fused && self.kind == Kind::Lstm && fused_lstm_applies(&input) {
+                let (out, cell, h_last, c_last) = fused_lstm_layer(&input, dirs, lengths)?;
+                h_n.extend(h_last);
+                c_n.extend(c_last);
+                hidden_states.push(out.clone());
+                cell_states.push(cell);
+                input = out;
+                continue;
+            }
             let (mut outs, mut cells) = (Vec::new(), Vec::new());
             for (d, dir) in dirs.iter().enumerate() {
-                // the fused LSTM kernel takes the raw input (projection, biases and recurrence in
-                // one op)
-                if fused && self.kind == Kind::Lstm && fused_lstm_applies(&input) {
-                    let (hs_all, cs_all, h_last, c_last) =
-                        fused_lstm(&input, dir, d == 1, lengths)?;
-                    h_n.push(h_last);
-                    c_n.push(c_last);
-                    outs.push(hs_all);
-                    cells.push(cs_all);
-                    continue;
-                }
                 // input projections for all steps at once: (B, T, gates * H); the LSTM folds both
                 // biases in here, the GRU keeps b_hh for the reset product
                 let mut xw = crate::linear::linear_forward(&input, &dir.w_ih, None)?;
@@ -405,42 +405,60 @@ fn fused_lstm_applies(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-/// One LSTM direction through the fused kernel: `input` `(B, T, C)` -> hidden and cell states
-/// `(B, T, H)` (zeros at padded steps) and the final `(B, H)` states.
-fn fused_lstm(
+/// One LSTM layer (all directions) through the fused kernel: `input` `(B, T, C)` -> hidden
+/// and cell states `(B, T, D * H)` (forward half first, zeros at padded steps) and the final
+/// `(B, H)` hidden and cell states per direction.
+#[allow(clippy::type_complexity)]
+fn fused_lstm_layer(
     input: &Tensor,
-    dir: &Direction,
-    reverse: bool,
+    dirs: &[Direction],
     lengths: Option<&[usize]>,
-) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Vec<Tensor>, Vec<Tensor>)> {
     let (b, t, _) = input.dims3()?;
-    let h = dir.w_hh.dim(1)?;
-    let w = Tensor::cat(&[&dir.w_ih, &dir.w_hh], 1)?; // (4H, C + H)
-    let bias = match &dir.b {
-        Some((b_ih, b_hh)) => (b_ih + b_hh)?,
-        None => Tensor::zeros(4 * h, input.dtype(), input.device())?,
+    let Some(first) = dirs.first() else {
+        return Err(invalid("Lstm", "a layer without directions"));
     };
-    let op = LstmLayerOp::new(h, reverse, lengths.map(<[usize]>::to_vec));
+    let h = first.w_hh.dim(1)?;
+    let nd = dirs.len();
+    let w = dirs
+        .iter()
+        .map(|dir| Tensor::cat(&[&dir.w_ih, &dir.w_hh], 1)) // (4H, C + H)
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let w = Tensor::stack(&w, 0)?; // (D, 4H, C + H)
+    let bias = match &first.b {
+        Some(_) => {
+            let bs = dirs
+                .iter()
+                .map(|dir| match &dir.b {
+                    Some((b_ih, b_hh)) => b_ih + b_hh,
+                    None => Tensor::zeros(4 * h, input.dtype(), input.device()),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&bs, 0)?
+        }
+        None => Tensor::zeros((nd, 4 * h), input.dtype(), input.device())?,
+    };
+    let op = LstmBiLayerOp::new(h, lengths.map(<[usize]>::to_vec));
     let packed = input
         .contiguous()?
-        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)?; // (2, B, T, H)
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)?; // (2, B, T, D·H)
     let hs = packed.get(0)?;
     let cs = packed.get(1)?;
-    // the final state: the last valid step going forward, step 0 going backward
-    let last: Vec<u32> = (0..b)
-        .map(|bi| {
-            let len = lengths.and_then(|l| l.get(bi).copied()).unwrap_or(t);
-            let s = if reverse { 0 } else { len.saturating_sub(1) };
-            (bi * t + s) as u32
-        })
-        .collect();
-    let last = Tensor::from_vec(last, b, input.device())?;
-    let pick = |a: &Tensor| -> Result<Tensor> {
-        Ok(a.contiguous()?
-            .reshape((b * t, h))?
-            .index_select(&last, 0)?)
-    };
-    let (h_last, c_last) = (pick(&hs)?, pick(&cs)?);
+    let (hs_rows, cs_rows) = (hs.reshape((b * t, nd * h))?, cs.reshape((b * t, nd * h))?);
+    let (mut h_last, mut c_last) = (Vec::with_capacity(nd), Vec::with_capacity(nd));
+    for d in 0..nd {
+        // the final state: the last valid step going forward, step 0 going backward
+        let last: Vec<u32> = (0..b)
+            .map(|bi| {
+                let len = lengths.and_then(|l| l.get(bi).copied()).unwrap_or(t);
+                let s = if d == 1 { 0 } else { len.saturating_sub(1) };
+                (bi * t + s) as u32
+            })
+            .collect();
+        let last = Tensor::from_vec(last, b, input.device())?;
+        h_last.push(hs_rows.index_select(&last, 0)?.narrow(1, d * h, h)?);
+        c_last.push(cs_rows.index_select(&last, 0)?.narrow(1, d * h, h)?);
+    }
     Ok((hs, cs, h_last, c_last))
 }
 

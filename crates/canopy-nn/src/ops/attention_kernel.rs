@@ -11,9 +11,11 @@
 //! dV = Pᵀ dO,  dP = dO Vᵀ,  dS = P ⊙ (dP - rowsum(dP ⊙ P)),  dQ = scale · dS K,  dK = scale · dSᵀ Q
 //! ```
 //!
-//! f32 and f64 on the CPU, no dropout on the probabilities (the caller falls back to composed
-//! ops when attention dropout is active in training), no CUDA implementation, no second
-//! derivatives.
+//! Dropout on the probabilities takes a keep mask drawn by the caller (so runs stay seedable):
+//! the output is `(P ⊙ M / (1 - p)) v`, the gradient goes through the same mask, and the
+//! probabilities kept and returned are `P` before dropout, as in the composed path.
+//!
+//! f32 and f64 on the CPU, no CUDA implementation, no second derivatives.
 
 use std::sync::Arc;
 
@@ -30,6 +32,9 @@ pub(crate) struct AttentionOp {
     pub scale: f64,
     /// `(B, S)` row-major, `true` = ignore that key.
     pub key_mask: Option<Vec<bool>>,
+    /// Dropout on the probabilities: a `(BH, T, S)` keep mask and the scale `1 / (1 - p)` of
+    /// the kept values.
+    pub dropout: Option<(Vec<bool>, f64)>,
     probs: SavedCell,
 }
 
@@ -39,8 +44,23 @@ impl AttentionOp {
             heads,
             scale,
             key_mask,
+            dropout: None,
             probs: SavedCell::default(),
         }
+    }
+
+    /// With dropout on the probabilities: `keep` is the `(BH, T, S)` row-major keep mask and
+    /// `scale` the factor of the kept values (`1 / (1 - p)`).
+    pub fn with_dropout(mut self, keep: Vec<bool>, scale: f64) -> Self {
+        self.dropout = Some((keep, scale));
+        self
+    }
+
+    /// The keep mask of pair `i` (`t * s` values) and the scale, if dropout is on.
+    fn drop_of(&self, i: usize, ts: usize) -> Option<(&[bool], f64)> {
+        self.dropout
+            .as_ref()
+            .and_then(|(m, sc)| m.get(i * ts..(i + 1) * ts).map(|m| (m, *sc)))
     }
 
     /// The probabilities of the last forward pass as a `(BH, T, S)` tensor (no gradient).
@@ -104,10 +124,17 @@ fn forward<T: Scalar>(
     let mut out = vec![T::ZERO; bh * t * d];
     let mut probs = vec![T::ZERO; bh * t * s];
     let scale = T::from_f64(op.scale);
+    if op
+        .dropout
+        .as_ref()
+        .is_some_and(|(m, _)| m.len() != bh * t * s)
+    {
+        return Err(format!("dropout mask must hold {} values", bh * t * s));
+    }
     out.par_chunks_mut(t * d)
         .zip(probs.par_chunks_mut(t * s))
         .enumerate()
-        .try_for_each(|(i, (o, p))| -> Result<(), String> {
+        .try_for_each_init(Vec::<T>::new, |pd, (i, (o, p))| -> Result<(), String> {
             let (qi, ki, vi) = (
                 &q[i * t * d..(i + 1) * t * d],
                 &k[i * s * d..(i + 1) * s * d],
@@ -147,14 +174,20 @@ fn forward<T: Scalar>(
                     *x = *x * inv;
                 }
             }
-            matmul(
-                o,
-                d,
-                Mat::row_major(p, t, s),
-                Mat::row_major(vi, s, d),
-                false,
-                1,
-            )
+            let pm = match op.drop_of(i, t * s) {
+                None => Mat::row_major(&*p, t, s),
+                Some((keep, sc)) => {
+                    let sc = T::from_f64(sc);
+                    pd.clear();
+                    pd.extend(
+                        p.iter()
+                            .zip(keep)
+                            .map(|(&x, &k)| if k { x * sc } else { T::ZERO }),
+                    );
+                    Mat::row_major(pd.as_slice(), t, s)
+                }
+            };
+            matmul(o, d, pm, Mat::row_major(vi, s, d), false, 1)
         })?;
     Ok((out, probs))
 }
@@ -181,8 +214,8 @@ fn backward<T: Scalar>(
         .zip(dv.par_chunks_mut(s * d))
         .enumerate()
         .try_for_each_init(
-            Vec::<T>::new,
-            |ds, (i, ((dqi, dki), dvi))| -> Result<(), String> {
+            || (Vec::<T>::new(), Vec::<T>::new()),
+            |(ds, pd), (i, ((dqi, dki), dvi))| -> Result<(), String> {
                 let (qi, ki, vi) = (
                     &q[i * t * d..(i + 1) * t * d],
                     &k[i * s * d..(i + 1) * s * d],
@@ -192,10 +225,30 @@ fn backward<T: Scalar>(
                     &probs[i * t * s..(i + 1) * t * s],
                     &dout[i * t * d..(i + 1) * t * d],
                 );
-                let (pm, dom) = (Mat::row_major(p, t, s), Mat::row_major(doi, t, d));
-                matmul(dvi, d, pm.t(), dom, false, 1)?; // dV = Pᵀ dO
+                let drop = op.drop_of(i, t * s);
+                let dom = Mat::row_major(doi, t, d);
+                let pm = match drop {
+                    None => Mat::row_major(p, t, s),
+                    Some((keep, sc)) => {
+                        let sc = T::from_f64(sc);
+                        pd.clear();
+                        pd.extend(
+                            p.iter()
+                                .zip(keep)
+                                .map(|(&x, &k)| if k { x * sc } else { T::ZERO }),
+                        );
+                        Mat::row_major(pd.as_slice(), t, s)
+                    }
+                };
+                matmul(dvi, d, pm.t(), dom, false, 1)?; // dV = P_dropᵀ dO
                 ds.resize(t * s, T::ZERO);
-                matmul(ds, s, dom, Mat::row_major(vi, s, d).t(), false, 1)?; // dP = dO Vᵀ
+                matmul(ds, s, dom, Mat::row_major(vi, s, d).t(), false, 1)?; // dP_drop = dO Vᵀ
+                if let Some((keep, sc)) = drop {
+                    let sc = T::from_f64(sc);
+                    for (x, &k) in ds.iter_mut().zip(keep) {
+                        *x = if k { *x * sc } else { T::ZERO }; // dP
+                    }
+                }
                 for (dr, pr) in ds.chunks_mut(s).zip(p.chunks(s)) {
                     let mut dot = T::ZERO;
                     for (&a, &b) in dr.iter().zip(pr) {

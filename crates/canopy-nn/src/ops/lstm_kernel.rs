@@ -147,7 +147,7 @@ fn layer_forward<T: Float>(
             *v += bv;
         }
     });
-    lstm_forward(op, &xw, w_hh, b, t)
+    lstm_forward(op, &xw, (0, g4), w_hh, b, t, threads)
 }
 
 /// Gradients `(dx (B, T, C), d[W_ih | W_hh] (4H, C + H), d bias (4H))`.
@@ -165,7 +165,7 @@ fn layer_backward<T: Float>(
     let (g4, bt) = (4 * h, b * t);
     let (w_ih, w_hh) = weight_views(w, c, h);
     let threads = rayon::current_num_threads();
-    let (dxw, dw_hh) = lstm_backward(op, hc, acts, grad, w_hh, b, t)?;
+    let (dxw, dw_hh) = lstm_backward(op, hc, acts, grad, w_hh, b, t, threads)?;
     let dxw_m = Mat::row_major(&dxw, bt, g4);
     let mut dw = vec![T::ZERO; g4 * (c + h)];
     matmul(
@@ -191,12 +191,19 @@ fn layer_backward<T: Float>(
 }
 
 /// Returns `(hc (2, B, T, H), acts (B, T, 4H))`.
+///
+/// `xw` holds the input projection of this direction at `xw_off + (b * T + s) * xw_rs` (so the
+/// projections of both directions can share one buffer); `threads` > 1 splits the products and
+/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread.
+#[allow(clippy::too_many_arguments)]
 fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
     xw: &[T],
+    (xw_off, xw_rs): (usize, usize),
     w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
+    threads: usize,
 ) -> Result<(Vec<T>, Vec<T>), String> {
     let h = op.hidden;
     let g4 = 4 * h;
@@ -205,13 +212,15 @@ fn lstm_forward<T: Float>(
     let mut h_state = vec![T::ZERO; b * h];
     let mut c_state = vec![T::ZERO; b * h];
     let mut gates = vec![T::ZERO; b * g4];
-    let threads = rayon::current_num_threads();
     let (h_all, c_all) = hc.split_at_mut(b * t * h);
     for (n, s) in op.order(t).into_iter().enumerate() {
         // gates = xw_s + h W_hhᵀ (h = 0 before the first step)
         for (bi, row) in gates.chunks_mut(g4).enumerate() {
-            let src = (bi * t + s) * g4;
-            row.copy_from_slice(&xw[src..src + g4]);
+            let src = xw_off + (bi * t + s) * xw_rs;
+            let src = xw
+                .get(src..src + g4)
+                .ok_or_else(|| "input projection too short".to_string())?;
+            row.copy_from_slice(src);
         }
         if n > 0 {
             matmul(
@@ -223,47 +232,68 @@ fn lstm_forward<T: Float>(
                 threads,
             )?;
         }
-        h_all
-            .par_chunks_mut(t * h)
-            .zip(c_all.par_chunks_mut(t * h))
-            .zip(acts.par_chunks_mut(t * g4))
-            .zip(h_state.par_chunks_mut(h))
-            .zip(c_state.par_chunks_mut(h))
-            .zip(gates.par_chunks(g4))
-            .enumerate()
-            .with_min_len(8)
-            .for_each(|(bi, (((((h_seq, c_seq), a_seq), hs), cs), gt))| {
-                if s >= op.len_of(bi, t) {
-                    return; // padded: state kept, outputs stay zero
-                }
-                let h_out = &mut h_seq[s * h..(s + 1) * h];
-                let c_out = &mut c_seq[s * h..(s + 1) * h];
-                let (ai, rest) = a_seq[s * g4..(s + 1) * g4].split_at_mut(h);
-                let (af, rest) = rest.split_at_mut(h);
-                let (ag, ao) = rest.split_at_mut(h);
-                let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
-                let (xi, xf, xg, xo) = (
-                    &gt[..h],
-                    &gt[h..2 * h],
-                    &gt[2 * h..3 * h],
-                    &gt[3 * h..4 * h],
-                );
-                for k in 0..h {
-                    let (i, f) = (xi[k].sigmoid(), xf[k].sigmoid());
-                    let (g, o) = (xg[k].tanh(), xo[k].sigmoid());
-                    let c = f * cs[k] + i * g;
-                    let hv = o * c.tanh();
-                    (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
-                    (c_out[k], h_out[k]) = (c, hv);
-                    (cs[k], hs[k]) = (c, hv);
-                }
-            });
+        #[allow(clippy::type_complexity)]
+        let body = |(bi, (((((h_seq, c_seq), a_seq), hs), cs), gt)): (
+            usize,
+            (
+                ((((&mut [T], &mut [T]), &mut [T]), &mut [T]), &mut [T]),
+                &[T],
+            ),
+        )| {
+            if s >= op.len_of(bi, t) {
+                return; // padded: state kept, outputs stay zero
+            }
+            let h_out = &mut h_seq[s * h..(s + 1) * h];
+            let c_out = &mut c_seq[s * h..(s + 1) * h];
+            let (ai, rest) = a_seq[s * g4..(s + 1) * g4].split_at_mut(h);
+            let (af, rest) = rest.split_at_mut(h);
+            let (ag, ao) = rest.split_at_mut(h);
+            let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
+            let (xi, xf, xg, xo) = (
+                &gt[..h],
+                &gt[h..2 * h],
+                &gt[2 * h..3 * h],
+                &gt[3 * h..4 * h],
+            );
+            for k in 0..h {
+                let (i, f) = (xi[k].sigmoid(), xf[k].sigmoid());
+                let (g, o) = (xg[k].tanh(), xo[k].sigmoid());
+                let c = f * cs[k] + i * g;
+                let hv = o * c.tanh();
+                (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
+                (c_out[k], h_out[k]) = (c, hv);
+                (cs[k], hs[k]) = (c, hv);
+            }
+        };
+        if threads > 1 {
+            h_all
+                .par_chunks_mut(t * h)
+                .zip(c_all.par_chunks_mut(t * h))
+                .zip(acts.par_chunks_mut(t * g4))
+                .zip(h_state.par_chunks_mut(h))
+                .zip(c_state.par_chunks_mut(h))
+                .zip(gates.par_chunks(g4))
+                .enumerate()
+                .with_min_len(8)
+                .for_each(&body);
+        } else {
+            h_all
+                .chunks_mut(t * h)
+                .zip(c_all.chunks_mut(t * h))
+                .zip(acts.chunks_mut(t * g4))
+                .zip(h_state.chunks_mut(h))
+                .zip(c_state.chunks_mut(h))
+                .zip(gates.chunks(g4))
+                .enumerate()
+                .for_each(&body);
+        }
     }
     Ok((hc, acts))
 }
 
 /// Gradients `(d xw (B, T, 4H), d W_hh (4H, H))` from the forward results and the gradient of
 /// `hc`.
+#[allow(clippy::too_many_arguments)]
 fn lstm_backward<T: Float>(
     op: &LstmLayerOp,
     hc: &[T],
@@ -272,6 +302,7 @@ fn lstm_backward<T: Float>(
     w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
+    threads: usize,
 ) -> Result<(Vec<T>, Vec<T>), String> {
     let h = op.hidden;
     let g4 = 4 * h;
@@ -282,42 +313,51 @@ fn lstm_backward<T: Float>(
     let mut dh = vec![T::ZERO; b * h];
     let mut dc = vec![T::ZERO; b * h];
     let mut dh_new = vec![T::ZERO; b * h];
-    let threads = rayon::current_num_threads();
     for s in op.order(t).into_iter().rev() {
-        dxw.par_chunks_mut(t * g4)
-            .zip(dh.par_chunks_mut(h))
-            .zip(dc.par_chunks_mut(h))
-            .enumerate()
-            .with_min_len(8)
-            .for_each(|(bi, ((dseq, dhb), dcb))| {
-                let len = op.len_of(bi, t);
-                if s >= len {
-                    return; // padded: gradients pass through to the previous state
-                }
-                let at = (bi * t + s) * h;
-                let (c_s, gh_s, gc_s) = (&c_all[at..at + h], &gh[at..at + h], &gc[at..at + h]);
-                let a = &acts[(bi * t + s) * g4..(bi * t + s + 1) * g4];
-                let prev_c = op.prev(s, len, t).map(|p| &c_all[(bi * t + p) * h..][..h]);
-                let (di, rest) = dseq[s * g4..(s + 1) * g4].split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (dgg, dout) = rest.split_at_mut(h);
-                let (dout, dhb, dcb) = (&mut dout[..h], &mut dhb[..h], &mut dcb[..h]);
-                let (ai, af, ag, ao) = (&a[..h], &a[h..2 * h], &a[2 * h..3 * h], &a[3 * h..4 * h]);
-                let zeros = [T::ZERO; 0];
-                let cp_all = prev_c.unwrap_or(&zeros);
-                for k in 0..h {
-                    let (i, f, g, o) = (ai[k], af[k], ag[k], ao[k]);
-                    let tc = c_s[k].tanh();
-                    let dhk = gh_s[k] + dhb[k];
-                    let dck = gc_s[k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
-                    let cp = cp_all.get(k).copied().unwrap_or(T::ZERO);
-                    di[k] = dck * g * i * (T::ONE - i);
-                    df[k] = dck * cp * f * (T::ONE - f);
-                    dgg[k] = dck * i * (T::ONE - g * g);
-                    dout[k] = dhk * tc * o * (T::ONE - o);
-                    dcb[k] = dck * f;
-                }
-            });
+        #[allow(clippy::type_complexity)]
+        let body = |(bi, ((dseq, dhb), dcb)): (usize, ((&mut [T], &mut [T]), &mut [T]))| {
+            let len = op.len_of(bi, t);
+            if s >= len {
+                return; // padded: gradients pass through to the previous state
+            }
+            let at = (bi * t + s) * h;
+            let (c_s, gh_s, gc_s) = (&c_all[at..at + h], &gh[at..at + h], &gc[at..at + h]);
+            let a = &acts[(bi * t + s) * g4..(bi * t + s + 1) * g4];
+            let prev_c = op.prev(s, len, t).map(|p| &c_all[(bi * t + p) * h..][..h]);
+            let (di, rest) = dseq[s * g4..(s + 1) * g4].split_at_mut(h);
+            let (df, rest) = rest.split_at_mut(h);
+            let (dgg, dout) = rest.split_at_mut(h);
+            let (dout, dhb, dcb) = (&mut dout[..h], &mut dhb[..h], &mut dcb[..h]);
+            let (ai, af, ag, ao) = (&a[..h], &a[h..2 * h], &a[2 * h..3 * h], &a[3 * h..4 * h]);
+            let zeros = [T::ZERO; 0];
+            let cp_all = prev_c.unwrap_or(&zeros);
+            for k in 0..h {
+                let (i, f, g, o) = (ai[k], af[k], ag[k], ao[k]);
+                let tc = c_s[k].tanh();
+                let dhk = gh_s[k] + dhb[k];
+                let dck = gc_s[k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
+                let cp = cp_all.get(k).copied().unwrap_or(T::ZERO);
+                di[k] = dck * g * i * (T::ONE - i);
+                df[k] = dck * cp * f * (T::ONE - f);
+                dgg[k] = dck * i * (T::ONE - g * g);
+                dout[k] = dhk * tc * o * (T::ONE - o);
+                dcb[k] = dck * f;
+            }
+        };
+        if threads > 1 {
+            dxw.par_chunks_mut(t * g4)
+                .zip(dh.par_chunks_mut(h))
+                .zip(dc.par_chunks_mut(h))
+                .enumerate()
+                .with_min_len(8)
+                .for_each(&body);
+        } else {
+            dxw.chunks_mut(t * g4)
+                .zip(dh.chunks_mut(h))
+                .zip(dc.chunks_mut(h))
+                .enumerate()
+                .for_each(&body);
+        }
         // dh_prev = dgates_s W_hh for the sequences that were valid at s
         matmul(
             &mut dh_new,
@@ -433,6 +473,292 @@ impl CustomOp3 for LstmLayerOp {
         macro_rules! run {
             ($t:ty, $acts:expr) => {{
                 let (dx, dw, db) = layer_backward::<$t>(
+                    self,
+                    slice(sx, lx, name)?,
+                    slice(sw, lw, name)?,
+                    slice(so, lo, name)?,
+                    $acts,
+                    slice(sg, lg, name)?,
+                    dims,
+                )
+                .map_err(|m| err(&m))?;
+                (
+                    Tensor::from_vec(dx, x.shape(), dev)?,
+                    Tensor::from_vec(dw, w.shape(), dev)?,
+                    Tensor::from_vec(db, bias.shape(), dev)?,
+                )
+            }};
+        }
+        let (dx, dw, db) = match (so, &acts) {
+            (CpuStorage::F32(_), Saved::F32(a)) => run!(f32, a.as_slice()),
+            (CpuStorage::F64(_), Saved::F64(a)) => run!(f64, a.as_slice()),
+            _ => return Err(err("no forward activations of the output's dtype")),
+        };
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// A whole LSTM layer, all directions in one op: `(x (B, T, C), w (D, 4H, C + H), bias (D, 4H))
+/// -> (2, B, T, D·H)` = the hidden states of every direction side by side (forward half first,
+/// the layer's output), then the cell states laid out alike. `w` stacks `[W_ih | W_hh]` per
+/// direction, `bias` the summed biases; direction 1 runs in reverse.
+///
+/// The input projections of all directions are one matrix product; then each direction runs
+/// its recurrence single-threaded as its own rayon task, so with two directions on two cores
+/// the time loop needs no synchronisation per step (the backward pass likewise, including
+/// each direction's weight and input gradients).
+#[derive(Debug, Clone)]
+pub(crate) struct LstmBiLayerOp {
+    pub hidden: usize,
+    /// Valid steps per sequence (`None`: all `T`).
+    pub lengths: Option<Vec<usize>>,
+    acts: SavedCell,
+}
+
+impl LstmBiLayerOp {
+    pub fn new(hidden: usize, lengths: Option<Vec<usize>>) -> Self {
+        LstmBiLayerOp {
+            hidden,
+            lengths,
+            acts: SavedCell::default(),
+        }
+    }
+
+    /// The single-direction view of direction `d`.
+    fn direction(&self, d: usize) -> LstmLayerOp {
+        LstmLayerOp::new(self.hidden, d == 1, self.lengths.clone())
+    }
+}
+
+/// `(B, T, C, D)` from the operands `x (B, T, C)`, `w (D, 4H, C + H)`, `bias (D, 4H)`.
+fn bi_dims(
+    x: &Layout,
+    w: &Layout,
+    bias: &Layout,
+    hidden: usize,
+) -> candle_core::Result<(usize, usize, usize, usize)> {
+    let (b, t, c) = x.shape().dims3()?;
+    let (nd, wg, wc) = w.shape().dims3()?;
+    if !(1..=2).contains(&nd)
+        || wg != 4 * hidden
+        || wc != c + hidden
+        || bias.shape().dims() != [nd, 4 * hidden]
+    {
+        return Err(candle_core::Error::Msg(format!(
+            "fused lstm layer: expected x (B, T, C), [W_ih | W_hh] (D, {}, C + {hidden}) with D in 1..=2 and bias (D, {}), got {:?}, {:?} and {:?}",
+            4 * hidden,
+            4 * hidden,
+            x.shape(),
+            w.shape(),
+            bias.shape()
+        )));
+    }
+    Ok((b, t, c, nd))
+}
+
+/// Forward of [`LstmBiLayerOp`]: `(hc (2, B, T, D·H), acts (D, B, T, 4H))`.
+fn bi_forward<T: Float>(
+    op: &LstmBiLayerOp,
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    (b, t, c, nd): (usize, usize, usize, usize),
+) -> Result<(Vec<T>, Vec<T>), String> {
+    let h = op.hidden;
+    let (g4, bt) = (4 * h, b * t);
+    let gd = nd * g4;
+    let threads = rayon::current_num_threads();
+    // the input projections of all directions: (B·T, D·4H), one product
+    let mut xw = vec![T::ZERO; bt * gd];
+    let w_ih_all = Mat {
+        data: w,
+        rows: gd,
+        cols: c,
+        rs: c + h,
+        cs: 1,
+    };
+    matmul(
+        &mut xw,
+        gd,
+        Mat::row_major(x, bt, c),
+        w_ih_all.t(),
+        false,
+        threads,
+    )?;
+    xw.par_chunks_mut(gd).for_each(|row| {
+        for (v, &bv) in row.iter_mut().zip(bias) {
+            *v += bv;
+        }
+    });
+    let inner = if nd > 1 { 1 } else { threads };
+    let per = (0..nd)
+        .into_par_iter()
+        .map(|d| {
+            let wd = w
+                .get(d * g4 * (c + h)..(d + 1) * g4 * (c + h))
+                .unwrap_or(&[]);
+            let (_, w_hh) = weight_views(wd, c, h);
+            lstm_forward(&op.direction(d), &xw, (d * g4, gd), w_hh, b, t, inner)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let dh = nd * h;
+    let mut out = vec![T::ZERO; 2 * bt * dh];
+    let mut acts = Vec::with_capacity(nd * bt * g4);
+    for (d, (hc, a)) in per.iter().enumerate() {
+        for (dst, src) in out.chunks_mut(bt * dh).zip(hc.chunks(bt * h)) {
+            for (row, v) in dst.chunks_mut(dh).zip(src.chunks(h)) {
+                row[d * h..(d + 1) * h].copy_from_slice(v);
+            }
+        }
+        acts.extend_from_slice(a);
+    }
+    Ok((out, acts))
+}
+
+/// Backward of [`LstmBiLayerOp`]: `(dx (B, T, C), dw (D, 4H, C + H), dbias (D, 4H))`.
+#[allow(clippy::type_complexity)]
+fn bi_backward<T: Float>(
+    op: &LstmBiLayerOp,
+    x: &[T],
+    w: &[T],
+    res: &[T],
+    acts: &[T],
+    grad: &[T],
+    (b, t, c, nd): (usize, usize, usize, usize),
+) -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
+    let h = op.hidden;
+    let (g4, bt) = (4 * h, b * t);
+    let (dh, bth) = (nd * h, b * t * h);
+    let threads = rayon::current_num_threads();
+    let inner = if nd > 1 { 1 } else { threads };
+    let per = (0..nd)
+        .into_par_iter()
+        .map(|d| -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
+            // this direction's states and their gradients as (2, B, T, H)
+            let pick = |src: &[T]| {
+                let mut v = vec![T::ZERO; 2 * bth];
+                for (dst, s) in v.chunks_mut(bth).zip(src.chunks(bt * dh)) {
+                    for (row, r) in dst.chunks_mut(h).zip(s.chunks(dh)) {
+                        row.copy_from_slice(&r[d * h..(d + 1) * h]);
+                    }
+                }
+                v
+            };
+            let (hc, gr) = (pick(res), pick(grad));
+            let a = acts
+                .get(d * bt * g4..(d + 1) * bt * g4)
+                .ok_or_else(|| "activations too short".to_string())?;
+            let wd = w
+                .get(d * g4 * (c + h)..(d + 1) * g4 * (c + h))
+                .unwrap_or(&[]);
+            let (w_ih, w_hh) = weight_views(wd, c, h);
+            let (dxw, dw_hh) = lstm_backward(&op.direction(d), &hc, a, &gr, w_hh, b, t, inner)?;
+            let dxw_m = Mat::row_major(&dxw, bt, g4);
+            let mut dw = vec![T::ZERO; g4 * (c + h)];
+            matmul(
+                &mut dw,
+                c + h,
+                dxw_m.t(),
+                Mat::row_major(x, bt, c),
+                false,
+                inner,
+            )?; // dW_ih
+            for (row, src) in dw.chunks_mut(c + h).zip(dw_hh.chunks(h)) {
+                row[c..].copy_from_slice(src);
+            }
+            let mut dx = vec![T::ZERO; bt * c];
+            matmul(&mut dx, c, dxw_m, w_ih, false, inner)?;
+            let mut db = vec![T::ZERO; g4];
+            for row in dxw.chunks(g4) {
+                for (acc, &v) in db.iter_mut().zip(row) {
+                    *acc += v;
+                }
+            }
+            Ok((dx, dw, db))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let mut it = per.into_iter();
+    let (mut dx, mut dw, mut db) = it.next().ok_or_else(|| "no directions".to_string())?;
+    for (dx1, dw1, db1) in it {
+        for (a, v) in dx.iter_mut().zip(dx1) {
+            *a += v;
+        }
+        dw.extend(dw1);
+        db.extend(db1);
+    }
+    Ok((dx, dw, db))
+}
+
+impl CustomOp3 for LstmBiLayerOp {
+    fn name(&self) -> &'static str {
+        "canopy-lstm-bilayer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = bi_dims(l1, l2, l3, self.hidden)?;
+        let err = |m: String| candle_core::Error::Msg(format!("fused lstm layer: {m}"));
+        let name = "fused lstm layer";
+        macro_rules! run {
+            ($t:ty) => {
+                bi_forward::<$t>(
+                    self,
+                    slice(s1, l1, name)?,
+                    slice(s2, l2, name)?,
+                    slice(s3, l3, name)?,
+                    dims,
+                )
+                .map_err(err)?
+            };
+        }
+        let (out, acts) = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let (hc, acts) = run!(f32);
+                (CpuStorage::F32(hc), Saved::F32(Arc::new(acts)))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let (hc, acts) = run!(f64);
+                (CpuStorage::F64(hc), Saved::F64(Arc::new(acts)))
+            }
+            _ => return Err(err("operands must all be f32 or all f64".into())),
+        };
+        self.acts.store(acts)?;
+        Ok((out, Shape::from((2, dims.0, dims.1, dims.3 * self.hidden))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let err = |m: &str| candle_core::Error::Msg(format!("fused lstm layer backward: {m}"));
+        let acts = self.acts.load()?;
+        let (sx, lx) = x.storage_and_layout();
+        let (sw, lw) = w.storage_and_layout();
+        let (so, lo) = res.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(so), Storage::Cpu(sg)) =
+            (&*sx, &*sw, &*so, &*sg)
+        else {
+            return Err(err("CPU tensors only"));
+        };
+        let dims = bi_dims(lx, lw, bias.layout(), self.hidden)?;
+        let dev = x.device();
+        let name = "fused lstm layer";
+        macro_rules! run {
+            ($t:ty, $acts:expr) => {{
+                let (dx, dw, db) = bi_backward::<$t>(
                     self,
                     slice(sx, lx, name)?,
                     slice(sw, lw, name)?,
