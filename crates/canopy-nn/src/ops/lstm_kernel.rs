@@ -275,7 +275,7 @@ fn lstm_forward<T: Float>(
                 .zip(gates.par_chunks(g4))
                 .enumerate()
                 .with_min_len(8)
-                .for_each(&body);
+                .for_each(body);
         } else {
             h_all
                 .chunks_mut(t * h)
@@ -350,7 +350,7 @@ fn lstm_backward<T: Float>(
                 .zip(dc.par_chunks_mut(h))
                 .enumerate()
                 .with_min_len(8)
-                .for_each(&body);
+                .for_each(body);
         } else {
             dxw.chunks_mut(t * g4)
                 .zip(dh.chunks_mut(h))
