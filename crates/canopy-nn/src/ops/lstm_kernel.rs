@@ -1,5 +1,5 @@
-//! Fused LSTM kernels for the CPU: a whole LSTM layer direction as one candle op (the time loop,
-//! the recurrent matrix products and the gate arithmetic in one pass, backward through time in
+//! Fused LSTM kernels for the CPU: a whole LSTM layer (all directions) as one candle op (the time
+//! loop, the recurrent matrix products and the gate arithmetic in one pass, backward through time in
 //! one pass), and the gate update of a ConvLSTM cell as one op.
 //!
 //! Composed from candle ops, one LSTM step is a dozen tensors, and candle's backward of
@@ -31,15 +31,14 @@ use rayon::prelude::*;
 use crate::ops::cpu::{slice, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
 
-/// One LSTM layer direction: `(x (B, T, C), [W_ih | W_hh] (4H, C + H), b_ih + b_hh (4H)) ->
-/// (2, B, T, H)` = all hidden states, then all cell states (zeros at padded steps).
+/// One direction of a [`LstmBiLayerOp`]: its hidden size, whether it runs in reverse and the
+/// valid steps per sequence, for the per-direction forward and backward loops.
 #[derive(Debug, Clone)]
 pub(crate) struct LstmLayerOp {
     pub hidden: usize,
     pub reverse: bool,
     /// Valid steps per sequence (`None`: all `T`).
     pub lengths: Option<Vec<usize>>,
-    acts: SavedCell,
 }
 
 impl LstmLayerOp {
@@ -48,7 +47,6 @@ impl LstmLayerOp {
             hidden,
             reverse,
             lengths,
-            acts: SavedCell::default(),
         }
     }
 
@@ -79,28 +77,6 @@ impl LstmLayerOp {
     }
 }
 
-/// `(B, T, C)` from the operands `x (B, T, C)`, `w (4H, C + H)`, `bias (4H)`.
-fn dims(
-    x: &Layout,
-    w: &Layout,
-    bias: &Layout,
-    hidden: usize,
-) -> candle_core::Result<(usize, usize, usize)> {
-    let (b, t, c) = x.shape().dims3()?;
-    let (wg, wc) = w.shape().dims2()?;
-    if wg != 4 * hidden || wc != c + hidden || bias.shape().dims() != [4 * hidden] {
-        return Err(candle_core::Error::Msg(format!(
-            "fused lstm: expected x (B, T, C), [W_ih | W_hh] ({}, C + {hidden}) and bias ({},), got {:?}, {:?} and {:?}",
-            4 * hidden,
-            4 * hidden,
-            x.shape(),
-            w.shape(),
-            bias.shape()
-        )));
-    }
-    Ok((b, t, c))
-}
-
 /// The `W_ih` `(4H, C)` and `W_hh` `(4H, H)` views of `[W_ih | W_hh]`.
 fn weight_views<T>(w: &[T], c: usize, h: usize) -> (Mat<'_, T>, Mat<'_, T>) {
     let rs = c + h;
@@ -119,75 +95,6 @@ fn weight_views<T>(w: &[T], c: usize, h: usize) -> (Mat<'_, T>, Mat<'_, T>) {
         cs: 1,
     };
     (w_ih, w_hh)
-}
-
-/// Forward from the raw input: `xw = x W_ihᵀ + b` (one product), then the recurrence.
-fn layer_forward<T: Float>(
-    op: &LstmLayerOp,
-    x: &[T],
-    w: &[T],
-    bias: &[T],
-    (b, t, c): (usize, usize, usize),
-) -> Result<(Vec<T>, Vec<T>), String> {
-    let h = op.hidden;
-    let g4 = 4 * h;
-    let (w_ih, w_hh) = weight_views(w, c, h);
-    let mut xw = vec![T::ZERO; b * t * g4];
-    let threads = rayon::current_num_threads();
-    matmul(
-        &mut xw,
-        g4,
-        Mat::row_major(x, b * t, c),
-        w_ih.t(),
-        false,
-        threads,
-    )?;
-    xw.par_chunks_mut(g4).for_each(|row| {
-        for (v, &bv) in row.iter_mut().zip(bias) {
-            *v += bv;
-        }
-    });
-    lstm_forward(op, &xw, (0, g4), w_hh, b, t, threads)
-}
-
-/// Gradients `(dx (B, T, C), d[W_ih | W_hh] (4H, C + H), d bias (4H))`.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
-fn layer_backward<T: Float>(
-    op: &LstmLayerOp,
-    x: &[T],
-    w: &[T],
-    hc: &[T],
-    acts: &[T],
-    grad: &[T],
-    (b, t, c): (usize, usize, usize),
-) -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
-    let h = op.hidden;
-    let (g4, bt) = (4 * h, b * t);
-    let (w_ih, w_hh) = weight_views(w, c, h);
-    let threads = rayon::current_num_threads();
-    let (dxw, dw_hh) = lstm_backward(op, hc, acts, grad, w_hh, b, t, threads)?;
-    let dxw_m = Mat::row_major(&dxw, bt, g4);
-    let mut dw = vec![T::ZERO; g4 * (c + h)];
-    matmul(
-        &mut dw,
-        c + h,
-        dxw_m.t(),
-        Mat::row_major(x, bt, c),
-        false,
-        threads,
-    )?; // dW_ih
-    for (row, src) in dw.chunks_mut(c + h).zip(dw_hh.chunks(h)) {
-        row[c..].copy_from_slice(src);
-    }
-    let mut dx = vec![T::ZERO; bt * c];
-    matmul(&mut dx, c, dxw_m, w_ih, false, threads)?;
-    let mut db = vec![T::ZERO; g4];
-    for row in dxw.chunks(g4) {
-        for (a, &v) in db.iter_mut().zip(row) {
-            *a += v;
-        }
-    }
-    Ok((dx, dw, db))
 }
 
 /// Returns `(hc (2, B, T, H), acts (B, T, 4H))`.
@@ -401,101 +308,6 @@ fn lstm_backward<T: Float>(
         threads,
     )?;
     Ok((dxw, dw))
-}
-
-impl CustomOp3 for LstmLayerOp {
-    fn name(&self) -> &'static str {
-        "canopy-lstm-layer"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = dims(l1, l2, l3, self.hidden)?;
-        let err = |m: String| candle_core::Error::Msg(format!("fused lstm: {m}"));
-        let name = "fused lstm";
-        macro_rules! run {
-            ($t:ty) => {
-                layer_forward::<$t>(
-                    self,
-                    slice(s1, l1, name)?,
-                    slice(s2, l2, name)?,
-                    slice(s3, l3, name)?,
-                    dims,
-                )
-                .map_err(err)?
-            };
-        }
-        let (out, acts) = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let (hc, acts) = run!(f32);
-                (CpuStorage::F32(hc), Saved::F32(Arc::new(acts)))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let (hc, acts) = run!(f64);
-                (CpuStorage::F64(hc), Saved::F64(Arc::new(acts)))
-            }
-            _ => return Err(err("operands must all be f32 or all f64".into())),
-        };
-        self.acts.store(acts)?;
-        Ok((out, Shape::from((2, dims.0, dims.1, self.hidden))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let err = |m: &str| candle_core::Error::Msg(format!("fused lstm backward: {m}"));
-        let acts = self.acts.load()?;
-        let (sx, lx) = x.storage_and_layout();
-        let (sw, lw) = w.storage_and_layout();
-        let (so, lo) = res.storage_and_layout();
-        let (sg, lg) = grad.storage_and_layout();
-        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(so), Storage::Cpu(sg)) =
-            (&*sx, &*sw, &*so, &*sg)
-        else {
-            return Err(err("CPU tensors only"));
-        };
-        let dims = dims(lx, lw, bias.layout(), self.hidden)?;
-        let dev = x.device();
-        let name = "fused lstm";
-        macro_rules! run {
-            ($t:ty, $acts:expr) => {{
-                let (dx, dw, db) = layer_backward::<$t>(
-                    self,
-                    slice(sx, lx, name)?,
-                    slice(sw, lw, name)?,
-                    slice(so, lo, name)?,
-                    $acts,
-                    slice(sg, lg, name)?,
-                    dims,
-                )
-                .map_err(|m| err(&m))?;
-                (
-                    Tensor::from_vec(dx, x.shape(), dev)?,
-                    Tensor::from_vec(dw, w.shape(), dev)?,
-                    Tensor::from_vec(db, bias.shape(), dev)?,
-                )
-            }};
-        }
-        let (dx, dw, db) = match (so, &acts) {
-            (CpuStorage::F32(_), Saved::F32(a)) => run!(f32, a.as_slice()),
-            (CpuStorage::F64(_), Saved::F64(a)) => run!(f64, a.as_slice()),
-            _ => return Err(err("no forward activations of the output's dtype")),
-        };
-        Ok((Some(dx), Some(dw), Some(db)))
-    }
 }
 
 /// A whole LSTM layer, all directions in one op: `(x (B, T, C), w (D, 4H, C + H), bias (D, 4H))
