@@ -20,7 +20,7 @@ pub(crate) const BN_EPS: f64 = 1e-5;
 pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 /// Checks that `x` is a `(B, T, C)` series with `input_dim` bands (and `length` steps when the
-/// model needs a fixed length); returns `(B, T, C)`.
+/// model needs a fixed length); returns `(B, T, C)`. Shared by every model of the crate.
 pub(crate) fn check_series(
     model: &'static str,
     x: &Tensor,

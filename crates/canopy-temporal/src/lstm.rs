@@ -220,18 +220,8 @@ impl LstmClassifier {
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
-        match x.dims() {
-            [b, t, c] if *b > 0 && *t > 0 && *c == self.cfg.input_dim => Ok(()),
-            dims => Err(Error::Shape {
-                model: MODEL,
-                expected: format!(
-                    "a non-empty (B, T, C) series with C = {} bands (reorder or select bands to \
-                     match the configuration)",
-                    self.cfg.input_dim
-                ),
-                actual: format!("{dims:?}"),
-            }),
-        }
+        crate::cnn_layers::check_series(MODEL, x, self.cfg.input_dim, None)?;
+        Ok(())
     }
 
     /// Logits and every hidden and cell state sequence.

@@ -250,18 +250,8 @@ impl TransformerClassifier {
     }
 
     fn check_input(&self, x: &Tensor) -> Result<(usize, usize)> {
-        match x.dims() {
-            [b, t, c] if *b > 0 && *t > 0 && *c == self.cfg.input_dim => Ok((*b, *t)),
-            dims => Err(Error::Shape {
-                model: MODEL,
-                expected: format!(
-                    "a non-empty (B, T, C) series with C = {} bands (reorder or select bands to \
-                     match the configuration)",
-                    self.cfg.input_dim
-                ),
-                actual: format!("{dims:?}"),
-            }),
-        }
+        let (b, t, _) = crate::cnn_layers::check_series(MODEL, x, self.cfg.input_dim, None)?;
+        Ok((b, t))
     }
 
     /// Logits and the attention weights of every layer, with positions `0..T` when the model
