@@ -13,5 +13,9 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod geojson_io;
+pub mod polygonize;
 
 pub use error::{Error, Result};
+pub use geojson_io::{read_geojson, write_geojson, OutputCrs, VectorFeature};
+pub use polygonize::{polygonize, polygonize_raster, Connectivity, PolygonizeOptions, Region};

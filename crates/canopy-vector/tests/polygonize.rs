@@ -1,0 +1,257 @@
+//! polygonize against GDAL (fixtures from tools/golden/vector_polygonize.py) and invariants.
+#![allow(clippy::unwrap_used)] // test helpers parse trusted fixtures
+
+use std::path::PathBuf;
+
+use canopy_raster::rasterize::{rasterize, BurnRule, Coords};
+use canopy_raster::GeoTiff;
+use canopy_vector::polygonize::{polygonize, Connectivity, PolygonizeOptions, Region};
+use geo::{Area, Validation};
+use ndarray::Array2;
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> anyhow::Result<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    Ok(serde_json::from_slice(&std::fs::read(&path)?)?)
+}
+
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("CANOPY_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
+        });
+    dir.is_dir().then_some(dir)
+}
+
+fn conn(n: u64) -> Connectivity {
+    if n == 8 {
+        Connectivity::Eight
+    } else {
+        Connectivity::Four
+    }
+}
+
+/// Corner vertices of a closed ring (closing vertex removed, collinear vertices dropped).
+fn corners(ring: &[(f64, f64)]) -> Vec<(i64, i64)> {
+    let pts: Vec<(i64, i64)> = ring[..ring.len() - 1]
+        .iter()
+        .map(|&(x, y)| (x as i64, y as i64))
+        .collect();
+    let n = pts.len();
+    (0..n)
+        .filter(|&i| {
+            let (p, c, q) = (pts[(i + n - 1) % n], pts[i], pts[(i + 1) % n]);
+            !((p.0 == c.0 && c.0 == q.0) || (p.1 == c.1 && c.1 == q.1))
+        })
+        .map(|i| pts[i])
+        .collect()
+}
+
+/// Everything that identifies a region independent of ring order and start vertex: value,
+/// area, and the sorted multiset of corner vertices over all its rings.
+fn signature_gdal(shape: &Value) -> (i64, i64, Vec<(i64, i64)>, usize) {
+    let rings = shape["coordinates"].as_array().cloned().unwrap_or_default();
+    let mut verts = Vec::new();
+    for ring in &rings {
+        let pts: Vec<(f64, f64)> = ring
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect();
+        verts.extend(corners(&pts));
+    }
+    verts.sort_unstable();
+    (
+        shape["value"].as_i64().unwrap(),
+        shape["area"].as_f64().unwrap() as i64,
+        verts,
+        rings.len(),
+    )
+}
+
+fn signature_ours(r: &Region<u8>) -> (i64, i64, Vec<(i64, i64)>, usize) {
+    let mut verts = Vec::new();
+    let mut rings = 0;
+    for p in &r.geometry.0 {
+        for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
+            let pts: Vec<(f64, f64)> = ring.0.iter().map(|c| (c.x, c.y)).collect();
+            // Our rings already hold corners only.
+            assert_eq!(
+                corners(&pts).len(),
+                pts.len() - 1,
+                "collinear vertex kept in {pts:?}"
+            );
+            verts.extend(corners(&pts));
+            rings += 1;
+        }
+    }
+    verts.sort_unstable();
+    (
+        i64::from(r.value),
+        r.geometry.unsigned_area() as i64,
+        verts,
+        rings,
+    )
+}
+
+#[test]
+fn equals_gdal_on_random_label_rasters() -> anyhow::Result<()> {
+    let doc = fixture("polygonize_gdal.json")?;
+    for case in doc["cases"].as_array().unwrap() {
+        let (h, w) = (
+            case["height"].as_u64().unwrap() as usize,
+            case["width"].as_u64().unwrap() as usize,
+        );
+        let labels: Vec<u8> = case["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        let labels = Array2::from_shape_vec((h, w), labels)?;
+        let mask = labels.mapv(|v| v != 0);
+        let masked = case["masked"].as_bool().unwrap();
+        let connectivity = conn(case["connectivity"].as_u64().unwrap());
+        let opts = PolygonizeOptions {
+            connectivity,
+            min_pixels: 0,
+        };
+        let ours = polygonize(labels.view(), masked.then(|| mask.view()), &opts)?;
+        let name = format!("{} ({:?})", case["name"], connectivity);
+
+        let mut theirs: Vec<_> = case["shapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(signature_gdal)
+            .collect();
+        let mut mine: Vec<_> = ours.iter().map(signature_ours).collect();
+        assert_eq!(mine.len(), theirs.len(), "{name}: polygon count");
+        for r in &ours {
+            assert!(
+                r.geometry.is_valid(),
+                "{name}: invalid output {:?}",
+                r.geometry
+            );
+            assert_eq!(
+                r.geometry.unsigned_area(),
+                r.pixels as f64,
+                "{name}: area vs pixel count"
+            );
+        }
+        if connectivity == Connectivity::Eight {
+            // GDAL keeps a region that is joined through a corner as one self-touching ring
+            // (invalid); ours splits it into valid rings, so ring counts may differ there.
+            for s in mine.iter_mut().chain(theirs.iter_mut()) {
+                s.3 = 0;
+            }
+        }
+        mine.sort();
+        theirs.sort();
+        assert_eq!(mine, theirs, "{name}: regions differ from GDAL's");
+    }
+    Ok(())
+}
+
+#[test]
+fn spacenet_masks_match_gdal_summary() -> anyhow::Result<()> {
+    let Some(data) = shared_data() else {
+        eprintln!("SKIP spacenet_masks_match_gdal_summary: ../shared/data not found (set CANOPY_SHARED_DATA)");
+        return Ok(());
+    };
+    let doc = fixture("polygonize_spacenet.json")?;
+    for f in doc["files"].as_array().unwrap() {
+        let path = data
+            .join("buildings/spacenet-atlanta")
+            .join(f["file"].as_str().unwrap());
+        let raster = GeoTiff::open(&path)?
+            .read_as::<u8>()?
+            .data
+            .index_axis_move(ndarray::Axis(0), 0);
+        let mask = raster.mapv(|v| v != 0);
+        let connectivity = conn(f["connectivity"].as_u64().unwrap());
+        let opts = PolygonizeOptions {
+            connectivity,
+            min_pixels: 0,
+        };
+        let regions = polygonize(raster.view(), Some(mask.view()), &opts)?;
+        let name = format!("{} ({:?})", path.display(), connectivity);
+        assert_eq!(
+            regions.len() as u64,
+            f["polygons"].as_u64().unwrap(),
+            "{name}: polygon count"
+        );
+        let mut areas: Vec<f64> = regions.iter().map(|r| r.geometry.unsigned_area()).collect();
+        areas.sort_by(f64::total_cmp);
+        let want: Vec<f64> = f["areas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect();
+        assert_eq!(areas, want, "{name}: areas");
+        let holes: usize = regions
+            .iter()
+            .flat_map(|r| &r.geometry.0)
+            .map(|p| p.interiors().len())
+            .sum();
+        let vertices: usize = regions
+            .iter()
+            .flat_map(|r| &r.geometry.0)
+            .map(|p| p.exterior().0.len() + p.interiors().iter().map(|i| i.0.len()).sum::<usize>())
+            .sum();
+        if connectivity == Connectivity::Four {
+            assert_eq!(holes as u64, f["holes"].as_u64().unwrap(), "{name}: holes");
+            assert_eq!(
+                vertices as u64,
+                f["vertices"].as_u64().unwrap(),
+                "{name}: vertices"
+            );
+        }
+        assert!(
+            regions.iter().all(|r| r.geometry.is_valid()),
+            "{name}: invalid polygon"
+        );
+    }
+    Ok(())
+}
+
+fn labels_strategy() -> impl Strategy<Value = Array2<u8>> {
+    (1usize..24, 1usize..24, 1u8..4).prop_flat_map(|(h, w, k)| {
+        proptest::collection::vec(0..k, h * w)
+            .prop_map(move |v| Array2::from_shape_vec((h, w), v).unwrap())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Polygonize then rasterize (pixel centres) gives the labels back exactly; areas add up;
+    /// every polygon is valid.
+    #[test]
+    fn polygonize_rasterize_round_trip(labels in labels_strategy(), eight in any::<bool>(), masked in any::<bool>()) {
+        let (h, w) = labels.dim();
+        let connectivity = if eight { Connectivity::Eight } else { Connectivity::Four };
+        let mask = labels.mapv(|v| v != 0);
+        let opts = PolygonizeOptions { connectivity, min_pixels: 0 };
+        let regions = polygonize(labels.view(), masked.then(|| mask.view()), &opts).unwrap();
+        let burned = rasterize(
+            regions.iter().map(|r| (&r.geometry, r.value + 1)),
+            w, h, Coords::Pixel, 0u8, BurnRule::PixelCenter,
+        ).unwrap();
+        let expected = labels.mapv(|v| if masked && v == 0 { 0 } else { v + 1 });
+        prop_assert_eq!(burned, expected);
+        let total: f64 = regions.iter().map(|r| r.geometry.unsigned_area()).sum();
+        let valid = if masked { mask.iter().filter(|&&b| b).count() } else { h * w };
+        prop_assert_eq!(total, valid as f64);
+        for r in &regions {
+            prop_assert!(r.geometry.is_valid(), "invalid {:?}", r.geometry);
+            prop_assert_eq!(r.geometry.unsigned_area(), r.pixels as f64);
+        }
+    }
+}
