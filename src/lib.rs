@@ -11,6 +11,7 @@
 //! | `train` | `canopy-train`: losses, metrics, optimizers, schedules, checkpoints, training loop | `train` |
 //! | `series` | `canopy-series`: time-series samples, loaders, preprocessing blocks | `series` |
 //! | `temporal` | `canopy-temporal`: LSTM, Transformer, TempCNN, MS-ResNet, InceptionTime, ConvLSTM classifiers | `temporal` |
+//! | `vector` | `canopy-vector`: polygonize (equal to GDAL), simplify, regularise, polygon metrics, GeoJSON / COCO | `vector` |
 //!
 //! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
 #![warn(missing_docs)]
@@ -29,3 +30,6 @@ pub use canopy_series as series;
 
 #[cfg(feature = "temporal")]
 pub use canopy_temporal as temporal;
+
+#[cfg(feature = "vector")]
+pub use canopy_vector as vector;
