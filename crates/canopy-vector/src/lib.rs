@@ -13,5 +13,6 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod metrics;
 
 pub use error::{Error, Result};
