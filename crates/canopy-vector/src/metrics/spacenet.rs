@@ -62,7 +62,7 @@ use super::Region;
 use crate::{Error, Result};
 use geo::{Area, LineString, Polygon};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign};
 use std::path::Path;
 
@@ -569,8 +569,9 @@ pub fn spacenet_aoi(image_id: &str) -> &str {
 /// (stable: file order among equal confidences; missing or NaN confidences last).
 ///
 /// solaris sorts with pandas' default quicksort, whose order among equal confidences is not
-/// specified; results only depend on it when two predictions compete for the same truth
-/// polygon with IoUs above the threshold, which does not happen in the published samples.
+/// specified (it depends on the numpy version and CPU). Results can depend on that order only
+/// when several predictions overlap the same truth polygon; for the published samples they do
+/// not (the conformance test scores them in both tie orders).
 ///
 /// # Errors
 /// As [`spacenet_match`].
@@ -580,11 +581,6 @@ pub fn evaluate_spacenet(
     config: &SpaceNetConfig,
 ) -> Result<SpaceNetEvaluation> {
     config.validate("evaluate_spacenet")?;
-    let ids: BTreeSet<&str> = truth
-        .iter()
-        .chain(preds)
-        .map(|r| r.image_id.as_str())
-        .collect();
     let mut pred_order: Vec<usize> = (0..preds.len()).collect();
     let conf = |i: usize| {
         preds
@@ -598,17 +594,19 @@ pub fn evaluate_spacenet(
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
     });
-    let images = ids
+    // Image id -> (truth rows in file order, prediction rows in processing order).
+    let mut groups: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (j, r) in truth.iter().enumerate() {
+        groups.entry(r.image_id.as_str()).or_default().0.push(j);
+    }
+    for &i in &pred_order {
+        if let Some(r) = preds.get(i) {
+            groups.entry(r.image_id.as_str()).or_default().1.push(i);
+        }
+    }
+    let images = groups
         .into_par_iter()
-        .map(|id| {
-            let truth_records: Vec<usize> = (0..truth.len())
-                .filter(|&j| truth[j].image_id == id)
-                .collect();
-            let pred_records: Vec<usize> = pred_order
-                .iter()
-                .copied()
-                .filter(|&i| preds[i].image_id == id)
-                .collect();
+        .map(|(id, (truth_records, pred_records))| {
             let t: Vec<Polygon<f64>> = truth_records
                 .iter()
                 .map(|&j| truth[j].polygon.clone())
