@@ -58,9 +58,9 @@
 //! <https://github.com/CosmiQ/solaris>. The conformance test `tests/metrics.rs` reproduces the
 //! results solaris publishes for its sample data.
 
-use super::Region;
+use super::{check_finite, Region};
 use crate::{Error, Result};
-use geo::{Area, LineString, Polygon};
+use geo::{Area, LineString, Polygon, Validation};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::ops::{Add, AddAssign};
@@ -268,9 +268,17 @@ pub fn spacenet_match(
 ) -> Result<MatchReport> {
     const OP: &str = "spacenet_match";
     config.validate(OP)?;
+    // Invalid truth polygons are not repaired: they score 0 (`None`).
     let truth_regions = truth
         .iter()
-        .map(|t| Region::new(OP, t))
+        .map(|t| {
+            check_finite(OP, t)?;
+            Ok(if t.is_valid() {
+                Some(Region::new(OP, t)?)
+            } else {
+                None
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     // Areas of the polygons as given (shapely's `.area`), used by the filters.
     let truth_area: Vec<f64> = truth.iter().map(|t| t.unsigned_area()).collect();
@@ -278,7 +286,7 @@ pub fn spacenet_match(
         .filter(|&j| truth_area[j] >= config.min_area)
         .collect();
     let ignored_truths = truth.len() - remaining.len();
-    let invalid_truths = truth_regions.iter().filter(|r| !r.was_valid).count();
+    let invalid_truths = truth_regions.iter().filter(|r| r.is_none()).count();
 
     let mut per_truth_iou = vec![0.0; truth.len()];
     let mut per_pred_iou = vec![0.0; preds.len()];
@@ -297,10 +305,10 @@ pub fn spacenet_match(
         // First truth polygon with the largest IoU (pandas `idxmax`).
         let mut best: Option<(usize, f64)> = None;
         for (k, &j) in remaining.iter().enumerate() {
-            let Some(t) = truth_regions.get(j) else {
-                continue;
+            let v = match truth_regions.get(j) {
+                Some(Some(t)) => region.iou(t),
+                _ => 0.0,
             };
-            let v = if t.was_valid { region.iou(t) } else { 0.0 };
             if best.is_none_or(|(_, b)| v > b) {
                 best = Some((k, v));
             }
@@ -714,6 +722,31 @@ mod tests {
         let r = spacenet_match(&truth, &preds, &cfg).unwrap();
         assert_eq!((r.tp, r.fp, r.fn_), (0, 0, 1));
         assert_eq!((r.ignored_preds, r.ignored_truths), (2, 1));
+    }
+
+    #[test]
+    fn invalid_truth_scores_zero_and_repeated_vertices_are_valid() {
+        // Figure-of-eight with unequal lobes (66.7 and 16.7): shapely-style area 50.
+        let bowtie = polygon![(x: 0., y: 0.), (x: 10., y: 10.), (x: 10., y: 0.), (x: 0., y: 20.)];
+        let r = spacenet_f1(
+            std::slice::from_ref(&bowtie),
+            std::slice::from_ref(&bowtie),
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.tp, r.fp, r.fn_, r.invalid_truths, r.repaired_preds),
+            (0, 1, 1, 1, 1)
+        );
+        // A repeated vertex is valid for geo as for GEOS: the pair still matches.
+        let repeated = polygon![(x: 0., y: 0.), (x: 10., y: 0.), (x: 10., y: 0.), (x: 10., y: 10.), (x: 0., y: 10.)];
+        let r = spacenet_f1(
+            std::slice::from_ref(&repeated),
+            std::slice::from_ref(&repeated),
+            0.5,
+        )
+        .unwrap();
+        assert_eq!((r.tp, r.invalid_truths, r.repaired_preds), (1, 0, 0));
     }
 
     #[test]
