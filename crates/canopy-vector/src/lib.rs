@@ -14,6 +14,7 @@
 
 mod error;
 pub mod geojson_io;
+pub mod metrics;
 pub mod polygonize;
 
 pub use error::{Error, Result};
