@@ -48,8 +48,11 @@
 //! implements the same interpolation but returns `(row, col)` paths with no hole structure, leaves
 //! contours that reach the border open (pad the map with a low value to close them), counts a
 //! sample equal to the level as *outside* (`> level`), and resolves saddles by a fixed choice
-//! (`fully_connected='low'|'high'`) instead of the cell mean. Away from the border, equal values
-//! and saddles, the vertices are the same points up to the coordinate shift.
+//! (`fully_connected='low'|'high'`) instead of the cell mean. Away from the border and from
+//! samples equal to the level the vertices are the same points up to the coordinate shift
+//! (vertex positions do not depend on the saddle rule, only the way they are joined):
+//! `tests/contour.rs` checks this against scikit-image 0.26 on a seeded map (104 vertices,
+//! largest distance 2e-7 px, the f32 rounding of the level).
 //!
 //! # References
 //! * W. E. Lorensen, H. E. Cline, "Marching cubes: a high resolution 3D surface construction

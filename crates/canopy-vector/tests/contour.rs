@@ -36,6 +36,55 @@ fn assert_valid(polys: &[Polygon<f64>]) {
     }
 }
 
+/// Vertex positions do not depend on the saddle rule: every skimage vertex is one of ours
+/// (after the half-pixel shift and the (row, col) -> (x, y) swap) and vice versa.
+#[test]
+fn vertices_match_skimage() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/contour_skimage_golden.json"
+    );
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let shape: Vec<usize> = serde_json::from_value(g["shape"].clone()).unwrap();
+    let vals: Vec<f32> = serde_json::from_value(g["map"].clone()).unwrap();
+    let map = Array2::from_shape_vec((shape[0], shape[1]), vals).unwrap();
+    let level = g["level"].as_f64().unwrap() as f32;
+    let theirs: Vec<Vec<[f64; 2]>> = serde_json::from_value(g["contours"].clone()).unwrap();
+    let theirs: Vec<Coord<f64>> = theirs
+        .iter()
+        .flatten()
+        .map(|&[r, c]| Coord {
+            x: c + 0.5,
+            y: r + 0.5,
+        })
+        .collect();
+
+    let polys = contours(map.view(), level, None).unwrap();
+    assert_valid(&polys);
+    let mut ours = Vec::new();
+    for p in &polys {
+        for ring in std::iter::once(p.exterior()).chain(p.interiors()) {
+            ours.extend_from_slice(&ring.0[..ring.0.len() - 1]);
+        }
+    }
+    assert_eq!(ours.len(), theirs.len());
+    let mut worst = 0.0f64;
+    for t in &theirs {
+        let d = ours
+            .iter()
+            .map(|o| (o.x - t.x).hypot(o.y - t.y))
+            .fold(f64::MAX, f64::min);
+        worst = worst.max(d);
+    }
+    // ~2e-7: the threshold is f32 (0.45f32 != 0.45), skimage used the f64 level.
+    println!(
+        "{} vertices, max distance to skimage {worst:.2e} px",
+        theirs.len()
+    );
+    assert!(worst < 1e-6, "max distance {worst}");
+}
+
 /// A logistic "probability" of being within `r` of `(cx, cy)`, 0.5 exactly on the circle.
 fn soft_disc(cx: f64, cy: f64, r: f64) -> impl Fn(f64, f64) -> f32 {
     move |x, y| {
