@@ -249,24 +249,25 @@ struct RawDataset {
     extra: Map<String, Value>,
 }
 
-/// `what[i] (id N)` for error messages.
-fn describe(what: &str, i: usize, v: &Value) -> String {
+/// `annotation 17 (annotations[3])` for error messages.
+fn describe(what: &str, key: &str, i: usize, v: &Value) -> String {
     match v.get("id") {
-        Some(id) => format!("{what} {id} ({what}s[{i}])"),
-        None => format!("{what}s[{i}] (no id)"),
+        Some(id) => format!("{what} {id} ({key}[{i}])"),
+        None => format!("{key}[{i}] (no id)"),
     }
 }
 
+/// Parses the elements of top-level array `key` one by one, naming the failing one.
 fn parse_elements<T: serde::de::DeserializeOwned>(
     values: Vec<Value>,
-    what: &str,
+    (what, key): (&str, &str),
     path: &Path,
 ) -> Result<Vec<T>> {
     values
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            let name = describe(what, i, &v);
+            let name = describe(what, key, i, &v);
             serde_json::from_value(v).map_err(|e| Error::format(path, format!("{name}: {e}")))
         })
         .collect()
@@ -293,9 +294,9 @@ impl CocoDataset {
         let raw: RawDataset = serde_json::from_slice(json)
             .map_err(|e| Error::format(&path, format!("not a COCO annotation file: {e}")))?;
         let dataset = CocoDataset {
-            images: parse_elements(raw.images, "image", &path)?,
-            categories: parse_elements(raw.categories, "category", &path)?,
-            annotations: parse_elements(raw.annotations, "annotation", &path)?,
+            images: parse_elements(raw.images, ("image", "images"), &path)?,
+            categories: parse_elements(raw.categories, ("category", "categories"), &path)?,
+            annotations: parse_elements(raw.annotations, ("annotation", "annotations"), &path)?,
             extra: raw.extra,
         };
         dataset.check().map_err(|m| Error::format(&path, m))?;

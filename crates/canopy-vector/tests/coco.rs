@@ -463,3 +463,40 @@ fn writing_checks_the_dataset() {
         .to_string()
         .contains("image_id 77"));
 }
+
+#[test]
+fn crowd_rle_annotations_are_read_in_both_spellings() {
+    // 2 x 3 mask, column-major runs 1 zero, 2 ones, 3 zeros: pixels (1, 0) and (0, 1).
+    for counts in ["[1, 2, 3]", r#""123""#] {
+        let ann = format!(
+            r#"{{"id": 8, "image_id": 1, "category_id": 100, "iscrowd": 1, "area": 2,
+                "bbox": [0, 0, 2, 2], "segmentation": {{"size": [2, 3], "counts": {counts}}}}}"#
+        );
+        let ds = CocoDataset::from_slice(with_annotation(&ann).as_bytes(), "crowd.json").unwrap();
+        let a = &ds.annotations[0];
+        assert_eq!(a.iscrowd, 1);
+        let Segmentation::Rle(rle) = &a.segmentation else {
+            panic!("RLE expected")
+        };
+        assert_eq!(
+            rle.to_mask().unwrap(),
+            ndarray::array![[false, true, false], [true, false, false]]
+        );
+        let mp = a.to_multi_polygon().unwrap();
+        assert_eq!(mp.0.len(), 2, "two diagonal pixels are two parts: {mp:?}");
+        assert_eq!(mp.unsigned_area(), 2.0);
+        assert_eq!(a.computed_area_bbox().unwrap(), (2.0, [0.0, 0.0, 2.0, 2.0]));
+        // Written back in the spelling it was read in.
+        let back = CocoDataset::from_slice(ds.to_json().unwrap().as_bytes(), "mem").unwrap();
+        assert_eq!(back, ds);
+    }
+}
+
+#[test]
+fn malformed_category_is_named() {
+    let m = error_of(r#"{"images": [], "categories": [{"id": 3}], "annotations": []}"#);
+    assert!(
+        m.contains("category 3 (categories[0])") && m.contains("name"),
+        "{m}"
+    );
+}
