@@ -12,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+pub mod coco;
+pub mod contour;
 mod error;
 pub mod geojson_io;
 pub mod metrics;
