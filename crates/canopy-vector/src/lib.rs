@@ -18,6 +18,7 @@ mod error;
 pub mod geojson_io;
 pub mod metrics;
 pub mod polygonize;
+pub mod stream;
 
 pub use error::{Error, Result};
 pub use geojson_io::{read_geojson, write_geojson, OutputCrs, VectorFeature};

@@ -259,33 +259,7 @@ impl<T: Copy + PartialEq + Send + Sync> Runs<T> {
     fn extract(labels: ArrayView2<'_, T>, valid: Option<ArrayView2<'_, bool>>) -> Self {
         let per_row: Vec<Vec<(u32, u32, T)>> = (0..labels.nrows())
             .into_par_iter()
-            .map(|r| {
-                let row = labels.row(r);
-                let mask = valid.as_ref().map(|v| v.row(r));
-                let ok = |c: usize, v: T| {
-                    // `v != v` only for NaN.
-                    #[allow(clippy::eq_op)]
-                    let not_nan = v == v;
-                    not_nan && mask.as_ref().is_none_or(|m| m[c])
-                };
-                let mut out = Vec::new();
-                let w = row.len();
-                let mut c = 0;
-                while c < w {
-                    let v = row[c];
-                    if !ok(c, v) {
-                        c += 1;
-                        continue;
-                    }
-                    let start = c;
-                    c += 1;
-                    while c < w && row[c] == v && ok(c, v) {
-                        c += 1;
-                    }
-                    out.push((start as u32, c as u32, v));
-                }
-                out
-            })
+            .map(|r| row_runs(labels.row(r), valid.as_ref().map(|v| v.row(r))))
             .collect();
         let total = per_row.iter().map(Vec::len).sum();
         let mut runs = Runs {
@@ -315,6 +289,36 @@ impl<T> Runs<T> {
     fn row(&self, r: usize) -> std::ops::Range<usize> {
         self.row_start[r]..self.row_start[r + 1]
     }
+}
+
+/// Maximal runs `(x0, x1, value)` of equal valid labels in one row (NaN labels are invalid).
+pub(crate) fn row_runs<T: Copy + PartialEq>(
+    row: ndarray::ArrayView1<'_, T>,
+    mask: Option<ndarray::ArrayView1<'_, bool>>,
+) -> Vec<(u32, u32, T)> {
+    let ok = |c: usize, v: T| {
+        // `v != v` only for NaN.
+        #[allow(clippy::eq_op)]
+        let not_nan = v == v;
+        not_nan && mask.as_ref().is_none_or(|m| m[c])
+    };
+    let mut out = Vec::new();
+    let w = row.len();
+    let mut c = 0;
+    while c < w {
+        let v = row[c];
+        if !ok(c, v) {
+            c += 1;
+            continue;
+        }
+        let start = c;
+        c += 1;
+        while c < w && row[c] == v && ok(c, v) {
+            c += 1;
+        }
+        out.push((start as u32, c as u32, v));
+    }
+    out
 }
 
 /// The connected regions: the region of every run, and per region its value and pixel count.
@@ -410,11 +414,11 @@ fn label_components<T: Copy + PartialEq>(
 /// A directed boundary segment with its region on the left (in raw pixel numbers, where an
 /// exterior ring has positive shoelace area).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Seg {
-    sx: u32,
-    sy: u32,
-    ex: u32,
-    ey: u32,
+pub(crate) struct Seg {
+    pub(crate) sx: u32,
+    pub(crate) sy: u32,
+    pub(crate) ex: u32,
+    pub(crate) ey: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -533,7 +537,7 @@ fn cover<T>(
 }
 
 /// Chains one region's boundary segments into rings and assembles its polygons.
-fn trace_region(segs: &[Seg], stride: u64) -> MultiPolygon<f64> {
+pub(crate) fn trace_region(segs: &[Seg], stride: u64) -> MultiPolygon<f64> {
     let key = |x: u32, y: u32| u64::from(y) * stride + u64::from(x);
     // Segments sorted by start vertex; at most two share one (a pinch).
     let mut order: Vec<(u64, u32)> = segs

@@ -240,7 +240,10 @@ proptest! {
         let inter = convex_intersection_area(&a, &b);
         let expected = inter / (area_a + area_b - inter);
         let ours = iou(&a, &b).unwrap();
-        prop_assert!((ours - expected).abs() < 1e-12, "{} vs oracle {}", ours, expected);
+        // geo's boolean operations work on an integer grid: exact vertices are restored
+        // afterwards, but for nearly parallel crossing edges the crossing point itself carries
+        // the grid's ~1e-9 relative error (seen: 0.6677075215 vs 0.6677075206).
+        prop_assert!((ours - expected).abs() < 1e-8, "{} vs oracle {}", ours, expected);
     }
 
     #[test]
@@ -248,7 +251,7 @@ proptest! {
         let ab = iou(&a, &b).unwrap();
         let ba = iou(&b, &a).unwrap();
         prop_assert!((0.0..=1.0).contains(&ab), "{}", ab);
-        prop_assert!((ab - ba).abs() < 1e-12, "{} vs {}", ab, ba);
+        prop_assert!((ab - ba).abs() < 1e-8, "{} vs {}", ab, ba);
         prop_assert!((iou(&a, &a).unwrap() - 1.0).abs() < 1e-12);
     }
 

@@ -255,3 +255,96 @@ proptest! {
         }
     }
 }
+
+/// A canonical form of a set of regions: per region the value, pixel count and sorted ring
+/// vertex lists, sorted.
+fn canonical(regions: &[Region<u8>]) -> Vec<(u8, usize, Vec<Vec<(i64, i64)>>)> {
+    let mut out: Vec<_> = regions
+        .iter()
+        .map(|r| {
+            let mut rings: Vec<Vec<(i64, i64)>> = r
+                .geometry
+                .0
+                .iter()
+                .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
+                .map(|ring| {
+                    // Without the closing vertex: the start of a ring is arbitrary.
+                    let mut v: Vec<(i64, i64)> =
+                        ring.0[1..].iter().map(|c| (c.x as i64, c.y as i64)).collect();
+                    v.sort_unstable();
+                    v
+                })
+                .collect();
+            rings.sort();
+            (r.value, r.pixels, rings)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Streaming in strips of any height gives exactly the regions of the whole-raster pass.
+    #[test]
+    fn streaming_equals_whole_raster(labels in labels_strategy(), eight in any::<bool>(), masked in any::<bool>(), strip in 1usize..7, min in 0usize..3) {
+        let connectivity = if eight { Connectivity::Eight } else { Connectivity::Four };
+        let mask = labels.mapv(|v| v != 0);
+        let opts = PolygonizeOptions { connectivity, min_pixels: min };
+        let whole = polygonize(labels.view(), masked.then(|| mask.view()), &opts).unwrap();
+        let mut s = canopy_vector::stream::StreamingPolygonizer::new(labels.ncols(), opts).unwrap();
+        let mut streamed = Vec::new();
+        let mut r0 = 0;
+        while r0 < labels.nrows() {
+            let r1 = (r0 + strip).min(labels.nrows());
+            let l = labels.slice(ndarray::s![r0..r1, ..]);
+            let m = mask.slice(ndarray::s![r0..r1, ..]);
+            streamed.extend(s.push_rows(l, masked.then_some(m)).unwrap());
+            r0 = r1;
+        }
+        streamed.extend(s.finish().unwrap());
+        prop_assert_eq!(canonical(&streamed), canonical(&whole));
+    }
+}
+
+#[test]
+fn polygonize_geotiff_streams_a_file_in_strips() -> anyhow::Result<()> {
+    use canopy_raster::{write_geotiff, GeoTransform, Georef, Raster, WriteOptions};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("classes.tif");
+    // Tall buildings crossing every strip border, nodata 9 on the diagonal.
+    let data = ndarray::Array3::from_shape_fn((1, 200, 64), |(_, r, c)| {
+        if r == c {
+            9u8
+        } else if (c / 8) % 2 == 1 && (r / 50) % 2 == 0 {
+            1
+        } else {
+            0
+        }
+    });
+    let raster = Raster::new(data.clone(), Georef::new(GeoTransform::north_up(0.0, 0.0, 1.0, 1.0), Some(32633)))
+        .with_nodata(Some(9.0));
+    write_geotiff(&path, &raster, &WriteOptions::default())?;
+    let tif = GeoTiff::open(&path)?;
+    let mut got = Vec::new();
+    let mut last = (0, 0);
+    let summary = canopy_vector::stream::polygonize_geotiff::<u8>(
+        &tif,
+        0,
+        Some(1),
+        &PolygonizeOptions::default(),
+        7,
+        |r| {
+            got.push(r);
+            Ok(())
+        },
+        |done, total| last = (done, total),
+    )?;
+    assert_eq!(last, (200, 200));
+    let whole = canopy_vector::polygonize_raster(&raster, 0, Some(1), &PolygonizeOptions::default())?;
+    assert_eq!(canonical(&got), canonical(&whole));
+    assert_eq!(summary.regions, whole.len());
+    assert_eq!(summary.pixels, data.iter().filter(|&&v| v == 1).count());
+    Ok(())
+}
