@@ -13,5 +13,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod regularize;
+pub mod simplify;
 
 pub use error::{Error, Result};
