@@ -46,25 +46,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An [`Error::InvalidArgument`] for operation `op`.
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            message: message.into(),
-        }
+        Error::InvalidArgument { op, message: message.into() }
     }
 
     /// An [`Error::Format`] for `path`.
     pub(crate) fn format(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::Format { path: path.into(), message: message.into() }
     }
 
     /// An [`Error::Io`] for `path`.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
