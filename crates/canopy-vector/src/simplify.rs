@@ -64,6 +64,15 @@
 //! parallel with rayon. [`simplify_polygons`] does no vertex hashing; [`simplify_coverage`]
 //! hashes every vertex once.
 //!
+//! Measured on the peers benchmark (`bench_polygonize.py`: GDAL polygonize of a 4096 x 4096
+//! mask, 1,478 polygons, 80,254 vertices, tolerance 1, 2 busy cores, release build, one
+//! session): [`simplify_polygons`] with Douglas–Peucker 27.6 ms (80,254 -> 18,608 vertices),
+//! [`simplify_coverage`] 42.0 ms, shapely 2.2 `simplify(preserve_topology=True)` 152 ms
+//! (-> 18,578 vertices). On the full coverage of that mask (background included, 1,505
+//! polygons, 160,512 vertices) shapely's output has 1,932 px² of gaps (its union falls
+//! short of 4096²) and 1,941 px² of overlaps (its areas sum to more than its union) between
+//! neighbours; [`simplify_coverage`] keeps the areas summing to exactly 4096², in 90 ms.
+//!
 //! # Example
 //! ```
 //! use canopy_vector::simplify::{simplify_coverage, SimplifyMethod};
@@ -219,7 +228,12 @@ impl Hasher for KeyHasher {
         self.write_u64(u64::from(i));
     }
     fn finish(&self) -> u64 {
-        self.0
+        // splitmix64's finaliser: integer-valued f64 keys have all-zero low bits, which the
+        // multiply alone would leave in the bucket index.
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -248,6 +262,17 @@ fn signed_area(ring: &[Coord<f64>]) -> f64 {
         })
         .sum::<f64>()
         * 0.5
+}
+
+/// -1, 0 or +1 (`f64::signum` gives +1 for 0).
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
 }
 
 fn lex_less(a: Coord<f64>, b: Coord<f64>) -> bool {
@@ -297,7 +322,7 @@ fn build_arcs(polygons: &[Polygon<f64>], sharing: Sharing) -> (Vec<Arc>, Vec<Fac
                 rings: rs
                     .into_iter()
                     .map(|r| Ring {
-                        sign: signed_area(&r).signum(),
+                        sign: sign(signed_area(&r)),
                         arcs: vec![(new_arc(&mut arcs, closed_from_min(&r)), false)],
                     })
                     .collect(),
@@ -376,7 +401,16 @@ fn build_arcs(polygons: &[Polygon<f64>], sharing: Sharing) -> (Vec<Arc>, Vec<Fac
         };
         for (r, v) in rs.iter().zip(vs) {
             let n = r.len();
-            let sign = signed_area(r).signum();
+            let sign = sign(signed_area(r));
+            if n < 3 {
+                // Degenerate ring: kept as it is, shared with nobody.
+                let id = new_arc(&mut arcs, closed_from_min(r));
+                face.rings.push(Ring {
+                    arcs: vec![(id, false)],
+                    sign,
+                });
+                continue;
+            }
             let Some(first_node) = (0..n).find(|&i| node[v[i] as usize]) else {
                 // A closed arc starting at its smallest vertex, stored in the direction whose
                 // second vertex has the smaller id, so both copies of a shared ring agree.
@@ -571,7 +605,7 @@ fn check_face(face: &Face, arcs: &[Arc]) -> Vec<u32> {
         } else {
             0.0
         };
-        if ring.sign != 0.0 && area.signum() != ring.sign {
+        if ring.sign != 0.0 && sign(area) != ring.sign {
             all_arcs(ring, &mut bad);
         }
     }
@@ -830,5 +864,22 @@ mod tests {
         assert_eq!(hole, ext);
         let total = out[0].unsigned_area() + out[1].unsigned_area();
         assert!((total - 100.0).abs() < 1e-9, "{total}");
+    }
+
+    #[test]
+    fn empty_and_degenerate_polygons_pass_through() {
+        let empty = Polygon::new(LineString::new(vec![]), vec![]);
+        let line = polygon![(x: 0., y: 0.), (x: 1., y: 0.)];
+        for f in [simplify_polygons, simplify_coverage] {
+            let out = f(
+                &[empty.clone(), line.clone()],
+                SimplifyMethod::DouglasPeucker,
+                1.0,
+            )
+            .unwrap();
+            assert_eq!(out.len(), 2);
+            assert!(out[0].exterior().0.is_empty());
+            assert!(out[1].exterior().0.len() <= line.exterior().0.len());
+        }
     }
 }

@@ -204,9 +204,8 @@ fn builder_gives_valid_polygons_that_tile_the_grid() {
 
 #[test]
 fn coverage_beats_independent_simplification_on_shared_borders() {
-    // Two regions split by a staircase diagonal: independent simplification of each side
-    // leaves the two simplified borders different only if the ring start differs; the
-    // coverage result must tile the square exactly.
+    // Two regions split by a staircase diagonal: the coverage result must tile the square
+    // exactly, with one simplified border shared by both.
     let (w, h) = (16, 16);
     let labels: Vec<u32> = (0..w * h)
         .map(|i| u32::from((i % w) + (i / w) / 2 > 10))
@@ -223,6 +222,15 @@ fn coverage_beats_independent_simplification_on_shared_borders() {
         .iter()
         .zip(&polys)
         .all(|(a, b)| vertex_count(a) < vertex_count(b)));
+    // Each polygon on its own (what shapely's simplify does) leaves gaps or overlaps.
+    let ind = simplify_polygons(&polys, SimplifyMethod::DouglasPeucker, 1.5).unwrap();
+    let union = ind[0].union(&ind[1]).unsigned_area();
+    let mismatch = (union - 256.0).abs() + overlap(&ind[0], &ind[1]);
+    println!(
+        "independent: union {union}, overlap {}",
+        overlap(&ind[0], &ind[1])
+    );
+    assert!(mismatch > 0.5, "{mismatch}");
 }
 
 proptest! {
@@ -312,4 +320,55 @@ fn coverage_on_a_larger_smooth_map_simplifies_a_lot() {
         .iter()
         .fold(MultiPolygon::new(vec![]), |acc, p| acc.union(p));
     assert!((union.unsigned_area() - (w * h) as f64).abs() < 1e-6);
+}
+
+/// Timing on the peers benchmark's polygons (`../shared/peers/bench_polygonize.py`: GDAL
+/// polygonize of a 4096 x 4096 mask), one WKT polygon per line in the file named by
+/// `CANOPY_SIMPLIFY_WKT`. Run with
+/// `cargo test --release -p canopy-vector --test simplify -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs CANOPY_SIMPLIFY_WKT (a WKT file of polygons); timing only"]
+fn timing_on_polygonized_mask() {
+    use wkt::TryFromWkt;
+    let Ok(path) = std::env::var("CANOPY_SIMPLIFY_WKT") else {
+        println!("CANOPY_SIMPLIFY_WKT not set: skipped");
+        return;
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let polys: Vec<Polygon<f64>> = text
+        .lines()
+        .map(|l| Polygon::try_from_wkt_str(l).unwrap())
+        .collect();
+    let before: usize = polys.iter().map(vertex_count).sum();
+    for (name, f) in [
+        (
+            "simplify_polygons",
+            simplify_polygons as fn(&[Polygon<f64>], SimplifyMethod, f64) -> _,
+        ),
+        ("simplify_coverage", simplify_coverage),
+    ] {
+        for method in [
+            SimplifyMethod::DouglasPeucker,
+            SimplifyMethod::VisvalingamWhyatt,
+        ] {
+            let mut times = Vec::new();
+            let mut out = Vec::new();
+            for _ in 0..7 {
+                let t = std::time::Instant::now();
+                out = f(&polys, method, 1.0).unwrap();
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let after: usize = out.iter().map(vertex_count).sum();
+            let valid = out.iter().filter(|p| p.is_valid()).count();
+            let area: f64 = out.iter().map(|p| p.unsigned_area()).sum();
+            println!(
+                "{name} {method:?} tol 1: {} polygons, {before} -> {after} vertices, {valid} valid, \
+                 area {area:.1}, median {:.2} ms (min {:.2})",
+                polys.len(),
+                times[3],
+                times[0]
+            );
+        }
+    }
 }
