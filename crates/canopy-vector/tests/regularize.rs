@@ -303,3 +303,99 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn most_staircase_rectangles_regularise_to_four_corners() {
+    // Every 7 degrees, four sizes: all should become 4-corner rectangles; the orientation is
+    // within half a pixel over the short side (atan(0.5 / side)) of the truth.
+    let (mut total, mut four) = (0, 0);
+    let mut worst = [0.0f64; 4];
+    let sizes = [(12.0, 10.0), (20.0, 14.0), (40.0, 16.0), (36.0, 30.0)];
+    for (k, deg) in (0..13).map(|k| (k, f64::from(k) * 7.0 + 0.3)) {
+        for (s, &(w, h)) in sizes.iter().enumerate() {
+            let p = staircase_rectangle(64, 32.0 + 0.1 * f64::from(k), 32.0, w, h, deg);
+            let out = regularize(&p, &RegularizeOptions::default()).unwrap();
+            total += 1;
+            if out.changed() && out.polygon.exterior().0.len() == 5 {
+                four += 1;
+                worst[s] = worst[s].max(axial_diff(out.orientation_deg, deg));
+            }
+        }
+    }
+    println!(
+        "{four}/{total} rectangles with 4 corners, worst orientation error by size {worst:.2?}"
+    );
+    assert!(four * 10 >= total * 9, "{four}/{total}");
+    for (&(w, h), &err) in sizes.iter().zip(&worst) {
+        let bound = (0.5 / f64::min(w, h)).atan().to_degrees();
+        assert!(err < bound, "{w} x {h}: {err} >= {bound}");
+    }
+}
+
+/// The shared data directory (`../shared/data` next to the workspace, or
+/// `CANOPY_SHARED_DATA`), `None` with a printed message when it is missing.
+fn shared_data() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("CANOPY_SHARED_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").into());
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!(
+            "skipped: shared data not found at {} (set CANOPY_SHARED_DATA)",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn spacenet_footprint_mask_regularises_validly() {
+    // solaris' SpaceNet Atlanta sample footprint mask (900 x 900, 0.5 m): every building
+    // traced as a pixel staircase, then regularised with the defaults.
+    let Some(dir) = shared_data() else { return };
+    let path = dir.join("buildings/spacenet-atlanta/sample_fp_mask.tif");
+    let raster = canopy_raster::GeoTiff::open(&path)
+        .unwrap()
+        .read_as::<u8>()
+        .unwrap();
+    let (h, w) = (raster.data.shape()[1], raster.data.shape()[2]);
+    let labels: Vec<u32> = raster.data.iter().map(|&v| u32::from(v > 0)).collect();
+    let buildings: Vec<Polygon<f64>> = polygonize(&labels, w, h)
+        .into_iter()
+        .filter(|(l, p)| *l == 1 && p.unsigned_area() >= 50.0)
+        .map(|(_, p)| p)
+        .collect();
+    assert!(buildings.len() >= 20, "{} buildings", buildings.len());
+    let opts = RegularizeOptions::default();
+    let (mut changed, mut iou_sum, mut before, mut after) = (0, 0.0, 0, 0);
+    let (mut corners, mut right) = (0, 0);
+    for p in &buildings {
+        let out = regularize(p, &opts).unwrap();
+        assert!(out.polygon.is_valid(), "{:?}", out.polygon);
+        let rel = (out.polygon.unsigned_area() - p.unsigned_area()).abs() / p.unsigned_area();
+        assert!(rel <= opts.max_area_change);
+        use geo::BooleanOps;
+        let inter = out.polygon.intersection(p).unsigned_area();
+        let iou = inter / (out.polygon.unsigned_area() + p.unsigned_area() - inter);
+        iou_sum += iou;
+        before += p.exterior().0.len() - 1;
+        after += out.polygon.exterior().0.len() - 1;
+        if out.changed() {
+            changed += 1;
+            for a in corner_angles(out.polygon.exterior()) {
+                corners += 1;
+                right += usize::from((a - 90.0).abs() < 1e-6);
+            }
+        }
+    }
+    let n = buildings.len();
+    let mean_iou = iou_sum / n as f64;
+    println!(
+        "{n} buildings, {changed} regularised, exterior vertices {before} -> {after}, \
+         mean IoU with the staircase {mean_iou:.3}, {right}/{corners} corners right angles"
+    );
+    assert!(right * 4 >= corners * 3, "{right}/{corners} right angles");
+    assert!(changed * 10 >= n * 8, "{changed}/{n} regularised");
+    assert!(mean_iou > 0.9, "{mean_iou}");
+}
