@@ -6,7 +6,7 @@
 //!
 //! # Algorithm
 //! 1. **Pre-simplify** (optional, [`RegularizeOptions::simplify_tolerance`]): Douglas–Peucker
-//!    through [`simplify_polygons`](crate::simplify::simplify_polygons), so a pixel staircase
+//!    through [`simplify_polygons`], so a pixel staircase
 //!    becomes a few long edges whose directions mean something (on a raw staircase every edge
 //!    is horizontal or vertical whatever the building's orientation).
 //! 2. **Dominant orientation** `θ` in `[0°, 90°)`. Each simplified edge gets the total least
@@ -47,8 +47,18 @@
 //! Angles are measured from the `+x` axis towards `+y` in the polygon's own coordinates (in
 //! pixel space, where `y` points down, that is clockwise on screen).
 //!
+//! # Accuracy
+//! On staircases of rasterised rotated rectangles (10 to 40 px sides, every 7°) all become
+//! 4-corner rectangles with the orientation within `atan(0.5 / short side)` of the truth (0.34°
+//! for a 40 x 16 px rectangle). On solaris' SpaceNet Atlanta sample footprint mask (151
+//! buildings of at least 50 px), 150 are regularised, exterior vertices go from 16,608 to
+//! 1,008, 79 % of the corners are right angles and the mean IoU with the pixel footprint is
+//! 0.932 (see `tests/regularize.rs`).
+//!
 //! # Performance
-//! `O(n)` per ring after the `O(n log n)` pre-simplification, plus geo's validity check.
+//! The `O(n log n)` pre-simplification, linear passes over the input vertices, and a merge
+//! step quadratic in the (few) simplified edges of a ring; then geo's validity check. The 151
+//! SpaceNet buildings above take milliseconds.
 //!
 //! # Example
 //! ```
