@@ -54,9 +54,14 @@
 //!   that cannot be simplified without breaking validity keeps its input vertices.
 //! * A valid input gives a valid output (geo's [`Validation`](geo::Validation)). An invalid
 //!   input is returned with as much simplification as passes the checks.
-//! * [`simplify_coverage`] expects shared borders to have the same vertices (as every
-//!   polygonizer produces): a border where one side has a vertex that the other side has not
-//!   (a "T-junction") is not noded, and is simplified independently on each side.
+//! * [`simplify_coverage`] expects neighbours to share their border vertices, up to
+//!   collinear ones. GDAL's polygonizer (and so rasterio's `shapes`) drops collinear
+//!   vertices, so where three regions meet along a straight border one side lacks the
+//!   meeting vertex (a T-junction). The two ends of such a straight piece have different
+//!   neighbours on the two sides, so they are nodes and the piece is kept straight on both
+//!   sides: the coverage still has no gaps or overlaps (the tests check this on grids with
+//!   collinear vertices removed). Borders that differ in any other way (not noded,
+//!   crossing) are outside what this function handles.
 //!
 //! # Performance
 //! `O(n log n)` in the number of vertices `n` (Douglas–Peucker's expected case; the checks
