@@ -77,6 +77,12 @@
 //! polygons, 160,512 vertices) shapely's output has 1,932 px² of gaps (its union falls
 //! short of 4096²) and 1,941 px² of overlaps (its areas sum to more than its union) between
 //! neighbours; [`simplify_coverage`] keeps the areas summing to exactly 4096², in 90 ms.
+//! Its output passes GEOS's checks: every polygon valid, union area = sum of areas = 4096²,
+//! `shapely.coverage_is_valid` true (false for shapely's `simplify`); likewise on a 512 x 512
+//! four-class GDAL map with T-junctions (247 polygons, 45,841 -> 10,879 vertices, 19.6 ms).
+//! GEOS 3.12+ has its own coverage simplifier (`shapely.coverage_simplify`, Visvalingam–
+//! Whyatt-based, tolerance 1): 322 ms and 67.6 ms on those two maps, where
+//! [`simplify_coverage`] with Visvalingam–Whyatt (tolerance 1 px²) takes 116 ms and 29 ms.
 //!
 //! # Example
 //! ```

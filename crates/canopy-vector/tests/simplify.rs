@@ -346,7 +346,8 @@ fn coverage_on_a_larger_smooth_map_simplifies_a_lot() {
 
 /// Timing on the peers benchmark's polygons (`../shared/peers/bench_polygonize.py`: GDAL
 /// polygonize of a 4096 x 4096 mask), one WKT polygon per line in the file named by
-/// `CANOPY_SIMPLIFY_WKT`. Run with
+/// `CANOPY_SIMPLIFY_WKT`; with `CANOPY_SIMPLIFY_OUT` (a directory) the coverage results are
+/// written there as WKT for an outside check. Run with
 /// `cargo test --release -p canopy-vector --test simplify -- --ignored --nocapture`.
 #[test]
 #[ignore = "needs CANOPY_SIMPLIFY_WKT (a WKT file of polygons); timing only"]
@@ -381,6 +382,12 @@ fn timing_on_polygonized_mask() {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             times.sort_by(f64::total_cmp);
+            if let (Ok(dir), "simplify_coverage") = (std::env::var("CANOPY_SIMPLIFY_OUT"), name) {
+                use wkt::ToWkt;
+                let text: String = out.iter().map(|p| p.wkt_string() + "\n").collect();
+                let file = format!("{dir}/coverage_{method:?}.wkt");
+                std::fs::write(&file, text).unwrap();
+            }
             let after: usize = out.iter().map(vertex_count).sum();
             let valid = out.iter().filter(|p| p.is_valid()).count();
             let area: f64 = out.iter().map(|p| p.unsigned_area()).sum();
