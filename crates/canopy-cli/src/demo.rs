@@ -199,6 +199,33 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
     // 6. time series: does a model need cloud preprocessing?
     crate::demo_series::step()?;
 
+    // 7. the class map as polygons: exact outlines, GeoJSON in WGS 84
+    let t = Instant::now();
+    let geojson_path = out.join("high.geojson");
+    let summary = crate::polygonize::execute(&crate::polygonize::demo_args(
+        &class_path,
+        &geojson_path,
+        3.0,
+    ))?;
+    ensure!(
+        summary.pixels == counts[3],
+        "the polygons cover {} pixels but the class map has {} high pixels",
+        summary.pixels,
+        counts[3]
+    );
+    let back = canopy_vector::read_geojson(&geojson_path)?;
+    ensure!(
+        back.features.len() == summary.regions,
+        "GeoJSON read-back lost features"
+    );
+    println!(
+        "7. polygonized the high class: {} regions with exact pixel outlines (covering all {} pixels), written as RFC 7946 GeoJSON (UTM 33N -> WGS 84) to {} in {:.2} s",
+        summary.regions,
+        summary.pixels,
+        geojson_path.display(),
+        t.elapsed().as_secs_f64()
+    );
+
     println!(
         "done in {:.1} s; inspect the outputs with `canopy info {}`",
         t_all.elapsed().as_secs_f64(),

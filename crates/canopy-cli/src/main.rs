@@ -5,6 +5,7 @@ mod demo;
 mod demo_series;
 mod demo_train;
 mod info;
+mod polygonize;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Satellite image time series classification: train, eval, predict, explain.
     #[command(subcommand)]
     Classify(Box<classify::Classify>),
+    /// Polygonize a class raster into GeoJSON (exact pixel outlines, equal to GDAL's).
+    Polygonize(polygonize::PolygonizeArgs),
     /// Run the end-to-end demo on a synthetic scene (nothing to download).
     Demo {
         /// Directory for the demo's outputs.
@@ -55,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             checksum,
         } => info::run(&file, json, checksum),
         Command::Classify(cmd) => classify::run(*cmd),
+        Command::Polygonize(args) => polygonize::run(&args),
         Command::Demo { out, size } => demo::run(&out, size),
     }
 }
