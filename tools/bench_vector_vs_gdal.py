@@ -17,7 +17,9 @@ import time
 import numpy as np
 import rasterio
 import rasterio.features
+import shapely
 from affine import Affine
+from shapely.geometry import shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "..", "shared", "peers"))
@@ -52,6 +54,15 @@ def main():
                                                          transform=Affine.identity()))
             f()
             gdal[conn] = (median_ms(f, runs), len(out["s"]))
+            if conn == 4:
+                geoms = np.array([shape(g) for g, _ in out["s"]], dtype=object)
+                simp = {}
+
+                def g():
+                    simp["s"] = shapely.simplify(geoms, 1.0, preserve_topology=True)
+                g()
+                geos = (median_ms(g, runs), int(shapely.get_num_coordinates(geoms).sum()),
+                        int(shapely.get_num_coordinates(simp["s"]).sum()))
         cmd = ["cargo", "run", "--release", "-q", "-p", "canopy-vector", "--example",
                "polygonize_bench", "--", path, "--runs", str(runs)]
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
@@ -59,7 +70,7 @@ def main():
         for line in res.stdout.splitlines():
             if line.startswith("{"):
                 row = json.loads(line)
-                ours[row["connectivity"]] = row
+                ours[row.get("connectivity", row.get("op"))] = row
     print(f"mask 4096x4096, {mask.mean()*100:.1f}% foreground; medians of {runs} runs; "
           f"rasterio {rasterio.__version__} / GDAL {rasterio.__gdal_version__}")
     for conn in (4, 8):
@@ -67,6 +78,12 @@ def main():
         o = ours[conn]
         print(f"polygonize connectivity {conn}: GDAL {g_ms:.1f} ms ({g_n} polygons), canopy "
               f"{o['median_ms']:.1f} ms ({o['regions']} regions) -> {g_ms / o['median_ms']:.2f}x")
+    g_ms, nv_in, nv_out = geos
+    for op in ("simplify", "simplify_coverage"):
+        o = ours[op]
+        print(f"{op} tol 1.0 ({o['polygons']} polygons): GEOS preserve_topology {g_ms:.1f} ms "
+              f"({nv_in} -> {nv_out} vertices), canopy {o['median_ms']:.1f} ms "
+              f"({o['vertices_in']} -> {o['vertices_out']} vertices) -> {g_ms / o['median_ms']:.2f}x")
 
 
 if __name__ == "__main__":

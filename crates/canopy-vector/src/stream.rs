@@ -87,8 +87,20 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
         let width = u32::try_from(width)
             .ok()
             .filter(|&w| w > 0 && w < u32::MAX)
-            .ok_or_else(|| Error::invalid("StreamingPolygonizer", format!("width {width} must be in 1..2^32-1")))?;
-        Ok(StreamingPolygonizer { width, options, y: 0, prev: Vec::new(), open: HashMap::new(), next_id: 0 })
+            .ok_or_else(|| {
+                Error::invalid(
+                    "StreamingPolygonizer",
+                    format!("width {width} must be in 1..2^32-1"),
+                )
+            })?;
+        Ok(StreamingPolygonizer {
+            width,
+            options,
+            y: 0,
+            prev: Vec::new(),
+            open: HashMap::new(),
+            next_id: 0,
+        })
     }
 
     /// Rows read so far.
@@ -115,19 +127,30 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
         if labels.ncols() != self.width as usize {
             return Err(Error::invalid(
                 "StreamingPolygonizer::push_rows",
-                format!("rows of {} pixels given to a polygonizer of width {}", labels.ncols(), self.width),
+                format!(
+                    "rows of {} pixels given to a polygonizer of width {}",
+                    labels.ncols(),
+                    self.width
+                ),
             ));
         }
         if let Some(v) = &valid {
             if v.dim() != labels.dim() {
                 return Err(Error::invalid(
                     "StreamingPolygonizer::push_rows",
-                    format!("validity mask {:?} differs from labels {:?}", v.dim(), labels.dim()),
+                    format!(
+                        "validity mask {:?} differs from labels {:?}",
+                        v.dim(),
+                        labels.dim()
+                    ),
                 ));
             }
         }
         if (self.y as u64) + (labels.nrows() as u64) >= u64::from(u32::MAX) {
-            return Err(Error::invalid("StreamingPolygonizer::push_rows", "more than 2^32-2 rows"));
+            return Err(Error::invalid(
+                "StreamingPolygonizer::push_rows",
+                "more than 2^32-2 rows",
+            ));
         }
         let rows: Vec<Vec<(u32, u32, T)>> = (0..labels.nrows())
             .into_par_iter()
@@ -152,7 +175,11 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
         let min = self.options.min_pixels;
         done.into_par_iter()
             .filter(|o| o.pixels >= min)
-            .map(|o| Region { value: o.value, pixels: o.pixels, geometry: trace_region(&o.segs, stride) })
+            .map(|o| Region {
+                value: o.value,
+                pixels: o.pixels,
+                geometry: trace_region(&o.segs, stride),
+            })
             .collect()
     }
 
@@ -219,7 +246,11 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
                             self.open.get(&survivor).map_or(0, |o| o.segs.len()),
                             self.open.get(&id).map_or(0, |o| o.segs.len()),
                         );
-                        if lg > ls { (id, survivor) } else { (survivor, id) }
+                        if lg > ls {
+                            (id, survivor)
+                        } else {
+                            (survivor, id)
+                        }
                     };
                     if let Some(g) = self.open.remove(&gone) {
                         if let Some(k) = self.open.get_mut(&keep) {
@@ -247,7 +278,14 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
                 None => {
                     let id = self.next_id;
                     self.next_id = self.next_id.wrapping_add(1);
-                    self.open.insert(id, Open { value: run.2, pixels: 0, segs: Vec::new() });
+                    self.open.insert(
+                        id,
+                        Open {
+                            value: run.2,
+                            pixels: 0,
+                            segs: Vec::new(),
+                        },
+                    );
                     id_of_root.insert(root, id);
                     id
                 }
@@ -279,10 +317,20 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
             let next = next_a.min(next_b);
             if ca != cb {
                 if let Some(o) = cb.and_then(|k| self.open.get_mut(&k)) {
-                    o.segs.push(Seg { sx: x, sy: y, ex: next, ey: y });
+                    o.segs.push(Seg {
+                        sx: x,
+                        sy: y,
+                        ex: next,
+                        ey: y,
+                    });
                 }
                 if let Some(o) = ca.and_then(|k| self.open.get_mut(&k)) {
-                    o.segs.push(Seg { sx: next, sy: y, ex: x, ey: y });
+                    o.segs.push(Seg {
+                        sx: next,
+                        sy: y,
+                        ex: x,
+                        ey: y,
+                    });
                 }
             }
             x = next;
@@ -290,8 +338,18 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
         for (run, &id) in cur.iter().zip(&cur_ids) {
             if let Some(o) = self.open.get_mut(&id) {
                 o.pixels += (run.1 - run.0) as usize;
-                o.segs.push(Seg { sx: run.0, sy: y + 1, ex: run.0, ey: y });
-                o.segs.push(Seg { sx: run.1, sy: y, ex: run.1, ey: y + 1 });
+                o.segs.push(Seg {
+                    sx: run.0,
+                    sy: y + 1,
+                    ex: run.0,
+                    ey: y,
+                });
+                o.segs.push(Seg {
+                    sx: run.1,
+                    sy: y,
+                    ex: run.1,
+                    ey: y + 1,
+                });
             }
         }
         // Regions of the previous row that this row does not continue are complete.
@@ -309,7 +367,11 @@ impl<T: Copy + PartialEq + Send + Sync> StreamingPolygonizer<T> {
                 done.push(o);
             }
         }
-        self.prev = cur.iter().zip(&cur_ids).map(|(r, &id)| (r.0, r.1, r.2, id)).collect();
+        self.prev = cur
+            .iter()
+            .zip(&cur_ids)
+            .map(|(r, &id)| (r.0, r.1, r.2, id))
+            .collect();
         self.y += 1;
     }
 }
@@ -347,15 +409,26 @@ pub fn polygonize_geotiff<T: Sample>(
     if band >= info.bands {
         return Err(Error::invalid(
             "polygonize_geotiff",
-            format!("{}: band index {band} is out of range ({} band(s), 0-based)", tif.path().display(), info.bands),
+            format!(
+                "{}: band index {band} is out of range ({} band(s), 0-based)",
+                tif.path().display(),
+                info.bands
+            ),
         ));
     }
     if strip_rows == 0 {
-        return Err(Error::invalid("polygonize_geotiff", "strip_rows must be at least 1"));
+        return Err(Error::invalid(
+            "polygonize_geotiff",
+            "strip_rows must be at least 1",
+        ));
     }
     let (width, height) = (info.width, info.height);
     let mut poly = StreamingPolygonizer::new(width, options.clone())?;
-    let mut summary = StreamSummary { regions: 0, pixels: 0, max_open: 0 };
+    let mut summary = StreamSummary {
+        regions: 0,
+        pixels: 0,
+        max_open: 0,
+    };
     let mut emit = |regions: Vec<Region<T>>, summary: &mut StreamSummary| -> Result<()> {
         for r in regions {
             summary.regions += 1;
@@ -394,7 +467,10 @@ mod tests {
             [1, 1, 1, 0, 0, 0],
             [0, 0, 0, 0, 0, 0]
         ];
-        let opts = PolygonizeOptions { connectivity: Connectivity::Four, min_pixels: 1 };
+        let opts = PolygonizeOptions {
+            connectivity: Connectivity::Four,
+            min_pixels: 1,
+        };
         let whole = polygonize(labels.view(), None, &opts).unwrap();
         let mut s = StreamingPolygonizer::new(6, opts).unwrap();
         let mut got = s.push_rows(labels.view(), None).unwrap();
@@ -407,7 +483,10 @@ mod tests {
                 .iter()
                 .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
                 .map(|ring| {
-                    let mut v: Vec<_> = ring.0[1..].iter().map(|c| (c.x as i64, c.y as i64)).collect();
+                    let mut v: Vec<_> = ring.0[1..]
+                        .iter()
+                        .map(|c| (c.x as i64, c.y as i64))
+                        .collect();
                     v.sort_unstable();
                     v
                 })

@@ -269,8 +269,10 @@ fn canonical(regions: &[Region<u8>]) -> Vec<(u8, usize, Vec<Vec<(i64, i64)>>)> {
                 .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()))
                 .map(|ring| {
                     // Without the closing vertex: the start of a ring is arbitrary.
-                    let mut v: Vec<(i64, i64)> =
-                        ring.0[1..].iter().map(|c| (c.x as i64, c.y as i64)).collect();
+                    let mut v: Vec<(i64, i64)> = ring.0[1..]
+                        .iter()
+                        .map(|c| (c.x as i64, c.y as i64))
+                        .collect();
                     v.sort_unstable();
                     v
                 })
@@ -323,8 +325,11 @@ fn polygonize_geotiff_streams_a_file_in_strips() -> anyhow::Result<()> {
             0
         }
     });
-    let raster = Raster::new(data.clone(), Georef::new(GeoTransform::north_up(0.0, 0.0, 1.0, 1.0), Some(32633)))
-        .with_nodata(Some(9.0));
+    let raster = Raster::new(
+        data.clone(),
+        Georef::new(GeoTransform::north_up(0.0, 0.0, 1.0, 1.0), Some(32633)),
+    )
+    .with_nodata(Some(9.0));
     write_geotiff(&path, &raster, &WriteOptions::default())?;
     let tif = GeoTiff::open(&path)?;
     let mut got = Vec::new();
@@ -342,7 +347,8 @@ fn polygonize_geotiff_streams_a_file_in_strips() -> anyhow::Result<()> {
         |done, total| last = (done, total),
     )?;
     assert_eq!(last, (200, 200));
-    let whole = canopy_vector::polygonize_raster(&raster, 0, Some(1), &PolygonizeOptions::default())?;
+    let whole =
+        canopy_vector::polygonize_raster(&raster, 0, Some(1), &PolygonizeOptions::default())?;
     assert_eq!(canonical(&got), canonical(&whole));
     assert_eq!(summary.regions, whole.len());
     assert_eq!(summary.pixels, data.iter().filter(|&&v| v == 1).count());
