@@ -1,15 +1,4 @@
-//! # canopy-vector
-//!
-//! From class maps to GIS-ready vectors: the step every building-mapping pipeline ends with.
-//!
-//! The crate is geometry only: it builds without candle, on `geo` / `geo-types` geometries and
-//! canopy-raster's [`GeoTransform`](canopy_raster::GeoTransform).
-//!
-//! # Coordinates
-//! Pixel space is `(x, y) = (column, row)` with `(0, 0)` the outer corner of the top-left pixel,
-//! the same convention as canopy-raster's rasterizer, so polygonize followed by rasterize gives
-//! the mask back exactly.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod coco;
