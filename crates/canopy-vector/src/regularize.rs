@@ -79,7 +79,7 @@ use std::collections::HashMap;
 use geo::{Area, Validation};
 use geo_types::{Coord, LineString, Polygon};
 
-use crate::simplify::{simplify_polygons, SimplifyMethod};
+use crate::simplify::{open_ring, simplify_polygons, SimplifyMethod};
 use crate::{Error, Result};
 
 /// Options of [`regularize`].
@@ -245,19 +245,6 @@ fn check_options(o: &RegularizeOptions) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn open_ring(ring: &LineString<f64>) -> Vec<Coord<f64>> {
-    let mut out: Vec<Coord<f64>> = Vec::with_capacity(ring.0.len());
-    for &c in &ring.0 {
-        if out.last() != Some(&c) {
-            out.push(c);
-        }
-    }
-    while out.len() > 1 && out.first() == out.last() {
-        out.pop();
-    }
-    out
 }
 
 /// An edge of the simplified ring, with the line fitted to the input vertices it replaced.

@@ -251,7 +251,7 @@ impl Hasher for KeyHasher {
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// A ring's vertices without the closing vertex and without consecutive repeats.
-fn open_ring(ring: &LineString<f64>) -> Vec<Coord<f64>> {
+pub(crate) fn open_ring(ring: &LineString<f64>) -> Vec<Coord<f64>> {
     let mut out: Vec<Coord<f64>> = Vec::with_capacity(ring.0.len());
     for &c in &ring.0 {
         if out.last() != Some(&c) {

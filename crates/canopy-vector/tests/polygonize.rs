@@ -256,9 +256,12 @@ proptest! {
     }
 }
 
+/// Value, pixel count and sorted rings of one region.
+type Canonical = (u8, usize, Vec<Vec<(i64, i64)>>);
+
 /// A canonical form of a set of regions: per region the value, pixel count and sorted ring
 /// vertex lists, sorted.
-fn canonical(regions: &[Region<u8>]) -> Vec<(u8, usize, Vec<Vec<(i64, i64)>>)> {
+fn canonical(regions: &[Region<u8>]) -> Vec<Canonical> {
     let mut out: Vec<_> = regions
         .iter()
         .map(|r| {
