@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, ensure, Context};
 use candle_core::{DType, Device};
 use canopy_nn::SeededVarMap;
+use canopy_raster::GeoTiff;
 use canopy_series::batch::collate;
 use canopy_series::load::eopatch::{EoPatch, PatchSpec};
+use canopy_series::load::stack::read_stack;
 use canopy_series::load::{read_breizhcrops_dir, read_ucr};
 use canopy_series::split::{pixel_positions, spatial_split, stratified_split};
 use canopy_series::transform::{Normalization, PadTruncate, Pipeline};
+use canopy_series::Date;
 use canopy_series::SeriesDataset;
 use canopy_temporal::explain::{
     plot_attention, plot_saliency, plot_state_traces, saliency, PlotOptions, SaliencyTarget,
@@ -42,6 +45,10 @@ pub enum Format {
     Breizhcrops,
     /// An eo-learn EOPatch folder: one sample per labelled pixel.
     Eopatch,
+    /// A folder of GeoTIFFs, one per date (the date in the file name: `YYYY-MM-DD` or
+    /// `YYYYMMDD`), all on one grid, with a class raster (`--label-raster`): one sample per
+    /// pixel; nodata and NaN samples are missing dates (masked, filled with the band mean).
+    GeotiffStack,
 }
 
 /// How the data are read and cut; stored with a trained model so `eval`/`predict` read new
@@ -63,6 +70,15 @@ pub struct DataArgs {
     /// eopatch: the `mask_timeless/` feature holding each pixel's class.
     #[arg(long, default_value = "LULC")]
     pub labels: String,
+    /// geotiff-stack: the class raster on the stack's grid (band 1; each distinct value is a
+    /// class named by the value).
+    #[arg(long)]
+    #[serde(default)]
+    pub label_raster: Option<PathBuf>,
+    /// geotiff-stack: band names of every date's file (comma separated; default B1, B2, ...).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub stack_bands: Vec<String>,
     /// Classes (by name) whose samples are dropped, e.g. `0` for eo-learn's "no data" land
     /// cover (comma separated).
     #[arg(long, value_delimiter = ',')]
@@ -94,7 +110,7 @@ pub enum Classify {
         /// Share of the samples held out for validation.
         #[arg(long, default_value_t = 0.2)]
         val_fraction: f64,
-        /// eopatch: split by square blocks of this many pixels (neighbouring pixels never
+        /// eopatch, geotiff-stack: split by square blocks of this many pixels (neighbouring pixels never
         /// straddle train and validation); 0 = stratified random split.
         #[arg(long, default_value_t = 20)]
         block: usize,
@@ -216,8 +232,141 @@ pub fn load_dataset(args: &DataArgs) -> anyhow::Result<SeriesDataset> {
             let spec = PatchSpec::new(&features).with_labels(&args.labels);
             EoPatch::open(&args.data)?.load(&spec)?.to_pixel_dataset()?
         }
+        Format::GeotiffStack => read_geotiff_stack(args)?,
     };
     drop_classes(ds, &args.drop_class)
+}
+
+/// The date in a file name: the first `YYYY-MM-DD` or `YYYYMMDD` in it.
+fn date_in_name(name: &str) -> Option<Date> {
+    let b = name.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
+    for i in 0..b.len() {
+        if digits(i..i + 4)
+            && b.get(i + 4) == Some(&b'-')
+            && digits(i + 5..i + 7)
+            && b.get(i + 7) == Some(&b'-')
+            && digits(i + 8..i + 10)
+        {
+            if let Ok(d) = Date::parse(&name[i..i + 10]) {
+                return Some(d);
+            }
+        }
+        let bounded = i == 0 || !b[i - 1].is_ascii_digit();
+        if bounded && digits(i..i + 8) && !b.get(i + 8).is_some_and(u8::is_ascii_digit) {
+            let t = &name[i..i + 8];
+            if let Ok(d) = Date::parse(&format!("{}-{}-{}", &t[..4], &t[4..6], &t[6..])) {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+/// Nodata / NaN samples carry no observation at all (unlike a cloudy one): each is replaced by
+/// its band's mean over the valid samples of the stack (0 after normalisation) and stays
+/// flagged in the mask, so no NaN reaches a model.
+fn fill_missing(patch: &mut canopy_series::PatchSeries) {
+    let (t, c, h, w) = patch.values.dim();
+    for b in 0..c {
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for ti in 0..t {
+            for r in 0..h {
+                for col in 0..w {
+                    let v = patch.values[(ti, b, r, col)];
+                    if patch.mask[(ti, r, col)] && v.is_finite() {
+                        sum += f64::from(v);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        let mean = if n > 0 { (sum / n as f64) as f32 } else { 0.0 };
+        for ti in 0..t {
+            for r in 0..h {
+                for col in 0..w {
+                    let v = &mut patch.values[(ti, b, r, col)];
+                    if !patch.mask[(ti, r, col)] || !v.is_finite() {
+                        *v = mean;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `--format geotiff-stack`: every dated `.tif` of the folder, labels from `--label-raster`.
+fn read_geotiff_stack(args: &DataArgs) -> anyhow::Result<SeriesDataset> {
+    let label_path = args
+        .label_raster
+        .as_ref()
+        .context("--format geotiff-stack needs --label-raster (the class of every pixel)")?;
+    let mut files = Vec::new();
+    for entry in
+        std::fs::read_dir(&args.data).with_context(|| format!("listing {}", args.data.display()))?
+    {
+        let path = entry?.path();
+        let is_tif = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"));
+        if !is_tif || path == *label_path {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let date = date_in_name(&name).with_context(|| {
+            format!(
+                "{}: no date (YYYY-MM-DD or YYYYMMDD) in the file name",
+                path.display()
+            )
+        })?;
+        files.push((path, date));
+    }
+    ensure!(
+        !files.is_empty(),
+        "{}: no GeoTIFF (.tif) files",
+        args.data.display()
+    );
+    let bands = GeoTiff::open(&files[0].0)?.info().bands;
+    let names: Vec<String> = if args.stack_bands.is_empty() {
+        (1..=bands).map(|b| format!("B{b}")).collect()
+    } else {
+        args.stack_bands.clone()
+    };
+    let mut stack = read_stack(&files, &names)?;
+    fill_missing(&mut stack.patch);
+    let labels = GeoTiff::open(label_path)?.read_as::<f64>()?;
+    let (_, _, h, w) = stack.patch.values.dim();
+    ensure!(
+        labels.height() == h && labels.width() == w,
+        "{}: {} x {} pixels but the stack is {h} x {w}",
+        label_path.display(),
+        labels.height(),
+        labels.width()
+    );
+    let band = labels.data.index_axis(ndarray::Axis(0), 0);
+    let mut values: Vec<f64> = band.iter().copied().filter(|v| v.is_finite()).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    let index = |v: f64| values.binary_search_by(|x| x.total_cmp(&v)).ok();
+    let mut classes = ndarray::Array2::<u32>::zeros((h, w));
+    for ((r, c), &v) in band.indexed_iter() {
+        let k = index(v).with_context(|| {
+            format!(
+                "{}: pixel ({r}, {c}) has no class ({v}); mask it with a class you drop",
+                label_path.display()
+            )
+        })?;
+        classes[(r, c)] = k as u32;
+    }
+    stack.patch.labels = Some(classes);
+    stack.patch.class_names = values.iter().map(|v| format!("{v}")).collect();
+    Ok(stack.patch.to_pixel_dataset()?)
 }
 
 fn drop_classes(mut ds: SeriesDataset, drop: &[String]) -> anyhow::Result<SeriesDataset> {
@@ -283,7 +432,8 @@ fn train_cmd(data: &DataArgs, args: &TrainArgs, out: &Path) -> anyhow::Result<()
     let ds = load_dataset(data)?;
     let length = ds.samples.iter().map(|s| s.len()).max().unwrap_or(0);
     let ds = to_length(ds, length)?;
-    let split = if data.format == Format::Eopatch && args.block > 0 {
+    let spatial = matches!(data.format, Format::Eopatch | Format::GeotiffStack);
+    let split = if spatial && args.block > 0 {
         spatial_split(
             &pixel_positions(&ds)?,
             args.block,
