@@ -313,6 +313,33 @@ proptest! {
     }
 }
 
+/// Two regions of one value that merge several rows below their tops, with a pinch in between
+/// (the first case the streaming proptest found): one region, rings as the whole pass.
+#[test]
+fn streaming_merges_regions_below_their_tops() {
+    let labels = ndarray::array![
+        [1u8, 1, 0, 1, 0, 0],
+        [1, 0, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0]
+    ];
+    let opts = PolygonizeOptions {
+        connectivity: Connectivity::Four,
+        min_pixels: 1,
+    };
+    let whole = polygonize(labels.view(), None, &opts).unwrap();
+    for strip in 1..=4 {
+        let mut s = canopy_vector::stream::StreamingPolygonizer::new(6, opts.clone()).unwrap();
+        let mut got = Vec::new();
+        for rows in labels.axis_chunks_iter(ndarray::Axis(0), strip) {
+            got.extend(s.push_rows(rows, None).unwrap());
+        }
+        got.extend(s.finish().unwrap());
+        assert_eq!(canonical(&got), canonical(&whole), "strips of {strip} rows");
+    }
+    assert_eq!(whole.iter().filter(|r| r.value == 1).count(), 1);
+}
+
 #[test]
 fn polygonize_geotiff_streams_a_file_in_strips() -> anyhow::Result<()> {
     use canopy_raster::{write_geotiff, GeoTransform, Georef, Raster, WriteOptions};
