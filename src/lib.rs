@@ -12,6 +12,7 @@
 //! | `series` | `canopy-series`: time-series samples, loaders, preprocessing blocks | `series` |
 //! | `temporal` | `canopy-temporal`: LSTM, Transformer, TempCNN, MS-ResNet, InceptionTime, ConvLSTM classifiers | `temporal` |
 //! | `vector` | `canopy-vector`: polygonize (equal to GDAL), simplify, regularise, polygon metrics, GeoJSON / COCO | `vector` |
+//! | `segment` | `canopy-segment`: FCN, multi-scale MLP net, U-Net, TernausNet; segmentation datasets; whole-scene inference | `segment` |
 //!
 //! The `tensor` feature adds `Raster` <-> candle `Tensor` conversion to [`raster`].
 #![warn(missing_docs)]
@@ -33,3 +34,6 @@ pub use canopy_temporal as temporal;
 
 #[cfg(feature = "vector")]
 pub use canopy_vector as vector;
+
+#[cfg(feature = "segment")]
+pub use canopy_segment as segment;
