@@ -2,5 +2,17 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fcn;
+mod layers;
+pub mod mlpnet;
+pub mod model;
+pub mod ternaus;
+pub mod unet;
+pub mod weights;
 
 pub use error::{Error, Result};
+pub use fcn::{Fcn, FcnConfig};
+pub use mlpnet::{MlpActivation, MlpNet, MlpNetConfig};
+pub use model::{ModelConfig, SegmentationModel};
+pub use ternaus::{TernausNet, TernausNetConfig};
+pub use unet::{UNet, UNetConfig};
