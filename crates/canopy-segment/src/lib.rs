@@ -3,6 +3,7 @@
 
 mod error;
 pub mod fcn;
+pub mod infer;
 mod layers;
 pub mod mlpnet;
 pub mod model;
