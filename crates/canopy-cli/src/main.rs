@@ -6,6 +6,7 @@ mod demo_series;
 mod demo_train;
 mod info;
 mod polygonize;
+mod segment;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Satellite image time series classification: train, eval, predict, explain.
     #[command(subcommand)]
     Classify(Box<classify::Classify>),
+    /// Segment a whole GeoTIFF scene with a trained model into a georeferenced class map
+    /// (`canopy segment merge` stitches `--shard` runs).
+    Segment(Box<segment::SegmentCommand>),
     /// Polygonize a class raster into GeoJSON (exact pixel outlines, equal to GDAL's).
     Polygonize(polygonize::PolygonizeArgs),
     /// Run the end-to-end demo on a synthetic scene (nothing to download).
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         } => info::run(&file, json, checksum),
         Command::Classify(cmd) => classify::run(*cmd),
         Command::Polygonize(args) => polygonize::run(&args),
+        Command::Segment(cmd) => segment::run(&cmd),
         Command::Demo { out, size } => demo::run(&out, size),
     }
 }

@@ -234,13 +234,11 @@ impl Segmenter {
         };
         let k = self.output_classes();
         let v: Vec<f32> = probs.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        Ok(
-            Array4::from_shape_vec((b, k, h, w), v).map_err(|e| Error::Shape {
-                context: "Segmenter::probabilities",
-                expected: format!("({b}, {k}, {h}, {w}) probabilities"),
-                actual: e.to_string(),
-            })?,
-        )
+        Array4::from_shape_vec((b, k, h, w), v).map_err(|e| Error::Shape {
+            context: "Segmenter::probabilities",
+            expected: format!("({b}, {k}, {h}, {w}) probabilities"),
+            actual: e.to_string(),
+        })
     }
 }
 
@@ -338,13 +336,20 @@ pub struct SegmentReport {
     pub nodata_pixels: u64,
 }
 
+/// What is read from the scene and how many windows go through the model at once.
+struct Plan {
+    bands: Vec<usize>,
+    alpha: Option<usize>,
+    batch: usize,
+}
+
 /// The bands and alpha band read for a scene with `file_bands` bands.
 fn plan_bands(
     seg: &Segmenter,
     file_bands: usize,
     opts: &SegmentOptions,
     path: &Path,
-) -> Result<(Vec<usize>, Option<usize>)> {
+) -> Result<Plan> {
     let need = seg.in_channels();
     let bands = match &opts.bands {
         Some(b) => b.clone(),
@@ -384,7 +389,11 @@ fn plan_bands(
         None if opts.bands.is_none() && need == 3 && file_bands == 4 => Some(3),
         None => None,
     };
-    Ok((bands, alpha))
+    Ok(Plan {
+        bands,
+        alpha,
+        batch: opts.batch.max(1),
+    })
 }
 
 /// The validity mask of a window: no selected band is nodata/NaN and alpha is not 0.
@@ -417,13 +426,11 @@ fn run_windows(
     input: &GeoTiff,
     tiler: &Tiler,
     indices: std::ops::Range<usize>,
-    bands: &[usize],
-    alpha: Option<usize>,
-    batch: usize,
+    plan: &Plan,
     mut sink: impl FnMut(usize, Window, ArrayView3<f32>) -> Result<()>,
 ) -> Result<()> {
     let windows: Vec<Window> = tiler.windows().collect();
-    let batch = batch.max(1);
+    let (bands, alpha, batch) = (&plan.bands, plan.alpha, plan.batch);
     let mut start = indices.start;
     while start < indices.end {
         let end = (start + batch).min(indices.end);
@@ -594,28 +601,19 @@ pub fn segment_geotiff(
 ) -> Result<SegmentReport> {
     let info = input.info();
     let (width, height) = (info.width, info.height);
-    let (bands, alpha) = plan_bands(seg, info.bands, opts, input_path)?;
+    let plan = plan_bands(seg, info.bands, opts, input_path)?;
     let tiler = make_tiler(width, height, opts)?;
     let k = seg.output_classes();
     let mut stitcher = RowStitcher::new(&tiler, k + 1, opts.blend)?;
     let mut out = Outputs::create(outputs, width, height, k, &info.georef, &opts.write)?;
     let total = tiler.len();
-    run_windows(
-        seg,
-        input,
-        &tiler,
-        0..total,
-        &bands,
-        alpha,
-        opts.batch,
-        |i, win, pred| {
-            if let Some(rows) = stitcher.add(win, pred)? {
-                out.write(&rows)?;
-            }
-            progress(i + 1, total);
-            Ok(())
-        },
-    )?;
+    run_windows(seg, input, &tiler, 0..total, &plan, |i, win, pred| {
+        if let Some(rows) = stitcher.add(win, pred)? {
+            out.write(&rows)?;
+        }
+        progress(i + 1, total);
+        Ok(())
+    })?;
     let rest = stitcher.finish()?;
     if rest.data.dim().1 > 0 {
         out.write(&rest)?;
@@ -671,36 +669,27 @@ pub fn predict_shard(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ShardManifest> {
     let info = input.info();
-    let (bands, alpha) = plan_bands(seg, info.bands, opts, input_path)?;
+    let plan = plan_bands(seg, info.bands, opts, input_path)?;
     let tiler = make_tiler(info.width, info.height, opts)?;
     let range = shard.range(tiler.len());
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let total = range.len();
     let mut done = 0;
-    run_windows(
-        seg,
-        input,
-        &tiler,
-        range.clone(),
-        &bands,
-        alpha,
-        opts.batch,
-        |i, _win, pred| {
-            let (c, h, w) = pred.dim();
-            let t = Tensor::from_vec(
-                pred.iter().copied().collect::<Vec<f32>>(),
-                (c, h, w),
-                &Device::Cpu,
-            )?;
-            let path = window_file(dir, i);
-            let tmp = path.with_extension("safetensors.tmp");
-            t.save_safetensors("prediction", &tmp)?;
-            std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-            done += 1;
-            progress(done, total);
-            Ok(())
-        },
-    )?;
+    run_windows(seg, input, &tiler, range.clone(), &plan, |i, _win, pred| {
+        let (c, h, w) = pred.dim();
+        let t = Tensor::from_vec(
+            pred.iter().copied().collect::<Vec<f32>>(),
+            (c, h, w),
+            &Device::Cpu,
+        )?;
+        let path = window_file(dir, i);
+        let tmp = path.with_extension("safetensors.tmp");
+        t.save_safetensors("prediction", &tmp)?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        done += 1;
+        progress(done, total);
+        Ok(())
+    })?;
     let manifest = ShardManifest {
         shard,
         width: info.width,
