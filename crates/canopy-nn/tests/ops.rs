@@ -367,6 +367,42 @@ fn transposed_convolutions_match_pytorch() {
 }
 
 #[test]
+fn patch_transposed_convolution_equals_its_definition() {
+    // stride == kernel, no padding: the matrix-product path (U-Net's 2x2 up-convolutions)
+    let dev = Device::Cpu;
+    let (b, c, o, h, w, kh, kw) = (2, 3, 5, 3, 4, 2, 3);
+    let x = random_f64(&[b, c, h, w], 21, &dev).unwrap();
+    let wt = random_f64(&[c, o, kh, kw], 22, &dev).unwrap();
+    let bias = random_f64(&[o], 23, &dev).unwrap();
+    let (sh, sw) = (TransposeAxis::new(kh, 0), TransposeAxis::new(kw, 0));
+    let y = conv_transpose2d(&x, &wt, Some(&bias), sh, sw, 1).unwrap();
+    assert_eq!(y.dims(), &[b, o, h * kh, w * kw]);
+    let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let wv: Vec<f64> = wt.flatten_all().unwrap().to_vec1().unwrap();
+    let bv: Vec<f64> = bias.to_vec1().unwrap();
+    let yv: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+    for bi in 0..b {
+        for oi in 0..o {
+            for r in 0..h * kh {
+                for q in 0..w * kw {
+                    let (i, di, j, dj) = (r / kh, r % kh, q / kw, q % kw);
+                    let mut want = bv[oi];
+                    for ci in 0..c {
+                        want += xv[((bi * c + ci) * h + i) * w + j]
+                            * wv[((ci * o + oi) * kh + di) * kw + dj];
+                    }
+                    let got = yv[((bi * o + oi) * h * kh + r) * w * kw + q];
+                    assert!((got - want).abs() < 1e-12, "({bi},{oi},{r},{q}): {got} vs {want}");
+                }
+            }
+        }
+    }
+    gradcheck(&[&[b, c, h, w], &[c, o, kh, kw], &[o]], |t| {
+        conv_transpose2d(&t[0], &t[1], Some(&t[2]), sh, sw, 1)
+    });
+}
+
+#[test]
 fn gelu_gradient_is_exact_where_candles_is_not() {
     let dev = Device::Cpu;
     let xs: Vec<f64> = (0..401).map(|i| -6.0 + i as f64 * 0.03).collect();

@@ -140,6 +140,12 @@ pub fn conv_transpose2d(
     }
     let ig = c_in / groups;
     let c_out = og * groups;
+    let patch = |a: TransposeAxis, k: usize| {
+        a.stride == k && a.padding == 0 && a.dilation == 1 && a.output_padding == 0
+    };
+    if groups == 1 && patch(h, kh) && patch(w, kw) {
+        return transpose_patches(x, weight, bias);
+    }
     // flip the kernel in space and swap in/out channels per group
     let rev = |k: usize| -> Result<Tensor> {
         let v: Vec<u32> = (0..k as u32).rev().collect();
@@ -173,6 +179,37 @@ pub fn conv_transpose2d(
         groups,
     };
     conv2d(&xs, &wf, bias, cfg)
+}
+
+/// The transposed convolution whose stride equals its kernel (no padding, dilation, groups):
+/// every input pixel writes its own `K_h x K_w` output patch, so the whole operation is one
+/// matrix product `(B H W, C_in) x (C_in, C_out K_h K_w)` and a reordering of the result —
+/// instead of a convolution over an input dilated with zeros (4x the work for U-Net's 2x2
+/// up-convolutions, and several full-size copies). Gradients come from the product and the
+/// reshapes.
+fn transpose_patches(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (b, c_in, hi, wi) = x.dims4()?;
+    let (_, c_out, kh, kw) = weight.dims4()?;
+    let rows = x
+        .permute((0, 2, 3, 1))? // (B, H, W, C_in)
+        .contiguous()?
+        .reshape((b * hi * wi, c_in))?;
+    let w = weight.reshape((c_in, c_out * kh * kw))?;
+    let y = rows
+        .matmul(&w)? // (B H W, C_out K_h K_w)
+        .reshape((b, hi, wi, c_out, kh, kw))?
+        .permute((0, 3, 1, 4, 2, 5))? // (B, C_out, H, K_h, W, K_w)
+        .contiguous()?
+        .reshape((b, c_out, hi * kh, wi * kw))?;
+    match bias {
+        None => Ok(y),
+        Some(bias) => {
+            if bias.dims() != [c_out] {
+                return Err(shape("conv_transpose2d", format!("bias ({c_out},)"), bias.dims()));
+            }
+            Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
+        }
+    }
 }
 
 /// 1-D transposed convolution like `torch.nn.functional.conv_transpose1d`.
