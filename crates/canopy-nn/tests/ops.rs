@@ -392,7 +392,10 @@ fn patch_transposed_convolution_equals_its_definition() {
                             * wv[((ci * o + oi) * kh + di) * kw + dj];
                     }
                     let got = yv[((bi * o + oi) * h * kh + r) * w * kw + q];
-                    assert!((got - want).abs() < 1e-12, "({bi},{oi},{r},{q}): {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-12,
+                        "({bi},{oi},{r},{q}): {got} vs {want}"
+                    );
                 }
             }
         }
@@ -400,6 +403,64 @@ fn patch_transposed_convolution_equals_its_definition() {
     gradcheck(&[&[b, c, h, w], &[c, o, kh, kw], &[o]], |t| {
         conv_transpose2d(&t[0], &t[1], Some(&t[2]), sh, sw, 1)
     });
+}
+
+#[test]
+fn fused_channel_ops_equal_their_definitions_and_have_exact_gradients() {
+    let dev = Device::Cpu;
+    let x = random_f64(&[2, 3, 5, 4], 31, &dev).unwrap();
+    let s = random_f64(&[3], 32, &dev).unwrap();
+    let b = random_f64(&[3], 33, &dev).unwrap();
+    for relu in [false, true] {
+        let y = scale_shift(&x, &s, &b, relu).unwrap();
+        let mut want = x
+            .broadcast_mul(&s.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap())
+            .unwrap();
+        if relu {
+            want = want.relu().unwrap();
+        }
+        let d = (y - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert!(d.to_scalar::<f64>().unwrap() < 1e-15);
+        gradcheck(&[&[2, 3, 5, 4], &[3], &[3]], |t| {
+            scale_shift(&t[0], &t[1], &t[2], relu)
+        });
+    }
+    // max-pooling over 2x2 and 3x2 blocks (the fused path; sizes that are not multiples drop
+    // the remainder) equals its definition and has exact gradients (`max_pool2d_k2` above also
+    // checks it against PyTorch)
+    for (kh, kw) in [(2, 2), (3, 2)] {
+        let x = random_f64(&[2, 3, 7, 6], 34, &dev).unwrap();
+        let y = max_pool2d(&x, PoolAxis::new(kh), PoolAxis::new(kw), false).unwrap();
+        let (oh, ow) = (7 / kh, 6 / kw);
+        assert_eq!(y.dims(), &[2, 3, oh, ow]);
+        let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let yv: Vec<f64> = y.flatten_all().unwrap().to_vec1().unwrap();
+        for p in 0..6 {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut m = f64::NEG_INFINITY;
+                    for a in 0..kh {
+                        for c in 0..kw {
+                            m = m.max(xv[p * 42 + (i * kh + a) * 6 + j * kw + c]);
+                        }
+                    }
+                    assert_eq!(yv[(p * oh + i) * ow + j], m);
+                }
+            }
+        }
+        gradcheck(&[&[2, 3, 7, 6]], |t| {
+            max_pool2d(&t[0], PoolAxis::new(kh), PoolAxis::new(kw), false)
+        });
+    }
 }
 
 #[test]

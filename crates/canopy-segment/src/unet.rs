@@ -108,15 +108,16 @@ impl DoubleConv {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.conv_a.forward(x)?;
-        if let Some(bn) = &self.bn_a {
-            y = bn.forward_t(&y, train)?;
-        }
-        let mut y = self.conv_b.forward(&y.relu()?)?;
-        if let Some(bn) = &self.bn_b {
-            y = bn.forward_t(&y, train)?;
-        }
-        Ok(y.relu()?)
+        let conv_bn_relu =
+            |conv: &Conv2d, bn: &Option<BatchNorm2d>, x: &Tensor| -> Result<Tensor> {
+                let y = conv.forward(x)?;
+                match bn {
+                    Some(bn) => bn.forward_t(&y, train, true),
+                    None => Ok(y.relu()?),
+                }
+            };
+        let y = conv_bn_relu(&self.conv_a, &self.bn_a, x)?;
+        conv_bn_relu(&self.conv_b, &self.bn_b, &y)
     }
 }
 

@@ -205,7 +205,11 @@ fn transpose_patches(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
         None => Ok(y),
         Some(bias) => {
             if bias.dims() != [c_out] {
-                return Err(shape("conv_transpose2d", format!("bias ({c_out},)"), bias.dims()));
+                return Err(shape(
+                    "conv_transpose2d",
+                    format!("bias ({c_out},)"),
+                    bias.dims(),
+                ));
             }
             Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
         }

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub(crate) mod attention_kernel;
+pub mod channel;
 pub mod conv;
 mod conv_cpu;
 pub mod conv_transpose;
@@ -17,6 +18,7 @@ pub mod resize;
 pub mod softmax;
 
 pub use activation::gelu;
+pub use channel::scale_shift;
 pub use conv::{
     conv1d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig, Conv2dConfig,
 };

@@ -240,6 +240,21 @@ pub fn avg_pool1d(x: &Tensor, axis: PoolAxis, ceil: bool) -> Result<Tensor> {
 /// # Errors
 /// As [`max_pool1d`].
 pub fn max_pool2d(x: &Tensor, h: PoolAxis, w: PoolAxis, ceil: bool) -> Result<Tensor> {
+    // non-overlapping blocks without padding: the fused kernel (same result, gradient to the
+    // first maximum of each block like the gather path and PyTorch)
+    let blocks = |a: PoolAxis, len: usize| {
+        a.kernel == a.stride
+            && a.padding == 0
+            && a.kernel > 0
+            && len >= a.kernel
+            && (!ceil || len % a.kernel == 0)
+    };
+    if let Ok((_, _, hh, ww)) = x.dims4() {
+        let float = matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+        if float && x.device().is_cpu() && blocks(h, hh) && blocks(w, ww) {
+            return crate::ops::channel::max_pool_blocks(x, h.kernel, w.kernel);
+        }
+    }
     gather_windows(x, &[h, w], ceil, Reduce::Max, "max_pool2d")
 }
 
