@@ -423,3 +423,97 @@ impl SampleSource for GeoTiffPolygons {
         LabelledImage::new(img.bands, mask, self.group.clone(), path.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tiff::encoder::{colortype, TiffEncoder};
+    use tiff::tags::ExtraSamples;
+
+    /// A 4 x 3 RGB GeoTIFF with an unassociated alpha band, alpha 0 at (0, 1) and (2, 3).
+    fn write_rgba(path: &Path) {
+        let mut data = Vec::new();
+        for r in 0..3u8 {
+            for c in 0..4u8 {
+                let a = if (r, c) == (0, 1) || (r, c) == (2, 3) {
+                    0
+                } else {
+                    255
+                };
+                data.extend([10 * r + c, 100, 200, a]);
+            }
+        }
+        let mut enc = TiffEncoder::new(std::fs::File::create(path).unwrap()).unwrap();
+        let mut img = enc.new_image::<colortype::RGB8>(4, 3).unwrap();
+        img.extra_samples(&[ExtraSamples::UnassociatedAlpha])
+            .unwrap();
+        img.write_data(&data).unwrap();
+    }
+
+    fn write_gray16(path: &Path, values: &[u16]) {
+        let mut enc = TiffEncoder::new(std::fs::File::create(path).unwrap()).unwrap();
+        enc.write_image::<colortype::Gray16>(4, 3, values).unwrap();
+    }
+
+    #[test]
+    fn alpha_band_from_tags_is_dropped_and_masks_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, mask) = (dir.path().join("img.tif"), dir.path().join("mask.tif"));
+        write_rgba(&img);
+        let labels: Vec<u16> = (0..12).map(|i| i % 3).collect();
+        write_gray16(&mask, &labels);
+        let pairs = GeoTiffPairs::new(vec![(img.clone(), mask.clone())], "g", MaskCoding::ClassIds);
+        let s = pairs.load(0).unwrap();
+        assert_eq!((s.bands(), s.height(), s.width()), (3, 3, 4));
+        assert_eq!(s.image()[[0, 2, 1]], 21.0);
+        assert_eq!(s.image()[[2, 1, 1]], 200.0);
+        assert_eq!(s.mask()[[0, 1]], IGNORE);
+        assert_eq!(s.mask()[[2, 3]], IGNORE);
+        assert_eq!(s.mask()[[1, 2]], 0); // label 6 % 3
+        assert_eq!(s.mask()[[1, 1]], 2); // label 5 % 3
+        assert_eq!(s.mask().iter().filter(|&&m| m == IGNORE).count(), 2);
+
+        // Without alpha handling the fourth band is data and every pixel is labelled.
+        let raw = pairs.clone().with_alpha(AlphaBand::None).load(0).unwrap();
+        assert_eq!(raw.bands(), 4);
+        assert_eq!(raw.valid_fraction(), 1.0);
+        assert_eq!(raw.image()[[3, 0, 1]], 0.0);
+    }
+
+    #[test]
+    fn mask_values_are_checked_and_binary_coding_folds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (img, mask) = (dir.path().join("img.tif"), dir.path().join("mask.tif"));
+        write_rgba(&img);
+        let mut values = vec![0u16; 12];
+        values[5] = 300;
+        values[6] = 255;
+        write_gray16(&mask, &values);
+        let ids = GeoTiffPairs::new(vec![(img.clone(), mask.clone())], "g", MaskCoding::ClassIds);
+        let err = ids.load(0).unwrap_err().to_string();
+        assert!(err.contains("mask.tif") && err.contains("300"), "{err}");
+        let bin = GeoTiffPairs::new(vec![(img, mask)], "g", MaskCoding::Binary);
+        let s = bin.load(0).unwrap();
+        assert_eq!(
+            (s.mask()[[1, 1]], s.mask()[[1, 2]], s.mask()[[0, 0]]),
+            (1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn folders_pair_by_name_and_name_the_missing_mask() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, masks) = (dir.path().join("images"), dir.path().join("gt"));
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::create_dir_all(&masks).unwrap();
+        write_rgba(&images.join("a.tif"));
+        write_rgba(&images.join("b.tif"));
+        write_gray16(&masks.join("a.tif"), &[1; 12]);
+        let err = GeoTiffPairs::from_folders(&images, &masks, "g", MaskCoding::Binary).unwrap_err();
+        assert!(err.to_string().contains("b.tif"), "{err}");
+        write_gray16(&masks.join("b.tif"), &[0; 12]);
+        let pairs = GeoTiffPairs::from_folders(&images, &masks, "g", MaskCoding::Binary).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs.load(1).unwrap().class_fraction(1), 0.0);
+    }
+}
