@@ -54,6 +54,46 @@
 //! [`canopy_train::batch::Dataset`]; [`collate_patches`] stacks its items into `(B, C, h, w)`
 //! images and `(B, h, w)` `u32` labels.
 //!
+//! # Example
+//! ```
+//! use canopy_segment::data::{
+//!     collate_patches, split_by_groups, Augment, AugmentConfig, BandStats, LabelledImage,
+//!     PatchConfig, PatchDataset, IGNORE,
+//! };
+//! use canopy_train::batch::{BatchConfig, BatchSource, Batcher};
+//! use ndarray::{Array2, Array3};
+//!
+//! // Two areas of synthetic 64 x 64 RGB tiles with a square "building" (the loaders above
+//! // produce the same type from files).
+//! let tile = |group: &str, k: usize| {
+//!     let image = Array3::from_shape_fn((3, 64, 64), |(b, r, c)| (b * 50 + r + c + k) as f32);
+//!     let mut mask = Array2::<u8>::zeros((64, 64));
+//!     mask.slice_mut(ndarray::s![10..30, 20..40]).fill(1);
+//!     mask[[0, 0]] = IGNORE;
+//!     LabelledImage::new(image, mask, group, format!("{group}/{k}.png"))
+//! };
+//! let samples = vec![tile("kampala", 0)?, tile("kampala", 1)?, tile("nairobi", 0)?];
+//! let (train, val) = split_by_groups(samples, &["nairobi"])?;
+//! assert_eq!((train.len(), val.len()), (2, 1));
+//!
+//! let stats = BandStats::compute(&train)?; // save stats.to_normalisation() with the model
+//! let cfg = PatchConfig { height: 32, width: 32, patches_per_epoch: 8, ..Default::default() };
+//! let patches = PatchDataset::new(train, cfg)?
+//!     .with_augment(Augment::new(AugmentConfig::default()))
+//!     .with_normalisation(stats)?;
+//! let batches = Batcher::new(
+//!     patches,
+//!     |items| collate_patches(items, &candle_core::Device::Cpu),
+//!     BatchConfig { batch_size: 4, ..Default::default() },
+//! )?;
+//! for batch in batches.batches(0)? {
+//!     let (x, y) = batch?;
+//!     assert_eq!(x.dims(), &[4, 3, 32, 32]); // (B, C, h, w) f32
+//!     assert_eq!(y.dims(), &[4, 32, 32]); // (B, h, w) u32, 255 = ignore
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # References
 //! * E. Maggiori, Y. Tarabalka, G. Charpiat, P. Alliez, "Convolutional neural networks for
 //!   large-scale remote-sensing image classification", IEEE TGRS 2017 (patch training,
