@@ -34,6 +34,9 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A canopy-vector operation failed (GeoJSON or COCO reading, reprojection).
+    #[error(transparent)]
+    Vector(#[from] canopy_vector::Error),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
