@@ -369,7 +369,7 @@ mod tests {
                             message: e.to_string(),
                         })
                 },
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 GradCheckConfig::default(),
             )
             .unwrap();

@@ -110,7 +110,7 @@ fn backward<T: Float + Send + Sync>(
             let a = s[p % c];
             let (mut gx, mut gs) = (T::ZERO, T::ZERO);
             for (((d, &u), &v), &w) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
-                let w = if relu && !(v > T::ZERO) { T::ZERO } else { w };
+                let w = if relu && v <= T::ZERO { T::ZERO } else { w };
                 *d = w * a;
                 gx += w * u;
                 gs += w;
@@ -265,8 +265,10 @@ impl MaxPoolBlocks {
         for a in 0..self.kh {
             let row = (i * self.kh + a) * w + j * self.kw;
             for (b, &v) in plane[row..row + self.kw].iter().enumerate() {
-                // NaN propagates, as in PyTorch
-                if v > m || (v != v && m == m) {
+                // NaN propagates, as in PyTorch (`v` is NaN when it is not equal to itself)
+                #[allow(clippy::eq_op)]
+                let nan = v != v && m == m;
+                if v > m || nan {
                     m = v;
                     best = row + b;
                 }
