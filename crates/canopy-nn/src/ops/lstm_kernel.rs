@@ -123,6 +123,14 @@ impl<'a, T> DirRows<'a, T> {
         }
     }
 
+    /// The same view starting at row `r0`.
+    fn from_row(self, r0: usize) -> Self {
+        DirRows {
+            off: self.off + r0 * self.stride,
+            ..self
+        }
+    }
+
     #[inline]
     fn row(&self, r: usize) -> &'a [T] {
         let at = self.off + r * self.stride;
@@ -346,13 +354,18 @@ fn weight_grads<T: Float>(
     // h_prev: the state each (sequence, step) row started from (zero at its first step), so
     // d W_hh = Σ_s dgates_sᵀ h_prev(s) is one product over all rows
     let mut h_prev = vec![T::ZERO; bt * h];
-    for (bi, seq) in h_prev.chunks_mut(t * h).enumerate() {
+    let fill = |(bi, seq): (usize, &mut [T])| {
         let len = op.len_of(bi, t);
         for (s, row) in seq.chunks_mut(h).enumerate().take(len) {
             if let Some(p) = op.prev(s, len, t) {
                 row.copy_from_slice(h_all.row(bi * t + p));
             }
         }
+    };
+    if threads > 1 {
+        h_prev.par_chunks_mut(t * h).enumerate().for_each(fill);
+    } else {
+        h_prev.chunks_mut(t * h).enumerate().for_each(fill);
     }
     matmul(
         &mut dw[c..],
@@ -362,12 +375,16 @@ fn weight_grads<T: Float>(
         false,
         threads,
     )?; // d W_hh
-    db.fill(T::ZERO);
-    for row in dxw.chunks(g4) {
-        for (acc, &v) in db.iter_mut().zip(row) {
-            *acc += v;
-        }
-    }
+    // d bias = 1ᵀ dxw
+    let ones = vec![T::ONE; bt];
+    matmul(
+        db,
+        g4,
+        Mat::row_major(&ones, 1, bt),
+        Mat::row_major(dxw, bt, g4),
+        false,
+        threads,
+    )?;
     Ok(())
 }
 /// A whole LSTM layer, all directions in one op: `(x (B, T, C), w (D, 4H, C + H), bias (D, 4H))
@@ -396,10 +413,25 @@ impl LstmBiLayerOp {
         }
     }
 
-    /// The single-direction view of direction `d`.
-    fn direction(&self, d: usize) -> LstmLayerOp {
-        LstmLayerOp::new(self.hidden, d == 1, self.lengths.clone())
+    /// The single-direction view of direction `d` for the `nb` sequences from `b0` on.
+    fn direction(&self, d: usize, b0: usize, nb: usize) -> LstmLayerOp {
+        let lengths = self
+            .lengths
+            .as_ref()
+            .map(|l| l.iter().skip(b0).take(nb).copied().collect());
+        LstmLayerOp::new(self.hidden, d == 1, lengths)
     }
+}
+
+/// How a layer's recurrence is split into independent rayon tasks: the sequences of a batch
+/// never interact, so each (direction, block of sequences) runs its whole time loop on its
+/// own, single-threaded, with no synchronisation per step. Returns the sequences per task and
+/// the threads each task's own products may use (all of them when there is a single task).
+fn task_split(b: usize, nd: usize, threads: usize) -> (usize, usize) {
+    let blocks = threads.div_ceil(nd.max(1)).clamp(1, b.max(1));
+    let per = b.div_ceil(blocks).max(1);
+    let tasks = nd * b.div_ceil(per);
+    (per, if tasks > 1 { 1 } else { threads })
 }
 
 /// `(B, T, C, D)` from the operands `x (B, T, C)`, `w (D, 4H, C + H)`, `bias (D, 4H)`.
@@ -478,23 +510,29 @@ fn bi_forward<T: Float>(
             dst.push(r);
         }
     }
-    let run = |d: usize, a: &mut [T], r: &mut Vec<&mut [T]>| -> Result<(), String> {
-        let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
+    // tasks: (direction, first sequence, activations, hidden rows, cell rows)
+    let (per, inner) = task_split(b, nd, threads);
+    let mut tasks = Vec::new();
+    for (d, (a, r)) in acts.chunks_mut(bt * g4).zip(rows.iter_mut()).enumerate() {
         let half = bt.min(r.len());
         let (h_rows, c_rows) = r.split_at_mut(half);
-        let inner = if nd > 1 { 1 } else { threads };
-        lstm_forward(&op.direction(d), a, h_rows, c_rows, w_hh, b, t, inner)
-    };
-    if nd == 1 {
-        if let Some(r) = rows.first_mut() {
-            run(0, &mut acts, r)?;
+        let blocks = a
+            .chunks_mut(per * t * g4)
+            .zip(h_rows.chunks_mut(per * t))
+            .zip(c_rows.chunks_mut(per * t));
+        for (k, ((a, hr), cr)) in blocks.enumerate() {
+            tasks.push((d, k * per, a, hr, cr));
         }
+    }
+    let run = |(d, b0, a, hr, cr): (usize, usize, &mut [T], &mut [&mut [T]], &mut [&mut [T]])| {
+        let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        let nb = hr.len() / t.max(1);
+        lstm_forward(&op.direction(d, b0, nb), a, hr, cr, w_hh, nb, t, inner)
+    };
+    if tasks.len() == 1 {
+        tasks.into_iter().try_for_each(run)?;
     } else {
-        // one single-threaded task per direction: no synchronisation per step
-        acts.par_chunks_mut(bt * g4)
-            .zip(rows.par_iter_mut())
-            .enumerate()
-            .try_for_each(|(d, (a, r))| run(d, a, r))?;
+        tasks.into_par_iter().try_for_each(run)?;
     }
     drop(rows);
     Ok((out, acts))
@@ -535,31 +573,44 @@ fn bi_backward<T: Float>(
     let mut dw = vec![T::ZERO; nd * g4 * (c + h)];
     let mut db = vec![T::ZERO; nd * g4];
     let dims = (bt, nd, h);
-    let run = |d: usize, dxw_d: &mut [T], dw_d: &mut [T], db_d: &mut [T]| {
-        let dir = op.direction(d);
+    // backward through time: the same (direction, block of sequences) tasks as the forward
+    let (per, inner) = task_split(b, nd, threads);
+    let mut tasks = Vec::new();
+    for (d, dxw_d) in dxw.chunks_mut(bt * g4).enumerate() {
+        for (k, blk) in dxw_d.chunks_mut(per * t * g4).enumerate() {
+            tasks.push((d, k * per, blk));
+        }
+    }
+    let run = |(d, b0, dxw_blk): (usize, usize, &mut [T])| {
         let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        let nb = dxw_blk.len() / (t * g4).max(1);
+        let r0 = b0 * t;
         let a = acts
-            .get(d * bt * g4..(d + 1) * bt * g4)
+            .get(d * bt * g4 + r0 * g4..d * bt * g4 + (r0 + nb * t) * g4)
             .ok_or_else(|| "activations too short".to_string())?;
-        let inner = if nd > 1 { 1 } else { threads };
         let grads = (
-            DirRows::new(grad, 0, d, dims),
-            DirRows::new(grad, 1, d, dims),
+            DirRows::new(grad, 0, d, dims).from_row(r0),
+            DirRows::new(grad, 1, d, dims).from_row(r0),
         );
-        let c_all = DirRows::new(res, 1, d, dims);
-        lstm_backward(&dir, c_all, grads, a, dxw_d, w_hh, b, t, inner)?;
-        let h_all = DirRows::new(res, 0, d, dims);
-        weight_grads(&dir, x, h_all, dxw_d, (dw_d, db_d), (b, t, c), inner)
+        let c_all = DirRows::new(res, 1, d, dims).from_row(r0);
+        let dir = op.direction(d, b0, nb);
+        lstm_backward(&dir, c_all, grads, a, dxw_blk, w_hh, nb, t, inner)
     };
-    if nd == 1 {
-        run(0, &mut dxw, &mut dw, &mut db)?;
+    if tasks.len() == 1 {
+        tasks.into_iter().try_for_each(run)?;
     } else {
-        // one single-threaded task per direction: no synchronisation per step
-        dxw.par_chunks_mut(bt * g4)
-            .zip(dw.par_chunks_mut(g4 * (c + h)))
-            .zip(db.par_chunks_mut(g4))
-            .enumerate()
-            .try_for_each(|(d, ((dxw_d, dw_d), db_d))| run(d, dxw_d, dw_d, db_d))?;
+        tasks.into_par_iter().try_for_each(run)?;
+    }
+    // weight and bias gradients: products over all rows, every thread
+    for (d, ((dxw_d, dw_d), db_d)) in dxw
+        .chunks(bt * g4)
+        .zip(dw.chunks_mut(g4 * (c + h)))
+        .zip(db.chunks_mut(g4))
+        .enumerate()
+    {
+        let h_all = DirRows::new(res, 0, d, dims);
+        let dir = op.direction(d, 0, b);
+        weight_grads(&dir, x, h_all, dxw_d, (dw_d, db_d), (b, t, c), threads)?;
     }
     // dx = Σ_d dxw_d W_ih_d
     let mut dx = vec![T::ZERO; bt * c];
