@@ -479,7 +479,13 @@ fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches()
             let name = if i == 0 { "x" } else { &vars[i - 1].0 };
             assert!(d < 1e-12, "{label}: gradient of {name} differs by {d:e}");
             assert!(
-                q.abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap() > 0.0,
+                q.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+                    > 0.0,
                 "{label}: gradient of {name} is zero"
             );
         }

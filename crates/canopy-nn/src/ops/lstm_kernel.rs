@@ -11,12 +11,21 @@
 //! c_t = σ(f) c_{t-1} + σ(i) tanh(g),  h_t = σ(o) tanh(c_t)
 //! ```
 //!
-//! with `xw = x W_ihᵀ + b` computed beforehand by one (differentiable) matrix product. The op
-//! returns all hidden states and all cell states as one `(2, B, T, H)` tensor (so both halves are
-//! contiguous views) and keeps the gate activations `σ(i), σ(f), tanh(g), σ(o)` inside the op for
-//! its backward pass. Padded steps (lengths) keep the state and output zeros, as
-//! `pack_padded_sequence` does. The weight gradient is a single matrix product over all steps
-//! after the loop.
+//! with `xw = x W_ihᵀ + b` computed first, one matrix product per direction, straight into the
+//! buffer that then holds the gate activations `σ(i), σ(f), tanh(g), σ(o)` (overwritten in place
+//! step by step and kept inside the op for its backward pass). The op returns all hidden states
+//! and all cell states as one `(2, B, T, D·H)` tensor (so both halves are contiguous views);
+//! every direction writes its states straight into its columns and the backward pass reads
+//! them, and their gradients, in place: there is no per-direction copy. Padded steps (lengths)
+//! keep the state and output zeros, as `pack_padded_sequence` does. The weight gradients are
+//! single matrix products over all steps after the loop.
+//!
+//! Sequences of a batch never interact, so the time loop runs as independent rayon tasks, one
+//! per (direction, block of sequences), each single-threaded: with two threads a
+//! one-direction layer runs two blocks of `B/2` sequences and a bidirectional one a task per
+//! direction, and neither synchronises threads per step. (A single shared time loop with every
+//! product and gate update split over the threads costs two fork-joins per step; on a loaded
+//! machine every one of them waits for the slowest thread.)
 //!
 //! f32 and f64 on the CPU; exponentials go through
 //! [`exp_approx`](crate::ops::cpu::exp_approx) in f32 (vectorisable, relative error below 2e-7)
@@ -124,7 +133,7 @@ impl<'a, T> DirRows<'a, T> {
     }
 
     /// The same view starting at row `r0`.
-    fn from_row(self, r0: usize) -> Self {
+    fn starting_at(self, r0: usize) -> Self {
         DirRows {
             off: self.off + r0 * self.stride,
             ..self
@@ -351,8 +360,8 @@ fn weight_grads<T: Float>(
     let (g4, bt) = (4 * h, b * t);
     let dxw_t = Mat::row_major(dxw, bt, g4).t();
     matmul(dw, c + h, dxw_t, Mat::row_major(x, bt, c), false, threads)?; // d W_ih
-    // h_prev: the state each (sequence, step) row started from (zero at its first step), so
-    // d W_hh = Σ_s dgates_sᵀ h_prev(s) is one product over all rows
+                                                                         // h_prev: the state each (sequence, step) row started from (zero at its first step), so
+                                                                         // d W_hh = Σ_s dgates_sᵀ h_prev(s) is one product over all rows
     let mut h_prev = vec![T::ZERO; bt * h];
     let fill = |(bi, seq): (usize, &mut [T])| {
         let len = op.len_of(bi, t);
@@ -375,7 +384,7 @@ fn weight_grads<T: Float>(
         false,
         threads,
     )?; // d W_hh
-    // d bias = 1ᵀ dxw
+        // d bias = 1ᵀ dxw
     let ones = vec![T::ONE; bt];
     matmul(
         db,
@@ -392,10 +401,9 @@ fn weight_grads<T: Float>(
 /// the layer's output), then the cell states laid out alike. `w` stacks `[W_ih | W_hh]` per
 /// direction, `bias` the summed biases; direction 1 runs in reverse.
 ///
-/// The input projections of all directions are one matrix product; then each direction runs
-/// its recurrence single-threaded as its own rayon task, so with two directions on two cores
-/// the time loop needs no synchronisation per step (the backward pass likewise, including
-/// each direction's weight and input gradients).
+/// The input projections use every thread; the recurrence and its backward run as
+/// independent single-threaded tasks per (direction, block of sequences) (see the module
+/// docs); the weight, bias and input gradients are again products with every thread.
 #[derive(Debug, Clone)]
 pub(crate) struct LstmBiLayerOp {
     pub hidden: usize,
@@ -524,6 +532,7 @@ fn bi_forward<T: Float>(
             tasks.push((d, k * per, a, hr, cr));
         }
     }
+    #[allow(clippy::type_complexity)]
     let run = |(d, b0, a, hr, cr): (usize, usize, &mut [T], &mut [&mut [T]], &mut [&mut [T]])| {
         let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
         let nb = hr.len() / t.max(1);
@@ -589,10 +598,10 @@ fn bi_backward<T: Float>(
             .get(d * bt * g4 + r0 * g4..d * bt * g4 + (r0 + nb * t) * g4)
             .ok_or_else(|| "activations too short".to_string())?;
         let grads = (
-            DirRows::new(grad, 0, d, dims).from_row(r0),
-            DirRows::new(grad, 1, d, dims).from_row(r0),
+            DirRows::new(grad, 0, d, dims).starting_at(r0),
+            DirRows::new(grad, 1, d, dims).starting_at(r0),
         );
-        let c_all = DirRows::new(res, 1, d, dims).from_row(r0);
+        let c_all = DirRows::new(res, 1, d, dims).starting_at(r0);
         let dir = op.direction(d, b0, nb);
         lstm_backward(&dir, c_all, grads, a, dxw_blk, w_hh, nb, t, inner)
     };
