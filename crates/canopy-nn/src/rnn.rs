@@ -123,7 +123,7 @@ impl Lstm {
     }
 
     /// Runs the LSTM from zero initial states. `lengths` (one per sequence, each in `1..=T`)
-    /// masks padded steps. On the CPU in f32/f64 each layer direction is one fused op
+    /// masks padded steps. On the CPU in f32/f64 each layer (all directions) is one fused op
     /// ([`lstm_kernel`](crate::ops::lstm_kernel)); elsewhere the steps are composed candle ops
     /// as in [`forward_t_reference`](Self::forward_t_reference).
     ///

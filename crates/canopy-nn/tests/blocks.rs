@@ -410,6 +410,101 @@ fn fused_lstm_equals_the_composed_reference_with_all_gradients() {
 }
 
 #[test]
+fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches() {
+    use canopy_nn::gradcheck::random_f64;
+    use canopy_nn::rnn::{Lstm, LstmConfig};
+    let dev = Device::Cpu;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    // one direction runs its recurrence over the whole thread pool (two directions run one
+    // task each); 20 sequences split every gate loop into several tasks
+    let (b, t) = (20usize, 9usize);
+    let ragged: Vec<usize> = (0..b).map(|i| 1 + (i * 7) % t).collect();
+    for (bidirectional, lengths) in [
+        (false, None),
+        (false, Some(ragged.clone())),
+        (true, Some(ragged.clone())),
+    ] {
+        let cfg = LstmConfig {
+            input_size: 4,
+            hidden_size: 6,
+            num_layers: 2,
+            bias: true,
+            dropout: 0.0,
+            bidirectional,
+        };
+        let nd = if bidirectional { 2 } else { 1 };
+        let store = SeededVarMap::new(5);
+        let lstm = Lstm::new(&cfg, store.var_builder(DType::F64, &dev)).unwrap();
+        let vars = store.named_vars().unwrap();
+        let x = Var::from_tensor(&random_f64(&[b, t, 4], 21, &dev).unwrap()).unwrap();
+        let r = random_f64(&[b, t, 6 * nd], 22, &dev).unwrap();
+        let rc = random_f64(&[b, t, 6 * nd], 23, &dev).unwrap();
+        let run = |fused: bool, rng: &mut rand::rngs::StdRng| {
+            let out = if fused {
+                lstm.forward_t(x.as_tensor(), lengths.as_deref(), true, rng)
+            } else {
+                lstm.forward_t_reference(x.as_tensor(), lengths.as_deref(), true, rng)
+            }
+            .unwrap();
+            // outputs, the cell states of both layers and the final states all carry gradient
+            let loss = ((&out.output * &r).unwrap().sum_all().unwrap()
+                + (&out.cell_states[0] * &rc).unwrap().sum_all().unwrap()
+                + (&out.cell_states[1] * &rc).unwrap().sum_all().unwrap()
+                + out.h_n.sqr().unwrap().sum_all().unwrap()
+                + out.c_n.as_ref().unwrap().sum_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let mut g = vec![grads.get(x.as_tensor()).unwrap().clone()];
+            for (_, v) in &vars {
+                g.push(grads.get(v.as_tensor()).unwrap().clone());
+            }
+            (out, g)
+        };
+        let (a, ga) = run(true, &mut rng);
+        let (c, gc) = run(false, &mut rng);
+        let label = format!("bidirectional {bidirectional}, lengths {lengths:?}");
+        for (what, p, q) in [
+            ("output", &a.output, &c.output),
+            ("h_n", &a.h_n, &c.h_n),
+            ("c_n", a.c_n.as_ref().unwrap(), c.c_n.as_ref().unwrap()),
+            ("layer 0 hidden", &a.hidden_states[0], &c.hidden_states[0]),
+            ("layer 0 cells", &a.cell_states[0], &c.cell_states[0]),
+            ("layer 1 cells", &a.cell_states[1], &c.cell_states[1]),
+        ] {
+            let d = max_abs_diff(p, q);
+            assert!(d < 1e-12, "{label}: {what} differs by {d:e}");
+        }
+        for (i, (p, q)) in ga.iter().zip(&gc).enumerate() {
+            let d = max_abs_diff(p, q);
+            let name = if i == 0 { "x" } else { &vars[i - 1].0 };
+            assert!(d < 1e-12, "{label}: gradient of {name} differs by {d:e}");
+            assert!(
+                q.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+                    > 0.0,
+                "{label}: gradient of {name} is zero"
+            );
+        }
+        // f32 (vectorised exponential) stays within f32 rounding of the f64 result
+        let store32 = SeededVarMap::new(5);
+        let lstm32 = Lstm::new(&cfg, store32.var_builder(DType::F32, &dev)).unwrap();
+        let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
+        let y32 = lstm32
+            .forward_t(&x32, lengths.as_deref(), false, &mut rng)
+            .unwrap()
+            .output
+            .to_dtype(DType::F64)
+            .unwrap();
+        let d = max_abs_diff(&y32, &a.output);
+        assert!(d < 1e-5, "{label}: f32 output differs from f64 by {d:e}");
+    }
+}
+
+#[test]
 fn fused_conv_lstm_gates_equal_the_composed_reference_with_gradients() {
     use canopy_nn::conv_rnn::ConvLstmCell;
     use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};

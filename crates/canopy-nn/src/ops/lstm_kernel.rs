@@ -11,12 +11,21 @@
 //! c_t = σ(f) c_{t-1} + σ(i) tanh(g),  h_t = σ(o) tanh(c_t)
 //! ```
 //!
-//! with `xw = x W_ihᵀ + b` computed beforehand by one (differentiable) matrix product. The op
-//! returns all hidden states and all cell states as one `(2, B, T, H)` tensor (so both halves are
-//! contiguous views) and keeps the gate activations `σ(i), σ(f), tanh(g), σ(o)` inside the op for
-//! its backward pass. Padded steps (lengths) keep the state and output zeros, as
-//! `pack_padded_sequence` does. The weight gradient is a single matrix product over all steps
-//! after the loop.
+//! with `xw = x W_ihᵀ + b` computed first, one matrix product per direction, straight into the
+//! buffer that then holds the gate activations `σ(i), σ(f), tanh(g), σ(o)` (overwritten in place
+//! step by step and kept inside the op for its backward pass). The op returns all hidden states
+//! and all cell states as one `(2, B, T, D·H)` tensor (so both halves are contiguous views);
+//! every direction writes its states straight into its columns and the backward pass reads
+//! them, and their gradients, in place: there is no per-direction copy. Padded steps (lengths)
+//! keep the state and output zeros, as `pack_padded_sequence` does. The weight gradients are
+//! single matrix products over all steps after the loop.
+//!
+//! Sequences of a batch never interact, so the time loop runs as independent rayon tasks, one
+//! per (direction, block of sequences), each single-threaded: with two threads a
+//! one-direction layer runs two blocks of `B/2` sequences and a bidirectional one a task per
+//! direction, and neither synchronises threads per step. (A single shared time loop with every
+//! product and gate update split over the threads costs two fork-joins per step; on a loaded
+//! machine every one of them waits for the slowest thread.)
 //!
 //! f32 and f64 on the CPU; exponentials go through
 //! [`exp_approx`](crate::ops::cpu::exp_approx) in f32 (vectorisable, relative error below 2e-7)
@@ -97,42 +106,89 @@ fn weight_views<T>(w: &[T], c: usize, h: usize) -> (Mat<'_, T>, Mat<'_, T>) {
     (w_ih, w_hh)
 }
 
-/// Returns `(hc (2, B, T, H), acts (B, T, 4H))`.
+/// One direction's rows of a `(2, B, T, D·H)` state buffer (the op's output, or its gradient):
+/// row `r = b·T + s` of half `k` (0 hidden, 1 cell) is the `H` values at
+/// `k·B·T·D·H + r·D·H + d·H`. Reading through this view spares the backward pass a
+/// per-direction copy of the states and their gradients.
+#[derive(Debug, Clone, Copy)]
+struct DirRows<'a, T> {
+    data: &'a [T],
+    /// Offset of row 0.
+    off: usize,
+    /// Distance between consecutive rows (`D·H`).
+    stride: usize,
+    hidden: usize,
+}
+
+impl<'a, T> DirRows<'a, T> {
+    /// Half `half` of direction `d` in a buffer of `(2, bt, nd·h)` values; the caller has
+    /// checked that the buffer holds `2·bt·nd·h` values.
+    fn new(data: &'a [T], half: usize, d: usize, (bt, nd, h): (usize, usize, usize)) -> Self {
+        DirRows {
+            data,
+            off: half * bt * nd * h + d * h,
+            stride: nd * h,
+            hidden: h,
+        }
+    }
+
+    /// The same view starting at row `r0`.
+    fn starting_at(self, r0: usize) -> Self {
+        DirRows {
+            off: self.off + r0 * self.stride,
+            ..self
+        }
+    }
+
+    #[inline]
+    fn row(&self, r: usize) -> &'a [T] {
+        let at = self.off + r * self.stride;
+        &self.data[at..at + self.hidden]
+    }
+}
+
+/// The recurrence of one direction, in place.
 ///
-/// `xw` holds the input projection of this direction at `xw_off + (b * T + s) * xw_rs` (so the
-/// projections of both directions can share one buffer); `threads` > 1 splits the products and
-/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread.
+/// On entry `acts` `(B, T, 4H)` holds the input projection `x W_ihᵀ + b`; step `s` adds
+/// `h_{s-1} W_hhᵀ` to its rows (one product straight into the strided rows, no gate buffer)
+/// and overwrites them with the activations `σ(i), σ(f), tanh(g), σ(o)` the backward pass
+/// needs (zeros at padded steps). Hidden and cell states are written straight into `h_rows` /
+/// `c_rows`: one `H`-slice per `(b, s)` row of the layer's output, so the caller needs no
+/// per-direction copy. `threads` > 1 splits the products and the gate arithmetic over the
+/// rayon pool, 1 runs the whole recurrence on the calling thread.
 #[allow(clippy::too_many_arguments)]
 fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
-    xw: &[T],
-    (xw_off, xw_rs): (usize, usize),
+    acts: &mut [T],
+    h_rows: &mut [&mut [T]],
+    c_rows: &mut [&mut [T]],
     w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
     threads: usize,
-) -> Result<(Vec<T>, Vec<T>), String> {
+) -> Result<(), String> {
     let h = op.hidden;
     let g4 = 4 * h;
-    let mut hc = vec![T::ZERO; 2 * b * t * h];
-    let mut acts = vec![T::ZERO; b * t * g4];
+    if acts.len() != b * t * g4
+        || h_rows.len() != b * t
+        || c_rows.len() != b * t
+        || h_rows.iter().chain(c_rows.iter()).any(|r| r.len() != h)
+    {
+        return Err(format!(
+            "recurrence buffers do not fit B {b}, T {t}, H {h} ({} activations, {} + {} state rows)",
+            acts.len(),
+            h_rows.len(),
+            c_rows.len()
+        ));
+    }
     let mut h_state = vec![T::ZERO; b * h];
     let mut c_state = vec![T::ZERO; b * h];
-    let mut gates = vec![T::ZERO; b * g4];
-    let (h_all, c_all) = hc.split_at_mut(b * t * h);
     for (n, s) in op.order(t).into_iter().enumerate() {
-        // gates = xw_s + h W_hhᵀ (h = 0 before the first step)
-        for (bi, row) in gates.chunks_mut(g4).enumerate() {
-            let src = xw_off + (bi * t + s) * xw_rs;
-            let src = xw
-                .get(src..src + g4)
-                .ok_or_else(|| "input projection too short".to_string())?;
-            row.copy_from_slice(src);
-        }
         if n > 0 {
+            // gates_s += h W_hhᵀ (h = 0 before the first step), in the rows of step s
             matmul(
-                &mut gates,
-                g4,
+                &mut acts[s * g4..],
+                t * g4,
                 Mat::row_major(&h_state, b, h),
                 w_hh.t(),
                 true,
@@ -140,31 +196,27 @@ fn lstm_forward<T: Float>(
             )?;
         }
         #[allow(clippy::type_complexity)]
-        let body = |(bi, (((((h_seq, c_seq), a_seq), hs), cs), gt)): (
+        let body = |(bi, ((((a_seq, h_seq), c_seq), hs), cs)): (
             usize,
             (
-                ((((&mut [T], &mut [T]), &mut [T]), &mut [T]), &mut [T]),
-                &[T],
+                (((&mut [T], &mut [&mut [T]]), &mut [&mut [T]]), &mut [T]),
+                &mut [T],
             ),
         )| {
+            let a = &mut a_seq[s * g4..(s + 1) * g4];
             if s >= op.len_of(bi, t) {
-                return; // padded: state kept, outputs stay zero
+                a.fill(T::ZERO); // padded: state kept, outputs stay zero
+                return;
             }
-            let h_out = &mut h_seq[s * h..(s + 1) * h];
-            let c_out = &mut c_seq[s * h..(s + 1) * h];
-            let (ai, rest) = a_seq[s * g4..(s + 1) * g4].split_at_mut(h);
+            let (ai, rest) = a.split_at_mut(h);
             let (af, rest) = rest.split_at_mut(h);
             let (ag, ao) = rest.split_at_mut(h);
+            let (h_out, c_out) = (&mut *h_seq[s], &mut *c_seq[s]);
             let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
-            let (xi, xf, xg, xo) = (
-                &gt[..h],
-                &gt[h..2 * h],
-                &gt[2 * h..3 * h],
-                &gt[3 * h..4 * h],
-            );
+            let (h_out, c_out) = (&mut h_out[..h], &mut c_out[..h]);
             for k in 0..h {
-                let (i, f) = (xi[k].sigmoid(), xf[k].sigmoid());
-                let (g, o) = (xg[k].tanh(), xo[k].sigmoid());
+                let (i, f) = (ai[k].sigmoid(), af[k].sigmoid());
+                let (g, o) = (ag[k].tanh(), ao[k].sigmoid());
                 let c = f * cs[k] + i * g;
                 let hv = o * c.tanh();
                 (ai[k], af[k], ag[k], ao[k]) = (i, f, g, o);
@@ -173,50 +225,52 @@ fn lstm_forward<T: Float>(
             }
         };
         if threads > 1 {
-            h_all
-                .par_chunks_mut(t * h)
-                .zip(c_all.par_chunks_mut(t * h))
-                .zip(acts.par_chunks_mut(t * g4))
+            acts.par_chunks_mut(t * g4)
+                .zip(h_rows.par_chunks_mut(t))
+                .zip(c_rows.par_chunks_mut(t))
                 .zip(h_state.par_chunks_mut(h))
                 .zip(c_state.par_chunks_mut(h))
-                .zip(gates.par_chunks(g4))
                 .enumerate()
                 .with_min_len(8)
                 .for_each(body);
         } else {
-            h_all
-                .chunks_mut(t * h)
-                .zip(c_all.chunks_mut(t * h))
-                .zip(acts.chunks_mut(t * g4))
+            acts.chunks_mut(t * g4)
+                .zip(h_rows.chunks_mut(t))
+                .zip(c_rows.chunks_mut(t))
                 .zip(h_state.chunks_mut(h))
                 .zip(c_state.chunks_mut(h))
-                .zip(gates.chunks(g4))
                 .enumerate()
-                .for_each(&body);
+                .for_each(body);
         }
     }
-    Ok((hc, acts))
+    Ok(())
 }
 
-/// Gradients `(d xw (B, T, 4H), d W_hh (4H, H))` from the forward results and the gradient of
-/// `hc`.
+/// Backward through time of one direction: fills `dxw` `(B, T, 4H)` (zeros on entry) with the
+/// gradient of the gate pre-activations, from the forward states `hc`, the activations `acts`
+/// `(B, T, 4H)` and the gradient `grad` of the states (both read in place in the op's
+/// `(2, B, T, D·H)` layout).
 #[allow(clippy::too_many_arguments)]
 fn lstm_backward<T: Float>(
     op: &LstmLayerOp,
-    hc: &[T],
+    c_all: DirRows<'_, T>,
+    (gh, gc): (DirRows<'_, T>, DirRows<'_, T>),
     acts: &[T],
-    grad: &[T],
+    dxw: &mut [T],
     w_hh: Mat<'_, T>,
     b: usize,
     t: usize,
     threads: usize,
-) -> Result<(Vec<T>, Vec<T>), String> {
+) -> Result<(), String> {
     let h = op.hidden;
     let g4 = 4 * h;
-    let bth = b * t * h;
-    let (h_all, c_all) = hc.split_at(bth);
-    let (gh, gc) = grad.split_at(bth);
-    let mut dxw = vec![T::ZERO; b * t * g4];
+    if acts.len() != b * t * g4 || dxw.len() != b * t * g4 {
+        return Err(format!(
+            "activations ({}) or their gradient ({}) do not hold B {b} x T {t} x 4H {g4} values",
+            acts.len(),
+            dxw.len()
+        ));
+    }
     let mut dh = vec![T::ZERO; b * h];
     let mut dc = vec![T::ZERO; b * h];
     let mut dh_new = vec![T::ZERO; b * h];
@@ -227,10 +281,10 @@ fn lstm_backward<T: Float>(
             if s >= len {
                 return; // padded: gradients pass through to the previous state
             }
-            let at = (bi * t + s) * h;
-            let (c_s, gh_s, gc_s) = (&c_all[at..at + h], &gh[at..at + h], &gc[at..at + h]);
-            let a = &acts[(bi * t + s) * g4..(bi * t + s + 1) * g4];
-            let prev_c = op.prev(s, len, t).map(|p| &c_all[(bi * t + p) * h..][..h]);
+            let r = bi * t + s;
+            let (c_s, gh_s, gc_s) = (c_all.row(r), gh.row(r), gc.row(r));
+            let a = &acts[r * g4..(r + 1) * g4];
+            let prev_c = op.prev(s, len, t).map(|p| c_all.row(bi * t + p));
             let (di, rest) = dseq[s * g4..(s + 1) * g4].split_at_mut(h);
             let (df, rest) = rest.split_at_mut(h);
             let (dgg, dout) = rest.split_at_mut(h);
@@ -263,7 +317,7 @@ fn lstm_backward<T: Float>(
                 .zip(dh.chunks_mut(h))
                 .zip(dc.chunks_mut(h))
                 .enumerate()
-                .for_each(&body);
+                .for_each(body);
         }
         // dh_prev = dgates_s W_hh for the sequences that were valid at s
         matmul(
@@ -286,39 +340,70 @@ fn lstm_backward<T: Float>(
             }
         }
     }
-    // d W_hh = Σ_s dgates_sᵀ h_prev(s), one product over all (sequence, step) rows
-    let mut h_prev = vec![T::ZERO; b * t * h];
-    for bi in 0..b {
+    Ok(())
+}
+
+/// The weight and bias gradients of one direction from its `dxw` `(B·T, 4H)`:
+/// `d[W_ih | W_hh] = dxwᵀ [x | h_prev]` written into `dw` `(4H, C + H)` (both products land in
+/// place, no copy of `d W_hh` afterwards) and `d bias = Σ_rows dxw` into `db` `(4H)`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grads<T: Float>(
+    op: &LstmLayerOp,
+    x: &[T],
+    h_all: DirRows<'_, T>,
+    dxw: &[T],
+    (dw, db): (&mut [T], &mut [T]),
+    (b, t, c): (usize, usize, usize),
+    threads: usize,
+) -> Result<(), String> {
+    let h = op.hidden;
+    let (g4, bt) = (4 * h, b * t);
+    let dxw_t = Mat::row_major(dxw, bt, g4).t();
+    matmul(dw, c + h, dxw_t, Mat::row_major(x, bt, c), false, threads)?; // d W_ih
+                                                                         // h_prev: the state each (sequence, step) row started from (zero at its first step), so
+                                                                         // d W_hh = Σ_s dgates_sᵀ h_prev(s) is one product over all rows
+    let mut h_prev = vec![T::ZERO; bt * h];
+    let fill = |(bi, seq): (usize, &mut [T])| {
         let len = op.len_of(bi, t);
-        for s in 0..len.min(t) {
+        for (s, row) in seq.chunks_mut(h).enumerate().take(len) {
             if let Some(p) = op.prev(s, len, t) {
-                let src = (bi * t + p) * h;
-                h_prev[(bi * t + s) * h..(bi * t + s + 1) * h]
-                    .copy_from_slice(&h_all[src..src + h]);
+                row.copy_from_slice(h_all.row(bi * t + p));
             }
         }
+    };
+    if threads > 1 {
+        h_prev.par_chunks_mut(t * h).enumerate().for_each(fill);
+    } else {
+        h_prev.chunks_mut(t * h).enumerate().for_each(fill);
     }
-    let mut dw = vec![T::ZERO; g4 * h];
     matmul(
-        &mut dw,
-        h,
-        Mat::row_major(&dxw, b * t, g4).t(),
-        Mat::row_major(&h_prev, b * t, h),
+        &mut dw[c..],
+        c + h,
+        dxw_t,
+        Mat::row_major(&h_prev, bt, h),
+        false,
+        threads,
+    )?; // d W_hh
+        // d bias = 1ᵀ dxw
+    let ones = vec![T::ONE; bt];
+    matmul(
+        db,
+        g4,
+        Mat::row_major(&ones, 1, bt),
+        Mat::row_major(dxw, bt, g4),
         false,
         threads,
     )?;
-    Ok((dxw, dw))
+    Ok(())
 }
-
 /// A whole LSTM layer, all directions in one op: `(x (B, T, C), w (D, 4H, C + H), bias (D, 4H))
 /// -> (2, B, T, D·H)` = the hidden states of every direction side by side (forward half first,
 /// the layer's output), then the cell states laid out alike. `w` stacks `[W_ih | W_hh]` per
 /// direction, `bias` the summed biases; direction 1 runs in reverse.
 ///
-/// The input projections of all directions are one matrix product; then each direction runs
-/// its recurrence single-threaded as its own rayon task, so with two directions on two cores
-/// the time loop needs no synchronisation per step (the backward pass likewise, including
-/// each direction's weight and input gradients).
+/// The input projections use every thread; the recurrence and its backward run as
+/// independent single-threaded tasks per (direction, block of sequences) (see the module
+/// docs); the weight, bias and input gradients are again products with every thread.
 #[derive(Debug, Clone)]
 pub(crate) struct LstmBiLayerOp {
     pub hidden: usize,
@@ -336,10 +421,25 @@ impl LstmBiLayerOp {
         }
     }
 
-    /// The single-direction view of direction `d`.
-    fn direction(&self, d: usize) -> LstmLayerOp {
-        LstmLayerOp::new(self.hidden, d == 1, self.lengths.clone())
+    /// The single-direction view of direction `d` for the `nb` sequences from `b0` on.
+    fn direction(&self, d: usize, b0: usize, nb: usize) -> LstmLayerOp {
+        let lengths = self
+            .lengths
+            .as_ref()
+            .map(|l| l.iter().skip(b0).take(nb).copied().collect());
+        LstmLayerOp::new(self.hidden, d == 1, lengths)
     }
+}
+
+/// How a layer's recurrence is split into independent rayon tasks: the sequences of a batch
+/// never interact, so each (direction, block of sequences) runs its whole time loop on its
+/// own, single-threaded, with no synchronisation per step. Returns the sequences per task and
+/// the threads each task's own products may use (all of them when there is a single task).
+fn task_split(b: usize, nd: usize, threads: usize) -> (usize, usize) {
+    let blocks = threads.div_ceil(nd.max(1)).clamp(1, b.max(1));
+    let per = b.div_ceil(blocks).max(1);
+    let tasks = nd * b.div_ceil(per);
+    (per, if tasks > 1 { 1 } else { threads })
 }
 
 /// `(B, T, C, D)` from the operands `x (B, T, C)`, `w (D, 4H, C + H)`, `bias (D, 4H)`.
@@ -368,7 +468,18 @@ fn bi_dims(
     Ok((b, t, c, nd))
 }
 
+/// `[W_ih | W_hh]` `(4H, C + H)` of direction `d` in `w` `(D, 4H, C + H)`.
+fn direction_weights<T>(w: &[T], d: usize, c: usize, h: usize) -> Result<&[T], String> {
+    let n = 4 * h * (c + h);
+    w.get(d * n..(d + 1) * n)
+        .ok_or_else(|| format!("weights of direction {d} missing ({} values)", w.len()))
+}
+
 /// Forward of [`LstmBiLayerOp`]: `(hc (2, B, T, D·H), acts (D, B, T, 4H))`.
+///
+/// Each direction's input projection is computed straight into its slice of `acts` (which the
+/// recurrence then turns into activations in place), and each direction writes its states
+/// straight into its columns of the output: nothing is copied after the loop.
 fn bi_forward<T: Float>(
     op: &LstmBiLayerOp,
     x: &[T],
@@ -377,57 +488,70 @@ fn bi_forward<T: Float>(
     (b, t, c, nd): (usize, usize, usize, usize),
 ) -> Result<(Vec<T>, Vec<T>), String> {
     let h = op.hidden;
-    let (g4, bt) = (4 * h, b * t);
-    let gd = nd * g4;
+    let (g4, bt, dh) = (4 * h, b * t, nd * h);
     let threads = rayon::current_num_threads();
-    // the input projections of all directions: (B·T, D·4H), one product
-    let mut xw = vec![T::ZERO; bt * gd];
-    let w_ih_all = Mat {
-        data: w,
-        rows: gd,
-        cols: c,
-        rs: c + h,
-        cs: 1,
-    };
-    matmul(
-        &mut xw,
-        gd,
-        Mat::row_major(x, bt, c),
-        w_ih_all.t(),
-        false,
-        threads,
-    )?;
-    xw.par_chunks_mut(gd).for_each(|row| {
-        for (v, &bv) in row.iter_mut().zip(bias) {
-            *v += bv;
-        }
-    });
-    let inner = if nd > 1 { 1 } else { threads };
-    let per = (0..nd)
-        .into_par_iter()
-        .map(|d| {
-            let wd = w
-                .get(d * g4 * (c + h)..(d + 1) * g4 * (c + h))
-                .unwrap_or(&[]);
-            let (_, w_hh) = weight_views(wd, c, h);
-            lstm_forward(&op.direction(d), &xw, (d * g4, gd), w_hh, b, t, inner)
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let dh = nd * h;
-    let mut out = vec![T::ZERO; 2 * bt * dh];
-    let mut acts = Vec::with_capacity(nd * bt * g4);
-    for (d, (hc, a)) in per.iter().enumerate() {
-        for (dst, src) in out.chunks_mut(bt * dh).zip(hc.chunks(bt * h)) {
-            for (row, v) in dst.chunks_mut(dh).zip(src.chunks(h)) {
-                row[d * h..(d + 1) * h].copy_from_slice(v);
-            }
-        }
-        acts.extend_from_slice(a);
+    if x.len() != bt * c || bias.len() != nd * g4 {
+        return Err(format!(
+            "input ({}) or bias ({}) do not hold B {b} x T {t} x C {c} / D {nd} x 4H {g4} values",
+            x.len(),
+            bias.len()
+        ));
     }
+    // the input projections x W_ihᵀ + b, one product per direction with every thread
+    let mut acts = vec![T::ZERO; nd * bt * g4];
+    for (d, a) in acts.chunks_mut(bt * g4).enumerate() {
+        let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        let bd = &bias[d * g4..(d + 1) * g4];
+        matmul(a, g4, Mat::row_major(x, bt, c), w_ih.t(), false, threads)?;
+        a.par_chunks_mut(g4).for_each(|row| {
+            for (v, &bv) in row.iter_mut().zip(bd) {
+                *v += bv;
+            }
+        });
+    }
+    // the output (2, B·T, D·H) as H-slices: slice j belongs to direction j mod D, and each
+    // direction's slices come in (half, row) order
+    let mut out = vec![T::ZERO; 2 * bt * dh];
+    let mut rows: Vec<Vec<&mut [T]>> = (0..nd).map(|_| Vec::with_capacity(2 * bt)).collect();
+    for (j, r) in out.chunks_mut(h).enumerate() {
+        if let Some(dst) = rows.get_mut(j % nd) {
+            dst.push(r);
+        }
+    }
+    // tasks: (direction, first sequence, activations, hidden rows, cell rows)
+    let (per, inner) = task_split(b, nd, threads);
+    let mut tasks = Vec::new();
+    for (d, (a, r)) in acts.chunks_mut(bt * g4).zip(rows.iter_mut()).enumerate() {
+        let half = bt.min(r.len());
+        let (h_rows, c_rows) = r.split_at_mut(half);
+        let blocks = a
+            .chunks_mut(per * t * g4)
+            .zip(h_rows.chunks_mut(per * t))
+            .zip(c_rows.chunks_mut(per * t));
+        for (k, ((a, hr), cr)) in blocks.enumerate() {
+            tasks.push((d, k * per, a, hr, cr));
+        }
+    }
+    #[allow(clippy::type_complexity)]
+    let run = |(d, b0, a, hr, cr): (usize, usize, &mut [T], &mut [&mut [T]], &mut [&mut [T]])| {
+        let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        let nb = hr.len() / t.max(1);
+        lstm_forward(&op.direction(d, b0, nb), a, hr, cr, w_hh, nb, t, inner)
+    };
+    if tasks.len() == 1 {
+        tasks.into_iter().try_for_each(run)?;
+    } else {
+        tasks.into_par_iter().try_for_each(run)?;
+    }
+    drop(rows);
     Ok((out, acts))
 }
 
 /// Backward of [`LstmBiLayerOp`]: `(dx (B, T, C), dw (D, 4H, C + H), dbias (D, 4H))`.
+///
+/// The states and their gradients are read in place in the `(2, B, T, D·H)` layout; each
+/// direction writes its gate gradients, weight and bias gradients into its own slices of
+/// buffers shared by all directions; `dx` is one accumulating product per direction after.
 #[allow(clippy::type_complexity)]
 fn bi_backward<T: Float>(
     op: &LstmBiLayerOp,
@@ -439,64 +563,76 @@ fn bi_backward<T: Float>(
     (b, t, c, nd): (usize, usize, usize, usize),
 ) -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
     let h = op.hidden;
-    let (g4, bt) = (4 * h, b * t);
-    let (dh, bth) = (nd * h, b * t * h);
+    let (g4, bt, dh) = (4 * h, b * t, nd * h);
     let threads = rayon::current_num_threads();
-    let inner = if nd > 1 { 1 } else { threads };
-    let per = (0..nd)
-        .into_par_iter()
-        .map(|d| -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
-            // this direction's states and their gradients as (2, B, T, H)
-            let pick = |src: &[T]| {
-                let mut v = vec![T::ZERO; 2 * bth];
-                for (dst, s) in v.chunks_mut(bth).zip(src.chunks(bt * dh)) {
-                    for (row, r) in dst.chunks_mut(h).zip(s.chunks(dh)) {
-                        row.copy_from_slice(&r[d * h..(d + 1) * h]);
-                    }
-                }
-                v
-            };
-            let (hc, gr) = (pick(res), pick(grad));
-            let a = acts
-                .get(d * bt * g4..(d + 1) * bt * g4)
-                .ok_or_else(|| "activations too short".to_string())?;
-            let wd = w
-                .get(d * g4 * (c + h)..(d + 1) * g4 * (c + h))
-                .unwrap_or(&[]);
-            let (w_ih, w_hh) = weight_views(wd, c, h);
-            let (dxw, dw_hh) = lstm_backward(&op.direction(d), &hc, a, &gr, w_hh, b, t, inner)?;
-            let dxw_m = Mat::row_major(&dxw, bt, g4);
-            let mut dw = vec![T::ZERO; g4 * (c + h)];
-            matmul(
-                &mut dw,
-                c + h,
-                dxw_m.t(),
-                Mat::row_major(x, bt, c),
-                false,
-                inner,
-            )?; // dW_ih
-            for (row, src) in dw.chunks_mut(c + h).zip(dw_hh.chunks(h)) {
-                row[c..].copy_from_slice(src);
-            }
-            let mut dx = vec![T::ZERO; bt * c];
-            matmul(&mut dx, c, dxw_m, w_ih, false, inner)?;
-            let mut db = vec![T::ZERO; g4];
-            for row in dxw.chunks(g4) {
-                for (acc, &v) in db.iter_mut().zip(row) {
-                    *acc += v;
-                }
-            }
-            Ok((dx, dw, db))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let mut it = per.into_iter();
-    let (mut dx, mut dw, mut db) = it.next().ok_or_else(|| "no directions".to_string())?;
-    for (dx1, dw1, db1) in it {
-        for (a, v) in dx.iter_mut().zip(dx1) {
-            *a += v;
+    if res.len() != 2 * bt * dh
+        || grad.len() != 2 * bt * dh
+        || acts.len() != nd * bt * g4
+        || x.len() != bt * c
+    {
+        return Err(format!(
+            "saved states ({}), their gradient ({}), activations ({}) or input ({}) do not fit B {b}, T {t}, C {c}, D {nd}, H {h}",
+            res.len(),
+            grad.len(),
+            acts.len(),
+            x.len()
+        ));
+    }
+    let mut dxw = vec![T::ZERO; nd * bt * g4];
+    let mut dw = vec![T::ZERO; nd * g4 * (c + h)];
+    let mut db = vec![T::ZERO; nd * g4];
+    let dims = (bt, nd, h);
+    // backward through time: the same (direction, block of sequences) tasks as the forward
+    let (per, inner) = task_split(b, nd, threads);
+    let mut tasks = Vec::new();
+    for (d, dxw_d) in dxw.chunks_mut(bt * g4).enumerate() {
+        for (k, blk) in dxw_d.chunks_mut(per * t * g4).enumerate() {
+            tasks.push((d, k * per, blk));
         }
-        dw.extend(dw1);
-        db.extend(db1);
+    }
+    let run = |(d, b0, dxw_blk): (usize, usize, &mut [T])| {
+        let (_, w_hh) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        let nb = dxw_blk.len() / (t * g4).max(1);
+        let r0 = b0 * t;
+        let a = acts
+            .get(d * bt * g4 + r0 * g4..d * bt * g4 + (r0 + nb * t) * g4)
+            .ok_or_else(|| "activations too short".to_string())?;
+        let grads = (
+            DirRows::new(grad, 0, d, dims).starting_at(r0),
+            DirRows::new(grad, 1, d, dims).starting_at(r0),
+        );
+        let c_all = DirRows::new(res, 1, d, dims).starting_at(r0);
+        let dir = op.direction(d, b0, nb);
+        lstm_backward(&dir, c_all, grads, a, dxw_blk, w_hh, nb, t, inner)
+    };
+    if tasks.len() == 1 {
+        tasks.into_iter().try_for_each(run)?;
+    } else {
+        tasks.into_par_iter().try_for_each(run)?;
+    }
+    // weight and bias gradients: products over all rows, every thread
+    for (d, ((dxw_d, dw_d), db_d)) in dxw
+        .chunks(bt * g4)
+        .zip(dw.chunks_mut(g4 * (c + h)))
+        .zip(db.chunks_mut(g4))
+        .enumerate()
+    {
+        let h_all = DirRows::new(res, 0, d, dims);
+        let dir = op.direction(d, 0, b);
+        weight_grads(&dir, x, h_all, dxw_d, (dw_d, db_d), (b, t, c), threads)?;
+    }
+    // dx = Σ_d dxw_d W_ih_d
+    let mut dx = vec![T::ZERO; bt * c];
+    for (d, dxw_d) in dxw.chunks(bt * g4).enumerate() {
+        let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
+        matmul(
+            &mut dx,
+            c,
+            Mat::row_major(dxw_d, bt, g4),
+            w_ih,
+            d > 0,
+            threads,
+        )?;
     }
     Ok((dx, dw, db))
 }
