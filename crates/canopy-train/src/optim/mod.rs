@@ -248,6 +248,11 @@ impl Params {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
                 };
+                // A gradient can carry the forward graph (candle records the ops of a backward
+                // pass when they involve tracked tensors, e.g. d(w / s)/dw = 1 / s with `s`
+                // computed from activations). Kept in a moment buffer it would pin every
+                // step's activations: memory grows each step. Use its value only.
+                let grad = &grad.detach();
                 if grad.dims() != var.dims() || grad.dtype() != var.dtype() {
                     return Err(crate::error::shape(
                         "optimizer step",
