@@ -684,3 +684,54 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
         .unwrap();
     check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
 }
+
+/// The fused batch norm (+ ReLU) equals `forward_t` (then ReLU) in training and evaluation,
+/// updates the running statistics identically, and has exact gradients.
+#[test]
+fn fused_batch_norm_equals_the_composed_one_with_exact_gradients() {
+    use canopy_nn::batch_norm::BatchNorm;
+    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+    let max_abs_diff = |a: &Tensor, b: &Tensor| -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let dev = Device::Cpu;
+    let x = random_f64(&[2, 3, 4, 5], 41, &dev).unwrap();
+    let make = || {
+        let vm = SeededVarMap::new(5);
+        let bn = BatchNorm::new(3, 1e-5, 0.1, vm.var_builder(DType::F64, &dev)).unwrap();
+        (bn, vm)
+    };
+    for relu in [false, true] {
+        for train in [true, false] {
+            let (fused, _) = make();
+            let (plain, _) = make();
+            let y = fused.forward_fused_t(&x, train, relu).unwrap();
+            let mut want = plain.forward_t(&x, train).unwrap();
+            if relu {
+                want = want.relu().unwrap();
+            }
+            assert!(max_abs_diff(&y, &want) < 1e-12, "train {train} relu {relu}");
+            let (a, b) = (fused.running_stats(), plain.running_stats());
+            assert!(max_abs_diff(a.0, b.0) < 1e-15 && max_abs_diff(a.1, b.1) < 1e-15);
+            check_gradients(
+                |t| fused.forward_fused_t(&t[0], train, relu),
+                std::slice::from_ref(&x),
+                GradCheckConfig::default(),
+            )
+            .unwrap();
+        }
+    }
+    let (bn, _) = make();
+    assert!(bn
+        .forward_fused_t(&random_f64(&[2, 4, 3, 3], 1, &dev).unwrap(), true, true)
+        .is_err());
+}

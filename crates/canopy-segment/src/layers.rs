@@ -3,17 +3,17 @@
 //! the input check.
 
 use candle_core::{Tensor, Var};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use canopy_nn::ops::{
-    conv2d, conv_transpose2d, max_pool2d, scale_shift, Axis1, Conv2dConfig, PoolAxis, TransposeAxis,
+    conv2d, conv_transpose2d, max_pool2d, Axis1, Conv2dConfig, PoolAxis, TransposeAxis,
 };
 use canopy_nn::pytorch_uniform;
 
 use crate::{Error, Result};
 
 /// PyTorch's `BatchNorm2d` defaults.
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 /// Checks that `x` is an image batch `(B, C, H, W)` with `channels` bands and at least one
 /// pixel; returns its dimensions.
@@ -226,158 +226,9 @@ pub(crate) fn bilinear_kernel(k: usize) -> Vec<f64> {
     out
 }
 
-/// `torch.nn.BatchNorm2d(channels)` (eps 1e-5, momentum 0.1), variables `weight`, `bias`,
-/// `running_mean`, `running_var`, `num_batches_tracked`. The statistics are per-channel
-/// reductions over the batch and both spatial axes (no transposed copy of the input); training
-/// normalises with the biased batch variance and updates the running variance with the
-/// unbiased one, as PyTorch does.
-#[derive(Debug, Clone)]
-pub(crate) struct BatchNorm2d {
-    weight: Tensor,
-    bias: Tensor,
-    running_mean: Var,
-    running_var: Var,
-    num_batches_tracked: Var,
-    channels: usize,
-}
-
-impl BatchNorm2d {
-    pub(crate) fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
-        // `Var::from_tensor` of a variable shares it, so updates land in the caller's store
-        let var = |t: Tensor| -> Result<Var> { Ok(Var::from_tensor(&t)?) };
-        Ok(BatchNorm2d {
-            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
-            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
-            running_mean: var(vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?)?,
-            running_var: var(vb.get_with_hints(channels, "running_var", Init::Const(1.0))?)?,
-            num_batches_tracked: var(vb.get_with_hints(
-                (),
-                "num_batches_tracked",
-                Init::Const(0.0),
-            )?)?,
-            channels,
-        })
-    }
-
-    /// Normalises `x` and, with `relu`, applies a ReLU in the same pass (canopy-nn's fused
-    /// [`scale_shift`]: the batch or running statistics are folded into a per-channel scale and
-    /// shift).
-    ///
-    /// # Shapes
-    /// `(B, C, H, W)`, unchanged.
-    pub(crate) fn forward_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        if c != self.channels {
-            return Err(Error::Shape {
-                context: "BatchNorm2d",
-                expected: format!("(B, {}, H, W)", self.channels),
-                actual: format!("{:?}", x.dims()),
-            });
-        }
-        let dt = x.dtype();
-        let weight = self.weight.to_dtype(dt)?;
-        let bias = self.bias.to_dtype(dt)?;
-        let (mean, var) = if train {
-            let n = b * h * w;
-            if n < 2 {
-                return Err(Error::Shape {
-                    context: "BatchNorm2d",
-                    expected: "more than one value per channel in training (B * H * W > 1)".into(),
-                    actual: format!("{:?}", x.dims()),
-                });
-            }
-            let channel_sum = |t: &Tensor| -> Result<Tensor> {
-                Ok(t.sum_keepdim(3)?.sum_keepdim(2)?.sum_keepdim(0)?)
-            };
-            let mean = (channel_sum(x)? / n as f64)?;
-            let var = (channel_sum(&x.broadcast_sub(&mean)?.sqr()?)? / n as f64)?;
-            let (mean, var) = (mean.flatten_all()?, var.flatten_all()?);
-            // running statistics, outside the graph
-            let m = BN_MOMENTUM;
-            let st = self.running_mean.dtype();
-            let batch_mean = mean.detach().to_dtype(st)?;
-            let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0)))?.to_dtype(st)?;
-            self.running_mean
-                .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (batch_mean * m)?)?)?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-            self.num_batches_tracked
-                .set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().to_dtype(dt)?,
-                self.running_var.as_tensor().to_dtype(dt)?,
-            )
-        };
-        let scale = (weight / (var + BN_EPS)?.sqrt()?)?;
-        let shift = (bias - (mean * &scale)?)?;
-        Ok(scale_shift(x, &scale, &shift, relu)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
-    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
-
-    #[test]
-    fn training_batch_norm_is_the_batch_formula_with_exact_gradients() {
-        let vm = canopy_nn::SeededVarMap::new(3);
-        let bn = BatchNorm2d::new(3, vm.var_builder(DType::F64, &Device::Cpu)).unwrap();
-        let x = random_f64(&[2, 3, 4, 5], 7, &Device::Cpu).unwrap();
-        for relu in [false, true] {
-            let y = bn.forward_t(&x, true, relu).unwrap();
-            let mean = x
-                .mean_keepdim(3)
-                .unwrap()
-                .mean_keepdim(2)
-                .unwrap()
-                .mean_keepdim(0)
-                .unwrap();
-            let c = x.broadcast_sub(&mean).unwrap();
-            let var = c
-                .sqr()
-                .unwrap()
-                .mean_keepdim(3)
-                .unwrap()
-                .mean_keepdim(2)
-                .unwrap()
-                .mean_keepdim(0)
-                .unwrap();
-            let mut want = c
-                .broadcast_div(&(var + BN_EPS).unwrap().sqrt().unwrap())
-                .unwrap();
-            if relu {
-                want = want.relu().unwrap();
-            }
-            let d = (y - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            assert!(d.to_scalar::<f64>().unwrap() < 1e-12);
-            check_gradients(
-                |t| {
-                    bn.forward_t(&t[0], true, relu)
-                        .map_err(|e| canopy_nn::Error::InvalidArgument {
-                            op: "bn",
-                            message: e.to_string(),
-                        })
-                },
-                std::slice::from_ref(&x),
-                GradCheckConfig::default(),
-            )
-            .unwrap();
-        }
-        // running statistics moved towards the batch's
-        let rm: Vec<f64> = bn.running_mean.as_tensor().to_vec1().unwrap();
-        assert!(rm.iter().any(|v| v.abs() > 1e-6));
-    }
 
     #[test]
     fn bilinear_kernel_matches_fcn_upsampling_filter() {

@@ -22,11 +22,12 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use canopy_nn::batch_norm::BatchNorm;
 use canopy_nn::ops::TransposeAxis;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    check_image, crop, max_pool2, pad_to_multiple, BatchNorm2d, Conv2d, ConvTranspose2d,
+    check_image, crop, max_pool2, pad_to_multiple, Conv2d, ConvTranspose2d, BN_EPS, BN_MOMENTUM,
 };
 use crate::model::{positive, SegmentationModel};
 use crate::{Error, Result};
@@ -84,17 +85,22 @@ impl UNetConfig {
 #[derive(Debug, Clone)]
 struct DoubleConv {
     conv_a: Conv2d,
-    bn_a: Option<BatchNorm2d>,
+    bn_a: Option<BatchNorm>,
     conv_b: Conv2d,
-    bn_b: Option<BatchNorm2d>,
+    bn_b: Option<BatchNorm>,
 }
 
 impl DoubleConv {
     fn new(c_in: usize, c_out: usize, bn: bool, vb: VarBuilder) -> Result<Self> {
         let (ia, ib) = if bn { (0, 3) } else { (0, 2) };
-        let norm = |i: usize| -> Result<Option<BatchNorm2d>> {
+        let norm = |i: usize| -> Result<Option<BatchNorm>> {
             Ok(if bn {
-                Some(BatchNorm2d::new(c_out, vb.pp(i.to_string()))?)
+                Some(BatchNorm::new(
+                    c_out,
+                    BN_EPS,
+                    BN_MOMENTUM,
+                    vb.pp(i.to_string()),
+                )?)
             } else {
                 None
             })
@@ -108,14 +114,13 @@ impl DoubleConv {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let conv_bn_relu =
-            |conv: &Conv2d, bn: &Option<BatchNorm2d>, x: &Tensor| -> Result<Tensor> {
-                let y = conv.forward(x)?;
-                match bn {
-                    Some(bn) => bn.forward_t(&y, train, true),
-                    None => Ok(y.relu()?),
-                }
-            };
+        let conv_bn_relu = |conv: &Conv2d, bn: &Option<BatchNorm>, x: &Tensor| -> Result<Tensor> {
+            let y = conv.forward(x)?;
+            match bn {
+                Some(bn) => Ok(bn.forward_fused_t(&y, train, true)?),
+                None => Ok(y.relu()?),
+            }
+        };
         let y = conv_bn_relu(&self.conv_a, &self.bn_a, x)?;
         conv_bn_relu(&self.conv_b, &self.bn_b, &y)
     }
