@@ -3,7 +3,10 @@
 //!
 //! ```sh
 //! cargo run --release --example buildings -- [--model unet|fcn|mlpnet] [--epochs 8] \
-//!     [--val-area 5] [--width 16] [--patch 128] [--batch 8] [--patches 256] [--out buildings-run]
+//!     [--val-area 5] [--width 16] [--patch 128] [--batch 8] [--patches 256] \
+//!     [--schedule exp|cyclic] [--eval-batch 8] [--seed 0] [--out buildings-run] \
+//!     [--noise-shift 8 --noise-omit 0.2] [--clean-fraction 0.1] [--finetune-epochs 4] \
+//!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors]
 //! ```
 //!
 //! Data: `../shared/data/buildings` (or `CANOPY_SHARED_DATA`): RAMP areas 1 (Zanzibar),
@@ -13,14 +16,26 @@
 //!
 //! Recipe: random patches with flips / 90° rotations / brightness-contrast jitter, per-band
 //! normalisation from the training tiles (saved with the model), cross-entropy + 0.5 x soft
-//! IoU (Maggiori et al.'s loss for building maps), Adam with an exponentially decaying
-//! learning rate (lr 1e-3, x0.8 per epoch). Evaluation runs every whole tile of every area
-//! through the model and reports building IoU and pixel accuracy per area (ignored pixels,
-//! e.g. blank alpha, left out). Writes `model.safetensors` + `model.json` (a checkpoint
-//! `canopy segment --weights` reads), `metrics.json` and overlay PNGs of validation tiles
-//! (prediction in red, OSM outline pixels in green).
+//! IoU (Maggiori et al.'s loss for building maps), Adam; learning rate `exp` = 1e-3 x 0.8 per
+//! epoch, or `cyclic` = Smith's triangular2 cycles between 1e-4 and 2e-3, 2 epochs up and 2
+//! down. Evaluation runs every whole tile of every area through the model (in batches) and
+//! reports building IoU and pixel accuracy per area (ignored pixels, e.g. blank alpha, left
+//! out). Writes `model.safetensors` + `model.json` (a checkpoint `canopy segment --weights`
+//! reads), `metrics.json` and overlay PNGs of validation tiles (prediction in red, OSM outline
+//! pixels in green).
 //!
-//! This is the first version of the example: no PyTorch comparison run or shipped weights yet.
+//! Two-stage recipe (imperfect labels, then clean ones): `--noise-shift S --noise-omit P`
+//! trains the first `--epochs` on labels degraded by [`add_label_noise`] (label layer offset up
+//! to S px per tile plus up to 2 px per building, each building omitted with probability P);
+//! `--finetune-epochs K` then trains K epochs on the clean labels of a `--clean-fraction` of
+//! the training tiles (lr 1e-4 x 0.8 per epoch). Without noise, `--clean-fraction` restricts
+//! the first stage to that clean subset too (the baseline without pretraining).
+//!
+//! `--export-tiles` writes the loaded tiles and masks (u8) with their areas, the data
+//! `tools/train_buildings_torch.py` trains the PyTorch reference on. `--export-builtin` rounds
+//! the weights to f16 before the evaluation (so the scores are those of the shipped weights)
+//! and writes them with a sidecar describing provenance, licences and scores: how
+//! `crates/canopy-segment/weights/buildings-unet16.*` were made.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -29,14 +44,16 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use canopy_nn::SeededVarMap;
 use canopy_segment::data::{
-    collate_patches, split_by_groups, Augment, AugmentConfig, BandStats, GeoTiffPolygons,
-    LabelledImage, PatchConfig, PatchDataset, SampleSource, XyzArea, IGNORE,
+    add_label_noise, collate_patches, split_by_groups, Augment, AugmentConfig, BandStats,
+    GeoTiffPolygons, LabelNoiseConfig, LabelledImage, PatchConfig, PatchDataset, SampleSource,
+    XyzArea, IGNORE,
 };
 use canopy_segment::{FcnConfig, MlpNetConfig, ModelConfig, SegmentationModel, UNetConfig};
 use canopy_train::batch::Dataset;
 use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
 use canopy_train::loss::{ce_soft_iou_loss, CeSoftIouConfig, CrossEntropyConfig};
 use canopy_train::optim::{param_groups, Adam, AdamConfig, Optimizer};
+use canopy_train::schedule::{CyclicLr, CyclicMode, LrSchedule};
 use ndarray::Array3;
 
 fn arg(name: &str, default: &str) -> String {
@@ -102,23 +119,67 @@ impl Counts {
     }
 }
 
-/// Building probabilities `(H, W)` of one normalised tile.
-fn predict(
+/// Building probabilities `(H, W)` of normalised tiles of one shape, run as one batch.
+fn predict_batch(
     model: &dyn SegmentationModel,
-    image: &Array3<f32>,
-) -> anyhow::Result<ndarray::Array2<f32>> {
-    let (c, h, w) = image.dim();
-    let x = Tensor::from_vec(
-        image.iter().copied().collect::<Vec<f32>>(),
-        (1, c, h, w),
-        &Device::Cpu,
-    )?;
+    images: &[Array3<f32>],
+) -> anyhow::Result<Vec<ndarray::Array2<f32>>> {
+    let Some(first) = images.first() else {
+        return Ok(Vec::new());
+    };
+    let (c, h, w) = first.dim();
+    let mut flat = Vec::with_capacity(images.len() * c * h * w);
+    for image in images {
+        flat.extend(image.iter().copied());
+    }
+    let x = Tensor::from_vec(flat, (images.len(), c, h, w), &Device::Cpu)?;
     let logits = model.forward_t(&x, false)?;
     let p = canopy_nn::ops::softmax(&logits, 1)?
         .narrow(1, 1, 1)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    Ok(ndarray::Array2::from_shape_vec((h, w), p)?)
+    Ok(p.chunks(h * w)
+        .map(|c| ndarray::Array2::from_shape_vec((h, w), c.to_vec()))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Writes every tile as `image.{i}` (u8, `(C, H, W)`) and `mask.{i}` (u8, `(H, W)`, 255 =
+/// ignore) to `path` (safetensors) and the tile list (group, source, role) to `path` with a
+/// `.json` extension: the exact data a reference implementation should train on.
+fn export_tiles(path: &Path, all: &[LabelledImage], val_group: &str) -> anyhow::Result<()> {
+    let mut tensors = std::collections::HashMap::new();
+    let mut list = Vec::new();
+    for (i, tile) in all.iter().enumerate() {
+        let (c, h, w) = tile.image().dim();
+        let mut bytes = Vec::with_capacity(c * h * w);
+        for &v in tile.image().iter() {
+            if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
+                bail!("{}: value {v} is not a u8 sample", tile.source().display());
+            }
+            bytes.push(v as u8);
+        }
+        tensors.insert(
+            format!("image.{i}"),
+            Tensor::from_vec(bytes, (c, h, w), &Device::Cpu)?,
+        );
+        tensors.insert(
+            format!("mask.{i}"),
+            Tensor::from_vec(tile.mask().iter().copied().collect(), (h, w), &Device::Cpu)?,
+        );
+        list.push(serde_json::json!({
+            "index": i,
+            "group": tile.group(),
+            "source": tile.source().display().to_string(),
+            "role": if tile.group() == val_group { "val" } else { "train" },
+        }));
+    }
+    candle_core::safetensors::save(&tensors, path)?;
+    std::fs::write(
+        path.with_extension("json"),
+        serde_json::to_string_pretty(&list)?,
+    )?;
+    println!("exported {} tiles to {}", all.len(), path.display());
+    Ok(())
 }
 
 fn overlay(path: &Path, tile: &LabelledImage, prob: &ndarray::Array2<f32>) -> anyhow::Result<()> {
@@ -157,6 +218,43 @@ fn overlay(path: &Path, tile: &LabelledImage, prob: &ndarray::Array2<f32>) -> an
     Ok(())
 }
 
+/// Writes the trained model as the built-in weights of canopy-segment: tensors as f16
+/// (`num_batches_tracked` stays f32) and the sidecar with the model description under `extra`.
+fn write_builtin(path: &Path, vm: &SeededVarMap, meta: &CheckpointMeta) -> anyhow::Result<()> {
+    let mut tensors = std::collections::HashMap::new();
+    for (name, var) in vm.named_vars()? {
+        let t = var.as_tensor();
+        let t = if name.ends_with("num_batches_tracked") {
+            t.clone()
+        } else {
+            t.to_dtype(DType::F16)?
+        };
+        tensors.insert(name, t);
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::write(
+        canopy_train::checkpoint::sidecar_path(path),
+        serde_json::to_string_pretty(meta)? + "\n",
+    )?;
+    println!("wrote the built-in model to {}", path.display());
+    Ok(())
+}
+
+/// Whether training tile `i` keeps its clean labels at `fraction` (a seeded hash of the index,
+/// so the subset is the same in every run with the same seed).
+fn keep_clean(i: usize, fraction: f64, seed: u64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    let mut z = (i as u64 ^ seed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
 fn main() -> anyhow::Result<()> {
     let root = data_dir();
     if !root.exists() {
@@ -171,9 +269,27 @@ fn main() -> anyhow::Result<()> {
     let width: usize = arg("--width", "16").parse()?;
     let patch: usize = arg("--patch", "128").parse()?;
     let batch: usize = arg("--batch", "8").parse()?;
+    let eval_batch: usize = arg("--eval-batch", "8").parse::<usize>()?.max(1);
     let patches: usize = arg("--patches", "256").parse()?;
     let seed: u64 = arg("--seed", "0").parse()?;
     let out = PathBuf::from(arg("--out", "buildings-run"));
+    let schedule = arg("--schedule", "exp");
+    let export = arg("--export-tiles", "");
+    let builtin = arg("--export-builtin", "");
+    let clean_fraction: f64 = arg("--clean-fraction", "1").parse()?;
+    let finetune_epochs: usize = arg("--finetune-epochs", "0").parse()?;
+    let noise_shift: usize = arg("--noise-shift", "0").parse()?;
+    let noise_omit: f64 = arg("--noise-omit", "0").parse()?;
+    let noise = (noise_shift > 0 || noise_omit > 0.0).then(|| LabelNoiseConfig {
+        max_shift: noise_shift,
+        object_shift: noise_shift.min(2),
+        omission: noise_omit,
+        seed,
+        ..LabelNoiseConfig::default()
+    });
+    if !(clean_fraction > 0.0 && clean_fraction <= 1.0) {
+        bail!("--clean-fraction {clean_fraction} must be in (0, 1]");
+    }
     std::fs::create_dir_all(&out)?;
     let cfg = match arg("--model", "unet").as_str() {
         "unet" => ModelConfig::Unet(UNetConfig {
@@ -198,20 +314,62 @@ fn main() -> anyhow::Result<()> {
         val.len(),
         t0.elapsed().as_secs_f64()
     );
+    if !export.is_empty() {
+        export_tiles(Path::new(&export), &all, &val_group)?;
+    }
     let stats = BandStats::compute(&train)?;
-    let data = PatchDataset::new(
-        train,
-        PatchConfig {
-            height: patch,
-            width: patch,
-            patches_per_epoch: patches,
-            min_valid_fraction: 0.5,
-            seed,
-            ..PatchConfig::default()
-        },
-    )?
-    .with_augment(Augment::new(AugmentConfig::default()))
-    .with_normalisation(stats.clone())?;
+    // the tiles whose clean labels stage 2 (and a run without noise) may use
+    let clean: Vec<LabelledImage> = train
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep_clean(*i, clean_fraction, seed))
+        .map(|(_, t)| t.clone())
+        .collect();
+    let stage1 = if let Some(noise) = &noise {
+        let (mut objects, mut omitted, mut changed, mut class_px) = (0, 0, 0, 0);
+        let mut noisy = Vec::with_capacity(train.len());
+        for (i, tile) in train.iter().enumerate() {
+            let (t, r) = add_label_noise(tile, i, noise)?;
+            objects += r.objects;
+            omitted += r.omitted;
+            changed += r.changed_pixels;
+            class_px += r.class_pixels;
+            noisy.push(t);
+        }
+        println!(
+            "stage 1 on noisy labels of all {} training tiles: {omitted} of {objects} buildings \
+             omitted, labels shifted by up to {} + {} px, {changed} pixels changed ({:.0} % of the \
+             {class_px} building pixels)",
+            noisy.len(),
+            noise.max_shift,
+            noise.object_shift,
+            100.0 * changed as f64 / class_px.max(1) as f64
+        );
+        noisy
+    } else {
+        println!(
+            "stage 1 on the clean labels of {} of {} training tiles",
+            clean.len(),
+            train.len()
+        );
+        clean.clone()
+    };
+    let patches_of = |tiles: Vec<LabelledImage>| -> anyhow::Result<PatchDataset> {
+        Ok(PatchDataset::new(
+            tiles,
+            PatchConfig {
+                height: patch,
+                width: patch,
+                patches_per_epoch: patches,
+                min_valid_fraction: 0.5,
+                seed,
+                ..PatchConfig::default()
+            },
+        )?
+        .with_augment(Augment::new(AugmentConfig::default()))
+        .with_normalisation(stats.clone())?)
+    };
+    let data = patches_of(stage1)?;
 
     let vm = SeededVarMap::new(seed);
     let model = cfg.build(vm.var_builder(DType::F32, &Device::Cpu))?;
@@ -229,55 +387,126 @@ fn main() -> anyhow::Result<()> {
         iou_weight: 0.5,
         ..CeSoftIouConfig::default()
     };
-    for epoch in 0..epochs {
-        let t = Instant::now();
-        opt.set_learning_rate(1e-3 * 0.8f64.powi(epoch as i32));
-        data.set_epoch(epoch as u64);
-        let mut total = 0.0;
-        let mut steps = 0;
-        let mut start = 0;
-        while start < data.len() {
-            let end = (start + batch).min(data.len());
-            let items = (start..end)
-                .map(|i| data.get(i))
-                .collect::<canopy_train::Result<Vec<_>>>()?;
-            let (x, y) = collate_patches(items, &Device::Cpu)?;
-            let logits = model.forward_t(&x, true)?;
-            let loss = ce_soft_iou_loss(&logits, &y, &loss_cfg)?;
-            opt.step(&loss.backward()?)?;
-            total += loss.to_scalar::<f32>()? as f64;
-            steps += 1;
-            start = end;
+    let steps_per_epoch = data.len().div_ceil(batch);
+    let lr: Box<dyn LrSchedule> = match schedule.as_str() {
+        // per epoch: 1e-3 x 0.8^epoch
+        "exp" => Box::new(move |t: usize| 1e-3 * 0.8f64.powi((t / steps_per_epoch) as i32)),
+        // Smith's triangular2 cycles of 4 epochs between 1e-4 and 2e-3
+        "cyclic" => Box::new(CyclicLr {
+            mode: CyclicMode::Triangular2,
+            ..CyclicLr::triangular(1e-4, 2e-3, 2 * steps_per_epoch)
+        }),
+        other => bail!("unknown --schedule {other} (exp, cyclic)"),
+    };
+    let mut step = 0;
+    let mut train_epochs = |data: &PatchDataset,
+                            epochs: usize,
+                            lr: &dyn LrSchedule,
+                            label: &str|
+     -> anyhow::Result<()> {
+        for epoch in 0..epochs {
+            let t = Instant::now();
+            data.set_epoch(epoch as u64);
+            let mut total = 0.0;
+            let mut steps = 0;
+            let mut start = 0;
+            while start < data.len() {
+                let end = (start + batch).min(data.len());
+                let items = (start..end)
+                    .map(|i| data.get(i))
+                    .collect::<canopy_train::Result<Vec<_>>>()?;
+                let (x, y) = collate_patches(items, &Device::Cpu)?;
+                opt.set_learning_rate(lr.lr(step));
+                step += 1;
+                let logits = model.forward_t(&x, true)?;
+                let loss = ce_soft_iou_loss(&logits, &y, &loss_cfg)?;
+                opt.step(&loss.backward()?)?;
+                total += loss.to_scalar::<f32>()? as f64;
+                steps += 1;
+                start = end;
+            }
+            println!(
+                "{label}epoch {epoch}: loss {:.4} ({steps} steps, {:.1} s)",
+                total / steps.max(1) as f64,
+                t.elapsed().as_secs_f64()
+            );
         }
+        Ok(())
+    };
+    train_epochs(&data, epochs, lr.as_ref(), "")?;
+    if finetune_epochs > 0 {
+        // stage 2: the clean labels, from a tenth of stage 1's initial rate, decaying per epoch
+        let clean_data = patches_of(clean.clone())?;
+        let start_step = epochs * steps_per_epoch;
+        let fine = move |t: usize| {
+            1e-4 * 0.8f64.powi((t.saturating_sub(start_step) / steps_per_epoch) as i32)
+        };
         println!(
-            "epoch {epoch}: loss {:.4} ({steps} steps, {:.1} s)",
-            total / steps.max(1) as f64,
-            t.elapsed().as_secs_f64()
+            "stage 2: fine-tuning on the clean labels of {} tiles",
+            clean.len()
         );
+        train_epochs(&clean_data, finetune_epochs, &fine, "fine-tune ")?;
     }
 
-    // Inria protocol: IoU and accuracy of the building class per area, whole tiles
-    let mut per_area: std::collections::BTreeMap<String, Counts> = Default::default();
-    let mut overlays = 0;
-    for tile in &all {
-        let mut image = tile.image().to_owned();
-        stats.apply(image.view_mut())?;
-        let prob = predict(model.as_ref(), &image)?;
-        let c = per_area.entry(tile.group().to_string()).or_default();
-        for (p, &m) in prob.iter().zip(tile.mask().iter()) {
-            match (m, *p > 0.5) {
-                (IGNORE, _) => {}
-                (1, true) => c.tp += 1,
-                (1, false) => c.fn_ += 1,
-                (_, true) => c.fp += 1,
-                (_, false) => c.tn += 1,
+    let meta = CheckpointMeta {
+        config: serde_json::to_value(&cfg)?,
+        class_names: vec!["background".into(), "building".into()],
+        band_order: vec!["red".into(), "green".into(), "blue".into()],
+        normalisation: Some(stats.to_normalisation()),
+        epoch: epochs,
+        ..CheckpointMeta::default()
+    };
+    save_checkpoint(out.join("model.safetensors"), &vm.named_vars()?, &meta)?;
+    if !builtin.is_empty() {
+        // evaluate exactly the weights that will be shipped: rounded to f16
+        for (name, var) in vm.named_vars()? {
+            if !name.ends_with("num_batches_tracked") {
+                var.set(&var.as_tensor().to_dtype(DType::F16)?.to_dtype(DType::F32)?)?;
             }
         }
-        if tile.group() == val_group && overlays < 6 && tile.class_fraction(1) > 0.05 {
-            overlay(&out.join(format!("overlay_{overlays}.png")), tile, &prob)?;
-            overlays += 1;
+    }
+
+    // Inria protocol: IoU and accuracy of the building class per area, whole tiles, in
+    // batches of tiles of one shape
+    let t_eval = Instant::now();
+    let mut per_area: std::collections::BTreeMap<String, Counts> = Default::default();
+    let mut overlays = 0;
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&i| all[i].image().dim());
+    for chunk in order.chunk_by(|&a, &b| all[a].image().dim() == all[b].image().dim()) {
+        for part in chunk.chunks(eval_batch) {
+            let images = part
+                .iter()
+                .map(|&i| {
+                    let mut image = all[i].image().to_owned();
+                    stats.apply(image.view_mut())?;
+                    Ok(image)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for (&i, prob) in part.iter().zip(predict_batch(model.as_ref(), &images)?) {
+                let tile = &all[i];
+                let c = per_area.entry(tile.group().to_string()).or_default();
+                for (p, &m) in prob.iter().zip(tile.mask().iter()) {
+                    match (m, *p > 0.5) {
+                        (IGNORE, _) => {}
+                        (1, true) => c.tp += 1,
+                        (1, false) => c.fn_ += 1,
+                        (_, true) => c.fp += 1,
+                        (_, false) => c.tn += 1,
+                    }
+                }
+                if tile.group() == val_group && overlays < 6 && tile.class_fraction(1) > 0.05 {
+                    overlay(&out.join(format!("overlay_{overlays}.png")), tile, &prob)?;
+                    overlays += 1;
+                }
+            }
         }
     }
+    println!(
+        "evaluated {} tiles in {:.0} s",
+        all.len(),
+        t_eval.elapsed().as_secs_f64()
+    );
     let mut rows = Vec::new();
     println!("area      role   building IoU  accuracy");
     for (area, c) in &per_area {
@@ -293,15 +522,34 @@ fn main() -> anyhow::Result<()> {
         out.join("metrics.json"),
         serde_json::to_string_pretty(&rows)?,
     )?;
-    let meta = CheckpointMeta {
-        config: serde_json::to_value(&cfg)?,
-        class_names: vec!["background".into(), "building".into()],
-        band_order: vec!["red".into(), "green".into(), "blue".into()],
-        normalisation: Some(stats.to_normalisation()),
-        epoch: epochs,
-        ..CheckpointMeta::default()
-    };
-    save_checkpoint(out.join("model.safetensors"), &vm.named_vars()?, &meta)?;
+    if !builtin.is_empty() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let info = serde_json::json!({
+            "name": "buildings-unet16",
+            "task": "building (1) versus background (0) in RGB aerial and drone imagery",
+            "input": "3 bands red, green, blue; 8-bit values 0-255",
+            "ground_resolution_m": [0.075, 0.3],
+            "training_data": format!(
+                "HOT RAMP OpenAerialMap tiles with OpenStreetMap building outlines (areas \
+                 {}), plus the fAIr Banepa GeoTIFF tiles with area 3; {val_group} held out",
+                per_area.keys().filter(|a| **a != val_group).cloned().collect::<Vec<_>>().join(", ")
+            ),
+            "attribution": [
+                "Imagery: OpenAerialMap contributors, CC BY 4.0",
+                "Labels: (c) OpenStreetMap contributors, ODbL 1.0"
+            ],
+            "recipe": format!("cargo run --release --example buildings -- {}", args.join(" ")),
+            "scores": rows,
+        });
+        write_builtin(
+            Path::new(&builtin),
+            &vm,
+            &CheckpointMeta {
+                extra: info,
+                ..meta
+            },
+        )?;
+    }
     println!(
         "wrote {} (checkpoint, metrics.json, overlays) in {:.0} s",
         out.display(),

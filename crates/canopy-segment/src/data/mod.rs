@@ -54,6 +54,11 @@
 //! [`canopy_train::batch::Dataset`]; [`collate_patches`] stacks its items into `(B, C, h, w)`
 //! images and `(B, h, w)` `u32` labels.
 //!
+//! # Label noise
+//! [`add_label_noise`] degrades clean masks the way OpenStreetMap outlines are wrong
+//! (misregistration of the label layer and of single buildings, omitted buildings), for the
+//! two-stage recipe: pretrain on imperfect labels, fine-tune on a few clean ones.
+//!
 //! # Example
 //! ```
 //! use canopy_segment::data::{
@@ -107,6 +112,7 @@ mod augment;
 mod coco;
 mod geotiff;
 mod image_io;
+mod noise;
 mod pam;
 mod patch;
 mod polygons;
@@ -123,6 +129,7 @@ use crate::{Error, Result};
 pub use augment::{Augment, AugmentConfig, Transform};
 pub use coco::{CategoryMap, CocoFolder};
 pub use geotiff::{AlphaBand, GeoTiffPairs, GeoTiffPolygons, MaskCoding};
+pub use noise::{add_label_noise, LabelNoiseConfig, NoiseReport};
 pub use patch::{collate_patches, Patch, PatchConfig, PatchDataset};
 pub use polygons::{web_mercator, LabelReport};
 pub use split::{split_by_groups, split_groups_randomly};
