@@ -12,6 +12,7 @@ pub mod linear;
 pub mod ops;
 pub mod positional;
 pub mod rnn;
+pub mod state_dict;
 
 pub use dropout::Dropout;
 pub use error::{Error, Result};

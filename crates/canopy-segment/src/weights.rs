@@ -11,11 +11,15 @@
 //! aliases are given as `(alias prefix, canonical prefix)` pairs: an alias key is accepted when
 //! it equals its canonical tensor, and [`state_dict_with_aliases`] adds the alias keys back
 //! for a strict `load_state_dict` in PyTorch.
+//!
+//! The strict assignment itself is canopy-nn's [`canopy_nn::state_dict`] (shared with
+//! canopy-temporal); this module adds the file names to its errors.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{Tensor, Var};
+use canopy_nn::state_dict;
 
 use crate::{Error, Result};
 
@@ -36,20 +40,9 @@ pub fn load_state_dict(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such weights file"),
         });
     }
-    let device = vars
-        .first()
-        .map(|(_, v)| v.device().clone())
-        .unwrap_or(candle_core::Device::Cpu);
-    let tensors = candle_core::safetensors::load(path, &device).map_err(|e| Error::File {
+    state_dict::load_file(path, vars, aliases).map_err(|e| Error::File {
         path: path.to_path_buf(),
-        message: format!("not a readable safetensors file: {e}"),
-    })?;
-    load_tensors(&tensors, vars, aliases).map_err(|e| match e {
-        Error::Config { message, .. } => Error::File {
-            path: path.to_path_buf(),
-            message,
-        },
-        other => other,
+        message: state_dict::message(e),
     })
 }
 
@@ -62,70 +55,10 @@ pub fn load_tensors(
     vars: &[(String, Var)],
     aliases: &[(String, String)],
 ) -> Result<()> {
-    let config = |message: String| Error::Config {
+    state_dict::assign(tensors, vars, aliases).map_err(|e| Error::Config {
         context: "load_state_dict",
-        message,
-    };
-    // resolve alias keys onto their canonical names
-    let mut resolved: HashMap<&str, &Tensor> = HashMap::with_capacity(tensors.len());
-    let mut pending_aliases = Vec::new();
-    for (key, t) in tensors {
-        match canonical(key, aliases) {
-            Some(c) => pending_aliases.push((key.as_str(), c, t)),
-            None => {
-                resolved.insert(key.as_str(), t);
-            }
-        }
-    }
-    for (alias, canonical, t) in pending_aliases {
-        match resolved.get(canonical.as_str()) {
-            Some(c) => {
-                if !same(c, t)? {
-                    return Err(config(format!(
-                        "{alias} and {canonical} name the same layer but hold different values"
-                    )));
-                }
-            }
-            None => {
-                return Err(config(format!(
-                    "{alias} is present but {canonical}, the layer it aliases, is missing"
-                )))
-            }
-        }
-    }
-    let mut missing: Vec<&str> = vars
-        .iter()
-        .filter(|(n, _)| !resolved.contains_key(n.as_str()))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    missing.sort_unstable();
-    let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unused: Vec<&str> = resolved
-        .keys()
-        .copied()
-        .filter(|k| !known.contains(k))
-        .collect();
-    unused.sort_unstable();
-    if !missing.is_empty() || !unused.is_empty() {
-        return Err(config(format!(
-            "weights do not fit the model: missing keys {missing:?}, unexpected keys {unused:?} \
-             (are they for another model or configuration?)"
-        )));
-    }
-    for (name, var) in vars {
-        let Some(t) = resolved.get(name.as_str()) else {
-            continue;
-        };
-        if t.dims() != var.dims() {
-            return Err(config(format!(
-                "{name}: the file has shape {:?}, the model needs {:?}",
-                t.dims(),
-                var.dims()
-            )));
-        }
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-    }
-    Ok(())
+        message: state_dict::message(e),
+    })
 }
 
 /// The variables as a `state_dict` with the alias keys added (for PyTorch's strict loading).
@@ -136,39 +69,5 @@ pub fn state_dict_with_aliases(
     vars: &[(String, Var)],
     aliases: &[(String, String)],
 ) -> Result<HashMap<String, Tensor>> {
-    let mut out: HashMap<String, Tensor> = vars
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
-    for (name, var) in vars {
-        for (alias, canonical) in aliases {
-            if let Some(rest) = name.strip_prefix(canonical.as_str()) {
-                if rest.starts_with('.') {
-                    out.insert(format!("{alias}{rest}"), var.as_tensor().clone());
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The canonical key of an alias key, if `key` starts with an alias prefix.
-fn canonical(key: &str, aliases: &[(String, String)]) -> Option<String> {
-    aliases.iter().find_map(|(alias, canonical)| {
-        key.strip_prefix(alias.as_str())
-            .filter(|rest| rest.starts_with('.'))
-            .map(|rest| format!("{canonical}{rest}"))
-    })
-}
-
-fn same(a: &Tensor, b: &Tensor) -> Result<bool> {
-    if a.dims() != b.dims() {
-        return Ok(false);
-    }
-    let diff = (a.to_dtype(DType::F64)? - b.to_dtype(DType::F64)?)?
-        .abs()?
-        .flatten_all()?
-        .max(0)?
-        .to_scalar::<f64>()?;
-    Ok(diff == 0.0)
+    Ok(state_dict::with_aliases(vars, aliases))
 }

@@ -3,11 +3,14 @@
 //! The models of this crate name their variables exactly as the reference PyTorch modules name
 //! their parameters and buffers, so `safetensors.torch.save_file(model.state_dict(), path)` on
 //! the PyTorch side and [`load_state_dict`] here move trained weights across unchanged.
+//! The strict assignment is canopy-nn's [`canopy_nn::state_dict`] (shared with
+//! canopy-segment); this module adds the file names to its errors.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Tensor, Var};
+use canopy_nn::state_dict;
 
 use crate::{Error, Result};
 
@@ -27,17 +30,9 @@ pub fn load_state_dict(path: impl AsRef<Path>, vars: &[(String, Var)]) -> Result
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such weights file"),
         });
     }
-    let device = vars
-        .first()
-        .map(|(_, v)| v.device().clone())
-        .unwrap_or(candle_core::Device::Cpu);
-    let tensors = candle_core::safetensors::load(path, &device).map_err(|e| Error::File {
+    state_dict::load_file(path, vars, &[]).map_err(|e| Error::File {
         path: path.to_path_buf(),
-        message: format!("not a readable safetensors file: {e}"),
-    })?;
-    assign(&tensors, vars).map_err(|message| Error::File {
-        path: path.to_path_buf(),
-        message,
+        message: state_dict::message(e),
     })
 }
 
@@ -47,53 +42,10 @@ pub fn load_state_dict(path: impl AsRef<Path>, vars: &[(String, Var)]) -> Result
 /// # Errors
 /// Missing or unused keys, shape mismatches, failed conversions.
 pub fn load_tensors(tensors: &HashMap<String, Tensor>, vars: &[(String, Var)]) -> Result<()> {
-    assign(tensors, vars).map_err(|message| Error::Config {
+    state_dict::assign(tensors, vars, &[]).map_err(|e| Error::Config {
         model: "load_tensors",
-        message,
+        message: state_dict::message(e),
     })
-}
-
-fn assign(
-    tensors: &HashMap<String, Tensor>,
-    vars: &[(String, Var)],
-) -> std::result::Result<(), String> {
-    let mut missing: Vec<&str> = vars
-        .iter()
-        .filter(|(n, _)| !tensors.contains_key(n))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    missing.sort_unstable();
-    let known: std::collections::HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unused: Vec<&str> = tensors
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !known.contains(k))
-        .collect();
-    unused.sort_unstable();
-    if !missing.is_empty() || !unused.is_empty() {
-        return Err(format!(
-            "state dict does not fit the model: missing keys {missing:?}, unexpected keys \
-             {unused:?} (is it a checkpoint of another model or configuration?)"
-        ));
-    }
-    for (name, var) in vars {
-        let Some(t) = tensors.get(name) else {
-            continue;
-        };
-        if t.dims() != var.dims() {
-            return Err(format!(
-                "{name}: the model expects shape {:?}, the file has {:?}",
-                var.dims(),
-                t.dims()
-            ));
-        }
-        let value = t
-            .to_dtype(var.dtype())
-            .and_then(|t| t.to_device(var.device()))
-            .map_err(|e| format!("{name}: {e}"))?;
-        var.set(&value).map_err(|e| format!("{name}: {e}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -136,7 +88,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            e.contains("b: the model expects shape [4], the file has [5]"),
+            e.contains("b: the file has shape [5], the model needs [4]"),
             "{e}"
         );
         Ok(())

@@ -100,9 +100,10 @@ pub fn load_checkpoint(
     Ok((tensors, meta))
 }
 
-/// Loads checkpoint `path` into `vars` strictly: every variable must be in the file with its
-/// shape, and every tensor of the file must belong to a variable. Values are converted to each
-/// variable's dtype and device. Returns the sidecar.
+/// Loads checkpoint `path` into `vars` strictly (canopy-nn's [`canopy_nn::state_dict::assign`]):
+/// every variable must be in the file with its shape, and every tensor of the file must belong
+/// to a variable. Values are converted to each variable's dtype and device. Returns the
+/// sidecar.
 ///
 /// # Errors
 /// Names the missing or unused keys, or the variable whose shape differs.
@@ -116,43 +117,10 @@ pub fn load_checkpoint_into(
         .map(|(_, v)| v.device().clone())
         .unwrap_or(Device::Cpu);
     let (tensors, meta) = load_checkpoint(path, &device)?;
-    let file_err = |message: String| Error::File {
+    canopy_nn::state_dict::assign(&tensors, vars, &[]).map_err(|e| Error::File {
         path: path.to_path_buf(),
-        message,
-    };
-    let mut missing: Vec<&str> = vars
-        .iter()
-        .filter(|(n, _)| !tensors.contains_key(n))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    missing.sort_unstable();
-    if !missing.is_empty() {
-        return Err(file_err(format!("missing variables {missing:?}")));
-    }
-    let mut unused: Vec<&str> = tensors
-        .keys()
-        .filter(|k| !vars.iter().any(|(n, _)| n == *k))
-        .map(|k| k.as_str())
-        .collect();
-    unused.sort_unstable();
-    if !unused.is_empty() {
-        return Err(file_err(format!(
-            "tensors {unused:?} match no variable of the model"
-        )));
-    }
-    for (name, var) in vars {
-        let t = tensors
-            .get(name)
-            .ok_or_else(|| file_err(format!("missing variable {name:?}")))?;
-        if t.dims() != var.dims() {
-            return Err(file_err(format!(
-                "{name}: the model expects shape {:?}, the checkpoint has {:?}",
-                var.dims(),
-                t.dims()
-            )));
-        }
-        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-    }
+        message: canopy_nn::state_dict::message(e),
+    })?;
     Ok(meta)
 }
 
