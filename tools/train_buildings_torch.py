@@ -7,8 +7,8 @@ Rust example has exported its tiles (`cargo run --release --example buildings --
 --export-tiles /work/runs/tiles.safetensors ...`):
     ~/.cache/canopy-peers/venv/bin/python tools/train_buildings_torch.py \
         [--tiles /work/runs/tiles.safetensors] [--epochs 20] [--width 16] [--patch 128] \
-        [--batch 8] [--patches 256] [--seed 0] [--schedule exp|cyclic] [--eval-batch 8] \
-        [--threads 2] [--out DIR]
+        [--batch 8] [--patches 256] [--seed 0] [--schedule exp|cyclic] [--lr-decay 0.8] \
+        [--eval-batch 8] [--threads 2] [--out DIR]
 Writes DIR/metrics.json (rows {area, role, iou, accuracy}, as the example's) and DIR/model.pt
 (the state_dict; its key names are those of canopy's UNet, so it also converts to safetensors).
 
@@ -44,9 +44,9 @@ What is the same as the Rust example (source files named for each step):
   U_k = sum p + sum y - I_k, loss = 1 - mean over both classes (background and building).
 - Optimiser (src/optim/adam.rs, AdamConfig::default()): Adam, betas (0.9, 0.999), eps 1e-8, no
   weight decay, over every parameter (not the BatchNorm running statistics). The learning rate
-  is set before every step: `exp` = 1e-3 x 0.8^epoch; `cyclic` = triangular2 cycles
-  (src/schedule.rs, CyclicLr, Smith 2017) between 1e-4 and 2e-3, 2 epochs of steps up and 2
-  down, amplitude halved every cycle.
+  is set before every step: `exp` = 1e-3 x d^epoch (d = `--lr-decay`, 0.8); `cyclic` =
+  triangular2 cycles (src/schedule.rs, CyclicLr, Smith 2017) between 1e-4 and 2e-3, 2 epochs
+  of steps up and 2 down, amplitude halved every cycle.
 - Training: batches of `--batch` consecutive patches (the last one may be shorter), BatchNorm
   in training mode; the printed epoch loss is the mean of the step losses.
 - Evaluation: every tile of every area, whole, in eval mode, in batches of tiles of one shape;
@@ -171,8 +171,8 @@ class Patches:
 
 def double_conv(cin, cout):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
     )
 
 
@@ -227,9 +227,9 @@ def ce_soft_iou(logits, target, iou_weight=0.5, smooth=1.0):
     return ce + iou_weight * (1.0 - iou.mean())
 
 
-def learning_rate(schedule, step, steps_per_epoch):
+def learning_rate(schedule, step, steps_per_epoch, decay=0.8):
     if schedule == "exp":
-        return 1e-3 * 0.8 ** (step // steps_per_epoch)
+        return 1e-3 * decay ** (step // steps_per_epoch)
     # triangular2 between 1e-4 and 2e-3, 2 epochs up, 2 down
     base, top = 1e-4, 2e-3
     half = 2 * steps_per_epoch
@@ -276,6 +276,7 @@ def main():
     ap.add_argument("--patches", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--schedule", choices=["exp", "cyclic"], default="exp")
+    ap.add_argument("--lr-decay", type=float, default=0.8, help="per-epoch factor of `exp`")
     ap.add_argument("--eval-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="buildings-torch")
@@ -309,7 +310,7 @@ def main():
         for start in range(0, args.patches, args.batch):
             x, y = data.batch(epoch, start, min(start + args.batch, args.patches))
             for g in opt.param_groups:
-                g["lr"] = learning_rate(args.schedule, step, steps_per_epoch)
+                g["lr"] = learning_rate(args.schedule, step, steps_per_epoch, args.lr_decay)
             step += 1
             loss = ce_soft_iou(model(x), y)
             opt.zero_grad(set_to_none=True)
