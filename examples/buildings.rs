@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example buildings -- [--model unet|fcn|mlpnet] [--epochs 8] \
 //!     [--val-area 5] [--width 16] [--patch 128] [--batch 8] [--patches 256] \
-//!     [--schedule exp|cyclic] [--eval-batch 8] [--seed 0] [--out buildings-run] \
+//!     [--schedule exp|cyclic] [--lr-decay 0.8] [--eval-batch 8] [--eval-val-only] [--seed 0] [--out buildings-run] \
 //!     [--noise-shift 8 --noise-omit 0.2] [--clean-fraction 0.1] [--finetune-epochs 4] \
 //!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors]
 //! ```
@@ -16,11 +16,11 @@
 //!
 //! Recipe: random patches with flips / 90° rotations / brightness-contrast jitter, per-band
 //! normalisation from the training tiles (saved with the model), cross-entropy + 0.5 x soft
-//! IoU (Maggiori et al.'s loss for building maps), Adam; learning rate `exp` = 1e-3 x 0.8 per
-//! epoch, or `cyclic` = Smith's triangular2 cycles between 1e-4 and 2e-3, 2 epochs up and 2
+//! IoU (canopy-train's `ce_soft_iou_loss`: soft IoU averaged over both classes), Adam; learning rate `exp` = 1e-3 x
+//! `--lr-decay` (0.8) per epoch, or `cyclic` = Smith's triangular2 cycles between 1e-4 and 2e-3, 2 epochs up and 2
 //! down. Evaluation runs every whole tile of every area through the model (in batches) and
 //! reports building IoU and pixel accuracy per area (ignored pixels, e.g. blank alpha, left
-//! out). Writes `model.safetensors` + `model.json` (a checkpoint `canopy segment --weights`
+//! out; `--eval-val-only`: the validation area only). Writes `model.safetensors` + `model.json` (a checkpoint `canopy segment --weights`
 //! reads), `metrics.json` and overlay PNGs of validation tiles (prediction in red, OSM outline
 //! pixels in green).
 //!
@@ -269,11 +269,13 @@ fn main() -> anyhow::Result<()> {
     let width: usize = arg("--width", "16").parse()?;
     let patch: usize = arg("--patch", "128").parse()?;
     let batch: usize = arg("--batch", "8").parse()?;
+    let val_only = std::env::args().any(|a| a == "--eval-val-only");
     let eval_batch: usize = arg("--eval-batch", "8").parse::<usize>()?.max(1);
     let patches: usize = arg("--patches", "256").parse()?;
     let seed: u64 = arg("--seed", "0").parse()?;
     let out = PathBuf::from(arg("--out", "buildings-run"));
     let schedule = arg("--schedule", "exp");
+    let lr_decay: f64 = arg("--lr-decay", "0.8").parse()?;
     let export = arg("--export-tiles", "");
     let builtin = arg("--export-builtin", "");
     let clean_fraction: f64 = arg("--clean-fraction", "1").parse()?;
@@ -389,8 +391,8 @@ fn main() -> anyhow::Result<()> {
     };
     let steps_per_epoch = data.len().div_ceil(batch);
     let lr: Box<dyn LrSchedule> = match schedule.as_str() {
-        // per epoch: 1e-3 x 0.8^epoch
-        "exp" => Box::new(move |t: usize| 1e-3 * 0.8f64.powi((t / steps_per_epoch) as i32)),
+        // per epoch: 1e-3 x decay^epoch
+        "exp" => Box::new(move |t: usize| 1e-3 * lr_decay.powi((t / steps_per_epoch) as i32)),
         // Smith's triangular2 cycles of 4 epochs between 1e-4 and 2e-3
         "cyclic" => Box::new(CyclicLr {
             mode: CyclicMode::Triangular2,
@@ -471,7 +473,9 @@ fn main() -> anyhow::Result<()> {
     let t_eval = Instant::now();
     let mut per_area: std::collections::BTreeMap<String, Counts> = Default::default();
     let mut overlays = 0;
-    let mut order: Vec<usize> = (0..all.len()).collect();
+    let mut order: Vec<usize> = (0..all.len())
+        .filter(|&i| !val_only || all[i].group() == val_group)
+        .collect();
     order.sort_by_key(|&i| all[i].image().dim());
     for chunk in order.chunk_by(|&a, &b| all[a].image().dim() == all[b].image().dim()) {
         for part in chunk.chunks(eval_batch) {
@@ -504,7 +508,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "evaluated {} tiles in {:.0} s",
-        all.len(),
+        order.len(),
         t_eval.elapsed().as_secs_f64()
     );
     let mut rows = Vec::new();

@@ -11,7 +11,10 @@
 //!    from the raw bands, training on the west of the scene and validating on the east, and check
 //!    its validation accuracy (see [`crate::demo_train`]),
 //! 6. train a TempCNN on generated cloudy NDVI series, raw and cloud-filtered + interpolated,
-//!    and compare their validation accuracies (see [`crate::demo_series`]).
+//!    and compare their validation accuracies (see [`crate::demo_series`]),
+//! 7. polygonize the class map into GeoJSON,
+//! 8. run the built-in building U-Net over a generated 0.15 m aerial RGB scene and score it
+//!    against the generated footprints (see [`crate::demo_segment`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -225,6 +228,9 @@ pub fn run(out: &Path, size: usize) -> anyhow::Result<()> {
         geojson_path.display(),
         t.elapsed().as_secs_f64()
     );
+
+    // 8. the built-in building model over a generated aerial scene
+    crate::demo_segment::step(out, size.clamp(256, 768))?;
 
     println!(
         "done in {:.1} s; inspect the outputs with `canopy info {}`",

@@ -2,6 +2,7 @@
 
 mod classify;
 mod demo;
+mod demo_segment;
 mod demo_series;
 mod demo_train;
 mod info;

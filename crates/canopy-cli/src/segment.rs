@@ -48,7 +48,9 @@ pub struct SegmentArgs {
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Model weights: a safetensors checkpoint with its JSON sidecar (model configuration,
-    /// normalisation, class names), as written by canopy-train's `save_checkpoint`.
+    /// normalisation, class names), as written by canopy-train's `save_checkpoint`. Without
+    /// it, the built-in building model (a small U-Net for 8-bit RGB aerial imagery at
+    /// 0.07-0.3 m; 1 = building, 0 = background).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// The u8 class map to write (255 = nodata).
@@ -180,6 +182,50 @@ fn print_report(report: &SegmentReport, seg_names: &[String], seconds: f64, out:
     }
 }
 
+/// The built-in building model, after checking that the scene looks like what it was trained
+/// on (warnings only: the user may know better).
+fn builtin_model(tif: &GeoTiff, input: &Path) -> anyhow::Result<Segmenter> {
+    let info = canopy_segment::builtin::buildings_info()?;
+    let seg = canopy_segment::builtin::buildings()?;
+    println!(
+        "model: {} (no --weights given): {}; expects {}",
+        info.name, info.task, info.input
+    );
+    println!(
+        "  maps made with it should credit: {}",
+        info.attribution.join("; ")
+    );
+    let meta = tif.info();
+    if meta.dtype != canopy_raster::DataType::U8 {
+        eprintln!(
+            "warning: {} holds {:?} samples; the built-in model was trained on 8-bit RGB \
+             (0-255) and will see these values unscaled. Rescale the scene to 8 bits or train a \
+             model for it (examples/buildings.rs) and pass --weights",
+            input.display(),
+            meta.dtype
+        );
+    }
+    // projected CRSs only (EPSG geographic codes are 4001-4999: degrees, not metres)
+    let projected = meta
+        .georef
+        .crs
+        .epsg
+        .is_some_and(|e| !(4001..=4999).contains(&e));
+    if let (Some(t), true) = (&meta.georef.transform, projected) {
+        let t = t.as_array();
+        let res = t[1].hypot(t[4]);
+        let [lo, hi] = info.ground_resolution_m;
+        if res < 0.5 * lo || res > 2.0 * hi {
+            eprintln!(
+                "warning: {} has {res:.3} m pixels; the built-in model was trained at {lo}-{hi} \
+                 m and may miss buildings at this resolution",
+                input.display()
+            );
+        }
+    }
+    Ok(seg)
+}
+
 /// Runs `canopy segment`.
 pub fn run(cmd: &SegmentCommand) -> anyhow::Result<()> {
     match &cmd.sub {
@@ -192,16 +238,12 @@ fn segment(a: &SegmentArgs) -> anyhow::Result<()> {
     let Some(input) = &a.input else {
         bail!("--input SCENE.tif is required (or use `canopy segment merge`)");
     };
-    let Some(weights) = &a.weights else {
-        bail!(
-            "--weights MODEL.safetensors is required: canopy does not ship a built-in building \
-             model yet. Train one with `cargo run --release --example buildings` (it writes a \
-             checkpoint and its sidecar) and pass it here"
-        );
-    };
-    let seg = Segmenter::from_checkpoint(weights)
-        .with_context(|| format!("loading the model {}", weights.display()))?;
     let tif = GeoTiff::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let seg = match &a.weights {
+        Some(weights) => Segmenter::from_checkpoint(weights)
+            .with_context(|| format!("loading the model {}", weights.display()))?,
+        None => builtin_model(&tif, input)?,
+    };
     let opts = options(&a.tiling, a.bands.as_deref(), a.batch)?;
     let start = Instant::now();
     if let Some(shard) = &a.shard {

@@ -78,6 +78,7 @@ fn demo_runs_end_to_end_on_a_small_scene() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("reproduced the scene exactly"), "{stdout}");
     assert!(stdout.contains("5. trained"), "{stdout}");
+    assert!(stdout.contains("8. built-in building U-Net"), "{stdout}");
     assert!(
         stdout.contains("accuracy") && stdout.contains("kappa"),
         "{stdout}"
@@ -92,6 +93,8 @@ fn demo_runs_end_to_end_on_a_small_scene() {
         "train/last.safetensors",
         "train/loss.png",
         "train/confusion.png",
+        "aerial.tif",
+        "buildings.tif",
     ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }

@@ -152,8 +152,8 @@ fn segment_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     fixtures(dir.path());
     let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-    let (ok, text) = run(&["segment", "--input", &p("scene.tif"), "--out", &p("c.tif")]);
-    assert!(!ok && text.contains("--weights"), "{text}");
+    let (ok, text) = run(&["segment", "--out", &p("c.tif")]);
+    assert!(!ok && text.contains("--input"), "{text}");
     let (ok, text) = run(&[
         "segment",
         "--input",
@@ -180,4 +180,44 @@ fn segment_errors_say_what_to_do() {
     ]);
     assert!(!ok && text.contains("missing.safetensors"), "{text}");
     assert!(!dir.path().join("c.tif").exists());
+}
+
+#[test]
+fn without_weights_the_built_in_model_runs_and_credits_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures(dir.path());
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (ok, text) = run(&["segment", "--input", &p("scene.tif"), "--out", &p("c.tif")]);
+    assert!(ok, "{text}");
+    assert!(text.contains("buildings-unet16"), "{text}");
+    assert!(
+        text.contains("OpenAerialMap") && text.contains("OpenStreetMap"),
+        "{text}"
+    );
+    assert!(!text.contains("warning"), "{text}");
+    let classes: Raster<u8> = GeoTiff::open(dir.path().join("c.tif"))
+        .unwrap()
+        .read()
+        .unwrap();
+    assert_eq!(classes.data.dim(), (1, 70, 90));
+    assert!(classes.data.iter().all(|&c| c <= 1), "classes 0/1 only");
+
+    // a 16-bit scene at 10 m gets both warnings, and still runs
+    let data = Array3::from_shape_fn((3, 40, 40), |(b, y, x)| {
+        (1000 + 100 * b + 7 * x + 3 * y) as u16
+    });
+    let georef = Georef::new(
+        GeoTransform::north_up(300_000.0, 5_000_000.0, 10.0, 10.0),
+        Some(32632),
+    );
+    write_geotiff(
+        dir.path().join("s2.tif"),
+        &Raster::new(data, georef),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    let (ok, text) = run(&["segment", "--input", &p("s2.tif"), "--out", &p("c2.tif")]);
+    assert!(ok, "{text}");
+    assert!(text.contains("U16") && text.contains("8-bit"), "{text}");
+    assert!(text.contains("10.000 m pixels"), "{text}");
 }

@@ -191,7 +191,9 @@ pub fn message(e: Error) -> String {
 mod tests {
     use super::*;
 
-    fn vars(dev: &Device) -> Result<(Var, Var, Vec<(String, Var)>)> {
+    type Named = Vec<(String, Var)>;
+
+    fn vars(dev: &Device) -> Result<(Var, Var, Named)> {
         let a = Var::zeros((2, 3), DType::F32, dev)?;
         let b = Var::zeros(4, DType::F32, dev)?;
         let v = vec![

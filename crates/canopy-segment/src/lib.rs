@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod builtin;
 pub mod data;
 mod error;
 pub mod fcn;
