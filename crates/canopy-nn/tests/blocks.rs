@@ -691,18 +691,6 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
 fn fused_batch_norm_equals_the_composed_one_with_exact_gradients() {
     use canopy_nn::batch_norm::BatchNorm;
     use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
-    let max_abs_diff = |a: &Tensor, b: &Tensor| -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
     let dev = Device::Cpu;
     let x = random_f64(&[2, 3, 4, 5], 41, &dev).unwrap();
     let make = || {
