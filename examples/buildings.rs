@@ -256,6 +256,7 @@ fn keep_clean(i: usize, fraction: f64, seed: u64) -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
+    canopy_nn::keep_freed_memory();
     let root = data_dir();
     if !root.exists() {
         bail!(

@@ -55,6 +55,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Tensor buffers are allocated and freed on every tile and step: keep them in the process
+    // instead of page-faulting them in again (see canopy_nn::allocator).
+    canopy_nn::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Command::Info {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod attention;
 pub mod batch_norm;
 pub mod conv_rnn;
@@ -14,6 +15,7 @@ pub mod positional;
 pub mod rnn;
 pub mod state_dict;
 
+pub use allocator::keep_freed_memory;
 pub use dropout::Dropout;
 pub use error::{Error, Result};
 pub use gradcheck::{check_all_parameters_have_gradients, check_gradients, GradCheckConfig};

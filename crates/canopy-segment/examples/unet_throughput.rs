@@ -2,10 +2,11 @@
 //! JSON line per measurement (read by `tools/bench_segment_vs_torch.py`, which runs the same
 //! work in PyTorch and prints ratios).
 //!
-//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4]`
+//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc]`
 //!
 //! Inference: eval mode, `(B, 3, S, S)` -> logits, Mpx/s. Training step: train mode forward,
-//! cross-entropy over 2 classes, backward, Adam (lr 1e-3) — `bench_unet.py`'s step.
+//! cross-entropy over 2 classes, backward, Adam (lr 1e-3) — `bench_unet.py`'s step. Like the
+//! `canopy` CLI, it first calls `canopy_nn::keep_freed_memory` unless `--system-malloc` is given.
 
 use std::time::Instant;
 
@@ -29,6 +30,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `canopy` CLI does; `--system-malloc` measures glibc's default behaviour instead.
+    if !std::env::args().any(|a| a == "--system-malloc") {
+        canopy_nn::keep_freed_memory();
+    }
     let repeat: usize = arg("--repeat", "5").parse()?;
     let size: usize = arg("--size", "256").parse()?;
     let batch: usize = arg("--batch", "4").parse()?;
