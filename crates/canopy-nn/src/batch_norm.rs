@@ -125,11 +125,13 @@ impl BatchNorm {
     }
 
     /// Normalises `(N, C, H, W)` (or `(N, C, ...)`) like [`BatchNorm::forward_t`] and, with
-    /// `relu`, applies a ReLU, in one pass: the batch (training) or running (evaluation)
-    /// statistics are folded into a per-channel scale and shift for the fused
-    /// [`scale_shift`](crate::ops::scale_shift) kernel. The same values as `forward_t` (then
-    /// `relu`), without the transposed copy and the element-wise temporaries — several times
-    /// faster on image batches.
+    /// `relu`, applies a ReLU, in one op: in training the fused
+    /// [`batch_norm_train`](crate::ops::batch_norm_train) kernel (statistics, normalisation,
+    /// ReLU and the whole backward pass in parallel passes over the data), in evaluation the
+    /// running statistics folded into a per-channel scale and shift for
+    /// [`scale_shift`](crate::ops::scale_shift). The same values as `forward_t` (then `relu`),
+    /// without the transposed copy and the element-wise temporaries — several times faster on
+    /// image batches.
     ///
     /// # Shapes
     /// `(N, C, ...)` with 3 or 4 dimensions, unchanged.
@@ -146,45 +148,33 @@ impl BatchNorm {
             ));
         }
         let dt = x.dtype();
-        let (mean, var) = if train {
-            let n = x.elem_count() / self.channels;
-            if n < 2 {
-                return Err(invalid(
-                    "BatchNorm",
-                    "training needs more than one value per channel",
-                ));
-            }
-            // per-channel sums over every axis but 1
-            let channel_sum = |t: &Tensor| -> Result<Tensor> {
-                let mut t = t.clone();
-                for d in (2..dims.len()).rev() {
-                    t = t.sum_keepdim(d)?;
-                }
-                Ok(t.sum_keepdim(0)?.flatten_all()?)
-            };
-            let mean = (channel_sum(x)? / n as f64)?;
-            let centred = x.broadcast_sub(&mean.reshape(bshape(&dims, self.channels))?)?;
-            let var = (channel_sum(&centred.sqr()?)? / n as f64)?;
-            let m = self.momentum;
-            let st = self.running_mean.dtype();
-            let unbiased = (var.detach() * (n as f64 / (n as f64 - 1.0)))?.to_dtype(st)?;
-            let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
-                + (mean.detach().to_dtype(st)? * m)?)?;
-            let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&new_mean)?;
-            self.running_var.set(&new_var)?;
-            self.num_batches_tracked
-                .set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().to_dtype(dt)?,
-                self.running_var.as_tensor().to_dtype(dt)?,
-            )
-        };
-        let scale = (self.weight.to_dtype(dt)? / (var + self.eps)?.sqrt()?)?;
-        let shift = (self.bias.to_dtype(dt)? - (mean * &scale)?)?;
-        crate::ops::scale_shift(x, &scale, &shift, relu)
+        if !train {
+            let mean = self.running_mean.as_tensor().to_dtype(dt)?;
+            let var = self.running_var.as_tensor().to_dtype(dt)?;
+            let scale = (self.weight.to_dtype(dt)? / (var + self.eps)?.sqrt()?)?;
+            let shift = (self.bias.to_dtype(dt)? - (mean * &scale)?)?;
+            return crate::ops::scale_shift(x, &scale, &shift, relu);
+        }
+        let n = x.elem_count() / self.channels;
+        if n < 2 {
+            return Err(invalid(
+                "BatchNorm",
+                "training needs more than one value per channel",
+            ));
+        }
+        let (y, mean, var) =
+            crate::ops::batch_norm_train(x, &self.weight, &self.bias, self.eps, relu)?;
+        let m = self.momentum;
+        let st = self.running_mean.dtype();
+        let unbiased = (var * (n as f64 / (n as f64 - 1.0)))?.to_dtype(st)?;
+        let new_mean =
+            ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.to_dtype(st)? * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        self.num_batches_tracked
+            .set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
+        Ok(y)
     }
 
     /// The number of training batches seen.
@@ -198,11 +188,4 @@ impl BatchNorm {
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()? as u64)
     }
-}
-
-/// `(1, C, 1, ...)` for an input of shape `dims`.
-fn bshape(dims: &[usize], channels: usize) -> Vec<usize> {
-    let mut b = vec![1usize; dims.len()];
-    b[1] = channels;
-    b
 }

@@ -406,6 +406,62 @@ fn patch_transposed_convolution_equals_its_definition() {
 }
 
 #[test]
+fn batch_norm_train_equals_its_definition_with_exact_gradients_for_all_inputs() {
+    let dev = Device::Cpu;
+    for dims in [&[3usize, 4, 5, 6][..], &[5, 3, 7]] {
+        let c = dims[1];
+        let x = random_f64(dims, 51, &dev).unwrap();
+        let w = random_f64(&[c], 52, &dev).unwrap();
+        let b = random_f64(&[c], 53, &dev).unwrap();
+        // the definition, composed from candle ops: statistics over every axis but 1
+        let mut bs = vec![1usize; dims.len()];
+        bs[1] = c;
+        let flat = x.transpose(0, 1).unwrap().contiguous().unwrap();
+        let flat = flat.reshape((c, ())).unwrap();
+        let mean = flat.mean_keepdim(1).unwrap();
+        let var = flat
+            .broadcast_sub(&mean)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .mean_keepdim(1)
+            .unwrap();
+        let norm = x
+            .broadcast_sub(&mean.reshape(bs.clone()).unwrap())
+            .unwrap()
+            .broadcast_div(&(var.reshape(bs.clone()).unwrap() + 1e-3).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w.reshape(bs.clone()).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape(bs.clone()).unwrap())
+            .unwrap();
+        for relu in [false, true] {
+            let (y, m, v) = batch_norm_train(&x, &w, &b, 1e-3, relu).unwrap();
+            let want = if relu { norm.relu().unwrap() } else { norm.clone() };
+            assert!(max_abs_diff(&y, &want) < 1e-13, "{dims:?} relu {relu}");
+            assert!(max_abs_diff(&m, &mean.flatten_all().unwrap()) < 1e-14);
+            assert!(max_abs_diff(&v, &var.flatten_all().unwrap()) < 1e-14);
+            gradcheck(&[dims, &[c], &[c]], |t| {
+                Ok(batch_norm_train(&t[0], &t[1], &t[2], 1e-3, relu)?.0)
+            });
+            // f32 agrees with f64
+            let x32 = x.to_dtype(candle_core::DType::F32).unwrap();
+            let (y32, _, _) = batch_norm_train(&x32, &w, &b, 1e-3, relu).unwrap();
+            let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &want);
+            assert!(d < 1e-5, "f32 differs by {d:e}");
+        }
+    }
+    // typed errors: wrong parameter length, one value per channel
+    let x = random_f64(&[1, 3, 1, 1], 1, &dev).unwrap();
+    let p = random_f64(&[3], 2, &dev).unwrap();
+    let e = batch_norm_train(&x, &p, &p, 1e-5, false).unwrap_err();
+    assert!(e.to_string().contains("more than one value"), "{e}");
+    let x = random_f64(&[2, 4, 3, 3], 1, &dev).unwrap();
+    let e = batch_norm_train(&x, &p, &p, 1e-5, false).unwrap_err();
+    assert!(e.to_string().contains("weight"), "{e}");
+}
+
+#[test]
 fn fused_channel_ops_equal_their_definitions_and_have_exact_gradients() {
     let dev = Device::Cpu;
     let x = random_f64(&[2, 3, 5, 4], 31, &dev).unwrap();

@@ -2,7 +2,7 @@
 //! JSON line per measurement (read by `tools/bench_segment_vs_torch.py`, which runs the same
 //! work in PyTorch and prints ratios).
 //!
-//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc]`
+//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc] [--inference-only] [--no-winograd]`
 //!
 //! Inference: eval mode, `(B, 3, S, S)` -> logits, Mpx/s. Training step: train mode forward,
 //! cross-entropy over 2 classes, backward, Adam (lr 1e-3) — `bench_unet.py`'s step. Like the
@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     // As the `canopy` CLI does; `--system-malloc` measures glibc's default behaviour instead.
     if !std::env::args().any(|a| a == "--system-malloc") {
         canopy_nn::keep_freed_memory();
+    }
+    if std::env::args().any(|a| a == "--no-winograd") {
+        canopy_nn::ops::set_winograd_enabled(false);
     }
     let repeat: usize = arg("--repeat", "5").parse()?;
     let size: usize = arg("--size", "256").parse()?;
@@ -69,6 +72,9 @@ fn main() -> anyhow::Result<()> {
         mpx / inf
     );
 
+    if std::env::args().any(|a| a == "--inference-only") {
+        return Ok(());
+    }
     let params: Vec<_> = vm
         .named_vars()?
         .into_iter()
@@ -77,16 +83,26 @@ fn main() -> anyhow::Result<()> {
     let mut opt = Adam::new(param_groups(params, &[])?, AdamConfig::default())?;
     let ce = CrossEntropyConfig::default();
     let mut times = Vec::new();
+    let mut phases = [Vec::new(), Vec::new(), Vec::new()];
     for i in 0..repeat + 1 {
         let t = Instant::now();
         let logits = model.forward_t(&x, true)?;
         let loss = cross_entropy(&logits, &y, &ce)?;
+        let t_fwd = t.elapsed().as_secs_f64();
         let grads = loss.backward()?;
+        let t_bwd = t.elapsed().as_secs_f64();
         opt.step(&grads)?;
         if i > 0 {
             times.push(t.elapsed().as_secs_f64());
+            phases[0].push(t_fwd);
+            phases[1].push(t_bwd - t_fwd);
+            phases[2].push(t.elapsed().as_secs_f64() - t_bwd);
         }
     }
+    let [fwd, bwd, opt_step] = phases.map(median);
+    eprintln!(
+        "training step phases (medians, s): forward + loss {fwd:.3}, backward {bwd:.3}, optimiser {opt_step:.3}"
+    );
     let step = median(times);
     println!(
         "{{\"model\":\"{name}\",\"what\":\"train_step\",\"seconds\":{step},\"mpx_per_s\":{}}}",

@@ -75,23 +75,16 @@ impl AttentionOp {
     }
 }
 
-/// Small conversions the kernels need.
+/// The constant the kernels mask with.
 trait Scalar: Float {
-    fn from_f64(v: f64) -> Self;
     const NEG_INF: Self;
 }
 
 impl Scalar for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
     const NEG_INF: Self = f32::NEG_INFINITY;
 }
 
 impl Scalar for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
     const NEG_INF: Self = f64::NEG_INFINITY;
 }
 

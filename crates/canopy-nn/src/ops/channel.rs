@@ -8,11 +8,13 @@
 //! first level (4 x 32 x 256 x 256) they cost as much as the convolutions. Both ops have
 //! explicit backward passes (checked by finite differences in `tests/ops.rs`).
 
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, Float, Saved, SavedCell};
 use crate::Result;
 
 /// `max(x * scale[c] + shift[c], 0)` (or without the `max` when `relu` is false) for `x` of
@@ -218,6 +220,451 @@ impl CustomOp3 for ScaleShift {
             }
         };
         Ok((Some(dx), Some(ds), Some(db)))
+    }
+}
+
+/// `x + bias[c]` for `x` of shape `(N, C, ...)`: the bias of a convolution.
+///
+/// candle's `broadcast_add` computes the same, but its backward pass sums the gradient over the
+/// broadcast axes with a strided single-threaded reduction (on U-Net's last up-sampling layer,
+/// 8 M values, it is a few percent of a training step). Here the bias gradient is a parallel
+/// sum over contiguous channel planes and the input gradient is the output gradient itself.
+///
+/// # Shapes
+/// `x`: `(N, C, ...)`, `bias`: `(C,)` -> like `x`.
+///
+/// # Errors
+/// Shape errors; dtypes other than f32/f64 (other dtypes and CUDA tensors take candle's
+/// `broadcast_add`).
+pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let op = "add_channel_bias";
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(shape(op, "an input (N, C, ...)", dims));
+    }
+    let c = dims[1];
+    if bias.dims() != [c] {
+        return Err(shape(op, format!("bias ({c},)"), bias.dims()));
+    }
+    let fast = x.device().is_cpu()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if !fast {
+        let mut bs = vec![1usize; dims.len()];
+        bs[1] = c;
+        return Ok(x.broadcast_add(&bias.to_dtype(x.dtype())?.reshape(bs)?)?);
+    }
+    Ok(x
+        .contiguous()?
+        .apply_op2(&bias.to_dtype(x.dtype())?.contiguous()?, ChannelBias)?)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ChannelBias;
+
+impl ChannelBias {
+    fn forward<T: Float + Send + Sync>(x: &[T], b: &[T], c: usize, inner: usize) -> Vec<T> {
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(inner)
+            .zip(x.par_chunks(inner))
+            .enumerate()
+            .for_each(|(p, (yp, xp))| {
+                let o = b[p % c];
+                for (v, &u) in yp.iter_mut().zip(xp) {
+                    *v = u + o;
+                }
+            });
+        y
+    }
+
+    fn bias_grad<T: Float + Send + Sync>(g: &[T], c: usize, inner: usize) -> Vec<T> {
+        let sums: Vec<T> = g.par_chunks(inner).map(|p| sum8(p, |u| u)).collect();
+        channel_totals(&sums, c)
+            .into_iter()
+            .map(T::from_f64)
+            .collect()
+    }
+}
+
+impl candle_core::CustomOp2 for ChannelBias {
+    fn name(&self) -> &'static str {
+        "canopy-add-channel-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, inner) = planes(xl);
+        let name = "add_channel_bias";
+        let out = match xs {
+            CpuStorage::F32(_) => CpuStorage::F32(Self::forward(
+                slice::<f32>(xs, xl, name)?,
+                slice::<f32>(bs, bl, name)?,
+                c,
+                inner,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(Self::forward(
+                slice::<f64>(xs, xl, name)?,
+                slice::<f64>(bs, bl, name)?,
+                c,
+                inner,
+            )),
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name}: f32 or f64 only"
+                )))
+            }
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let name = "add_channel_bias backward";
+        let grad = grad.contiguous()?;
+        let (c, inner) = {
+            let (_, l) = grad.storage_and_layout();
+            planes(l)
+        };
+        let db = {
+            let (sg, lg) = grad.storage_and_layout();
+            let Storage::Cpu(sg) = &*sg else {
+                return Err(candle_core::Error::Msg(format!("{name}: CPU tensors only")));
+            };
+            match sg {
+                CpuStorage::F32(_) => Tensor::from_vec(
+                    Self::bias_grad(slice::<f32>(sg, lg, name)?, c, inner),
+                    c,
+                    x.device(),
+                )?,
+                CpuStorage::F64(_) => Tensor::from_vec(
+                    Self::bias_grad(slice::<f64>(sg, lg, name)?, c, inner),
+                    c,
+                    x.device(),
+                )?,
+                _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
+            }
+        };
+        Ok((Some(grad), Some(db)))
+    }
+}
+
+/// Batch normalisation in training mode, with an optional ReLU, as one op:
+/// `y = max(γ[c] (x - μ[c]) / sqrt(σ²[c] + eps) + β[c], 0)` with the batch mean `μ` and biased
+/// variance `σ²` of each channel over every axis but 1. Returns `(y, μ, σ²)`; `μ` and `σ²` are
+/// plain values (no gradient), for the running statistics.
+///
+/// The gradient with respect to `x` goes through the statistics as well (the full batch-norm
+/// backward, `dx = γ/σ (g - mean(g) - x̂ mean(g x̂))` on the ReLU-masked gradient `g`), in two
+/// parallel passes over the data; composing the same from candle's reductions and broadcasts
+/// takes about a dozen single-threaded full-size passes and as many temporaries.
+///
+/// # Shapes
+/// `x`: `(N, C, ...)`, `weight` (`γ`), `bias` (`β`): `(C,)` -> `y` like `x`; `μ`, `σ²`: `(C,)`.
+///
+/// # Errors
+/// Shape errors; fewer than two values per channel; dtypes other than f32/f64; non-CPU
+/// tensors.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = "batch_norm_train";
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(shape(op, "an input (N, C, ...)", dims));
+    }
+    let c = dims[1];
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if t.dims() != [c] {
+            return Err(shape(op, format!("{name} ({c},)"), t.dims()));
+        }
+    }
+    if x.elem_count() / c.max(1) < 2 {
+        return Err(invalid(op, "training needs more than one value per channel"));
+    }
+    if !(eps >= 0.0) {
+        return Err(invalid(op, format!("eps {eps} must be >= 0")));
+    }
+    if !x.device().is_cpu() {
+        return Err(invalid(op, "not implemented on CUDA (CPU tensors only)"));
+    }
+    let dt = x.dtype();
+    let saved = SavedCell::default();
+    let y = x.contiguous()?.apply_op3(
+        &weight.to_dtype(dt)?.contiguous()?,
+        &bias.to_dtype(dt)?.contiguous()?,
+        BatchNormTrain {
+            eps,
+            relu,
+            saved: saved.clone(),
+        },
+    )?;
+    // the forward pass kept `(μ, 1/σ, σ²)`, 3C values
+    let stats = match saved.load()? {
+        Saved::F32(v) => Tensor::from_slice(v.as_slice(), (3, c), x.device())?,
+        Saved::F64(v) => Tensor::from_slice(v.as_slice(), (3, c), x.device())?,
+        Saved::None => return Err(invalid(op, "the forward pass kept no statistics")),
+    };
+    Ok((y, stats.get(0)?, stats.get(2)?))
+}
+
+#[derive(Debug, Clone)]
+struct BatchNormTrain {
+    eps: f64,
+    relu: bool,
+    /// `(μ, 1/σ, σ²)` per channel, from the forward pass.
+    saved: SavedCell,
+}
+
+/// Sum of a slice with eight independent accumulators (vectorises; for f32 planes of up to a
+/// few hundred thousand values the rounding error stays near 1e-7 relative).
+#[inline]
+fn sum8<T: Float>(v: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let mut chunks = v.chunks_exact(8);
+    for ch in &mut chunks {
+        for (a, &u) in acc.iter_mut().zip(ch) {
+            *a += f(u);
+        }
+    }
+    let mut s = T::ZERO;
+    for &u in chunks.remainder() {
+        s += f(u);
+    }
+    acc.iter().fold(s, |a, &b| a + b)
+}
+
+/// Per-channel totals of per-plane values, summed in f64 in plane order (deterministic).
+fn channel_totals<T: Float>(per_plane: &[T], c: usize) -> Vec<f64> {
+    let mut t = vec![0.0f64; c];
+    for (p, &v) in per_plane.iter().enumerate() {
+        t[p % c] += v.to_f64();
+    }
+    t
+}
+
+impl BatchNormTrain {
+    fn forward<T: Float + Send + Sync> (
+        &self,
+        x: &[T],
+        w: &[T],
+        b: &[T],
+        c: usize,
+        inner: usize,
+    ) -> (Vec<T>, Vec<T>)
+    {
+        let n = (x.len() / c) as f64;
+        let sums: Vec<T> = x.par_chunks(inner).map(|p| sum8(p, |u| u)).collect();
+        let mean: Vec<f64> = channel_totals(&sums, c).iter().map(|s| s / n).collect();
+        let mean_t: Vec<T> = mean.iter().map(|&m| T::from_f64(m)).collect();
+        let sq: Vec<T> = x
+            .par_chunks(inner)
+            .enumerate()
+            .map(|(p, xp)| {
+                let m = mean_t[p % c];
+                sum8(xp, |u| (u - m) * (u - m))
+            })
+            .collect();
+        let var: Vec<f64> = channel_totals(&sq, c).iter().map(|s| s / n).collect();
+        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let scale: Vec<T> = (0..c).map(|i| T::from_f64(w[i].to_f64() * inv[i])).collect();
+        let shift: Vec<T> = (0..c)
+            .map(|i| T::from_f64(b[i].to_f64() - mean[i] * w[i].to_f64() * inv[i]))
+            .collect();
+        let y = forward(x, &scale, &shift, c, inner, self.relu);
+        let stats = mean.iter().chain(&inv).chain(&var).map(|&v| T::from_f64(v)).collect();
+        (y, stats)
+    }
+
+    /// `(dx, dγ, dβ)`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward<T: Float + Send + Sync> (
+        &self,
+        x: &[T],
+        y: &[T],
+        g: &[T],
+        w: &[T],
+        stats: &[T],
+        c: usize,
+        inner: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>)
+    {
+        let relu = self.relu;
+        let (mean, inv) = (&stats[..c], &stats[c..2 * c]);
+        let masked = |v: T, u: T| if relu && v <= T::ZERO { T::ZERO } else { u };
+        // per plane: Σ g and Σ g (x - μ) over the unmasked elements
+        let sums: Vec<(T, T)> = x
+            .par_chunks(inner)
+            .zip(y.par_chunks(inner))
+            .zip(g.par_chunks(inner))
+            .enumerate()
+            .map(|(p, ((xp, yp), gp))| {
+                let m = mean[p % c];
+                let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
+                let mut i = 0;
+                while i + 8 <= xp.len() {
+                    for k in 0..8 {
+                        let gv = masked(yp[i + k], gp[i + k]);
+                        sg[k] += gv;
+                        sgx[k] += gv * (xp[i + k] - m);
+                    }
+                    i += 8;
+                }
+                let (mut a, mut b) = (T::ZERO, T::ZERO);
+                while i < xp.len() {
+                    let gv = masked(yp[i], gp[i]);
+                    a += gv;
+                    b += gv * (xp[i] - m);
+                    i += 1;
+                }
+                (
+                    sg.iter().fold(a, |s, &v| s + v),
+                    sgx.iter().fold(b, |s, &v| s + v),
+                )
+            })
+            .collect();
+        let n = (x.len() / c) as f64;
+        let sg = channel_totals(&sums.iter().map(|s| s.0).collect::<Vec<_>>(), c);
+        let sgx = channel_totals(&sums.iter().map(|s| s.1).collect::<Vec<_>>(), c);
+        // dβ = Σ g, dγ = Σ g x̂ = Σ g (x - μ) / σ
+        let dbias: Vec<T> = sg.iter().map(|&v| T::from_f64(v)).collect();
+        let dweight: Vec<T> = (0..c).map(|i| T::from_f64(sgx[i] * inv[i].to_f64())).collect();
+        // dx = γ/σ (g - Σg/n - (x - μ) Σg(x - μ) / (n σ²)), as a · g + b · x + o per channel
+        let coef: Vec<(T, T, T)> = (0..c)
+            .map(|i| {
+                let (iv, m) = (inv[i].to_f64(), mean[i].to_f64());
+                let a = w[i].to_f64() * iv;
+                let bx = -a * sgx[i] * iv * iv / n;
+                let o = -a * sg[i] / n - bx * m;
+                (T::from_f64(a), T::from_f64(bx), T::from_f64(o))
+            })
+            .collect();
+        let mut dx = vec![T::ZERO; x.len()];
+        dx.par_chunks_mut(inner)
+            .zip(x.par_chunks(inner))
+            .zip(y.par_chunks(inner))
+            .zip(g.par_chunks(inner))
+            .enumerate()
+            .for_each(|(p, (((dp, xp), yp), gp))| {
+                let (a, bx, o) = coef[p % c];
+                for (((d, &u), &v), &gv) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
+                    *d = a * masked(v, gv) + bx * u + o;
+                }
+            });
+        (dx, dweight, dbias)
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "canopy-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (c, inner) = planes(xl);
+        let name = "batch_norm_train";
+        let out = match xs {
+            CpuStorage::F32(_) => {
+                let (y, st) = self.forward(
+                    slice::<f32>(xs, xl, name)?,
+                    slice::<f32>(ws, wl, name)?,
+                    slice::<f32>(bs, bl, name)?,
+                    c,
+                    inner,
+                );
+                self.saved.store(Saved::F32(Arc::new(st)))?;
+                CpuStorage::F32(y)
+            }
+            CpuStorage::F64(_) => {
+                let (y, st) = self.forward(
+                    slice::<f64>(xs, xl, name)?,
+                    slice::<f64>(ws, wl, name)?,
+                    slice::<f64>(bs, bl, name)?,
+                    c,
+                    inner,
+                );
+                self.saved.store(Saved::F64(Arc::new(st)))?;
+                CpuStorage::F64(y)
+            }
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name}: f32 or f64 only"
+                )))
+            }
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let name = "batch_norm_train backward";
+        let grad = grad.contiguous()?;
+        let (sx, lx) = x.storage_and_layout();
+        let (sy, ly) = res.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (sw, lw) = weight.storage_and_layout();
+        let (Storage::Cpu(sx), Storage::Cpu(sy), Storage::Cpu(sg), Storage::Cpu(sw)) =
+            (&*sx, &*sy, &*sg, &*sw)
+        else {
+            return Err(candle_core::Error::Msg(format!("{name}: CPU tensors only")));
+        };
+        let (c, inner) = planes(lx);
+        let dev = x.device();
+        let saved = self.saved.load()?;
+        macro_rules! run {
+            ($t:ty, $st:expr) => {{
+                let (dx, dw, db) = self.backward(
+                    slice::<$t>(sx, lx, name)?,
+                    slice::<$t>(sy, ly, name)?,
+                    slice::<$t>(sg, lg, name)?,
+                    slice::<$t>(sw, lw, name)?,
+                    $st,
+                    c,
+                    inner,
+                );
+                (
+                    Tensor::from_vec(dx, x.shape(), dev)?,
+                    Tensor::from_vec(dw, c, dev)?,
+                    Tensor::from_vec(db, c, dev)?,
+                )
+            }};
+        }
+        let (dx, dw, db) = match (sx, &saved) {
+            (CpuStorage::F32(_), Saved::F32(st)) => run!(f32, st.as_slice()),
+            (CpuStorage::F64(_), Saved::F64(st)) => run!(f64, st.as_slice()),
+            _ => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name}: no statistics of the input's dtype were kept"
+                )))
+            }
+        };
+        Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 

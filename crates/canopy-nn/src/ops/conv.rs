@@ -239,7 +239,7 @@ pub fn conv1d_reference(
         if bias.dims() != [c_out] {
             return Err(shape(op, format!("bias ({c_out},)"), bias.dims()));
         }
-        y = y.broadcast_add(&bias.reshape((1, c_out, 1))?)?;
+        y = crate::ops::add_channel_bias(&y, bias)?;
     }
     Ok(y)
 }
@@ -398,7 +398,7 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>, c_out: usize, op: &'static str) ->
     match bias {
         None => Ok(y),
         Some(bias) if bias.dims() == [c_out] => {
-            Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
+            crate::ops::add_channel_bias(&y, bias)
         }
         Some(bias) => Err(shape(op, format!("bias ({c_out},)"), bias.dims())),
     }

@@ -1,7 +1,9 @@
 //! CPU convolution kernels: blocked im2col + `gemm` (AVX-512 / AVX2 micro-kernels chosen at run
 //! time), as candle custom ops with explicit backward passes.
 //!
-//! Forward: the output positions of every image are cut into blocks of a few hundred; each block
+//! Forward: 3x3 convolutions with unit stride and at least 16 channels run as Winograd
+//! `F(2x2, 3x3)` ([`winograd`], 2.25x fewer multiply-adds); the others as follows. The output
+//! positions of every image are cut into blocks of a few hundred; each block
 //! is one task on the rayon pool that gathers its columns into a cache-sized buffer
 //! ([`Geometry::gather`]) and multiplies the weights by it with a single-threaded `gemm` call, one
 //! per channel group. 1x1 convolutions with unit stride skip the gather and multiply the image in
@@ -23,9 +25,10 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::slice;
+use crate::ops::cpu::{slice, Float};
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 use crate::ops::im2col::Geometry;
+use crate::ops::winograd;
 
 /// Target size of one gathered column block, in bytes (fits the 1 MiB L2 of the machines we
 /// measure on, next to gemm's packed panels).
@@ -149,7 +152,19 @@ impl ConvGeom {
 /// A task owns a contiguous run of output channels of one image (all positions), so it writes
 /// straight into the output: images x groups x channel chunks, with enough chunks to keep every
 /// thread busy (at least 8 channels each).
-fn forward<T: GemmScalar + Default>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
+fn forward<T: Float + Send + Sync>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
+    if winograd::enabled() && winograd::applies(cv) {
+        return winograd::forward(cv, x, w);
+    }
+    forward_im2col(cv, x, w)
+}
+
+/// [`forward`] through im2col blocks and gemm, for every convolution.
+pub(crate) fn forward_im2col<T: GemmScalar + Default>(
+    cv: &ConvGeom,
+    x: &[T],
+    w: &[T],
+) -> Result<Vec<T>, String> {
     if cv.images_per_block::<T>() > 1 {
         return forward_folded(cv, x, w);
     }
@@ -361,7 +376,7 @@ fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
 }
 
 /// Input gradient `(B, C, H, W)` from `dy` and `w`, both contiguous.
-fn backward_input<T: GemmScalar + Default + std::ops::AddAssign>(
+fn backward_input<T: Float + Send + Sync>(
     cv: &ConvGeom,
     dy: &[T],
     w: &[T],
@@ -524,7 +539,7 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-fn run_pass<T: GemmScalar + Default + std::ops::AddAssign>(
+fn run_pass<T: Float + Send + Sync>(
     pass: Pass,
     cv: &ConvGeom,
     a: &[T],

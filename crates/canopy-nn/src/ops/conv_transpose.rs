@@ -211,7 +211,7 @@ fn transpose_patches(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Resu
                     bias.dims(),
                 ));
             }
-            Ok(y.broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?)
+            crate::ops::add_channel_bias(&y, bias)
         }
     }
 }

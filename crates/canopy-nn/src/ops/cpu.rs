@@ -80,6 +80,10 @@ pub(crate) trait Float:
     }
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
+    /// From f64 (rounded to nearest for f32).
+    fn from_f64(v: f64) -> Self;
+    /// To f64 (exact).
+    fn to_f64(self) -> f64;
 }
 
 impl Float for f32 {
@@ -92,6 +96,14 @@ impl Float for f32 {
         // tanh x = 1 - 2 / (exp(2x) + 1): no cancellation for large |x|, absolute error ~1e-7
         1.0 - 2.0 / (exp_approx(2.0 * self) + 1.0)
     }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
 }
 
 impl Float for f64 {
@@ -102,6 +114,14 @@ impl Float for f64 {
     #[inline(always)]
     fn tanh(self) -> Self {
         f64::tanh(self)
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
     }
 }
 

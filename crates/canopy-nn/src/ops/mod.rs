@@ -16,9 +16,10 @@ pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod softmax;
+pub(crate) mod winograd;
 
 pub use activation::gelu;
-pub use channel::scale_shift;
+pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use conv::{
     conv1d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig, Conv2dConfig,
 };
@@ -30,4 +31,5 @@ pub use resize::{
     adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,
     AlignCorners,
 };
+pub use winograd::set_winograd_enabled;
 pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
