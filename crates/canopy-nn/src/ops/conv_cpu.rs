@@ -280,7 +280,19 @@ fn forward_folded<T: GemmScalar + Default>(
 }
 
 /// Weight gradient `(C_out, C/groups, K_h, K_w)` from `x` and `dy`, both contiguous.
-fn backward_weight<T: GemmScalar + Default + std::ops::AddAssign>(
+fn backward_weight<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+) -> Result<Vec<T>, String> {
+    if winograd::enabled() && winograd::applies(cv) {
+        return winograd::backward_weight(cv, x, dy);
+    }
+    backward_weight_im2col(cv, x, dy)
+}
+
+/// [`backward_weight`] through im2col blocks and gemm, for every convolution.
+pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssign>(
     cv: &ConvGeom,
     x: &[T],
     dy: &[T],

@@ -2,6 +2,7 @@
 //! forward pass keeps for its backward pass, and the float arithmetic of the fused kernels
 //! (a vectorisable f32 `exp`).
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, Layout};
@@ -61,6 +62,44 @@ fn poisoned() -> candle_core::Error {
     candle_core::Error::Msg("canopy custom op: saved-values lock poisoned by a panic".into())
 }
 
+/// Two per-thread scratch buffers of at least `n1` and `n2` elements for `f` (their contents are
+/// whatever the last user left), kept between calls so that kernels called many times per
+/// training step neither allocate nor zero their work space each time. A nested call on the same
+/// thread gets fresh buffers.
+pub(crate) fn with_scratch<T: Float, R>(
+    n1: usize,
+    n2: usize,
+    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+) -> R {
+    T::with_scratch_impl(n1, n2, f)
+}
+
+thread_local! {
+    static SCRATCH_F32: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH_F64: RefCell<(Vec<f64>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn scratch_from<T: Copy + Default, R>(
+    cell: &RefCell<(Vec<T>, Vec<T>)>,
+    n1: usize,
+    n2: usize,
+    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            if a.len() < n1 {
+                a.resize(n1, T::default());
+            }
+            if b.len() < n2 {
+                b.resize(n2, T::default());
+            }
+            f(&mut a[..n1], &mut b[..n2])
+        }
+        Err(_) => f(&mut vec![T::default(); n1], &mut vec![T::default(); n2]),
+    }
+}
+
 /// Float types the fused kernels run on.
 pub(crate) trait Float:
     GemmScalar
@@ -84,6 +123,12 @@ pub(crate) trait Float:
     fn from_f64(v: f64) -> Self;
     /// To f64 (exact).
     fn to_f64(self) -> f64;
+    #[doc(hidden)]
+    fn with_scratch_impl<R>(
+        n1: usize,
+        n2: usize,
+        f: impl FnOnce(&mut [Self], &mut [Self]) -> R,
+    ) -> R;
 }
 
 impl Float for f32 {
@@ -104,6 +149,13 @@ impl Float for f32 {
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
+    fn with_scratch_impl<R>(
+        n1: usize,
+        n2: usize,
+        f: impl FnOnce(&mut [Self], &mut [Self]) -> R,
+    ) -> R {
+        SCRATCH_F32.with(|c| scratch_from(c, n1, n2, f))
+    }
 }
 
 impl Float for f64 {
@@ -122,6 +174,13 @@ impl Float for f64 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
+    }
+    fn with_scratch_impl<R>(
+        n1: usize,
+        n2: usize,
+        f: impl FnOnce(&mut [Self], &mut [Self]) -> R,
+    ) -> R {
+        SCRATCH_F64.with(|c| scratch_from(c, n1, n2, f))
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::ops::conv_cpu::ConvGeom;
-use crate::ops::cpu::Float;
+use crate::ops::cpu::{with_scratch, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -137,14 +137,11 @@ pub(crate) fn forward<T: Float + Send + Sync>(
         }
     }
     let img_len = c * g.h * g.w;
-    tasks.into_par_iter().try_for_each_init(
-        || (Vec::<T>::new(), Vec::<T>::new()),
-        |(v, m), mut task| -> Result<(), String> {
-            let nt = (task.r1 - task.r0) * tw;
-            let img = &x[task.b * img_len..(task.b + 1) * img_len];
-            v.resize(16 * c * nt, T::ZERO);
+    tasks.into_par_iter().try_for_each(|mut task| -> Result<(), String> {
+        let nt = (task.r1 - task.r0) * tw;
+        let img = &x[task.b * img_len..(task.b + 1) * img_len];
+        with_scratch(16 * c * nt, 16 * c_out * nt, |v: &mut [T], m: &mut [T]| {
             input_transform(cv, img, task.r0, task.r1, tw, v);
-            m.resize(16 * c_out * nt, T::ZERO);
             for xi in 0..16 {
                 matmul(
                     &mut m[xi * c_out * nt..(xi + 1) * c_out * nt],
@@ -155,11 +152,169 @@ pub(crate) fn forward<T: Float + Send + Sync>(
                     1,
                 )?;
             }
-            output_transform(m, c_out, nt, tw, wo, ho, task.r0, &mut task.out);
+            output_transform(m, c_out, nt, tw, wo, &mut task.out);
             Ok(())
-        },
-    )?;
+        })
+    })?;
     Ok(y)
+}
+
+/// Number of partial weight gradients summed in a fixed order (as in the im2col kernel, so the
+/// result does not depend on the thread count), limited so that they take at most 64 MiB.
+fn weight_partials<T>(c_out: usize, c: usize, tasks: usize) -> usize {
+    let bytes = 16 * c_out * c * std::mem::size_of::<T>();
+    ((64 << 20) / bytes.max(1)).clamp(1, 16).min(tasks.max(1))
+}
+
+/// Weight gradient `(C_out, C, 3, 3)` of a convolution [`applies`] accepts, from `x` and `dy`
+/// (both contiguous), in the transform domain: `dU[ξ] = Σ_t dM[ξ][·, t] V[ξ][·, t]ᵀ` with
+/// `dM = A dY Aᵀ` per output tile (the adjoint of the output transform), then `dg = Gᵀ dU G`.
+/// 16 products with 2.25x fewer multiply-adds than the im2col weight gradient.
+pub(crate) fn backward_weight<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
+    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+    let per_row = 16 * c.max(c_out) * tw * std::mem::size_of::<T>();
+    let rows = (TASK_BYTES / per_row.max(1)).clamp(1, th);
+    let tasks_per_image = th.div_ceil(rows);
+    let tasks: Vec<(usize, usize, usize)> = (0..g.b * tasks_per_image)
+        .map(|i| {
+            let (b, k) = (i / tasks_per_image, i % tasks_per_image);
+            (b, k * rows, ((k + 1) * rows).min(th))
+        })
+        .collect();
+    let parts = weight_partials::<T>(c_out, c, tasks.len());
+    let per_part = tasks.len().div_ceil(parts);
+    let ulen = 16 * c_out * c;
+    let (img_len, out_len) = (c * g.h * g.w, c_out * ho * wo);
+    let partials: Vec<Vec<T>> = tasks
+        .par_chunks(per_part)
+        .map(|chunk| -> Result<Vec<T>, String> {
+            let mut du = vec![T::ZERO; ulen];
+            for &(b, r0, r1) in chunk {
+                let nt = (r1 - r0) * tw;
+                let img = &x[b * img_len..(b + 1) * img_len];
+                let dy_img = &dy[b * out_len..(b + 1) * out_len];
+                with_scratch(16 * c * nt, 16 * c_out * nt, |v: &mut [T], dm: &mut [T]| {
+                    input_transform(cv, img, r0, r1, tw, v);
+                    output_adjoint(dy_img, c_out, ho, wo, r0, r1, tw, dm);
+                    for xi in 0..16 {
+                        matmul(
+                            &mut du[xi * c_out * c..(xi + 1) * c_out * c],
+                            c,
+                            Mat::row_major(&dm[xi * c_out * nt..(xi + 1) * c_out * nt], c_out, nt),
+                            Mat::row_major(&v[xi * c * nt..(xi + 1) * c * nt], c, nt).t(),
+                            true,
+                            1,
+                        )?;
+                    }
+                    Ok::<(), String>(())
+                })?;
+            }
+            Ok(du)
+        })
+        .collect::<Result<_, String>>()?;
+    let mut parts = partials.into_iter();
+    let mut du = parts.next().unwrap_or_else(|| vec![T::ZERO; ulen]);
+    for p in parts {
+        for (a, v) in du.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    Ok(weight_adjoint(&du, c_out, c))
+}
+
+/// `dM[ξ][co][t] = (A dY_t Aᵀ)[ξ]` for the 2x2 output-gradient block `dY_t` of every tile of tile
+/// rows `r0 .. r1` (zeros beyond the output's edge), laid out like the forward products.
+#[allow(clippy::too_many_arguments)]
+fn output_adjoint<T: Float>(
+    dy: &[T],
+    c_out: usize,
+    ho: usize,
+    wo: usize,
+    r0: usize,
+    r1: usize,
+    tw: usize,
+    dm: &mut [T],
+) {
+    let nt = (r1 - r0) * tw;
+    // even / odd columns of the two output rows of a tile row
+    let mut eo = vec![T::ZERO; 4 * tw];
+    for co in 0..c_out {
+        let plane = &dy[co * ho * wo..(co + 1) * ho * wo];
+        for tr in r0..r1 {
+            for i in 0..2 {
+                let (e, o) = eo[2 * i * tw..(2 * i + 2) * tw].split_at_mut(tw);
+                let oy = 2 * tr + i;
+                if oy >= ho {
+                    e.fill(T::ZERO);
+                    o.fill(T::ZERO);
+                    continue;
+                }
+                let row = &plane[oy * wo..(oy + 1) * wo];
+                let mut pairs = row.chunks_exact(2);
+                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(&mut pairs) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+                if let [last] = pairs.remainder() {
+                    e[tw - 1] = *last;
+                    o[tw - 1] = T::ZERO;
+                }
+            }
+            let (e0, rest) = eo.split_at(tw);
+            let (o0, rest) = rest.split_at(tw);
+            let (e1, o1) = rest.split_at(tw);
+            let base = (tr - r0) * tw;
+            // P = A dY: rows (e0, o0), (e0 + e1, o0 + o1), (e0 - e1, o0 - o1), (-e1, -o1);
+            // dM[r] = P[r] Aᵀ: (p_e, p_e + p_o, p_e - p_o, -p_o)
+            for r in 0..4 {
+                let at = |k: usize| ((r * 4 + k) * c_out + co) * nt + base;
+                for j in 0..tw {
+                    let (pe, po) = match r {
+                        0 => (e0[j], o0[j]),
+                        1 => (e0[j] + e1[j], o0[j] + o1[j]),
+                        2 => (e0[j] - e1[j], o0[j] - o1[j]),
+                        _ => (T::ZERO - e1[j], T::ZERO - o1[j]),
+                    };
+                    dm[at(0) + j] = pe;
+                    dm[at(1) + j] = pe + po;
+                    dm[at(2) + j] = pe - po;
+                    dm[at(3) + j] = T::ZERO - po;
+                }
+            }
+        }
+    }
+}
+
+/// `dg = Gᵀ dU[·][co][ci] G` for every kernel: the adjoint of [`weight_transform`].
+fn weight_adjoint<T: Float>(du: &[T], c_out: usize, c: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    let mut dw = vec![T::ZERO; c_out * c * 9];
+    for co in 0..c_out {
+        for ci in 0..c {
+            let q = |r: usize, k: usize| du[((r * 4 + k) * c_out + co) * c + ci];
+            // dU G: 4 x 3, G = [[1,0,0],[½,½,½],[½,-½,½],[0,0,1]]
+            let mut t = [[T::ZERO; 3]; 4];
+            for (r, row) in t.iter_mut().enumerate() {
+                let (a, b, d, e) = (q(r, 0), q(r, 1), q(r, 2), q(r, 3));
+                *row = [a + (b + d) * half, (b - d) * half, (b + d) * half + e];
+            }
+            // Gᵀ (dU G): 3 x 3
+            let out = &mut dw[(co * c + ci) * 9..(co * c + ci) * 9 + 9];
+            for j in 0..3 {
+                let (a, b, d, e) = (t[0][j], t[1][j], t[2][j], t[3][j]);
+                out[j] = a + (b + d) * half;
+                out[3 + j] = (b - d) * half;
+                out[6 + j] = (b + d) * half + e;
+            }
+        }
+    }
+    dw
 }
 
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of tile rows `r0 .. r1`
@@ -234,7 +389,7 @@ fn input_transform<T: Float>(
                 let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
                 let at = |k: usize| ((r * 4 + k) * c + ci) * nt + base;
                 let (k0, k1, k2, k3) = (at(0), at(1), at(2), at(3));
-                for (((dst, &a), &b), _) in v[k0..k0 + tw].iter_mut().zip(e0).zip(e1).zip(o0) {
+                for ((dst, &a), &b) in v[k0..k0 + tw].iter_mut().zip(e0).zip(e1) {
                     *dst = a - b;
                 }
                 for ((dst, &a), &b) in v[k1..k1 + tw].iter_mut().zip(o0).zip(e1) {
@@ -253,15 +408,12 @@ fn input_transform<T: Float>(
 
 /// `y = Aᵀ M A` for every tile and output channel, written into the task's output rows
 /// (vectorised along tile rows like [`input_transform`]).
-#[allow(clippy::too_many_arguments)]
 fn output_transform<T: Float>(
     m: &[T],
     c_out: usize,
     nt: usize,
     tw: usize,
     wo: usize,
-    _ho: usize,
-    _r0: usize,
     out: &mut [&mut [T]],
 ) {
     // per output row pair: s[i][col][j] = (Aᵀ M)[i][col] of tile j
@@ -387,6 +539,29 @@ mod tests {
             };
             let (e_w, e_d) = (err(&got32), err(&direct32));
             assert!(e_w < 4.0 * e_d.max(1e-7), "f32 winograd {e_w:e} vs direct {e_d:e}");
+        }
+    }
+
+    #[test]
+    fn weight_gradient_equals_the_im2col_one() {
+        use crate::ops::conv_cpu::backward_weight_im2col;
+        for &(b, c, co, h, w, ph, pw) in &[
+            (2, 16, 17, 9, 8, 1, 1),
+            (1, 19, 16, 7, 11, 0, 2),
+            (3, 16, 16, 4, 5, 2, 0),
+            (2, 32, 24, 33, 31, 1, 1),
+        ] {
+            let cv = geom(b, c, co, h, w, ph, pw);
+            let x = values(b * c * h * w, 3);
+            let dy = values(b * co * cv.g.ho * cv.g.wo, 4);
+            let want = backward_weight_im2col(&cv, &x, &dy).unwrap();
+            let got = backward_weight(&cv, &x, &dy).unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-11, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
         }
     }
 
