@@ -65,6 +65,10 @@ case("conv_transpose2d_mixed", lambda x, w: F.conv_transpose2d(x, w, None, strid
      x=rn(1, 3, 6, 4), w=rn(3, 2, 3, 2))
 case("conv_transpose1d", lambda x, w, b: F.conv_transpose1d(x, w, b, stride=3, padding=2, output_padding=1, dilation=2),
      x=rn(2, 3, 7), w=rn(3, 5, 4), b=rn(5))
+# 3x3, unit stride, >= 16 channels: canopy's Winograd F(2x2, 3x3) path (odd output sizes, and
+# zero padding on one axis only)
+case("conv2d_3x3_winograd", lambda x, w, b: F.conv2d(x, w, b, padding=(1, 0)),
+     x=rn(2, 16, 9, 8), w=rn(17, 16, 3, 3), b=rn(17))
 
 path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-nn", "tests", "fixtures", "nn_ops.safetensors")
 os.makedirs(os.path.dirname(path), exist_ok=True)

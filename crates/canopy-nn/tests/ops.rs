@@ -103,6 +103,32 @@ fn conv2d_matches_pytorch_where_candle_fails() {
 }
 
 #[test]
+fn winograd_convolution_matches_pytorch_and_finite_differences() {
+    // 3x3, unit stride, 16 channels in, 17 out: the Winograd F(2x2, 3x3) path for the forward
+    // pass, the input gradient (flipped convolution) and the weight gradient
+    let cfg = Conv2dConfig {
+        h: c1(1, 1, 1),
+        w: c1(1, 0, 1),
+        groups: 1,
+    };
+    golden("conv2d_3x3_winograd", &["x", "w", "b"], |t| {
+        conv2d(&t[0], &t[1], Some(&t[2]), cfg)
+    });
+    gradcheck(&[&[1, 16, 5, 7], &[16, 16, 3, 3], &[16]], |t| {
+        conv2d(&t[0], &t[1], Some(&t[2]), Conv2dConfig::square(1, 1, 1, 1))
+    });
+    // f32 stays within 1e-5 of the f64 result
+    let x = random_f64(&[2, 16, 11, 10], 7, &Device::Cpu).unwrap();
+    let w = random_f64(&[24, 16, 3, 3], 8, &Device::Cpu).unwrap();
+    let sq = Conv2dConfig::square(1, 1, 1, 1);
+    let y64 = conv2d(&x, &w, None, sq).unwrap();
+    let f32_ = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    let y32 = conv2d(&f32_(&x), &f32_(&w), None, sq).unwrap();
+    let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &y64);
+    assert!(d < 1e-5, "f32 Winograd differs from f64 by {d:e}");
+}
+
+#[test]
 fn pooling_matches_pytorch() {
     let a = PoolAxis {
         kernel: 3,
