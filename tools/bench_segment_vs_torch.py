@@ -92,6 +92,23 @@ def canopy_round(name):
 
 subprocess.run(["cargo", "build", "-q", "--release", "-p", "canopy-segment", "--example", "unet_throughput"], check=True)
 mpx = B * S * S / 1e6
+def cpu_line():
+    """CPU model, family/model numbers and widest SIMD: ratios differ a lot between CPUs."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return "cpu: unknown"
+    flags = info.get("flags", "").split()
+    simd = "avx512f" if "avx512f" in flags else ("avx2+fma" if "avx2" in flags and "fma" in flags else "sse")
+    return (f"cpu: {info.get('model name', '?')} (family {info.get('cpu family', '?')}, model "
+            f"{info.get('model', '?')}), {os.cpu_count()} logical CPUs, widest SIMD {simd}; torch {torch.__version__}")
+
+
+print(cpu_line())
 print(f"| model | canopy inference Mpx/s | torch inference Mpx/s | ratio | canopy train ms/step | torch train ms/step | ratio |")
 print("|---|---|---|---|---|---|---|")
 for name in models:

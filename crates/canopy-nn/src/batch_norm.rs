@@ -167,8 +167,7 @@ impl BatchNorm {
         let m = self.momentum;
         let st = self.running_mean.dtype();
         let unbiased = (var * (n as f64 / (n as f64 - 1.0)))?.to_dtype(st)?;
-        let new_mean =
-            ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.to_dtype(st)? * m)?)?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.to_dtype(st)? * m)?)?;
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;

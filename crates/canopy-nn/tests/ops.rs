@@ -455,7 +455,12 @@ fn batch_norm_train_equals_its_definition_with_exact_gradients_for_all_inputs() 
         let norm = x
             .broadcast_sub(&mean.reshape(bs.clone()).unwrap())
             .unwrap()
-            .broadcast_div(&(var.reshape(bs.clone()).unwrap() + 1e-3).unwrap().sqrt().unwrap())
+            .broadcast_div(
+                &(var.reshape(bs.clone()).unwrap() + 1e-3)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap(),
+            )
             .unwrap()
             .broadcast_mul(&w.reshape(bs.clone()).unwrap())
             .unwrap()
@@ -463,7 +468,11 @@ fn batch_norm_train_equals_its_definition_with_exact_gradients_for_all_inputs() 
             .unwrap();
         for relu in [false, true] {
             let (y, m, v) = batch_norm_train(&x, &w, &b, 1e-3, relu).unwrap();
-            let want = if relu { norm.relu().unwrap() } else { norm.clone() };
+            let want = if relu {
+                norm.relu().unwrap()
+            } else {
+                norm.clone()
+            };
             assert!(max_abs_diff(&y, &want) < 1e-13, "{dims:?} relu {relu}");
             assert!(max_abs_diff(&m, &mean.flatten_all().unwrap()) < 1e-14);
             assert!(max_abs_diff(&v, &var.flatten_all().unwrap()) < 1e-14);

@@ -253,8 +253,7 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         bs[1] = c;
         return Ok(x.broadcast_add(&bias.to_dtype(x.dtype())?.reshape(bs)?)?);
     }
-    Ok(x
-        .contiguous()?
+    Ok(x.contiguous()?
         .apply_op2(&bias.to_dtype(x.dtype())?.contiguous()?, ChannelBias)?)
 }
 
@@ -312,11 +311,7 @@ impl candle_core::CustomOp2 for ChannelBias {
                 c,
                 inner,
             )),
-            _ => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{name}: f32 or f64 only"
-                )))
-            }
+            _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
         };
         Ok((out, xl.shape().clone()))
     }
@@ -392,9 +387,12 @@ pub fn batch_norm_train(
         }
     }
     if x.elem_count() / c.max(1) < 2 {
-        return Err(invalid(op, "training needs more than one value per channel"));
+        return Err(invalid(
+            op,
+            "training needs more than one value per channel",
+        ));
     }
-    if !(eps >= 0.0) {
+    if eps.is_nan() || eps < 0.0 {
         return Err(invalid(op, format!("eps {eps} must be >= 0")));
     }
     if !x.device().is_cpu() {
@@ -456,15 +454,14 @@ fn channel_totals<T: Float>(per_plane: &[T], c: usize) -> Vec<f64> {
 }
 
 impl BatchNormTrain {
-    fn forward<T: Float + Send + Sync> (
+    fn forward<T: Float + Send + Sync>(
         &self,
         x: &[T],
         w: &[T],
         b: &[T],
         c: usize,
         inner: usize,
-    ) -> (Vec<T>, Vec<T>)
-    {
+    ) -> (Vec<T>, Vec<T>) {
         let n = (x.len() / c) as f64;
         let sums: Vec<T> = x.par_chunks(inner).map(|p| sum8(p, |u| u)).collect();
         let mean: Vec<f64> = channel_totals(&sums, c).iter().map(|s| s / n).collect();
@@ -479,18 +476,25 @@ impl BatchNormTrain {
             .collect();
         let var: Vec<f64> = channel_totals(&sq, c).iter().map(|s| s / n).collect();
         let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let scale: Vec<T> = (0..c).map(|i| T::from_f64(w[i].to_f64() * inv[i])).collect();
+        let scale: Vec<T> = (0..c)
+            .map(|i| T::from_f64(w[i].to_f64() * inv[i]))
+            .collect();
         let shift: Vec<T> = (0..c)
             .map(|i| T::from_f64(b[i].to_f64() - mean[i] * w[i].to_f64() * inv[i]))
             .collect();
         let y = forward(x, &scale, &shift, c, inner, self.relu);
-        let stats = mean.iter().chain(&inv).chain(&var).map(|&v| T::from_f64(v)).collect();
+        let stats = mean
+            .iter()
+            .chain(&inv)
+            .chain(&var)
+            .map(|&v| T::from_f64(v))
+            .collect();
         (y, stats)
     }
 
     /// `(dx, dγ, dβ)`.
     #[allow(clippy::too_many_arguments)]
-    fn backward<T: Float + Send + Sync> (
+    fn backward<T: Float + Send + Sync>(
         &self,
         x: &[T],
         y: &[T],
@@ -499,8 +503,7 @@ impl BatchNormTrain {
         stats: &[T],
         c: usize,
         inner: usize,
-    ) -> (Vec<T>, Vec<T>, Vec<T>)
-    {
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let relu = self.relu;
         let (mean, inv) = (&stats[..c], &stats[c..2 * c]);
         let masked = |v: T, u: T| if relu && v <= T::ZERO { T::ZERO } else { u };
@@ -540,7 +543,9 @@ impl BatchNormTrain {
         let sgx = channel_totals(&sums.iter().map(|s| s.1).collect::<Vec<_>>(), c);
         // dβ = Σ g, dγ = Σ g x̂ = Σ g (x - μ) / σ
         let dbias: Vec<T> = sg.iter().map(|&v| T::from_f64(v)).collect();
-        let dweight: Vec<T> = (0..c).map(|i| T::from_f64(sgx[i] * inv[i].to_f64())).collect();
+        let dweight: Vec<T> = (0..c)
+            .map(|i| T::from_f64(sgx[i] * inv[i].to_f64()))
+            .collect();
         // dx = γ/σ (g - Σg/n - (x - μ) Σg(x - μ) / (n σ²)), as a · g + b · x + o per channel
         let coef: Vec<(T, T, T)> = (0..c)
             .map(|i| {
@@ -606,11 +611,7 @@ impl CustomOp3 for BatchNormTrain {
                 self.saved.store(Saved::F64(Arc::new(st)))?;
                 CpuStorage::F64(y)
             }
-            _ => {
-                return Err(candle_core::Error::Msg(format!(
-                    "{name}: f32 or f64 only"
-                )))
-            }
+            _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
         };
         Ok((out, xl.shape().clone()))
     }

@@ -397,9 +397,7 @@ fn plan2d(x: &Tensor, weight: &Tensor, cfg: Conv2dConfig) -> Result<Plan2d> {
 fn add_bias(y: Tensor, bias: Option<&Tensor>, c_out: usize, op: &'static str) -> Result<Tensor> {
     match bias {
         None => Ok(y),
-        Some(bias) if bias.dims() == [c_out] => {
-            crate::ops::add_channel_bias(&y, bias)
-        }
+        Some(bias) if bias.dims() == [c_out] => crate::ops::add_channel_bias(&y, bias),
         Some(bias) => Err(shape(op, format!("bias ({c_out},)"), bias.dims())),
     }
 }

@@ -31,5 +31,5 @@ pub use resize::{
     adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,
     AlignCorners,
 };
-pub use winograd::set_winograd_enabled;
 pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
+pub use winograd::set_winograd_enabled;

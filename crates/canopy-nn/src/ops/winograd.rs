@@ -137,25 +137,27 @@ pub(crate) fn forward<T: Float + Send + Sync>(
         }
     }
     let img_len = c * g.h * g.w;
-    tasks.into_par_iter().try_for_each(|mut task| -> Result<(), String> {
-        let nt = (task.r1 - task.r0) * tw;
-        let img = &x[task.b * img_len..(task.b + 1) * img_len];
-        with_scratch(16 * c * nt, 16 * c_out * nt, |v: &mut [T], m: &mut [T]| {
-            input_transform(cv, img, task.r0, task.r1, tw, v);
-            for xi in 0..16 {
-                matmul(
-                    &mut m[xi * c_out * nt..(xi + 1) * c_out * nt],
-                    nt,
-                    Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c),
-                    Mat::row_major(&v[xi * c * nt..(xi + 1) * c * nt], c, nt),
-                    false,
-                    1,
-                )?;
-            }
-            output_transform(m, c_out, nt, tw, wo, &mut task.out);
-            Ok(())
-        })
-    })?;
+    tasks
+        .into_par_iter()
+        .try_for_each(|mut task| -> Result<(), String> {
+            let nt = (task.r1 - task.r0) * tw;
+            let img = &x[task.b * img_len..(task.b + 1) * img_len];
+            with_scratch(16 * c * nt, 16 * c_out * nt, |v: &mut [T], m: &mut [T]| {
+                input_transform(cv, img, task.r0, task.r1, tw, v);
+                for xi in 0..16 {
+                    matmul(
+                        &mut m[xi * c_out * nt..(xi + 1) * c_out * nt],
+                        nt,
+                        Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c),
+                        Mat::row_major(&v[xi * c * nt..(xi + 1) * c * nt], c, nt),
+                        false,
+                        1,
+                    )?;
+                }
+                output_transform(m, c_out, nt, tw, wo, &mut task.out);
+                Ok(())
+            })
+        })?;
     Ok(y)
 }
 
@@ -467,7 +469,15 @@ mod tests {
     use crate::ops::im2col::Geometry;
     use crate::ops::Axis1;
 
-    fn geom(b: usize, c: usize, c_out: usize, h: usize, w: usize, ph: usize, pw: usize) -> ConvGeom {
+    fn geom(
+        b: usize,
+        c: usize,
+        c_out: usize,
+        h: usize,
+        w: usize,
+        ph: usize,
+        pw: usize,
+    ) -> ConvGeom {
         let ax = |p| Axis1 {
             stride: 1,
             padding: p,
@@ -538,7 +548,10 @@ mod tests {
                     .fold(0.0, f64::max)
             };
             let (e_w, e_d) = (err(&got32), err(&direct32));
-            assert!(e_w < 4.0 * e_d.max(1e-7), "f32 winograd {e_w:e} vs direct {e_d:e}");
+            assert!(
+                e_w < 4.0 * e_d.max(1e-7),
+                "f32 winograd {e_w:e} vs direct {e_d:e}"
+            );
         }
     }
 
@@ -567,13 +580,19 @@ mod tests {
 
     #[test]
     fn is_chosen_only_for_the_shapes_it_handles() {
-        assert!(!applies(&geom(1, 3, 32, 8, 8, 1, 1)), "3-channel input stays with im2col");
+        assert!(
+            !applies(&geom(1, 3, 32, 8, 8, 1, 1)),
+            "3-channel input stays with im2col"
+        );
         let mut cv = geom(1, 16, 16, 8, 8, 1, 1);
         cv.g.ah.stride = 2;
         assert!(!applies(&cv));
         let mut cv = geom(1, 16, 16, 8, 8, 1, 1);
         cv.groups = 2;
         assert!(!applies(&cv));
-        assert!(!applies(&geom(1, 16, 16, 2, 8, 0, 1)), "a single output row");
+        assert!(
+            !applies(&geom(1, 16, 16, 2, 8, 0, 1)),
+            "a single output row"
+        );
     }
 }
