@@ -393,6 +393,63 @@ fn transposed_convolutions_match_pytorch() {
 }
 
 #[test]
+fn transposed_convolution_equals_the_scatter_definition_on_both_paths() {
+    // (stride, padding, output padding, dilation) per axis: the CPU kernel path (output padding
+    // below the stride) and the composed path (output padding >= stride, dilation 2)
+    let dev = Device::Cpu;
+    let (b, c, o, h, w, kh, kw) = (2, 3, 4, 4, 5, 3, 2);
+    for (ah, aw) in [
+        ((2, 1, 1, 2), (3, 0, 2, 1)),
+        ((1, 1, 1, 2), (1, 0, 0, 1)),
+    ] {
+        let axis = |(stride, padding, output_padding, dilation)| TransposeAxis {
+            stride,
+            padding,
+            output_padding,
+            dilation,
+        };
+        let x = random_f64(&[b, c, h, w], 61, &dev).unwrap();
+        let wt = random_f64(&[c, o, kh, kw], 62, &dev).unwrap();
+        let y = conv_transpose2d(&x, &wt, None, axis(ah), axis(aw), 1).unwrap();
+        let out = |n: usize, (s, p, op, d): (usize, usize, usize, usize), k: usize| {
+            (n - 1) * s + d * (k - 1) + op + 1 - 2 * p
+        };
+        let (ho, wo) = (out(h, ah, kh), out(w, aw, kw));
+        assert_eq!(y.dims(), &[b, o, ho, wo]);
+        let xv: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let wv: Vec<f64> = wt.flatten_all().unwrap().to_vec1().unwrap();
+        let mut want = vec![0.0; b * o * ho * wo];
+        for bi in 0..b {
+            for ci in 0..c {
+                for i in 0..h {
+                    for j in 0..w {
+                        for oi in 0..o {
+                            for di in 0..kh {
+                                for dj in 0..kw {
+                                    let r = (i * ah.0 + di * ah.3) as isize - ah.1 as isize;
+                                    let q = (j * aw.0 + dj * aw.3) as isize - aw.1 as isize;
+                                    if r < 0 || q < 0 || r >= ho as isize || q >= wo as isize {
+                                        continue;
+                                    }
+                                    want[((bi * o + oi) * ho + r as usize) * wo + q as usize] +=
+                                        xv[((bi * c + ci) * h + i) * w + j]
+                                            * wv[((ci * o + oi) * kh + di) * kw + dj];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = Tensor::from_vec(want, (b, o, ho, wo), &dev).unwrap();
+        assert!(max_abs_diff(&y, &want) < 1e-12, "{ah:?} {aw:?}");
+        gradcheck(&[&[1, c, h, w], &[c, o, kh, kw]], |t| {
+            conv_transpose2d(&t[0], &t[1], None, axis(ah), axis(aw), 1)
+        });
+    }
+}
+
+#[test]
 fn patch_transposed_convolution_equals_its_definition() {
     // stride == kernel, no padding: the matrix-product path (U-Net's 2x2 up-convolutions)
     let dev = Device::Cpu;

@@ -551,6 +551,56 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+/// `conv_transpose2d(x, w)` (no bias) on the CPU: the input gradient of the convolution `cv`
+/// (whose output has `x`'s shape and whose input has the transposed convolution's output
+/// shape), with `w` `(C_in, C_out/groups, K_h, K_w)` in the transposed convolution's layout —
+/// the same as the convolution's `(C_out, C/groups, K_h, K_w)`. Its gradients are that
+/// convolution's forward pass (for `x`) and weight gradient (for `w`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvTranspose2dOp {
+    pub cv: ConvGeom,
+}
+
+impl CustomOp2 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "canopy-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let cv = self.cv;
+        let out = dispatch(
+            self.name(),
+            s1,
+            l1,
+            s2,
+            l2,
+            |a, b| backward_input(&cv, a, b),
+            |a, b| backward_input(&cv, a, b),
+        )?;
+        Ok((out, Shape::from((cv.g.b, cv.g.c, cv.g.h, cv.g.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let with = |pass| Conv2dOp { cv: self.cv, pass };
+        let dx = grad.apply_op2_no_bwd(w, &with(Pass::Forward))?;
+        let dw = grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
 fn run_pass<T: Float + Send + Sync>(
     pass: Pass,
     cv: &ConvGeom,

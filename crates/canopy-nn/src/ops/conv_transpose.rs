@@ -8,11 +8,21 @@
 //! backward (`cat`, `narrow`, `index_select`, and [`conv2d`](crate::ops::conv2d)). candle's own
 //! `conv_transpose1d` fast path gives wrong forward results and it has no grouped transposed
 //! convolution.
+//!
+//! On the CPU (f32/f64, output padding smaller than the stride) a transposed convolution runs
+//! as what it is, the input gradient of a convolution, on the convolution kernels of
+//! `conv_cpu` (matrix product then col2im scatter, or the flipped-kernel convolution at unit
+//! stride; Winograd where that applies): no zero-dilated copy of the input, whose convolution
+//! would multiply `stride²` times more zeros than values. The composed path stays for other
+//! devices and dtypes and for output padding at least the stride (allowed when the dilation is
+//! larger).
 
 use candle_core::Tensor;
 
 use crate::error::{invalid, shape};
 use crate::ops::conv::{conv2d, Axis1, Conv2dConfig};
+use crate::ops::conv_cpu::{ConvGeom, ConvTranspose2dOp};
+use crate::ops::im2col::Geometry;
 use crate::Result;
 
 /// Stride, padding, output padding and dilation of one axis of a transposed convolution.
@@ -145,6 +155,43 @@ pub fn conv_transpose2d(
     };
     if groups == 1 && patch(h, kh) && patch(w, kw) {
         return transpose_patches(x, weight, bias);
+    }
+    let fast = x.device().is_cpu()
+        && weight.dtype() == x.dtype()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && h.output_padding < h.stride
+        && w.output_padding < w.stride;
+    if fast {
+        // the input gradient of the convolution that maps the output's shape back to x's
+        let axis = |a: TransposeAxis| Axis1 {
+            stride: a.stride,
+            padding: a.padding,
+            dilation: a.dilation,
+        };
+        let cv = ConvGeom {
+            g: Geometry {
+                b: x.dim(0)?,
+                c: c_out,
+                h: out_len(hi, h, kh) as usize,
+                w: out_len(wi, w, kw) as usize,
+                kh,
+                kw,
+                ah: axis(h),
+                aw: axis(w),
+                ho: hi,
+                wo: wi,
+            },
+            c_out: c_in,
+            groups,
+        };
+        let y = x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, ConvTranspose2dOp { cv })?;
+        return match bias {
+            None => Ok(y),
+            Some(b) if b.dims() == [c_out] => crate::ops::add_channel_bias(&y, b),
+            Some(b) => Err(shape(op, format!("bias ({c_out},)"), b.dims())),
+        };
     }
     // flip the kernel in space and swap in/out channels per group
     let rev = |k: usize| -> Result<Tensor> {
