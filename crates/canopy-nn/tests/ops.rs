@@ -398,10 +398,7 @@ fn transposed_convolution_equals_the_scatter_definition_on_both_paths() {
     // below the stride) and the composed path (output padding >= stride, dilation 2)
     let dev = Device::Cpu;
     let (b, c, o, h, w, kh, kw) = (2, 3, 4, 4, 5, 3, 2);
-    for (ah, aw) in [
-        ((2, 1, 1, 2), (3, 0, 2, 1)),
-        ((1, 1, 1, 2), (1, 0, 0, 1)),
-    ] {
+    for (ah, aw) in [((2, 1, 1, 2), (3, 0, 2, 1)), ((1, 1, 1, 2), (1, 0, 0, 1))] {
         let axis = |(stride, padding, output_padding, dilation)| TransposeAxis {
             stride,
             padding,
@@ -431,9 +428,9 @@ fn transposed_convolution_equals_the_scatter_definition_on_both_paths() {
                                     if r < 0 || q < 0 || r >= ho as isize || q >= wo as isize {
                                         continue;
                                     }
-                                    want[((bi * o + oi) * ho + r as usize) * wo + q as usize] +=
-                                        xv[((bi * c + ci) * h + i) * w + j]
-                                            * wv[((ci * o + oi) * kh + di) * kw + dj];
+                                    want[((bi * o + oi) * ho + r as usize) * wo + q as usize] += xv
+                                        [((bi * c + ci) * h + i) * w + j]
+                                        * wv[((ci * o + oi) * kh + di) * kw + dj];
                                 }
                             }
                         }

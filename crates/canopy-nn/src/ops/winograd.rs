@@ -86,6 +86,13 @@ fn weight_transform<T: Float>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
     u
 }
 
+/// Tile rows per task so that a task's transformed operands (16 values per tile and channel,
+/// `channels` the larger channel count) take about [`TASK_BYTES`].
+fn rows_per_task<T>(channels: usize, tw: usize, th: usize) -> usize {
+    let per_row = 16 * channels * tw * std::mem::size_of::<T>();
+    (TASK_BYTES / per_row.max(1)).clamp(1, th.max(1))
+}
+
 /// One task: image `b`, tile rows `r0 .. r1`, and the output rows it writes, one slice per
 /// output channel (rows `2 r0 .. min(2 r1, H_out)` of that channel's plane).
 struct Task<'a, T> {
@@ -112,8 +119,7 @@ pub(crate) fn forward<T: Float + Send + Sync>(
     }
     // tile rows per task: about TASK_BYTES of transformed input, and at least two tasks per
     // thread overall when the batch allows
-    let per_row = 16 * c.max(c_out) * tw * std::mem::size_of::<T>();
-    let mut rows = (TASK_BYTES / per_row.max(1)).clamp(1, th);
+    let mut rows = rows_per_task::<T>(c.max(c_out), tw, th);
     let want = 2 * rayon::current_num_threads();
     while rows > 1 && g.b * th.div_ceil(rows) < want {
         rows = rows.div_ceil(2);
@@ -180,8 +186,8 @@ pub(crate) fn backward_weight<T: Float + Send + Sync>(
     let g = &cv.g;
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    let per_row = 16 * c.max(c_out) * tw * std::mem::size_of::<T>();
-    let rows = (TASK_BYTES / per_row.max(1)).clamp(1, th);
+    // independent of the thread count, so that the partial sums are too
+    let rows = rows_per_task::<T>(c.max(c_out), tw, th);
     let tasks_per_image = th.div_ceil(rows);
     let tasks: Vec<(usize, usize, usize)> = (0..g.b * tasks_per_image)
         .map(|i| {
