@@ -486,6 +486,11 @@ pub(crate) enum Pass {
     BackwardInput,
     /// `(x, dy) -> dw`.
     BackwardWeight,
+    /// `(y, w) -> x`: the transposed convolution (`conv_transpose2d` without bias; the weight
+    /// `(C_in, C_out/groups, K_h, K_w)` of the transposed convolution is the convolution's
+    /// `(C_out, C/groups, K_h, K_w)`). Computed as [`Pass::BackwardInput`], differentiable: its
+    /// gradients are the convolution's forward pass (for `y`) and weight gradient (for `w`).
+    Transposed,
 }
 
 /// `conv2d(x, w)` (no bias) on the CPU, or one of its gradients.
@@ -500,6 +505,7 @@ impl CustomOp2 for Conv2dOp {
         match self.pass {
             Pass::Forward => "canopy-conv2d",
             Pass::BackwardInput => "canopy-conv2d-backward-input",
+            Pass::Transposed => "canopy-conv-transpose2d",
             Pass::BackwardWeight => "canopy-conv2d-backward-weight",
         }
     }
@@ -524,7 +530,7 @@ impl CustomOp2 for Conv2dOp {
         )?;
         let shape = match pass {
             Pass::Forward => Shape::from((g.b, cv.c_out, g.ho, g.wo)),
-            Pass::BackwardInput => Shape::from((g.b, g.c, g.h, g.w)),
+            Pass::BackwardInput | Pass::Transposed => Shape::from((g.b, g.c, g.h, g.w)),
             Pass::BackwardWeight => Shape::from((cv.c_out, cv.cg(), g.kh, g.kw)),
         };
         Ok((out, shape))
@@ -537,67 +543,25 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        if self.pass != Pass::Forward {
-            return Err(candle_core::Error::Msg(format!(
+        let grad = grad.contiguous()?;
+        let with = |pass| Conv2dOp { cv: self.cv, pass };
+        match self.pass {
+            Pass::Forward => {
+                let dx = grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput))?;
+                let dw = x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight))?;
+                Ok((Some(dx), Some(dw)))
+            }
+            // here `x` is the transposed convolution's input, the convolution's output
+            Pass::Transposed => {
+                let dx = grad.apply_op2_no_bwd(w, &with(Pass::Forward))?;
+                let dw = grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight))?;
+                Ok((Some(dx), Some(dw)))
+            }
+            Pass::BackwardInput | Pass::BackwardWeight => Err(candle_core::Error::Msg(format!(
                 "{}: second derivatives are not supported",
                 self.name()
-            )));
+            ))),
         }
-        let grad = grad.contiguous()?;
-        let with = |pass| Conv2dOp { cv: self.cv, pass };
-        let dx = grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput))?;
-        let dw = x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight))?;
-        Ok((Some(dx), Some(dw)))
-    }
-}
-
-/// `conv_transpose2d(x, w)` (no bias) on the CPU: the input gradient of the convolution `cv`
-/// (whose output has `x`'s shape and whose input has the transposed convolution's output
-/// shape), with `w` `(C_in, C_out/groups, K_h, K_w)` in the transposed convolution's layout —
-/// the same as the convolution's `(C_out, C/groups, K_h, K_w)`. Its gradients are that
-/// convolution's forward pass (for `x`) and weight gradient (for `w`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConvTranspose2dOp {
-    pub cv: ConvGeom,
-}
-
-impl CustomOp2 for ConvTranspose2dOp {
-    fn name(&self) -> &'static str {
-        "canopy-conv-transpose2d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let cv = self.cv;
-        let out = dispatch(
-            self.name(),
-            s1,
-            l1,
-            s2,
-            l2,
-            |a, b| backward_input(&cv, a, b),
-            |a, b| backward_input(&cv, a, b),
-        )?;
-        Ok((out, Shape::from((cv.g.b, cv.g.c, cv.g.h, cv.g.w))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let with = |pass| Conv2dOp { cv: self.cv, pass };
-        let dx = grad.apply_op2_no_bwd(w, &with(Pass::Forward))?;
-        let dw = grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight))?;
-        Ok((Some(dx), Some(dw)))
     }
 }
 
@@ -609,7 +573,7 @@ fn run_pass<T: Float + Send + Sync>(
 ) -> Result<Vec<T>, String> {
     match pass {
         Pass::Forward => forward(cv, a, b),
-        Pass::BackwardInput => backward_input(cv, a, b),
+        Pass::BackwardInput | Pass::Transposed => backward_input(cv, a, b),
         Pass::BackwardWeight => backward_weight(cv, a, b),
     }
 }

@@ -21,7 +21,7 @@ use candle_core::Tensor;
 
 use crate::error::{invalid, shape};
 use crate::ops::conv::{conv2d, Axis1, Conv2dConfig};
-use crate::ops::conv_cpu::{ConvGeom, ConvTranspose2dOp};
+use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
 use crate::Result;
 
@@ -184,9 +184,13 @@ pub fn conv_transpose2d(
             c_out: c_in,
             groups,
         };
-        let y = x
-            .contiguous()?
-            .apply_op2(&weight.contiguous()?, ConvTranspose2dOp { cv })?;
+        let y = x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            Conv2dOp {
+                cv,
+                pass: Pass::Transposed,
+            },
+        )?;
         return match bias {
             None => Ok(y),
             Some(b) if b.dims() == [c_out] => crate::ops::add_channel_bias(&y, b),
