@@ -16,7 +16,7 @@ use rand::Rng;
 
 use crate::error::{invalid, shape};
 use crate::init::pytorch_uniform;
-use crate::linear::{linear_forward, Linear};
+use crate::linear::{linear_forward, linear_forward_composed, Linear};
 use crate::ops::attention_kernel::AttentionOp;
 use crate::ops::{softmax, LayerNorm};
 use crate::{Dropout, Result};
@@ -75,11 +75,17 @@ impl MultiheadAttention {
         })
     }
 
-    fn project(&self, x: &Tensor, part: usize) -> Result<Tensor> {
+    /// Part `part` (0 = q, 1 = k, 2 = v) of the input projection; `fused` as in
+    /// [`linear_forward`], else [`linear_forward_composed`].
+    fn project(&self, x: &Tensor, part: usize, fused: bool) -> Result<Tensor> {
         let e = self.embed;
         let w = self.in_proj_weight.narrow(0, part * e, e)?;
         let b = self.in_proj_bias.narrow(0, part * e, e)?;
-        linear_forward(x, &w, Some(&b))
+        if fused {
+            linear_forward(x, &w, Some(&b))
+        } else {
+            linear_forward_composed(x, &w, Some(&b))
+        }
     }
 
     /// Attends from `query` to `key`/`value`. `key_padding_mask` (`(B, S)`, non-zero = ignore
@@ -180,14 +186,9 @@ impl MultiheadAttention {
             ));
         }
         let (h, dh) = (self.heads, e / self.heads);
-        let split = |x: Tensor, len: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, len, h, dh))?.transpose(1, 2)?.contiguous()?) // (B, L, E) -> (B, H, L, Dh)
-        };
-        let q = split(self.project(query, 0)?, t)?;
-        let k = split(self.project(key, 1)?, s)?;
-        let v = split(self.project(value, 2)?, s)?;
-        let fused =
-            allow_fused && q.device().is_cpu() && matches!(q.dtype(), DType::F32 | DType::F64);
+        let fused = allow_fused
+            && query.device().is_cpu()
+            && matches!(query.dtype(), DType::F32 | DType::F64);
         if fused {
             let key_mask = match key_padding_mask {
                 None => None,
@@ -211,11 +212,19 @@ impl MultiheadAttention {
                 // the scale rounded through f32, as `Dropout` builds its mask
                 attn_op = attn_op.with_dropout(keep, f64::from((1.0 / (1.0 - p)) as f32));
             }
-            let out = q.reshape((b * h, t, dh))?.apply_op3(
-                &k.reshape((b * h, s, dh))?,
-                &v.reshape((b * h, s, dh))?,
-                attn_op.clone(),
-            )?; // (B·H, T, Dh)
+            let self_attention = query.id() == key.id() && key.id() == value.id();
+            let out = if self_attention {
+                // one (B, T, 3E) projection [q | k | v], as PyTorch packs it
+                linear_forward(query, &self.in_proj_weight, Some(&self.in_proj_bias))?
+                    .apply_op1(attn_op.clone())?
+            } else {
+                let (q, k, v) = (
+                    self.project(query, 0, true)?.contiguous()?,
+                    self.project(key, 1, true)?.contiguous()?,
+                    self.project(value, 2, true)?.contiguous()?,
+                );
+                q.apply_op3(&k, &v, attn_op.clone())?
+            }; // (B, T, E), heads side by side
             let weights = if need_weights {
                 Some(
                     attn_op
@@ -225,13 +234,14 @@ impl MultiheadAttention {
             } else {
                 None
             };
-            let out = out
-                .reshape((b, h, t, dh))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, t, e))?; // (B, H, T, Dh) -> (B, T, E)
             return Ok((self.out_proj.forward(&out)?, weights));
         }
+        let split = |x: Tensor, len: usize| -> Result<Tensor> {
+            Ok(x.reshape((b, len, h, dh))?.transpose(1, 2)?.contiguous()?) // (B, L, E) -> (B, H, L, Dh)
+        };
+        let q = split(self.project(query, 0, allow_fused)?, t)?;
+        let k = split(self.project(key, 1, allow_fused)?, s)?;
+        let v = split(self.project(value, 2, allow_fused)?, s)?;
         let mut scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // (B, H, T, S)
         if let Some(m) = key_padding_mask {
             if m.dims() != [b, s] {
@@ -255,7 +265,11 @@ impl MultiheadAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, e))?; // (B, H, T, Dh) -> (B, T, E)
-        let out = self.out_proj.forward(&out)?;
+        let out = if allow_fused {
+            self.out_proj.forward(&out)?
+        } else {
+            linear_forward_composed(&out, self.out_proj.weight(), self.out_proj.bias())?
+        };
         Ok((out, need_weights.then_some(attn)))
     }
 }

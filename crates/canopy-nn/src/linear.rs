@@ -7,11 +7,12 @@
 //! weight for a batch of 256 sequences. Flattening `(B, T, in)` to `(B·T, in)` gives the same
 //! numbers with a single product in each direction.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::shape;
 use crate::init::pytorch_uniform;
+use crate::ops::linear_kernel::LinearOp;
 use crate::Result;
 
 /// `y = x Wᵀ + b` over the last dimension of `x` (any number of leading dimensions).
@@ -22,6 +23,28 @@ use crate::Result;
 /// # Errors
 /// When the last dimension of `x` is not `in`, or the bias is not `(out,)`.
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_impl(x, weight, bias, true)
+}
+
+/// [`linear_forward`] composed from candle ops only (a matmul with the transposed weight and a
+/// broadcast addition): any device and dtype. On the CPU in f32/f64, `linear_forward` runs one
+/// op instead ([`linear_kernel`](crate::ops)), whose backward pass computes the input, weight
+/// and bias gradients together; this is the reference it is tested against.
+///
+/// # Shapes
+/// As [`linear_forward`].
+///
+/// # Errors
+/// As [`linear_forward`].
+pub fn linear_forward_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    linear_impl(x, weight, bias, false)
+}
+
+fn linear_impl(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, fused: bool) -> Result<Tensor> {
     let (out_dim, in_dim) = weight
         .dims2()
         .map_err(|_| shape("linear", "weight (out, in)", weight.dims()))?;
@@ -29,12 +52,29 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
     if dims.last() != Some(&in_dim) {
         return Err(shape("linear", format!("input (.., {in_dim})"), dims));
     }
+    if let Some(b) = bias.filter(|b| b.dims() != [out_dim]) {
+        return Err(shape("linear", format!("bias ({out_dim},)"), b.dims()));
+    }
     let rows = dims[..dims.len() - 1].iter().product::<usize>();
-    let y = x.reshape((rows, in_dim))?.matmul(&weight.t()?)?; // (.., in) -> (rows, out)
-    let y = match bias {
-        Some(b) if b.dims() == [out_dim] => y.broadcast_add(b)?,
-        Some(b) => return Err(shape("linear", format!("bias ({out_dim},)"), b.dims())),
-        None => y,
+    let x2 = x.reshape((rows, in_dim))?;
+    let same_dtype = weight.dtype() == x.dtype() && bias.is_none_or(|b| b.dtype() == x.dtype());
+    let y = if fused
+        && same_dtype
+        && x.device().is_cpu()
+        && weight.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+    {
+        let (x2, w) = (x2.contiguous()?, weight.contiguous()?);
+        match bias {
+            Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
+            None => x2.apply_op2(&w, LinearOp)?,
+        }
+    } else {
+        let y = x2.matmul(&weight.t()?)?; // (.., in) -> (rows, out)
+        match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        }
     };
     let mut out_dims = dims.to_vec();
     if let Some(last) = out_dims.last_mut() {
@@ -133,5 +173,97 @@ mod tests {
             assert!(d < 1e-12, "{d}");
         }
         assert!(linear_forward(x.as_tensor(), b.as_tensor(), None).is_err());
+    }
+
+    /// The fused op against the composed reference on shapes that span several row blocks
+    /// and several partial weight gradients, with and without bias, in f64 and f32, plus
+    /// finite-difference checks on a small case.
+    #[test]
+    fn fused_op_equals_the_composed_product_and_passes_gradient_checks() {
+        use crate::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+        let dev = Device::Cpu;
+        for (lead, i, o) in [
+            (vec![3usize, 4], 5usize, 2usize),
+            (vec![1100], 7, 9),
+            (vec![2, 1300], 3, 4),
+            (vec![0], 3, 2),
+        ] {
+            let mut xd = lead.clone();
+            xd.push(i);
+            for dtype in [DType::F64, DType::F32] {
+                let x =
+                    Var::from_tensor(&random_f64(&xd, 1, &dev).unwrap().to_dtype(dtype).unwrap())
+                        .unwrap();
+                let w = Var::from_tensor(
+                    &random_f64(&[o, i], 2, &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                )
+                .unwrap();
+                let b =
+                    Var::from_tensor(&random_f64(&[o], 3, &dev).unwrap().to_dtype(dtype).unwrap())
+                        .unwrap();
+                let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
+                for with_bias in [true, false] {
+                    let bias = with_bias.then(|| b.as_tensor());
+                    let y1 = linear_forward(x.as_tensor(), w.as_tensor(), bias).unwrap();
+                    let y2 = linear_forward_composed(x.as_tensor(), w.as_tensor(), bias).unwrap();
+                    let mut yd = lead.clone();
+                    yd.push(o);
+                    assert_eq!(y1.dims(), yd.as_slice());
+                    let diff = |a: &Tensor, b: &Tensor| {
+                        (a - b)
+                            .unwrap()
+                            .abs()
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_vec1::<f64>()
+                            .unwrap()
+                            .into_iter()
+                            .fold(0.0, f64::max)
+                    };
+                    assert!(diff(&y1, &y2) < tol, "{xd:?} bias {with_bias}");
+                    let r = random_f64(y1.dims(), 4, &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let vars: Vec<&Var> = if with_bias {
+                        vec![&x, &w, &b]
+                    } else {
+                        vec![&x, &w]
+                    };
+                    for (k, v) in vars.into_iter().enumerate() {
+                        let (a, c) = (g1.get(v.as_tensor()), g2.get(v.as_tensor()));
+                        match (a, c) {
+                            (Some(a), Some(c)) => {
+                                assert!(diff(a, c) < tol * 10.0, "{xd:?} grad {k}")
+                            }
+                            // an empty input has empty gradients
+                            _ => assert!(lead.contains(&0), "{xd:?} grad {k} missing"),
+                        }
+                    }
+                }
+            }
+        }
+        check_gradients(
+            |t| linear_forward(&t[0], &t[1], Some(&t[2])),
+            &[
+                random_f64(&[2, 3, 4], 5, &dev).unwrap(),
+                random_f64(&[5, 4], 6, &dev).unwrap(),
+                random_f64(&[5], 7, &dev).unwrap(),
+            ],
+            GradCheckConfig::default(),
+        )
+        .unwrap();
+        let x = random_f64(&[2, 4], 8, &dev).unwrap();
+        let w = random_f64(&[5, 4], 9, &dev).unwrap();
+        assert!(linear_forward(&x, &w, Some(&random_f64(&[4], 1, &dev).unwrap())).is_err());
+        assert!(linear_forward(&x, &w.t().unwrap(), None).is_err());
     }
 }

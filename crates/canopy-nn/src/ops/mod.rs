@@ -11,6 +11,7 @@ mod cpu;
 mod gemm;
 pub mod grid_sample;
 mod im2col;
+pub(crate) mod linear_kernel;
 pub(crate) mod lstm_kernel;
 pub mod norm;
 pub mod pool;
