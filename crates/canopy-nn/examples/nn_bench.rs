@@ -42,6 +42,10 @@ struct Args {
     /// Smaller conv2d shape (2x32x128x128).
     #[arg(long)]
     quick: bool,
+    /// Keep glibc's default allocator settings instead of calling
+    /// `canopy_nn::allocator::keep_freed_memory` (as the training examples and the CLI do).
+    #[arg(long)]
+    default_allocator: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -87,6 +91,10 @@ fn randn(shape: &[usize], scale: f64, dev: &Device) -> Result<Var> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if !a.default_allocator {
+        // as the training examples and the CLI do
+        canopy_nn::allocator::keep_freed_memory();
+    }
     let dev = Device::Cpu;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     for case in &a.cases {

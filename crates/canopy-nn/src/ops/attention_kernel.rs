@@ -27,7 +27,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float, Saved, SavedCell};
+use crate::ops::cpu::{dot8, max8, slice, sum8, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
 
 /// `(q (B, T, E), k (B, S, E), v (B, S, E)) -> (B, T, E)` (`CustomOp3`), or
@@ -220,16 +220,11 @@ fn softmax_rows<T: Scalar>(p: &mut [T], s: usize, scale: T, mask: Option<&[bool]
                 }
             }
         }
-        let max = row
-            .iter()
-            .copied()
-            .fold(T::NEG_INF, |m, x| if x > m { x } else { m });
-        let mut sum = T::ZERO;
+        let max = max8(row, T::NEG_INF);
         for x in row.iter_mut() {
             *x = (*x - max).exp();
-            sum += *x;
         }
-        let inv = T::ONE / sum;
+        let inv = T::ONE / sum8(row, |u| u);
         for x in row.iter_mut() {
             *x = *x * inv;
         }
@@ -365,10 +360,7 @@ fn backward_one<T: Scalar>(
             }
         }
         for (dr, pr) in ds.chunks_mut(s).zip(p.chunks(s)) {
-            let mut dot = T::ZERO;
-            for (&a, &b) in dr.iter().zip(pr) {
-                dot += a * b;
-            }
+            let dot = dot8(dr, pr);
             for (x, &pv) in dr.iter_mut().zip(pr) {
                 *x = pv * (*x - dot) * scale; // dS, with the score scale folded in
             }

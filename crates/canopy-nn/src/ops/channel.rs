@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tens
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, Float, Saved, SavedCell};
+use crate::ops::cpu::{slice, sum8, Float, Saved, SavedCell};
 use crate::Result;
 
 /// `max(x * scale[c] + shift[c], 0)` (or without the `max` when `relu` is false) for `x` of
@@ -424,24 +424,6 @@ struct BatchNormTrain {
     relu: bool,
     /// `(μ, 1/σ, σ²)` per channel, from the forward pass.
     saved: SavedCell,
-}
-
-/// Sum of a slice with eight independent accumulators (vectorises; for f32 planes of up to a
-/// few hundred thousand values the rounding error stays near 1e-7 relative).
-#[inline]
-fn sum8<T: Float>(v: &[T], f: impl Fn(T) -> T) -> T {
-    let mut acc = [T::ZERO; 8];
-    let mut chunks = v.chunks_exact(8);
-    for ch in &mut chunks {
-        for (a, &u) in acc.iter_mut().zip(ch) {
-            *a += f(u);
-        }
-    }
-    let mut s = T::ZERO;
-    for &u in chunks.remainder() {
-        s += f(u);
-    }
-    acc.iter().fold(s, |a, &b| a + b)
 }
 
 /// Per-channel totals of per-plane values, summed in f64 in plane order (deterministic).
