@@ -2,7 +2,7 @@
 //! benchmark settings, next to PyTorch's figures for the reference models.
 //!
 //! ```text
-//! cargo run --release -p canopy-temporal --example throughput -- [--models tempcnn,msresnet,inceptiontime] [--quick] [--peers-json PATH]
+//! cargo run --release -p canopy-temporal --example throughput -- [--models tempcnn,msresnet,inceptiontime,lstm,transformer] [--quick] [--peers-json PATH]
 //! ```
 //!
 //! Settings (those of `../shared/peers/bench_breizhcrops.py`): batch 256, `T = 45`, 13 bands,
@@ -27,7 +27,10 @@ use canopy_nn::SeededVarMap;
 use canopy_temporal::inceptiontime::{InceptionTime, InceptionTimeConfig};
 use canopy_temporal::msresnet::{MsResNet, MsResNetConfig};
 use canopy_temporal::tempcnn::{TempCnn, TempCnnConfig};
-use canopy_temporal::SeriesClassifier;
+use canopy_temporal::{
+    LstmClassifier, LstmClassifierConfig, SeriesClassifier, TransformerClassifier,
+    TransformerClassifierConfig,
+};
 use canopy_train::loss::{cross_entropy, CrossEntropyConfig};
 use canopy_train::optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use rand::rngs::StdRng;
@@ -49,8 +52,7 @@ struct Entry {
     build: Build,
 }
 
-/// The models, one line each (LSTM: "LSTM", (1744.0, 365.7); Transformer: "TransformerModel",
-/// (3654.0, 771.3) once those modules exist).
+/// The models, one entry each.
 fn models() -> Vec<Entry> {
     vec![
         Entry {
@@ -82,6 +84,28 @@ fn models() -> Vec<Entry> {
             build: |vb| {
                 Ok(Box::new(InceptionTime::new(
                     &InceptionTimeConfig::breizhcrops(BANDS, CLASSES),
+                    vb,
+                )?))
+            },
+        },
+        Entry {
+            name: "lstm",
+            peer: "LSTM",
+            baseline: (1744.0, 365.7),
+            build: |vb| {
+                Ok(Box::new(LstmClassifier::new(
+                    &LstmClassifierConfig::breizhcrops(BANDS, CLASSES),
+                    vb,
+                )?))
+            },
+        },
+        Entry {
+            name: "transformer",
+            peer: "TransformerModel",
+            baseline: (3654.0, 771.3),
+            build: |vb| {
+                Ok(Box::new(TransformerClassifier::new(
+                    &TransformerClassifierConfig::breizhcrops(BANDS, CLASSES),
                     vb,
                 )?))
             },
@@ -164,6 +188,8 @@ fn is_buffer(name: &str) -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // as the training examples and the CLI do: freed tensor buffers stay in the process
+    canopy_nn::allocator::keep_freed_memory();
     let dev = Device::Cpu;
     let peers_path = args.peers_json.clone().or_else(|| {
         let home = std::env::var("PEERS_HOME")
