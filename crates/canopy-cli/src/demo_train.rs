@@ -92,7 +92,12 @@ impl PixelNet {
 
     /// `(B, 4, H, W)` -> logits `(B, 3, H, W)`.
     fn forward(&self, x: &Tensor) -> canopy_nn::Result<Tensor> {
-        let h = conv2d(x, &self.w1, Some(&self.b1), Conv2dConfig::default())?.relu()?;
+        let h = canopy_nn::ops::relu(&conv2d(
+            x,
+            &self.w1,
+            Some(&self.b1),
+            Conv2dConfig::default(),
+        )?)?;
         conv2d(&h, &self.w2, Some(&self.b2), Conv2dConfig::default())
     }
 }

@@ -206,9 +206,7 @@ impl MultiheadAttention {
             let p = self.dropout.p();
             if train && p > 0.0 {
                 // the same draws, in the same order, as `Dropout::forward_t` on (B, H, T, S)
-                let keep = (0..b * h * t * s)
-                    .map(|_| rng.random::<f64>() >= p)
-                    .collect();
+                let keep = crate::dropout::keep_mask(rng, b * h * t * s, p);
                 // the scale rounded through f32, as `Dropout` builds its mask
                 attn_op = attn_op.with_dropout(keep, f64::from((1.0 / (1.0 - p)) as f32));
             }
@@ -370,7 +368,7 @@ impl TransformerEncoderLayer {
     ) -> Result<Tensor> {
         let h = self.linear1.forward(x)?;
         let h = match self.cfg.activation {
-            Activation::Relu => h.relu()?,
+            Activation::Relu => crate::ops::relu(&h)?,
             Activation::Gelu => crate::ops::gelu(&h)?,
         };
         let h = self.dropout.forward_t(&h, train, rng)?;

@@ -1,11 +1,132 @@
 //! Dropout with a mask drawn from a caller-provided, seedable RNG: candle's CPU RNG cannot be
 //! seeded (`set_seed` is unsupported on CPU), so candle's dropout makes runs irreproducible.
+//!
+//! The caller's RNG gives one 64-bit seed per call; element `i` of the keep mask is decided by
+//! the high 32 bits of SplitMix64 at position `i` of the stream from that seed (Steele, Lea and
+//! Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014), so the mask is drawn in
+//! parallel and is the same for every thread count. On the CPU in f32/f64 the mask is applied
+//! by one op whose backward pass multiplies the gradient by the same mask; composed as
+//! `x * mask`, candle's backward pass would also compute, zero-fill and accumulate a gradient
+//! for the mask tensor.
 
-use candle_core::Tensor;
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::error::invalid;
+use crate::ops::cpu::{slice, Float};
 use crate::Result;
+
+/// Elements per parallel task of the mask.
+const MASK_CHUNK: usize = 1 << 14;
+
+/// SplitMix64's increment (the golden ratio in 64-bit fixed point).
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function at state `z`.
+#[inline]
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A keep mask of `len` elements, each kept with probability `1 - p` (to 2⁻³² resolution),
+/// from one `u64` drawn from `rng`.
+pub(crate) fn keep_mask<R: Rng + ?Sized>(rng: &mut R, len: usize, p: f64) -> Vec<bool> {
+    let seed = rng.next_u64();
+    // keep when the 32-bit draw is at least p·2³²
+    let threshold = (p.clamp(0.0, 1.0) * 4_294_967_296.0).round() as u64;
+    let mut keep = vec![false; len];
+    keep.par_chunks_mut(MASK_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let base = (c * MASK_CHUNK) as u64;
+            for (i, k) in chunk.iter_mut().enumerate() {
+                let z = seed.wrapping_add((base + i as u64 + 1).wrapping_mul(GAMMA));
+                *k = (splitmix64(z) >> 32) >= threshold;
+            }
+        });
+    keep
+}
+
+/// `x ⊙ keep · scale` with the same mask in the backward pass.
+#[derive(Debug, Clone)]
+struct DropoutOp {
+    keep: Arc<Vec<bool>>,
+    scale: f64,
+}
+
+fn apply_mask<T: Float>(x: &[T], keep: &[bool], scale: T) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(MASK_CHUNK)
+        .zip(x.par_chunks(MASK_CHUNK))
+        .zip(keep.par_chunks(MASK_CHUNK))
+        .for_each(|((yc, xc), kc)| {
+            for ((o, &u), &k) in yc.iter_mut().zip(xc).zip(kc) {
+                *o = if k { u * scale } else { T::ZERO };
+            }
+        });
+    y
+}
+
+impl DropoutOp {
+    fn run(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<CpuStorage> {
+        if l.shape().elem_count() != self.keep.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "dropout: mask of {} values for a tensor of shape {:?}",
+                self.keep.len(),
+                l.shape()
+            )));
+        }
+        Ok(match s {
+            CpuStorage::F32(_) => CpuStorage::F32(apply_mask(
+                slice::<f32>(s, l, "dropout")?,
+                &self.keep,
+                self.scale as f32,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(apply_mask(
+                slice::<f64>(s, l, "dropout")?,
+                &self.keep,
+                self.scale,
+            )),
+            _ => return Err(candle_core::Error::Msg("dropout: f32 or f64 only".into())),
+        })
+    }
+}
+
+impl CustomOp1 for DropoutOp {
+    fn name(&self) -> &'static str {
+        "canopy-dropout"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((self.run(s, l)?, l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (s, l) = grad.storage_and_layout();
+        let Storage::Cpu(s) = &*s else {
+            return Err(candle_core::Error::Msg(
+                "dropout backward: CPU tensors only".into(),
+            ));
+        };
+        let g = match self.run(s, l)? {
+            CpuStorage::F32(v) => Tensor::from_vec(v, grad.shape(), grad.device())?,
+            CpuStorage::F64(v) => Tensor::from_vec(v, grad.shape(), grad.device())?,
+            _ => return Err(candle_core::Error::Msg("dropout: f32 or f64 only".into())),
+        };
+        Ok(Some(g))
+    }
+}
 
 /// Inverted dropout (`torch.nn.Dropout`): in training, zeroes each element with probability
 /// `p` and scales the rest by `1 / (1 - p)`; in evaluation, the identity.
@@ -47,15 +168,21 @@ impl Dropout {
         if !train || self.p == 0.0 {
             return Ok(x.clone());
         }
-        let scale = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random::<f64>() < self.p {
-                    0.0
-                } else {
-                    scale as f32
-                }
-            })
+        // the scale rounded through f32 in every dtype (as the mask tensor of earlier versions)
+        let scale = f64::from((1.0 / (1.0 - self.p)) as f32);
+        let keep = keep_mask(rng, x.elem_count(), self.p);
+        if x.device().is_cpu()
+            && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        {
+            let op = DropoutOp {
+                keep: Arc::new(keep),
+                scale,
+            };
+            return Ok(x.contiguous()?.apply_op1(op)?);
+        }
+        let mask: Vec<f32> = keep
+            .iter()
+            .map(|&k| if k { scale as f32 } else { 0.0 })
             .collect();
         let mask = Tensor::from_vec(mask, x.dims(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)

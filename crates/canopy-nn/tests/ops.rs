@@ -762,3 +762,116 @@ fn fused_softmax_equals_the_composed_reference_with_gradients() {
     let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &ya);
     assert!(d < 1e-6, "f32 softmax differs by {d:e}");
 }
+
+/// The fused layer-norm op equals the composed reference (values and all gradients, with and
+/// without affine parameters, over enough rows for several partial parameter-gradient blocks).
+#[test]
+fn fused_layer_norm_equals_the_composed_reference() {
+    let dev = Device::Cpu;
+    for (dims, affine) in [
+        (vec![3usize, 5, 7], true),
+        (vec![2100, 9], true),
+        (vec![4, 6], false),
+    ] {
+        let n = *dims.last().unwrap();
+        let x = Var::from_tensor(&(random_f64(&dims, 1, &dev).unwrap() * 3.0).unwrap()).unwrap();
+        let w = Var::from_tensor(&random_f64(&[n], 2, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&random_f64(&[n], 3, &dev).unwrap()).unwrap();
+        let r = random_f64(&dims, 4, &dev).unwrap();
+        let (wp, bp) = if affine {
+            (Some(w.as_tensor()), Some(b.as_tensor()))
+        } else {
+            (None, None)
+        };
+        let y1 = layer_norm(x.as_tensor(), wp, bp, 1e-5).unwrap();
+        let y2 = layer_norm_composed(x.as_tensor(), wp, bp, 1e-5).unwrap();
+        assert!(max_abs_diff(&y1, &y2) < 1e-12, "{dims:?}");
+        let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let vars = if affine { vec![&x, &w, &b] } else { vec![&x] };
+        for (i, v) in vars.into_iter().enumerate() {
+            let d = max_abs_diff(
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-10, "{dims:?} gradient {i} differs by {d:e}");
+        }
+    }
+    gradcheck(&[&[3, 4, 6]], |t| layer_norm(&t[0], None, None, 1e-5));
+}
+
+/// `relu` passes the gradient where the output is positive (zero at 0, as PyTorch), in f32 and
+/// f64, and passes the gradient check away from the kink.
+#[test]
+fn relu_op_matches_pytorch_semantics() {
+    let dev = Device::Cpu;
+    for dtype in [candle_core::DType::F32, candle_core::DType::F64] {
+        let x = Var::from_tensor(
+            &Tensor::new(&[-2.0f64, -0.5, 0.0, 0.5, 3.0], &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
+        .unwrap();
+        let y = relu(x.as_tensor()).unwrap();
+        let yv: Vec<f64> = y
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(yv, vec![0.0, 0.0, 0.0, 0.5, 3.0]);
+        let g = (y * 2.0).unwrap().sum_all().unwrap().backward().unwrap();
+        let gv: Vec<f64> = g
+            .get(x.as_tensor())
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(gv, vec![0.0, 0.0, 0.0, 2.0, 2.0]);
+    }
+    // random inputs are almost surely away from 0 by more than the finite-difference step
+    gradcheck(&[&[4, 7]], |t| relu(&t[0]));
+}
+
+/// The dropout mask depends on the seed only: the same with one thread and with several, kept
+/// with probability 1 - p over a large tensor, and its gradient is the same mask and scale.
+#[test]
+fn dropout_mask_is_thread_count_independent_and_unbiased() {
+    use rand::SeedableRng;
+    let dev = Device::Cpu;
+    let n = 200_000;
+    let x = Var::from_tensor(&Tensor::ones(n, candle_core::DType::F32, &dev).unwrap()).unwrap();
+    let d = canopy_nn::Dropout::new(0.3).unwrap();
+    let run = |threads: usize| -> (Vec<f32>, Vec<f32>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let y = d
+                .forward_t(
+                    x.as_tensor(),
+                    true,
+                    &mut rand::rngs::StdRng::seed_from_u64(5),
+                )
+                .unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            (
+                y.to_vec1().unwrap(),
+                g.get(x.as_tensor()).unwrap().to_vec1().unwrap(),
+            )
+        })
+    };
+    let (y1, g1) = run(1);
+    let (y3, g3) = run(3);
+    assert_eq!(y1, y3, "mask differs between 1 and 3 threads");
+    assert_eq!(
+        g1, y1,
+        "gradient of a sum through dropout is the mask times the scale"
+    );
+    assert_eq!(g3, g1);
+    let kept = y1.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+    // binomial standard deviation at n = 200k: 0.001
+    assert!((kept - 0.7).abs() < 0.005, "kept fraction {kept}");
+}

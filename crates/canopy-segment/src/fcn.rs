@@ -27,6 +27,7 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use canopy_nn::ops::relu;
 use canopy_nn::ops::{avg_pool2d, upsample_bilinear2d, AlignCorners, PoolAxis, TransposeAxis};
 use serde::{Deserialize, Serialize};
 
@@ -85,9 +86,9 @@ impl Branch {
 
     /// `(B, C, H, W)` -> `(B, widths[2], H/4 + 1, W/4 + 1)` for `H, W` multiples of 4.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.conv1.forward(x)?.relu()?;
-        let x = self.conv2.forward(&x)?.relu()?;
-        Ok(self.conv3.forward(&x)?.relu()?)
+        let x = relu(&self.conv1.forward(x)?)?;
+        let x = relu(&self.conv2.forward(&x)?)?;
+        Ok(relu(&self.conv3.forward(&x)?)?)
     }
 }
 

@@ -23,6 +23,7 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use canopy_nn::ops::relu;
 use canopy_nn::ops::{upsample_bilinear2d, AlignCorners};
 use serde::{Deserialize, Serialize};
 
@@ -147,7 +148,7 @@ impl MlpNet {
             if i > 0 {
                 x = max_pool2(&x)?;
             }
-            x = conv.forward(&x)?.relu()?;
+            x = relu(&conv.forward(&x)?)?;
             feats.push(if i == 0 {
                 x.clone()
             } else {
@@ -166,7 +167,7 @@ impl SegmentationModel for MlpNet {
         let (x, size) = pad_to_multiple(x, self.size_multiple())?;
         let mut z = self.mlp_hidden.forward(&self.feature_pool(&x)?)?;
         if self.cfg.activation == MlpActivation::Relu {
-            z = z.relu()?;
+            z = relu(&z)?;
         }
         crop(&self.mlp_out.forward(&z)?, size)
     }

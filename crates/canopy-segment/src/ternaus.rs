@@ -26,6 +26,7 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
+use canopy_nn::ops::relu;
 use canopy_nn::ops::TransposeAxis;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +87,7 @@ impl DecoderBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.up.forward(&self.conv.forward(x)?.relu()?)?.relu()?)
+        Ok(relu(&self.up.forward(&relu(&self.conv.forward(x)?)?)?)?)
     }
 }
 
@@ -169,7 +170,7 @@ impl SegmentationModel for TernausNet {
         check_image("TernausNet", x, self.cfg.in_channels)?;
         let (x, size) = pad_to_multiple(x, self.size_multiple())?;
         let e = &self.encoder;
-        let conv = |i: usize, t: &Tensor| -> Result<Tensor> { Ok(e[i].forward(t)?.relu()?) };
+        let conv = |i: usize, t: &Tensor| -> Result<Tensor> { Ok(relu(&e[i].forward(t)?)?) };
         let c1 = conv(0, &x)?;
         let c2 = conv(1, &max_pool2(&c1)?)?;
         let c3 = conv(3, &conv(2, &max_pool2(&c2)?)?)?;
@@ -179,7 +180,7 @@ impl SegmentationModel for TernausNet {
         for (dec, skip) in self.decoders.iter().zip([&c5, &c4, &c3, &c2]) {
             y = dec.forward(&Tensor::cat(&[&y, skip], 1)?)?;
         }
-        let y = self.dec1.forward(&Tensor::cat(&[&y, &c1], 1)?)?.relu()?;
+        let y = relu(&self.dec1.forward(&Tensor::cat(&[&y, &c1], 1)?)?)?;
         crop(&self.last.forward(&y)?, size)
     }
 

@@ -118,7 +118,7 @@ impl DoubleConv {
             let y = conv.forward(x)?;
             match bn {
                 Some(bn) => Ok(bn.forward_fused_t(&y, train, true)?),
-                None => Ok(y.relu()?),
+                None => Ok(canopy_nn::ops::relu(&y)?),
             }
         };
         let y = conv_bn_relu(&self.conv_a, &self.bn_a, x)?;

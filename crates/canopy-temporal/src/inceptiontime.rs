@@ -174,7 +174,7 @@ impl InceptionModule {
             .collect::<Result<Vec<_>>>()?;
         feats.push(self.pool_conv.forward(&max_pool3(x, 1)?)?);
         let y = Tensor::cat(&feats, 1)?; // 4 x (B, H/4, T) -> (B, H, T)
-        Ok(self.bn.forward_t(&y, train)?.relu()?)
+        Ok(canopy_nn::ops::relu(&self.bn.forward_t(&y, train)?)?)
     }
 }
 
@@ -196,7 +196,7 @@ impl Shortcut {
 
     fn forward_t(&self, input: &Tensor, out: &Tensor, train: bool) -> Result<Tensor> {
         let s = self.bn.forward_t(&self.conv.forward(input)?, train)?;
-        Ok((out + s)?.relu()?)
+        Ok(canopy_nn::ops::relu(&(out + s)?)?)
     }
 }
 

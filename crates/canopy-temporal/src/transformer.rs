@@ -340,7 +340,7 @@ impl TransformerClassifier {
         let (b, t) = self.check_input(x)?;
         let mut h = candle_core::Module::forward(&self.inlinear, x)?; // (B, T, C) -> (B, T, D)
         if self.cfg.input_relu {
-            h = h.relu()?;
+            h = canopy_nn::ops::relu(&h)?;
         }
         if let Some(pe) = self.encoding(positions, b, t, x)? {
             h = h.broadcast_add(&pe)?;
@@ -355,7 +355,7 @@ impl TransformerClassifier {
             attention.push(a);
         }
         let h = self.norm.forward(&h)?;
-        let h = h.max(1)?.relu()?; // (B, T, D) -> (B, D)
+        let h = canopy_nn::ops::relu(&h.max(1)?)?; // (B, T, D) -> (B, D)
         let logits = candle_core::Module::forward(&self.outlinear, &h)?;
         Ok(TransformerAttention { logits, attention })
     }

@@ -7,7 +7,7 @@ pub mod channel;
 pub mod conv;
 mod conv_cpu;
 pub mod conv_transpose;
-mod cpu;
+pub(crate) mod cpu;
 mod gemm;
 pub mod grid_sample;
 mod im2col;
@@ -19,14 +19,14 @@ pub mod resize;
 pub mod softmax;
 pub(crate) mod winograd;
 
-pub use activation::gelu;
+pub use activation::{gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use conv::{
     conv1d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig, Conv2dConfig,
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
-pub use norm::{layer_norm, LayerNorm};
+pub use norm::{layer_norm, layer_norm_composed, LayerNorm};
 pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
 pub use resize::{
     adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,

@@ -275,20 +275,28 @@ impl LayerNormOp {
         let n = last_dim(lx);
         if let Some((_, lw, _, lb)) = wb {
             if lw.dims() != [n] || lb.dims() != [n] {
-                return Err(ln_err("weight and bias must have the size of the last dimension"));
+                return Err(ln_err(
+                    "weight and bias must have the size of the last dimension",
+                ));
             }
         }
         let out = match sx {
             CpuStorage::F32(_) => {
                 let wb = match wb {
-                    Some((sw, lw, sb, lb)) => Some((slice::<f32>(sw, lw, "layer_norm")?, slice::<f32>(sb, lb, "layer_norm")?)),
+                    Some((sw, lw, sb, lb)) => Some((
+                        slice::<f32>(sw, lw, "layer_norm")?,
+                        slice::<f32>(sb, lb, "layer_norm")?,
+                    )),
                     None => None,
                 };
                 CpuStorage::F32(ln_forward(slice(sx, lx, "layer_norm")?, wb, n, self.eps))
             }
             CpuStorage::F64(_) => {
                 let wb = match wb {
-                    Some((sw, lw, sb, lb)) => Some((slice::<f64>(sw, lw, "layer_norm")?, slice::<f64>(sb, lb, "layer_norm")?)),
+                    Some((sw, lw, sb, lb)) => Some((
+                        slice::<f64>(sw, lw, "layer_norm")?,
+                        slice::<f64>(sb, lb, "layer_norm")?,
+                    )),
                     None => None,
                 };
                 CpuStorage::F64(ln_forward(slice(sx, lx, "layer_norm")?, wb, n, self.eps))
@@ -327,10 +335,18 @@ impl LayerNormOp {
                     Some((s, l)) => Some(slice::<$t>(s, l, "layer_norm")?),
                     None => None,
                 };
-                let (dx, dw, db) =
-                    ln_backward::<$t>(slice(sx, lx, "layer_norm")?, wv, slice(sg, lg, "layer_norm")?, n, self.eps);
+                let (dx, dw, db) = ln_backward::<$t>(
+                    slice(sx, lx, "layer_norm")?,
+                    wv,
+                    slice(sg, lg, "layer_norm")?,
+                    n,
+                    self.eps,
+                );
                 let params = if wv.is_some() {
-                    (Some(Tensor::from_vec(dw, n, dev)?), Some(Tensor::from_vec(db, n, dev)?))
+                    (
+                        Some(Tensor::from_vec(dw, n, dev)?),
+                        Some(Tensor::from_vec(db, n, dev)?),
+                    )
                 } else {
                     (None, None)
                 };
