@@ -174,7 +174,7 @@ impl InceptionModule {
             .collect::<Result<Vec<_>>>()?;
         feats.push(self.pool_conv.forward(&max_pool3(x, 1)?)?);
         let y = Tensor::cat(&feats, 1)?; // 4 x (B, H/4, T) -> (B, H, T)
-        Ok(canopy_nn::ops::relu(&self.bn.forward_t(&y, train)?)?)
+        self.bn.forward_act_t(&y, train, true)
     }
 }
 

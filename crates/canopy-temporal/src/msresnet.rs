@@ -114,7 +114,9 @@ impl BasicBlock {
     /// # Shapes
     /// `(B, C_in, L)` -> `(B, planes, L_out)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let out = canopy_nn::ops::relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let out = self
+            .bn1
+            .forward_act_t(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
         let residual = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
@@ -298,7 +300,9 @@ impl MsResNet {
         let idx = Tensor::from_vec(idx, STRETCH_LENGTH, x.device())?;
         let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C)
         let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
-        let x = canopy_nn::ops::relu(&self.bn1.forward_t(&self.conv1.forward(&x)?, train)?)?; // (B, H, 256)
+        let x = self
+            .bn1
+            .forward_act_t(&self.conv1.forward(&x)?, train, true)?; // (B, H, 256)
         let x0 = max_pool3(&x, 2)?; // (B, H, 256) -> (B, H, 128)
         let feats = self
             .branches

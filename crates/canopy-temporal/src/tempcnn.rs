@@ -141,7 +141,7 @@ struct Block<L> {
 
 impl<L> Block<L> {
     fn finish(&self, y: Tensor, train: bool, rng: &mut dyn RngCore) -> Result<Tensor> {
-        let y = canopy_nn::ops::relu(&self.bn.forward_t(&y, train)?)?;
+        let y = self.bn.forward_act_t(&y, train, true)?;
         Ok(self.dropout.forward_t(&y, train, rng)?)
     }
 }
