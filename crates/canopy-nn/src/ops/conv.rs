@@ -18,6 +18,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
+use crate::ops::conv1d_cpu::Conv1dOp;
 use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
 use crate::Result;
@@ -170,8 +171,11 @@ fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tenso
     Ok(out.transpose(1, 2)?.contiguous()?) // (B, P, C_out) -> (B, C_out, P)
 }
 
-/// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d` (the fast path:
-/// a 2-D convolution of height 1).
+/// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d`. On the CPU in f32/f64
+/// with one group it runs the direct kernels of [`conv1d_cpu`](crate::ops) (strided views of
+/// time-major rows, no im2col buffer); grouped and pointwise (kernel 1, stride 1, no padding)
+/// convolutions run as a 2-D convolution of height 1 ([`conv1d_as_2d`]), other devices and
+/// dtypes the reference gather.
 ///
 /// # Shapes
 /// `x`: `(B, C_in, L)`, `weight`: `(C_out, C_in / groups, K)`, `bias`: `(C_out,)` ->
@@ -180,6 +184,65 @@ fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tenso
 /// # Errors
 /// Shape and configuration errors that name the expected shapes.
 pub fn conv1d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv1dConfig,
+) -> Result<Tensor> {
+    let op = "conv1d";
+    x.dims3()
+        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
+    weight
+        .dims3()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    // pointwise convolutions are plain products on the (C, L) layout: the 2-D path runs them
+    // without any gather, while the direct path would transpose in and out
+    let pointwise = weight.dim(2)? == 1 && cfg.axis.stride == 1 && cfg.axis.padding == 0;
+    let direct = cfg.groups == 1
+        && !pointwise
+        && x.device().is_cpu()
+        && weight.dtype() == x.dtype()
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if direct {
+        let (_, c, l) = x.dims3()?;
+        let (c_out, w_in, k) = weight.dims3()?;
+        check_groups(op, c, c_out, w_in, 1)?;
+        cfg.axis.out_len(op, l, k)?;
+        if let Some(b) = bias.filter(|b| b.dims() != [c_out]) {
+            return Err(shape(op, format!("bias ({c_out},)"), b.dims()));
+        }
+        let a = cfg.axis;
+        let y = x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            Conv1dOp {
+                stride: a.stride,
+                padding: a.padding,
+                dilation: a.dilation,
+            },
+        )?;
+        return match bias {
+            Some(b) => crate::ops::add_channel_bias(&y, b),
+            None => Ok(y),
+        };
+    }
+    let cfg2 = Conv2dConfig {
+        h: Axis1::default(),
+        w: cfg.axis,
+        groups: cfg.groups,
+    };
+    Ok(conv2d(&x.unsqueeze(2)?, &weight.unsqueeze(2)?, bias, cfg2)?.squeeze(2)?)
+}
+
+/// [`conv1d`] as a 2-D convolution of height 1 (the im2col kernels of
+/// [`conv2d`](crate::ops::conv2d)), the path grouped 1-D convolutions take: a second fast
+/// implementation the direct one is tested against.
+///
+/// # Shapes
+/// As [`conv1d`].
+///
+/// # Errors
+/// As [`conv1d`].
+pub fn conv1d_as_2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,

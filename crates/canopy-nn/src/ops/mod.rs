@@ -5,6 +5,7 @@ pub mod activation;
 pub(crate) mod attention_kernel;
 pub mod channel;
 pub mod conv;
+mod conv1d_cpu;
 mod conv_cpu;
 pub mod conv_transpose;
 pub(crate) mod cpu;
@@ -22,7 +23,8 @@ pub(crate) mod winograd;
 pub use activation::{gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use conv::{
-    conv1d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig, Conv2dConfig,
+    conv1d, conv1d_as_2d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig,
+    Conv2dConfig,
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};

@@ -1,0 +1,349 @@
+//! 1-D convolution (one group, any stride, padding and dilation) on the CPU without an im2col
+//! buffer.
+//!
+//! A block of sequences `(nb, C_in, L)` is copied once into time-major rows (`C_in` values per
+//! row): `p` zero rows, then the sequences `L_p` rows apart, where `L_p` is `L + p` rounded up to
+//! a multiple of the stride `s` — the zero rows between two sequences are the trailing padding
+//! of one and the leading padding of the next. Output position `t` of sequence `b` reads rows
+//! `b·L_p + t·s + k·d`, so across the block output column `j` (sequence `j / (L_p / s)`,
+//! position `j mod (L_p / s)`) reads rows `j·s + k·d`: the input windows are strided views of
+//! the rows, not copies. With dilation 1
+//! the `K` rows of a window are contiguous and the forward pass is one product of depth `K·C_in`
+//! with overlapping columns; with dilation `d > 1` it is `K` accumulated products of depth
+//! `C_in`. Columns past a sequence's last output are computed and dropped.
+//!
+//! Backward, per tap `k` (all in the same strided views, rows of the time-major gradient):
+//!
+//! ```text
+//! dX[j·s + k·d] += dY[j] W_k          dW_k += Σ_j dY[j]ᵀ X[j·s + k·d]
+//! ```
+//!
+//! The weight gradient is summed over at most [`MAX_PARTIALS`] fixed groups of blocks in group
+//! order, so it does not depend on the number of threads.
+//!
+//! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every
+//! configuration before), this saves the gather of `K` copies of the input and runs products as
+//! wide as a whole block of sequences, which matters for the short, many-channel series of
+//! satellite time series (TempCNN, MS-ResNet, InceptionTime).
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::ops::cpu::{slice, Float};
+use crate::ops::gemm::{matmul, Mat};
+
+/// Output columns a task's products cover at least.
+const BLOCK_COLS: usize = 1024;
+/// Partial weight gradients at most.
+const MAX_PARTIALS: usize = 16;
+
+/// `(x (B, C_in, L), w (C_out, C_in, K)) -> (B, C_out, L_out)`, one group.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv1dOp {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+}
+
+/// Sizes of one call.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    ci: usize,
+    l: usize,
+    co: usize,
+    k: usize,
+    /// Rows from one sequence to the next: `L + p` rounded up to a multiple of the stride.
+    lp: usize,
+    /// Output columns per sequence, `lp / s` (the first `lout` are valid).
+    lq: usize,
+    lout: usize,
+    /// Sequences per block.
+    nb: usize,
+}
+
+impl Dims {
+    /// Rows of a block of `nb` sequences: the leading padding, `nb·lp`, and zero rows after it
+    /// so that the window of every column stays inside the buffer.
+    fn block_rows(&self, op: &Conv1dOp, nb: usize) -> usize {
+        op.padding + nb * self.lp + op.dilation * (self.k - 1) + op.stride
+    }
+}
+
+impl Conv1dOp {
+    fn dims(&self, lx: &Layout, lw: &Layout) -> candle_core::Result<Dims> {
+        let (b, ci, l) = lx.shape().dims3()?;
+        let (co, wi, k) = lw.shape().dims3()?;
+        let (s, p, d) = (self.stride, self.padding, self.dilation);
+        let span = d * k.saturating_sub(1);
+        if wi != ci || k == 0 || s == 0 || d == 0 || l + 2 * p <= span {
+            return Err(candle_core::Error::Msg(format!(
+                "conv1d: x (B, C_in, L) and w (C_out, C_in, K) with L + 2p > d(K - 1) and \
+                 positive stride and dilation expected, got {:?} and {:?} (stride {s}, padding \
+                 {p}, dilation {d})",
+                lx.shape(),
+                lw.shape(),
+            )));
+        }
+        let lp = (l + p).div_ceil(s) * s;
+        let lq = lp / s;
+        Ok(Dims {
+            b,
+            ci,
+            l,
+            co,
+            k,
+            lp,
+            lq,
+            lout: (l + 2 * p - span - 1) / s + 1,
+            nb: BLOCK_COLS.div_ceil(lq).clamp(1, b.max(1)),
+        })
+    }
+}
+
+/// Sequences `src[b0..b0 + nb]` (`(·, c, len)`) as `total` time-major rows of `c` values,
+/// sequence `bl` starting at row `first + bl·lp` (other rows zero).
+#[allow(clippy::too_many_arguments)]
+fn to_rows<T: Float>(
+    src: &[T],
+    (c, len): (usize, usize),
+    (b0, nb): (usize, usize),
+    (first, lp, total): (usize, usize, usize),
+    rows: &mut Vec<T>,
+) {
+    rows.clear();
+    rows.resize(total * c, T::ZERO);
+    for bl in 0..nb {
+        let sb = &src[(b0 + bl) * c * len..(b0 + bl + 1) * c * len];
+        let r = &mut rows[(first + bl * lp) * c..];
+        for (ch, sc) in sb.chunks(len).enumerate() {
+            for (t, &v) in sc.iter().enumerate() {
+                r[t * c + ch] = v;
+            }
+        }
+    }
+}
+
+/// The weight `(C_out, C_in, K)` as `C_out x (K·C_in)` (column `k·C_in + c`).
+fn taps<T: Float>(w: &[T], d: Dims) -> Vec<T> {
+    let mut out = vec![T::ZERO; w.len()];
+    for o in 0..d.co {
+        for c in 0..d.ci {
+            for k in 0..d.k {
+                out[o * d.k * d.ci + k * d.ci + c] = w[(o * d.ci + c) * d.k + k];
+            }
+        }
+    }
+    out
+}
+
+fn forward<T: Float>(op: &Conv1dOp, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
+    let mut y = vec![T::ZERO; d.b * d.co * d.lout];
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let wt = taps(w, d);
+    let (s, dil) = (op.stride, op.dilation);
+    y.par_chunks_mut(d.nb * d.co * d.lout)
+        .enumerate()
+        .try_for_each_init(
+            || (Vec::<T>::new(), Vec::<T>::new()),
+            |(rows, out), (blk, yb)| -> Result<(), String> {
+                let nbl = yb.len() / (d.co * d.lout);
+                let geom = (op.padding, d.lp, d.block_rows(op, nbl));
+                to_rows(x, (d.ci, d.l), (blk * d.nb, nbl), geom, rows);
+                let n = nbl * d.lq;
+                out.resize(d.co * n, T::ZERO);
+                // column j of the window of tap k: rows j·s + k·d
+                let window = |k: usize, depth: usize| Mat {
+                    data: &rows[k * dil * d.ci..],
+                    rows: depth,
+                    cols: n,
+                    rs: 1,
+                    cs: s * d.ci,
+                };
+                if dil == 1 {
+                    let lhs = Mat::row_major(&wt, d.co, d.k * d.ci);
+                    matmul(out, n, lhs, window(0, d.k * d.ci), false, 1)?;
+                } else {
+                    for k in 0..d.k {
+                        let lhs = Mat {
+                            data: &wt[k * d.ci..],
+                            rows: d.co,
+                            cols: d.ci,
+                            rs: d.k * d.ci,
+                            cs: 1,
+                        };
+                        matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
+                    }
+                }
+                for bl in 0..nbl {
+                    for o in 0..d.co {
+                        yb[(bl * d.co + o) * d.lout..][..d.lout]
+                            .copy_from_slice(&out[o * n + bl * d.lq..][..d.lout]);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    Ok(y)
+}
+
+/// `(dx, dw)`.
+fn backward<T: Float>(
+    op: &Conv1dOp,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    d: Dims,
+) -> Result<(Vec<T>, Vec<T>), String> {
+    let kc = d.k * d.ci;
+    let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
+    if d.b == 0 || d.co == 0 || d.ci == 0 {
+        return Ok((dx, vec![T::ZERO; d.co * kc]));
+    }
+    let (s, dil) = (op.stride, op.dilation);
+    let blocks = d.b.div_ceil(d.nb);
+    let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
+    let partials: Vec<Vec<T>> = dx
+        .par_chunks_mut(per * d.nb * d.ci * d.l)
+        .enumerate()
+        .map(|(part, dxp)| -> Result<Vec<T>, String> {
+            let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
+            let mut dwt = vec![T::ZERO; d.co * kc];
+            for blk in part * per..((part + 1) * per).min(blocks) {
+                let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
+                let n = nbl * d.lq;
+                let total = d.block_rows(op, nbl);
+                to_rows(
+                    x,
+                    (d.ci, d.l),
+                    (b0, nbl),
+                    (op.padding, d.lp, total),
+                    &mut xr,
+                );
+                // dY as time-major rows (n, C_out), zero past each sequence's outputs
+                to_rows(dy, (d.co, d.lout), (b0, nbl), (0, d.lq, n), &mut dyr);
+                let dym = Mat::row_major(&dyr[..n * d.co], n, d.co);
+                dxr.clear();
+                dxr.resize(total * d.ci, T::ZERO);
+                for k in 0..d.k {
+                    let off = k * dil * d.ci;
+                    let wk = Mat {
+                        data: &w[k..],
+                        rows: d.co,
+                        cols: d.ci,
+                        rs: d.ci * d.k,
+                        cs: d.k,
+                    };
+                    // rows j·s + k·d of dX
+                    matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
+                    let xk = Mat {
+                        data: &xr[off..],
+                        rows: n,
+                        cols: d.ci,
+                        rs: s * d.ci,
+                        cs: 1,
+                    };
+                    matmul(&mut dwt[k * d.ci..], kc, dym.t(), xk, true, 1)?;
+                }
+                let base = (blk - part * per) * d.nb;
+                for bl in 0..nbl {
+                    for c in 0..d.ci {
+                        let dst = &mut dxp[((base + bl) * d.ci + c) * d.l..][..d.l];
+                        for (t, v) in dst.iter_mut().enumerate() {
+                            *v = dxr[(op.padding + bl * d.lp + t) * d.ci + c];
+                        }
+                    }
+                }
+            }
+            Ok(dwt)
+        })
+        .collect::<Result<_, String>>()?;
+    let mut parts = partials.into_iter();
+    let mut dwt = parts.next().unwrap_or_else(|| vec![T::ZERO; d.co * kc]);
+    for p in parts {
+        for (a, b) in dwt.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    let mut dw = vec![T::ZERO; d.co * kc];
+    for o in 0..d.co {
+        for k in 0..d.k {
+            for c in 0..d.ci {
+                dw[(o * d.ci + c) * d.k + k] = dwt[o * kc + k * d.ci + c];
+            }
+        }
+    }
+    Ok((dx, dw))
+}
+
+impl CustomOp2 for Conv1dOp {
+    fn name(&self) -> &'static str {
+        "canopy-conv1d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(lx, lw)?;
+        let err = |m: String| candle_core::Error::Msg(format!("conv1d: {m}"));
+        let out = match (sx, sw) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+                forward(self, slice(sx, lx, "conv1d")?, slice(sw, lw, "conv1d")?, d)
+                    .map_err(err)?,
+            ),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+                forward(self, slice(sx, lx, "conv1d")?, slice(sw, lw, "conv1d")?, d)
+                    .map_err(err)?,
+            ),
+            _ => return Err(err("x and w must both be f32 or both f64".into())),
+        };
+        Ok((out, Shape::from((d.b, d.co, d.lout))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let err = |m: &str| candle_core::Error::Msg(format!("conv1d backward: {m}"));
+        let name = "conv1d backward";
+        let (sx, lx) = x.storage_and_layout();
+        let (sw, lw) = w.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
+            return Err(err("CPU tensors only"));
+        };
+        let d = self.dims(lx, lw)?;
+        macro_rules! run {
+            ($t:ty) => {{
+                let (dx, dw) = backward::<$t>(
+                    self,
+                    slice(sx, lx, name)?,
+                    slice(sw, lw, name)?,
+                    slice(sg, lg, name)?,
+                    d,
+                )
+                .map_err(|m| err(&m))?;
+                (
+                    Tensor::from_vec(dx, x.shape(), x.device())?,
+                    Tensor::from_vec(dw, w.shape(), w.device())?,
+                )
+            }};
+        }
+        let (dx, dw) = match sx {
+            CpuStorage::F32(_) => run!(f32),
+            CpuStorage::F64(_) => run!(f64),
+            _ => return Err(err("f32 or f64 operands only")),
+        };
+        Ok((Some(dx), Some(dw)))
+    }
+}
