@@ -225,12 +225,7 @@ pub fn conv1d(
             None => Ok(y),
         };
     }
-    let cfg2 = Conv2dConfig {
-        h: Axis1::default(),
-        w: cfg.axis,
-        groups: cfg.groups,
-    };
-    Ok(conv2d(&x.unsqueeze(2)?, &weight.unsqueeze(2)?, bias, cfg2)?.squeeze(2)?)
+    conv1d_as_2d(x, weight, bias, cfg)
 }
 
 /// [`conv1d`] as a 2-D convolution of height 1 (the im2col kernels of

@@ -29,7 +29,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, sum_in_order, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Output columns a task's products cover at least.
@@ -260,13 +260,7 @@ fn backward<T: Float>(
             Ok(dwt)
         })
         .collect::<Result<_, String>>()?;
-    let mut parts = partials.into_iter();
-    let mut dwt = parts.next().unwrap_or_else(|| vec![T::ZERO; d.co * kc]);
-    for p in parts {
-        for (a, b) in dwt.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
+    let dwt = sum_in_order(partials, d.co * kc);
     let mut dw = vec![T::ZERO; d.co * kc];
     for o in 0..d.co {
         for k in 0..d.k {

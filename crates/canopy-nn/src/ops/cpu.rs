@@ -202,6 +202,22 @@ pub(crate) fn sum8<T: Float>(v: &[T], f: impl Fn(T) -> T) -> T {
     acc.iter().fold(s, |a, &b| a + b)
 }
 
+/// Element-wise sum of equally long partial results, added in their order (so the result does
+/// not depend on how the parts were scheduled over threads); `len` zeros when there are none.
+pub(crate) fn sum_in_order<T: Float>(
+    parts: impl IntoIterator<Item = Vec<T>>,
+    len: usize,
+) -> Vec<T> {
+    let mut it = parts.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for p in it {
+        for (a, b) in acc.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    acc
+}
+
 /// `Σ a_i b_i` with eight independent accumulators (vectorises).
 #[inline]
 pub(crate) fn dot8<T: Float>(a: &[T], b: &[T]) -> T {

@@ -17,7 +17,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, sum_in_order, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Rows per block of the forward product and of the input gradient.
@@ -156,16 +156,8 @@ fn backward<T: Float>(
             Ok((dw, db))
         })
         .collect::<Result<_, String>>()?;
-    let mut it = partials.into_iter();
-    let (mut dw, mut db) = it.next().unwrap_or_default();
-    for (pw, pb) in it {
-        for (a, b) in dw.iter_mut().zip(pw) {
-            *a += b;
-        }
-        for (a, b) in db.iter_mut().zip(pb) {
-            *a += b;
-        }
-    }
+    let (pw, pb): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    let (dw, db) = (sum_in_order(pw, o * i), sum_in_order(pb, o));
     Ok((dx, dw, with_bias.then_some(db)))
 }
 

@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tens
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::ops::cpu::{dot8, slice, sum8, Float};
+use crate::ops::cpu::{dot8, slice, sum8, sum_in_order, Float};
 use crate::{error::shape, Result};
 
 /// Normalises over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
@@ -244,17 +244,9 @@ fn ln_backward<T: Float>(
             (dw, db)
         })
         .collect();
-    let mut it = parts.into_iter();
-    let (mut dw, mut db) = it.next().unwrap_or_default();
-    for (pw, pb) in it {
-        for (a, b) in dw.iter_mut().zip(pw) {
-            *a += b;
-        }
-        for (a, b) in db.iter_mut().zip(pb) {
-            *a += b;
-        }
-    }
-    (dx, dw, db)
+    let plen = if w.is_some() { n } else { 0 };
+    let (pw, pb): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    (dx, sum_in_order(pw, plen), sum_in_order(pb, plen))
 }
 
 /// Size of the normalised (last) dimension.
