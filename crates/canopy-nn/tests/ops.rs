@@ -944,3 +944,59 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         conv1d(&t[0], &t[1], None, cfg)
     });
 }
+
+/// Score-layer shapes (at most 4 output channels, at least 9 taps, stride 1) take the kn2row
+/// kernel: equal to the reference gather for values and all gradients, with paddings from none
+/// to more than the kernel half-width, per axis, and images smaller than the kernel.
+#[test]
+fn kn2row_convolution_equals_the_reference() {
+    let dev = Device::Cpu;
+    let cases = [
+        // (B, C_in, H, W, C_out, K_h, K_w, p_h, p_w)
+        (
+            2usize, 5usize, 12usize, 10usize, 2usize, 9usize, 9usize, 4usize, 4usize,
+        ),
+        (1, 3, 7, 9, 1, 3, 5, 0, 2),
+        (3, 4, 6, 6, 4, 5, 5, 3, 1),
+        (2, 2, 5, 4, 3, 7, 3, 2, 1),
+        (1, 6, 16, 11, 2, 3, 3, 1, 1),
+    ];
+    for (i, &(b, c, h, w, co, kh, kw, ph, pw)) in cases.iter().enumerate() {
+        let cfg = Conv2dConfig {
+            h: Axis1 {
+                stride: 1,
+                padding: ph,
+                dilation: 1,
+            },
+            w: Axis1 {
+                stride: 1,
+                padding: pw,
+                dilation: 1,
+            },
+            groups: 1,
+        };
+        let x = Var::from_tensor(&random_f64(&[b, c, h, w], 50 + i as u64, &dev).unwrap()).unwrap();
+        let k =
+            Var::from_tensor(&random_f64(&[co, c, kh, kw], 60 + i as u64, &dev).unwrap()).unwrap();
+        let bias = Var::from_tensor(&random_f64(&[co], 70 + i as u64, &dev).unwrap()).unwrap();
+        let run = |f: fn(&Tensor, &Tensor, Option<&Tensor>, Conv2dConfig) -> Result<Tensor>| {
+            let y = f(x.as_tensor(), k.as_tensor(), Some(bias.as_tensor()), cfg).unwrap();
+            let r = random_f64(y.dims(), 80, &dev).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = vec![y];
+            for v in [&x, &k, &bias] {
+                out.push(g.get(v.as_tensor()).unwrap().clone());
+            }
+            out
+        };
+        let (fast, reference) = (run(conv2d), run(conv2d_reference));
+        for (j, (u, v)) in fast.iter().zip(&reference).enumerate() {
+            assert_eq!(u.dims(), v.dims(), "case {i} value {j}");
+            let diff = max_abs_diff(u, v);
+            assert!(diff < 1e-11, "case {i} value {j} (y, dx, dw, db): {diff:e}");
+        }
+    }
+    gradcheck(&[&[1, 2, 5, 6], &[2, 2, 3, 3]], |t| {
+        conv2d(&t[0], &t[1], None, Conv2dConfig::square(1, 2, 1, 1))
+    });
+}

@@ -21,6 +21,7 @@ use crate::error::{invalid, shape};
 use crate::ops::conv1d_cpu::Conv1dOp;
 use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
+use crate::ops::kn2row::{self, Kn2rowOp};
 use crate::Result;
 
 /// Stride, padding and dilation along one axis.
@@ -302,9 +303,24 @@ pub fn conv1d_reference(
     Ok(y)
 }
 
+static KN2ROW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether [`conv2d`] may take the kn2row kernel for convolutions with few output channels and
+/// large kernels (on by default; process-wide). Off, those run on the im2col kernels like every
+/// other shape: for comparisons and tests.
+pub fn set_kn2row_enabled(on: bool) {
+    KN2ROW.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn kn2row_enabled() -> bool {
+    KN2ROW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// 2-D convolution (cross-correlation) like `torch.nn.functional.conv2d`, with stride, padding
 /// and dilation given per axis. CPU f32/f64 inputs take the blocked im2col + gemm kernels of
-/// [`conv_cpu`](crate::ops::conv_cpu) (backward included); others the reference gather.
+/// [`conv_cpu`](crate::ops::conv_cpu) (backward included), Winograd kernels for 3x3 layers, or
+/// for at most 4 output channels and at least 9 taps (stride 1, one group: score layers) the
+/// kn2row kernel ([`set_kn2row_enabled`]); others the reference gather.
 ///
 /// # Shapes
 /// `x`: `(B, C_in, H, W)`, `weight`: `(C_out, C_in / groups, K_h, K_w)`, `bias`: `(C_out,)` ->
@@ -336,6 +352,27 @@ pub fn conv2d(
         ..
     } = plan2d(x, weight, cfg)?;
     let (ho, wo) = (cfg.h.out_len(op, h, kh)?, cfg.w.out_len(op, w, kw)?);
+    let unit = |a: Axis1| a.stride == 1 && a.dilation == 1;
+    if kn2row_enabled()
+        && cfg.groups == 1
+        && unit(cfg.h)
+        && unit(cfg.w)
+        && c_out <= kn2row::MAX_OUT
+        && kh * kw >= kn2row::MIN_TAPS
+    {
+        let y = x.contiguous()?.apply_op2(
+            &weight.contiguous()?,
+            Kn2rowOp {
+                ph: cfg.h.padding,
+                pw: cfg.w.padding,
+            },
+        )?;
+        return match bias {
+            Some(bias) if bias.dims() == [c_out] => crate::ops::add_channel_bias(&y, bias),
+            Some(bias) => Err(shape(op, format!("bias ({c_out},)"), bias.dims())),
+            None => Ok(y),
+        };
+    }
     let geom = Geometry {
         b,
         c,

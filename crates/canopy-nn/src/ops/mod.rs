@@ -12,6 +12,7 @@ pub(crate) mod cpu;
 mod gemm;
 pub mod grid_sample;
 mod im2col;
+mod kn2row;
 pub(crate) mod linear_kernel;
 pub(crate) mod lstm_kernel;
 pub mod norm;
@@ -23,8 +24,8 @@ pub(crate) mod winograd;
 pub use activation::{gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use conv::{
-    conv1d, conv1d_as_2d, conv1d_reference, conv2d, conv2d_reference, Axis1, Conv1dConfig,
-    Conv2dConfig,
+    conv1d, conv1d_as_2d, conv1d_reference, conv2d, conv2d_reference, set_kn2row_enabled, Axis1,
+    Conv1dConfig, Conv2dConfig,
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
