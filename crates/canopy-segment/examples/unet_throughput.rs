@@ -2,7 +2,7 @@
 //! JSON line per measurement (read by `tools/bench_segment_vs_torch.py`, which runs the same
 //! work in PyTorch and prints ratios).
 //!
-//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc] [--inference-only] [--no-winograd]`
+//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc] [--inference-only] [--no-winograd] [--no-kn2row]`
 //!
 //! Inference: eval mode, `(B, 3, S, S)` -> logits, Mpx/s. Training step: train mode forward,
 //! cross-entropy over 2 classes, backward, Adam (lr 1e-3) — `bench_unet.py`'s step. Like the
@@ -36,6 +36,10 @@ fn main() -> anyhow::Result<()> {
     }
     if std::env::args().any(|a| a == "--no-winograd") {
         canopy_nn::ops::set_winograd_enabled(false);
+    }
+    // score layers (<= 4 classes, large kernels) on im2col instead of kn2row
+    if std::env::args().any(|a| a == "--no-kn2row") {
+        canopy_nn::ops::set_kn2row_enabled(false);
     }
     let repeat: usize = arg("--repeat", "5").parse()?;
     let size: usize = arg("--size", "256").parse()?;
