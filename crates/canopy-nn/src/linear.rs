@@ -28,7 +28,7 @@ pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Res
 
 /// [`linear_forward`] composed from candle ops only (a matmul with the transposed weight and a
 /// broadcast addition): any device and dtype. On the CPU in f32/f64, `linear_forward` runs one
-/// op instead ([`linear_kernel`](crate::ops)), whose backward pass computes the input, weight
+/// op instead (`ops/linear_kernel.rs`), whose backward pass computes the input, weight
 /// and bias gradients together; this is the reference it is tested against.
 ///
 /// # Shapes
@@ -137,6 +137,22 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
 
+    /// Largest absolute difference (0 for empty tensors).
+    fn diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .into_iter()
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn equals_candles_broadcast_product_and_gradients() {
         let dev = Device::Cpu;
@@ -150,18 +166,6 @@ mod tests {
             theirs.forward(x.as_tensor()).unwrap(),
         );
         assert_eq!(y1.dims(), &[3, 4, 2]);
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
         assert!(diff(&y1, &y2) < 1e-12);
         let g1 = y1.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = y2.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -212,20 +216,6 @@ mod tests {
                     let mut yd = lead.clone();
                     yd.push(o);
                     assert_eq!(y1.dims(), yd.as_slice());
-                    let diff = |a: &Tensor, b: &Tensor| {
-                        (a - b)
-                            .unwrap()
-                            .abs()
-                            .unwrap()
-                            .flatten_all()
-                            .unwrap()
-                            .to_dtype(DType::F64)
-                            .unwrap()
-                            .to_vec1::<f64>()
-                            .unwrap()
-                            .into_iter()
-                            .fold(0.0, f64::max)
-                    };
                     assert!(diff(&y1, &y2) < tol, "{xd:?} bias {with_bias}");
                     let r = random_f64(y1.dims(), 4, &dev)
                         .unwrap()

@@ -932,6 +932,30 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
             }
         }
     }
+    // bad input: clear errors, no panic
+    let x = random_f64(&[2, 3, 9], 1, &dev).unwrap();
+    let cfg = Conv1dConfig {
+        axis: Axis1 {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+        },
+        groups: 1,
+    };
+    let e = conv1d(&x, &random_f64(&[2, 4, 3], 2, &dev).unwrap(), None, cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("channels") || e.contains("groups"), "{e}");
+    let w = random_f64(&[2, 3, 3], 2, &dev).unwrap();
+    let e = conv1d(&x, &w, Some(&random_f64(&[3], 3, &dev).unwrap()), cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bias"), "{e}");
+    let long = random_f64(&[2, 3, 12], 2, &dev).unwrap();
+    assert!(
+        conv1d(&x, &long, None, cfg).is_err(),
+        "kernel longer than the input"
+    );
     gradcheck(&[&[2, 3, 9], &[2, 3, 3]], |t| {
         let cfg = Conv1dConfig {
             axis: Axis1 {
@@ -999,4 +1023,27 @@ fn kn2row_convolution_equals_the_reference() {
     gradcheck(&[&[1, 2, 5, 6], &[2, 2, 3, 3]], |t| {
         conv2d(&t[0], &t[1], None, Conv2dConfig::square(1, 2, 1, 1))
     });
+    // the im2col path gives the same values (the switch is process-wide; both paths are exact
+    // to rounding, so tests running meanwhile are unaffected)
+    let x = random_f64(&[2, 3, 11, 9], 90, &dev).unwrap();
+    let k = random_f64(&[2, 3, 9, 9], 91, &dev).unwrap();
+    let cfg = Conv2dConfig::square(1, 4, 1, 1);
+    let fast = conv2d(&x, &k, None, cfg).unwrap();
+    set_kn2row_enabled(false);
+    let im2col = conv2d(&x, &k, None, cfg);
+    set_kn2row_enabled(true);
+    assert!(max_abs_diff(&fast, &im2col.unwrap()) < 1e-11);
+    // bad input: clear errors
+    let e = conv2d(&x, &k, Some(&random_f64(&[3], 1, &dev).unwrap()), cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bias"), "{e}");
+    let small = Conv2dConfig::square(1, 0, 1, 1);
+    assert!(conv2d(
+        &random_f64(&[1, 3, 5, 5], 2, &dev).unwrap(),
+        &k,
+        None,
+        small
+    )
+    .is_err());
 }

@@ -173,7 +173,7 @@ fn grouped_matmul(cols: &Tensor, weight: &Tensor, groups: usize) -> Result<Tenso
 }
 
 /// 1-D convolution (cross-correlation) like `torch.nn.functional.conv1d`. On the CPU in f32/f64
-/// with one group it runs the direct kernels of [`conv1d_cpu`](crate::ops) (strided views of
+/// with one group it runs the direct kernels of `ops/conv1d_cpu.rs` (strided views of
 /// time-major rows, no im2col buffer); grouped and pointwise (kernel 1, stride 1, no padding)
 /// convolutions run as a 2-D convolution of height 1 ([`conv1d_as_2d`]), other devices and
 /// dtypes the reference gather.
@@ -191,11 +191,7 @@ pub fn conv1d(
     cfg: Conv1dConfig,
 ) -> Result<Tensor> {
     let op = "conv1d";
-    x.dims3()
-        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
-    weight
-        .dims3()
-        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    check_ranks_1d(x, weight)?;
     // pointwise convolutions are plain products on the (C, L) layout: the 2-D path runs them
     // without any gather, while the direct path would transpose in and out
     let pointwise = weight.dim(2)? == 1 && cfg.axis.stride == 1 && cfg.axis.padding == 0;
@@ -209,9 +205,6 @@ pub fn conv1d(
         let (c_out, w_in, k) = weight.dims3()?;
         check_groups(op, c, c_out, w_in, 1)?;
         cfg.axis.out_len(op, l, k)?;
-        if let Some(b) = bias.filter(|b| b.dims() != [c_out]) {
-            return Err(shape(op, format!("bias ({c_out},)"), b.dims()));
-        }
         let a = cfg.axis;
         let y = x.contiguous()?.apply_op2(
             &weight.contiguous()?,
@@ -221,16 +214,13 @@ pub fn conv1d(
                 dilation: a.dilation,
             },
         )?;
-        return match bias {
-            Some(b) => crate::ops::add_channel_bias(&y, b),
-            None => Ok(y),
-        };
+        return add_bias(y, bias, c_out, op);
     }
     conv1d_as_2d(x, weight, bias, cfg)
 }
 
 /// [`conv1d`] as a 2-D convolution of height 1 (the im2col kernels of
-/// [`conv2d`](crate::ops::conv2d)), the path grouped 1-D convolutions take: a second fast
+/// [`conv2d`]), the path grouped 1-D convolutions take: a second fast
 /// implementation the direct one is tested against.
 ///
 /// # Shapes
@@ -244,12 +234,7 @@ pub fn conv1d_as_2d(
     bias: Option<&Tensor>,
     cfg: Conv1dConfig,
 ) -> Result<Tensor> {
-    let op = "conv1d";
-    x.dims3()
-        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
-    weight
-        .dims3()
-        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    check_ranks_1d(x, weight)?;
     let cfg2 = Conv2dConfig {
         h: Axis1::default(),
         w: cfg.axis,
@@ -367,11 +352,7 @@ pub fn conv2d(
                 pw: cfg.w.padding,
             },
         )?;
-        return match bias {
-            Some(bias) if bias.dims() == [c_out] => crate::ops::add_channel_bias(&y, bias),
-            Some(bias) => Err(shape(op, format!("bias ({c_out},)"), bias.dims())),
-            None => Ok(y),
-        };
+        return add_bias(y, bias, c_out, op);
     }
     let geom = Geometry {
         b,
@@ -489,6 +470,17 @@ fn plan2d(x: &Tensor, weight: &Tensor, cfg: Conv2dConfig) -> Result<Plan2d> {
 }
 
 /// Adds a `(C_out,)` bias to a `(B, C_out, H, W)` output.
+/// `x` `(B, C, L)` and `weight` `(C_out, C_in/groups, K)` by rank, or a shape error.
+fn check_ranks_1d(x: &Tensor, weight: &Tensor) -> Result<()> {
+    let op = "conv1d";
+    x.dims3()
+        .map_err(|_| shape(op, "input (B, C, L)", x.dims()))?;
+    weight
+        .dims3()
+        .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
+    Ok(())
+}
+
 fn add_bias(y: Tensor, bias: Option<&Tensor>, c_out: usize, op: &'static str) -> Result<Tensor> {
     match bias {
         None => Ok(y),

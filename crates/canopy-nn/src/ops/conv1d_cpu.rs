@@ -26,10 +26,10 @@
 //! wide as a whole block of sequences, which matters for the short, many-channel series of
 //! satellite time series (TempCNN, MS-ResNet, InceptionTime).
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{Layout, Shape};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, sum_in_order, Float};
+use crate::ops::cpu::{sum_in_order, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Output columns a task's products cover at least.
@@ -47,7 +47,7 @@ pub(crate) struct Conv1dOp {
 
 /// Sizes of one call.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     b: usize,
     ci: usize,
     l: usize,
@@ -70,7 +70,10 @@ impl Dims {
     }
 }
 
-impl Conv1dOp {
+impl XwKernel for Conv1dOp {
+    const NAME: &'static str = "conv1d";
+    type Dims = Dims;
+
     fn dims(&self, lx: &Layout, lw: &Layout) -> candle_core::Result<Dims> {
         let (b, ci, l) = lx.shape().dims3()?;
         let (co, wi, k) = lw.shape().dims3()?;
@@ -98,6 +101,145 @@ impl Conv1dOp {
             lout: (l + 2 * p - span - 1) / s + 1,
             nb: BLOCK_COLS.div_ceil(lq).clamp(1, b.max(1)),
         })
+    }
+
+    fn out_shape(d: &Dims) -> Shape {
+        Shape::from((d.b, d.co, d.lout))
+    }
+
+    fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
+        let mut y = vec![T::ZERO; d.b * d.co * d.lout];
+        if y.is_empty() {
+            return Ok(y);
+        }
+        let wt = taps(w, d);
+        let (s, dil) = (self.stride, self.dilation);
+        y.par_chunks_mut(d.nb * d.co * d.lout)
+            .enumerate()
+            .try_for_each_init(
+                || (Vec::<T>::new(), Vec::<T>::new()),
+                |(rows, out), (blk, yb)| -> Result<(), String> {
+                    let nbl = yb.len() / (d.co * d.lout);
+                    let geom = (self.padding, d.lp, d.block_rows(self, nbl));
+                    to_rows(x, (d.ci, d.l), (blk * d.nb, nbl), geom, rows);
+                    let n = nbl * d.lq;
+                    out.resize(d.co * n, T::ZERO);
+                    // column j of the window of tap k: rows j·s + k·d
+                    let window = |k: usize, depth: usize| Mat {
+                        data: &rows[k * dil * d.ci..],
+                        rows: depth,
+                        cols: n,
+                        rs: 1,
+                        cs: s * d.ci,
+                    };
+                    if dil == 1 {
+                        let lhs = Mat::row_major(&wt, d.co, d.k * d.ci);
+                        matmul(out, n, lhs, window(0, d.k * d.ci), false, 1)?;
+                    } else {
+                        for k in 0..d.k {
+                            let lhs = Mat {
+                                data: &wt[k * d.ci..],
+                                rows: d.co,
+                                cols: d.ci,
+                                rs: d.k * d.ci,
+                                cs: 1,
+                            };
+                            matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
+                        }
+                    }
+                    for bl in 0..nbl {
+                        for o in 0..d.co {
+                            yb[(bl * d.co + o) * d.lout..][..d.lout]
+                                .copy_from_slice(&out[o * n + bl * d.lq..][..d.lout]);
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        Ok(y)
+    }
+
+    /// `(dx, dw)`.
+    fn backward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        d: Dims,
+    ) -> Result<(Vec<T>, Vec<T>), String> {
+        let kc = d.k * d.ci;
+        let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
+        if d.b == 0 || d.co == 0 || d.ci == 0 {
+            return Ok((dx, vec![T::ZERO; d.co * kc]));
+        }
+        let (s, dil) = (self.stride, self.dilation);
+        let blocks = d.b.div_ceil(d.nb);
+        let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
+        let partials: Vec<Vec<T>> = dx
+            .par_chunks_mut(per * d.nb * d.ci * d.l)
+            .enumerate()
+            .map(|(part, dxp)| -> Result<Vec<T>, String> {
+                let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
+                let mut dwt = vec![T::ZERO; d.co * kc];
+                for blk in part * per..((part + 1) * per).min(blocks) {
+                    let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
+                    let n = nbl * d.lq;
+                    let total = d.block_rows(self, nbl);
+                    to_rows(
+                        x,
+                        (d.ci, d.l),
+                        (b0, nbl),
+                        (self.padding, d.lp, total),
+                        &mut xr,
+                    );
+                    // dY as time-major rows (n, C_out), zero past each sequence's outputs
+                    to_rows(dy, (d.co, d.lout), (b0, nbl), (0, d.lq, n), &mut dyr);
+                    let dym = Mat::row_major(&dyr[..n * d.co], n, d.co);
+                    dxr.clear();
+                    dxr.resize(total * d.ci, T::ZERO);
+                    for k in 0..d.k {
+                        let off = k * dil * d.ci;
+                        let wk = Mat {
+                            data: &w[k..],
+                            rows: d.co,
+                            cols: d.ci,
+                            rs: d.ci * d.k,
+                            cs: d.k,
+                        };
+                        // rows j·s + k·d of dX
+                        matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
+                        let xk = Mat {
+                            data: &xr[off..],
+                            rows: n,
+                            cols: d.ci,
+                            rs: s * d.ci,
+                            cs: 1,
+                        };
+                        matmul(&mut dwt[k * d.ci..], kc, dym.t(), xk, true, 1)?;
+                    }
+                    let base = (blk - part * per) * d.nb;
+                    for bl in 0..nbl {
+                        for c in 0..d.ci {
+                            let dst = &mut dxp[((base + bl) * d.ci + c) * d.l..][..d.l];
+                            for (t, v) in dst.iter_mut().enumerate() {
+                                *v = dxr[(self.padding + bl * d.lp + t) * d.ci + c];
+                            }
+                        }
+                    }
+                }
+                Ok(dwt)
+            })
+            .collect::<Result<_, String>>()?;
+        let dwt = sum_in_order(partials, d.co * kc);
+        let mut dw = vec![T::ZERO; d.co * kc];
+        for o in 0..d.co {
+            for k in 0..d.k {
+                for c in 0..d.ci {
+                    dw[(o * d.ci + c) * d.k + k] = dwt[o * kc + k * d.ci + c];
+                }
+            }
+        }
+        Ok((dx, dw))
     }
 }
 
@@ -137,207 +279,4 @@ fn taps<T: Float>(w: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-fn forward<T: Float>(op: &Conv1dOp, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
-    let mut y = vec![T::ZERO; d.b * d.co * d.lout];
-    if y.is_empty() {
-        return Ok(y);
-    }
-    let wt = taps(w, d);
-    let (s, dil) = (op.stride, op.dilation);
-    y.par_chunks_mut(d.nb * d.co * d.lout)
-        .enumerate()
-        .try_for_each_init(
-            || (Vec::<T>::new(), Vec::<T>::new()),
-            |(rows, out), (blk, yb)| -> Result<(), String> {
-                let nbl = yb.len() / (d.co * d.lout);
-                let geom = (op.padding, d.lp, d.block_rows(op, nbl));
-                to_rows(x, (d.ci, d.l), (blk * d.nb, nbl), geom, rows);
-                let n = nbl * d.lq;
-                out.resize(d.co * n, T::ZERO);
-                // column j of the window of tap k: rows j·s + k·d
-                let window = |k: usize, depth: usize| Mat {
-                    data: &rows[k * dil * d.ci..],
-                    rows: depth,
-                    cols: n,
-                    rs: 1,
-                    cs: s * d.ci,
-                };
-                if dil == 1 {
-                    let lhs = Mat::row_major(&wt, d.co, d.k * d.ci);
-                    matmul(out, n, lhs, window(0, d.k * d.ci), false, 1)?;
-                } else {
-                    for k in 0..d.k {
-                        let lhs = Mat {
-                            data: &wt[k * d.ci..],
-                            rows: d.co,
-                            cols: d.ci,
-                            rs: d.k * d.ci,
-                            cs: 1,
-                        };
-                        matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
-                    }
-                }
-                for bl in 0..nbl {
-                    for o in 0..d.co {
-                        yb[(bl * d.co + o) * d.lout..][..d.lout]
-                            .copy_from_slice(&out[o * n + bl * d.lq..][..d.lout]);
-                    }
-                }
-                Ok(())
-            },
-        )?;
-    Ok(y)
-}
-
-/// `(dx, dw)`.
-fn backward<T: Float>(
-    op: &Conv1dOp,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    d: Dims,
-) -> Result<(Vec<T>, Vec<T>), String> {
-    let kc = d.k * d.ci;
-    let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
-    if d.b == 0 || d.co == 0 || d.ci == 0 {
-        return Ok((dx, vec![T::ZERO; d.co * kc]));
-    }
-    let (s, dil) = (op.stride, op.dilation);
-    let blocks = d.b.div_ceil(d.nb);
-    let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
-    let partials: Vec<Vec<T>> = dx
-        .par_chunks_mut(per * d.nb * d.ci * d.l)
-        .enumerate()
-        .map(|(part, dxp)| -> Result<Vec<T>, String> {
-            let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
-            let mut dwt = vec![T::ZERO; d.co * kc];
-            for blk in part * per..((part + 1) * per).min(blocks) {
-                let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
-                let n = nbl * d.lq;
-                let total = d.block_rows(op, nbl);
-                to_rows(
-                    x,
-                    (d.ci, d.l),
-                    (b0, nbl),
-                    (op.padding, d.lp, total),
-                    &mut xr,
-                );
-                // dY as time-major rows (n, C_out), zero past each sequence's outputs
-                to_rows(dy, (d.co, d.lout), (b0, nbl), (0, d.lq, n), &mut dyr);
-                let dym = Mat::row_major(&dyr[..n * d.co], n, d.co);
-                dxr.clear();
-                dxr.resize(total * d.ci, T::ZERO);
-                for k in 0..d.k {
-                    let off = k * dil * d.ci;
-                    let wk = Mat {
-                        data: &w[k..],
-                        rows: d.co,
-                        cols: d.ci,
-                        rs: d.ci * d.k,
-                        cs: d.k,
-                    };
-                    // rows j·s + k·d of dX
-                    matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
-                    let xk = Mat {
-                        data: &xr[off..],
-                        rows: n,
-                        cols: d.ci,
-                        rs: s * d.ci,
-                        cs: 1,
-                    };
-                    matmul(&mut dwt[k * d.ci..], kc, dym.t(), xk, true, 1)?;
-                }
-                let base = (blk - part * per) * d.nb;
-                for bl in 0..nbl {
-                    for c in 0..d.ci {
-                        let dst = &mut dxp[((base + bl) * d.ci + c) * d.l..][..d.l];
-                        for (t, v) in dst.iter_mut().enumerate() {
-                            *v = dxr[(op.padding + bl * d.lp + t) * d.ci + c];
-                        }
-                    }
-                }
-            }
-            Ok(dwt)
-        })
-        .collect::<Result<_, String>>()?;
-    let dwt = sum_in_order(partials, d.co * kc);
-    let mut dw = vec![T::ZERO; d.co * kc];
-    for o in 0..d.co {
-        for k in 0..d.k {
-            for c in 0..d.ci {
-                dw[(o * d.ci + c) * d.k + k] = dwt[o * kc + k * d.ci + c];
-            }
-        }
-    }
-    Ok((dx, dw))
-}
-
-impl CustomOp2 for Conv1dOp {
-    fn name(&self) -> &'static str {
-        "canopy-conv1d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.dims(lx, lw)?;
-        let err = |m: String| candle_core::Error::Msg(format!("conv1d: {m}"));
-        let out = match (sx, sw) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                forward(self, slice(sx, lx, "conv1d")?, slice(sw, lw, "conv1d")?, d)
-                    .map_err(err)?,
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                forward(self, slice(sx, lx, "conv1d")?, slice(sw, lw, "conv1d")?, d)
-                    .map_err(err)?,
-            ),
-            _ => return Err(err("x and w must both be f32 or both f64".into())),
-        };
-        Ok((out, Shape::from((d.b, d.co, d.lout))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let err = |m: &str| candle_core::Error::Msg(format!("conv1d backward: {m}"));
-        let name = "conv1d backward";
-        let (sx, lx) = x.storage_and_layout();
-        let (sw, lw) = w.storage_and_layout();
-        let (sg, lg) = grad.storage_and_layout();
-        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
-            return Err(err("CPU tensors only"));
-        };
-        let d = self.dims(lx, lw)?;
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw) = backward::<$t>(
-                    self,
-                    slice(sx, lx, name)?,
-                    slice(sw, lw, name)?,
-                    slice(sg, lg, name)?,
-                    d,
-                )
-                .map_err(|m| err(&m))?;
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }};
-        }
-        let (dx, dw) = match sx {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            _ => return Err(err("f32 or f64 operands only")),
-        };
-        Ok((Some(dx), Some(dw)))
-    }
-}
+crate::ops::cpu::xw_custom_op!(Conv1dOp, "canopy-conv1d");

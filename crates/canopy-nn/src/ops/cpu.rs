@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, Layout};
+use candle_core::{CpuStorage, Layout, Shape, Storage, Tensor};
 
 use crate::ops::gemm::GemmScalar;
 
@@ -19,6 +19,126 @@ pub(crate) fn slice<'a, T: candle_core::WithDType>(
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what}: operands must be contiguous")))?;
     Ok(&s.as_slice::<T>()?[start..end])
+}
+
+/// A CPU kernel of an input `x` and a weight `w` (the direct convolutions) in f32 and f64. The
+/// candle plumbing around it — dtype dispatch, contiguous slices, building the output and the
+/// two gradient tensors — is [`xw_forward`] and [`xw_backward`], and the `CustomOp2` impl is
+/// written by `xw_custom_op!`.
+pub(crate) trait XwKernel {
+    /// The op's name in error messages.
+    const NAME: &'static str;
+    /// The sizes of one call.
+    type Dims: Copy;
+    /// The sizes for these operands, or an error naming the shapes and settings.
+    fn dims(&self, lx: &Layout, lw: &Layout) -> candle_core::Result<Self::Dims>;
+    /// The output shape.
+    fn out_shape(d: &Self::Dims) -> Shape;
+    /// The output values.
+    fn forward<T: Float>(&self, x: &[T], w: &[T], d: Self::Dims) -> Result<Vec<T>, String>;
+    /// `(dx, dw)` for the output gradient `dy`.
+    fn backward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        d: Self::Dims,
+    ) -> Result<(Vec<T>, Vec<T>), String>;
+}
+
+/// `impl CustomOp2` for an [`XwKernel`] type, with the op name candle shows.
+macro_rules! xw_custom_op {
+    ($ty:ty, $name:literal) => {
+        impl candle_core::CustomOp2 for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn cpu_fwd(
+                &self,
+                sx: &candle_core::CpuStorage,
+                lx: &candle_core::Layout,
+                sw: &candle_core::CpuStorage,
+                lw: &candle_core::Layout,
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::ops::cpu::xw_forward(self, (sx, lx), (sw, lw))
+            }
+
+            fn bwd(
+                &self,
+                x: &candle_core::Tensor,
+                w: &candle_core::Tensor,
+                _res: &candle_core::Tensor,
+                grad: &candle_core::Tensor,
+            ) -> candle_core::Result<(Option<candle_core::Tensor>, Option<candle_core::Tensor>)>
+            {
+                $crate::ops::cpu::xw_backward(self, x, w, grad)
+            }
+        }
+    };
+}
+pub(crate) use xw_custom_op;
+
+/// `CustomOp2::cpu_fwd` of an [`XwKernel`].
+pub(crate) fn xw_forward<K: XwKernel>(
+    k: &K,
+    (sx, lx): (&CpuStorage, &Layout),
+    (sw, lw): (&CpuStorage, &Layout),
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let d = k.dims(lx, lw)?;
+    let err = |m: String| candle_core::Error::Msg(format!("{}: {m}", K::NAME));
+    let out = match (sx, sw) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
+            k.forward(slice(sx, lx, K::NAME)?, slice(sw, lw, K::NAME)?, d)
+                .map_err(err)?,
+        ),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
+            k.forward(slice(sx, lx, K::NAME)?, slice(sw, lw, K::NAME)?, d)
+                .map_err(err)?,
+        ),
+        _ => return Err(err("x and w must both be f32 or both f64".into())),
+    };
+    Ok((out, K::out_shape(&d)))
+}
+
+/// `CustomOp2::bwd` of an [`XwKernel`]: the gradients of both operands.
+pub(crate) fn xw_backward<K: XwKernel>(
+    k: &K,
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let grad = grad.contiguous()?;
+    let err = |m: &str| candle_core::Error::Msg(format!("{} backward: {m}", K::NAME));
+    let (sx, lx) = x.storage_and_layout();
+    let (sw, lw) = w.storage_and_layout();
+    let (sg, lg) = grad.storage_and_layout();
+    let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
+        return Err(err("CPU tensors only"));
+    };
+    let d = k.dims(lx, lw)?;
+    macro_rules! run {
+        ($t:ty) => {{
+            let (dx, dw) = k
+                .backward::<$t>(
+                    slice(sx, lx, K::NAME)?,
+                    slice(sw, lw, K::NAME)?,
+                    slice(sg, lg, K::NAME)?,
+                    d,
+                )
+                .map_err(|m| err(&m))?;
+            (
+                Tensor::from_vec(dx, x.shape(), x.device())?,
+                Tensor::from_vec(dw, w.shape(), w.device())?,
+            )
+        }};
+    }
+    let (dx, dw) = match (sx, sw, sg) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => run!(f32),
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => run!(f64),
+        _ => return Err(err("x, w and the gradient must all be f32 or all f64")),
+    };
+    Ok((Some(dx), Some(dw)))
 }
 
 /// Values computed by a forward pass and kept for its backward pass (gate activations,

@@ -21,10 +21,10 @@
 //! and kernels of at least [`MIN_TAPS`] taps (the FCN's 9x9 score layer); per image one task,
 //! weight-gradient partials per image summed in image order.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{Layout, Shape};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, sum_in_order, Float};
+use crate::ops::cpu::{sum_in_order, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Most output channels this path takes.
@@ -40,7 +40,7 @@ pub(crate) struct Kn2rowOp {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     b: usize,
     c: usize,
     h: usize,
@@ -58,7 +58,10 @@ impl Dims {
     }
 }
 
-impl Kn2rowOp {
+impl XwKernel for Kn2rowOp {
+    const NAME: &'static str = "conv2d (kn2row)";
+    type Dims = Dims;
+
     fn dims(&self, lx: &Layout, lw: &Layout) -> candle_core::Result<Dims> {
         let (b, c, h, w) = lx.shape().dims4()?;
         let (co, wc, kh, kw) = lw.shape().dims4()?;
@@ -84,6 +87,110 @@ impl Kn2rowOp {
             wo: w + 2 * self.pw - kw + 1,
         })
     }
+
+    fn out_shape(d: &Dims) -> Shape {
+        Shape::from((d.b, d.co, d.ho, d.wo))
+    }
+
+    fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
+        let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
+        let mut y = vec![T::ZERO; d.b * d.co * ohw];
+        if y.is_empty() {
+            return Ok(y);
+        }
+        // W_r: row (o, i, j) holds w[o, :, i, j]
+        let packed = rearranged(w, d);
+        let wr = Mat::row_major(&packed, d.taps(), d.c);
+        y.par_chunks_mut(d.co * ohw).enumerate().try_for_each_init(
+            Vec::<T>::new,
+            |z, (bi, yb)| -> Result<(), String> {
+                z.resize(d.taps() * hw, T::ZERO);
+                let xb = Mat::row_major(&x[bi * d.c * hw..(bi + 1) * d.c * hw], d.c, hw);
+                matmul(z, hw, wr, xb, false, 1)?;
+                for o in 0..d.co {
+                    let yo = &mut yb[o * ohw..(o + 1) * ohw];
+                    for i in 0..d.kh {
+                        let (y0, y1) = valid(d.ho, d.h, i, self.ph);
+                        for j in 0..d.kw {
+                            let (x0, x1) = valid(d.wo, d.w, j, self.pw);
+                            let zp = &z[((o * d.kh + i) * d.kw + j) * hw..][..hw];
+                            for yy in y0..y1 {
+                                let src = (yy + i - self.ph) * d.w + (x0 + j - self.pw);
+                                let dst = &mut yo[yy * d.wo + x0..yy * d.wo + x1];
+                                for (a, &b) in dst.iter_mut().zip(&zp[src..src + (x1 - x0)]) {
+                                    *a += b;
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(y)
+    }
+
+    /// `(dx, dw)`.
+    fn backward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        d: Dims,
+    ) -> Result<(Vec<T>, Vec<T>), String> {
+        let (hw, ohw, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
+        let mut dx = vec![T::ZERO; d.b * d.c * hw];
+        if d.b == 0 || d.c == 0 || d.co == 0 {
+            return Ok((dx, vec![T::ZERO; w.len()]));
+        }
+        let wr = rearranged(w, d);
+        let partials: Vec<Vec<T>> = dx
+            .par_chunks_mut(d.c * hw)
+            .enumerate()
+            .map(|(bi, dxb)| -> Result<Vec<T>, String> {
+                // dZ: every tap plane is dY shifted back to input coordinates
+                let mut dz = vec![T::ZERO; d.taps() * hw];
+                let dyb = &dy[bi * d.co * ohw..(bi + 1) * d.co * ohw];
+                for o in 0..d.co {
+                    for i in 0..d.kh {
+                        let (y0, y1) = valid(d.ho, d.h, i, self.ph);
+                        for j in 0..d.kw {
+                            let (x0, x1) = valid(d.wo, d.w, j, self.pw);
+                            let zp = &mut dz[((o * d.kh + i) * d.kw + j) * hw..][..hw];
+                            for yy in y0..y1 {
+                                let dst = (yy + i - self.ph) * d.w + (x0 + j - self.pw);
+                                zp[dst..dst + (x1 - x0)]
+                                    .copy_from_slice(&dyb[o * ohw + yy * d.wo + x0..][..x1 - x0]);
+                            }
+                        }
+                    }
+                }
+                let dzm = Mat::row_major(&dz, d.taps(), hw);
+                matmul(
+                    dxb,
+                    hw,
+                    Mat::row_major(&wr, d.taps(), d.c).t(),
+                    dzm,
+                    false,
+                    1,
+                )?;
+                let mut dwr = vec![T::ZERO; d.taps() * d.c];
+                let xb = Mat::row_major(&x[bi * d.c * hw..(bi + 1) * d.c * hw], d.c, hw);
+                matmul(&mut dwr, d.c, dzm, xb.t(), false, 1)?;
+                Ok(dwr)
+            })
+            .collect::<Result<_, String>>()?;
+        let dwr = sum_in_order(partials, d.taps() * d.c);
+        let mut dw = vec![T::ZERO; w.len()];
+        for o in 0..d.co {
+            for c in 0..d.c {
+                for t in 0..taps {
+                    dw[(o * d.c + c) * taps + t] = dwr[(o * taps + t) * d.c + c];
+                }
+            }
+        }
+        Ok((dx, dw))
+    }
 }
 
 /// Output rows `y` whose input row `y + i - p` is inside `0..len`, as `(first, end)`, for output
@@ -92,44 +199,6 @@ fn valid(out: usize, len: usize, tap: usize, pad: usize) -> (usize, usize) {
     let first = pad.saturating_sub(tap).min(out);
     let end = (len + pad).saturating_sub(tap).min(out).max(first);
     (first, end)
-}
-
-fn forward<T: Float>(op: &Kn2rowOp, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
-    let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
-    let mut y = vec![T::ZERO; d.b * d.co * ohw];
-    if y.is_empty() {
-        return Ok(y);
-    }
-    // W_r: row (o, i, j) holds w[o, :, i, j]
-    let packed = rearranged(w, d);
-    let wr = Mat::row_major(&packed, d.taps(), d.c);
-    y.par_chunks_mut(d.co * ohw).enumerate().try_for_each_init(
-        Vec::<T>::new,
-        |z, (bi, yb)| -> Result<(), String> {
-            z.resize(d.taps() * hw, T::ZERO);
-            let xb = Mat::row_major(&x[bi * d.c * hw..(bi + 1) * d.c * hw], d.c, hw);
-            matmul(z, hw, wr, xb, false, 1)?;
-            for o in 0..d.co {
-                let yo = &mut yb[o * ohw..(o + 1) * ohw];
-                for i in 0..d.kh {
-                    let (y0, y1) = valid(d.ho, d.h, i, op.ph);
-                    for j in 0..d.kw {
-                        let (x0, x1) = valid(d.wo, d.w, j, op.pw);
-                        let zp = &z[((o * d.kh + i) * d.kw + j) * hw..][..hw];
-                        for yy in y0..y1 {
-                            let src = (yy + i - op.ph) * d.w + (x0 + j - op.pw);
-                            let dst = &mut yo[yy * d.wo + x0..yy * d.wo + x1];
-                            for (a, &b) in dst.iter_mut().zip(&zp[src..src + (x1 - x0)]) {
-                                *a += b;
-                            }
-                        }
-                    }
-                }
-            }
-            Ok(())
-        },
-    )?;
-    Ok(y)
 }
 
 /// The weight `(C_out, C, K_h, K_w)` as `W_r (C_out·K_h·K_w, C)`.
@@ -146,133 +215,4 @@ fn rearranged<T: Float>(w: &[T], d: Dims) -> Vec<T> {
     out
 }
 
-/// `(dx, dw)`.
-fn backward<T: Float>(
-    op: &Kn2rowOp,
-    x: &[T],
-    w: &[T],
-    dy: &[T],
-    d: Dims,
-) -> Result<(Vec<T>, Vec<T>), String> {
-    let (hw, ohw, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
-    let mut dx = vec![T::ZERO; d.b * d.c * hw];
-    if d.b == 0 || d.c == 0 || d.co == 0 {
-        return Ok((dx, vec![T::ZERO; w.len()]));
-    }
-    let wr = rearranged(w, d);
-    let partials: Vec<Vec<T>> = dx
-        .par_chunks_mut(d.c * hw)
-        .enumerate()
-        .map(|(bi, dxb)| -> Result<Vec<T>, String> {
-            // dZ: every tap plane is dY shifted back to input coordinates
-            let mut dz = vec![T::ZERO; d.taps() * hw];
-            let dyb = &dy[bi * d.co * ohw..(bi + 1) * d.co * ohw];
-            for o in 0..d.co {
-                for i in 0..d.kh {
-                    let (y0, y1) = valid(d.ho, d.h, i, op.ph);
-                    for j in 0..d.kw {
-                        let (x0, x1) = valid(d.wo, d.w, j, op.pw);
-                        let zp = &mut dz[((o * d.kh + i) * d.kw + j) * hw..][..hw];
-                        for yy in y0..y1 {
-                            let dst = (yy + i - op.ph) * d.w + (x0 + j - op.pw);
-                            zp[dst..dst + (x1 - x0)]
-                                .copy_from_slice(&dyb[o * ohw + yy * d.wo + x0..][..x1 - x0]);
-                        }
-                    }
-                }
-            }
-            let dzm = Mat::row_major(&dz, d.taps(), hw);
-            matmul(
-                dxb,
-                hw,
-                Mat::row_major(&wr, d.taps(), d.c).t(),
-                dzm,
-                false,
-                1,
-            )?;
-            let mut dwr = vec![T::ZERO; d.taps() * d.c];
-            let xb = Mat::row_major(&x[bi * d.c * hw..(bi + 1) * d.c * hw], d.c, hw);
-            matmul(&mut dwr, d.c, dzm, xb.t(), false, 1)?;
-            Ok(dwr)
-        })
-        .collect::<Result<_, String>>()?;
-    let dwr = sum_in_order(partials, d.taps() * d.c);
-    let mut dw = vec![T::ZERO; w.len()];
-    for o in 0..d.co {
-        for c in 0..d.c {
-            for t in 0..taps {
-                dw[(o * d.c + c) * taps + t] = dwr[(o * taps + t) * d.c + c];
-            }
-        }
-    }
-    Ok((dx, dw))
-}
-
-impl CustomOp2 for Kn2rowOp {
-    fn name(&self) -> &'static str {
-        "canopy-conv2d-kn2row"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sw: &CpuStorage,
-        lw: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let d = self.dims(lx, lw)?;
-        let err = |m: String| candle_core::Error::Msg(format!("conv2d (kn2row): {m}"));
-        let name = "conv2d";
-        let out = match (sx, sw) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                forward(self, slice(sx, lx, name)?, slice(sw, lw, name)?, d).map_err(err)?,
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                forward(self, slice(sx, lx, name)?, slice(sw, lw, name)?, d).map_err(err)?,
-            ),
-            _ => return Err(err("x and w must both be f32 or both f64".into())),
-        };
-        Ok((out, Shape::from((d.b, d.co, d.ho, d.wo))))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let err = |m: &str| candle_core::Error::Msg(format!("conv2d (kn2row) backward: {m}"));
-        let name = "conv2d backward";
-        let (sx, lx) = x.storage_and_layout();
-        let (sw, lw) = w.storage_and_layout();
-        let (sg, lg) = grad.storage_and_layout();
-        let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
-            return Err(err("CPU tensors only"));
-        };
-        let d = self.dims(lx, lw)?;
-        macro_rules! run {
-            ($t:ty) => {{
-                let (dx, dw) = backward::<$t>(
-                    self,
-                    slice(sx, lx, name)?,
-                    slice(sw, lw, name)?,
-                    slice(sg, lg, name)?,
-                    d,
-                )
-                .map_err(|m| err(&m))?;
-                (
-                    Tensor::from_vec(dx, x.shape(), x.device())?,
-                    Tensor::from_vec(dw, w.shape(), w.device())?,
-                )
-            }};
-        }
-        let (dx, dw) = match sx {
-            CpuStorage::F32(_) => run!(f32),
-            CpuStorage::F64(_) => run!(f64),
-            _ => return Err(err("f32 or f64 operands only")),
-        };
-        Ok((Some(dx), Some(dw)))
-    }
-}
+crate::ops::cpu::xw_custom_op!(Kn2rowOp, "canopy-conv2d-kn2row");
