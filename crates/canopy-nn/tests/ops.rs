@@ -834,6 +834,47 @@ fn relu_op_matches_pytorch_semantics() {
     gradcheck(&[&[4, 7]], |t| relu(&t[0]));
 }
 
+/// `add_relu(a, b)` equals `relu(a + b)` for a contiguous `b`, a cropped `b` (a `narrow` on the
+/// last axis, read in place) and a transposed `b` (copied first), in values and in the gradients
+/// of both operands; mismatched shapes are an error.
+#[test]
+fn add_relu_equals_relu_of_the_sum() {
+    let dev = Device::Cpu;
+    let a = Var::from_tensor(&random_f64(&[3, 4, 6], 1, &dev).unwrap()).unwrap();
+    let full = Var::from_tensor(&random_f64(&[3, 4, 9], 2, &dev).unwrap()).unwrap();
+    let square = Var::from_tensor(&random_f64(&[3, 6, 4], 3, &dev).unwrap()).unwrap();
+    let views = [
+        full.as_tensor().narrow(2, 2, 6).unwrap(),
+        full.as_tensor()
+            .narrow(2, 0, 6)
+            .unwrap()
+            .contiguous()
+            .unwrap(),
+        square.as_tensor().transpose(1, 2).unwrap(),
+    ];
+    for b in &views {
+        let y = add_relu(a.as_tensor(), b).unwrap();
+        let want = relu(&(a.as_tensor() + b).unwrap()).unwrap();
+        assert_eq!(max_abs_diff(&y, &want), 0.0);
+        let r = random_f64(y.dims(), 4, &dev).unwrap();
+        let g1 = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &full, &square] {
+            match (g1.get(v.as_tensor()), g2.get(v.as_tensor())) {
+                (Some(p), Some(q)) => assert_eq!(max_abs_diff(p, q), 0.0),
+                (None, None) => {}
+                _ => panic!("a gradient is missing on one side"),
+            }
+        }
+    }
+    gradcheck(&[&[2, 3, 5], &[2, 3, 8]], |t| {
+        add_relu(&t[0], &t[1].narrow(2, 3, 5)?)
+    });
+    let f32_ = a.as_tensor().to_dtype(candle_core::DType::F32).unwrap();
+    assert!(add_relu(a.as_tensor(), &views[0].narrow(2, 0, 5).unwrap()).is_err());
+    assert!(add_relu(a.as_tensor(), &f32_).is_err());
+}
+
 /// The dropout mask depends on the seed only: the same with one thread and with several, kept
 /// with probability 1 - p over a large tensor, and its gradient is the same mask and scale.
 #[test]
@@ -876,9 +917,10 @@ fn dropout_mask_is_thread_count_independent_and_unbiased() {
     assert!((kept - 0.7).abs() < 0.005, "kept fraction {kept}");
 }
 
-/// The direct 1-D convolution (strided views of time-major rows) equals the 2-D im2col path
-/// and the reference gather for strides 1-3, dilations 1-2, with and without padding, over
-/// batches spanning several blocks and partial weight gradients; values and all gradients.
+/// The direct 1-D convolution (strided views of time-major rows, or gathered windows where the
+/// view would waste many columns) equals the 2-D im2col path and the reference gather for
+/// strides 1-3, dilations 1-2, with and without padding, over batches spanning several blocks
+/// and partial weight gradients; values and all gradients.
 #[test]
 fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
     let dev = Device::Cpu;
@@ -894,6 +936,8 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         (200, 2, 45, 3, 7, 1, 3, 1),
         (90, 3, 31, 2, 3, 2, 1, 2),
         (4, 2, 3, 2, 5, 1, 2, 1),
+        // short series, long kernel: the valid windows are gathered (several blocks)
+        (200, 3, 10, 4, 7, 1, 1, 1),
     ];
     for (i, &(b, ci, l, co, k, s, p, d)) in cases.iter().enumerate() {
         let cfg = Conv1dConfig {

@@ -196,7 +196,7 @@ impl Shortcut {
 
     fn forward_t(&self, input: &Tensor, out: &Tensor, train: bool) -> Result<Tensor> {
         let s = self.bn.forward_t(&self.conv.forward(input)?, train)?;
-        Ok(canopy_nn::ops::relu(&(out + s)?)?)
+        Ok(canopy_nn::ops::add_relu(out, &s)?)
     }
 }
 

@@ -10,7 +10,7 @@
 //! and passes a gradient of 1 at `x = 0`; [`relu`] is one parallel op on the CPU whose backward
 //! pass keeps the gradient where the output is positive, as PyTorch's `threshold_backward`.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::cpu::{slice, Float};
@@ -77,38 +77,179 @@ impl CustomOp1 for ReluOp {
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        let (sg, lg) = grad.storage_and_layout();
-        let (sy, ly) = res.storage_and_layout();
-        let (Storage::Cpu(sg), Storage::Cpu(sy)) = (&*sg, &*sy) else {
+        Ok(Some(relu_grad(res, grad)?))
+    }
+}
+
+/// The gradient of a ReLU (or of [`add_relu`]) from its output `res`: `grad` where `res > 0`.
+fn relu_grad(res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+    let grad = grad.contiguous()?;
+    let (sg, lg) = grad.storage_and_layout();
+    let (sy, ly) = res.storage_and_layout();
+    let (Storage::Cpu(sg), Storage::Cpu(sy)) = (&*sg, &*sy) else {
+        return Err(candle_core::Error::Msg(
+            "relu backward: CPU tensors only".into(),
+        ));
+    };
+    let g = match sg {
+        CpuStorage::F32(_) => Tensor::from_vec(
+            relu_map(
+                slice::<f32>(sg, lg, "relu")?,
+                Some(slice::<f32>(sy, ly, "relu")?),
+            ),
+            grad.shape(),
+            grad.device(),
+        )?,
+        CpuStorage::F64(_) => Tensor::from_vec(
+            relu_map(
+                slice::<f64>(sg, lg, "relu")?,
+                Some(slice::<f64>(sy, ly, "relu")?),
+            ),
+            grad.shape(),
+            grad.device(),
+        )?,
+        _ => {
             return Err(candle_core::Error::Msg(
-                "relu backward: CPU tensors only".into(),
-            ));
+                "relu backward: f32 or f64 only".into(),
+            ))
+        }
+    };
+    Ok(g)
+}
+
+/// `max(a + b, 0)` in one pass; the gradient of both operands is the output gradient where
+/// the output is positive. `b` may be a view whose last axis is contiguous and whose leading
+/// axes step by whole rows (e.g. `narrow` on the last axis of a contiguous tensor): it is read
+/// in place.
+///
+/// # Shapes
+/// `a`, `b`: the same shape -> that shape.
+///
+/// # Errors
+/// Different shapes or dtypes; backend failures.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dims() != b.dims() || a.dtype() != b.dtype() {
+        return Err(crate::error::shape(
+            "add_relu",
+            format!(
+                "two operands of shape {:?} and dtype {:?}",
+                a.dims(),
+                a.dtype()
+            ),
+            b.dims(),
+        ));
+    }
+    let float = matches!(a.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if a.device().is_cpu() && b.device().is_cpu() && float {
+        let b = if rows_of(b.layout()).is_some() {
+            b.clone()
+        } else {
+            b.contiguous()?
         };
-        let g = match sg {
-            CpuStorage::F32(_) => Tensor::from_vec(
-                relu_map(
-                    slice::<f32>(sg, lg, "relu")?,
-                    Some(slice::<f32>(sy, ly, "relu")?),
-                ),
-                grad.shape(),
-                grad.device(),
-            )?,
-            CpuStorage::F64(_) => Tensor::from_vec(
-                relu_map(
-                    slice::<f64>(sg, lg, "relu")?,
-                    Some(slice::<f64>(sy, ly, "relu")?),
-                ),
-                grad.shape(),
-                grad.device(),
-            )?,
+        return Ok(a.contiguous()?.apply_op2(&b, AddReluOp)?);
+    }
+    relu(&(a + b)?)
+}
+
+/// `(offset, row length, rows, row stride)` when `l` is a stack of contiguous rows (its last
+/// axis) with a constant step between rows.
+fn rows_of(l: &Layout) -> Option<(usize, usize, usize, usize)> {
+    let (dims, strides) = (l.dims(), l.stride());
+    let Some((&len, lead)) = dims.split_last() else {
+        return Some((l.start_offset(), 1, 1, 1)); // a scalar
+    };
+    if len > 1 && strides[dims.len() - 1] != 1 {
+        return None;
+    }
+    let rows: usize = lead.iter().product();
+    // the row step is the stride of the innermost leading axis longer than 1; the others must
+    // follow from it
+    let mut step = None;
+    let mut expected = 0;
+    for (&d, &s) in lead.iter().zip(strides).rev() {
+        if d == 1 {
+            continue;
+        }
+        match step {
+            None => {
+                step = Some(s);
+                expected = s * d;
+            }
+            Some(_) if s == expected => expected = s * d,
+            Some(_) => return None,
+        }
+    }
+    Some((l.start_offset(), len, rows, step.unwrap_or(len)))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AddReluOp;
+
+fn add_relu_rows<T: Float>(
+    a: &[T],
+    b: &[T],
+    (off, len, rows, step): (usize, usize, usize, usize),
+) -> Vec<T> {
+    let mut y = vec![T::ZERO; rows * len];
+    if y.is_empty() {
+        return y;
+    }
+    let rows_per_task = (CHUNK / len.max(1)).max(1);
+    y.par_chunks_mut(rows_per_task * len)
+        .zip(a.par_chunks(rows_per_task * len))
+        .enumerate()
+        .for_each(|(task, (yc, ac))| {
+            for (r, (yr, ar)) in yc.chunks_mut(len).zip(ac.chunks(len)).enumerate() {
+                let br = &b[off + (task * rows_per_task + r) * step..][..len];
+                for ((o, &u), &v) in yr.iter_mut().zip(ar).zip(br) {
+                    let s = u + v;
+                    *o = if s > T::ZERO { s } else { T::ZERO };
+                }
+            }
+        });
+    y
+}
+
+impl CustomOp2 for AddReluOp {
+    fn name(&self) -> &'static str {
+        "canopy-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let rows = rows_of(lb).ok_or_else(|| {
+            candle_core::Error::Msg("add_relu: b must be a view of whole rows".into())
+        })?;
+        let out = match (sa, sb) {
+            (CpuStorage::F32(_), CpuStorage::F32(b)) => {
+                CpuStorage::F32(add_relu_rows(slice::<f32>(sa, la, "add_relu")?, b, rows))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(b)) => {
+                CpuStorage::F64(add_relu_rows(slice::<f64>(sa, la, "add_relu")?, b, rows))
+            }
             _ => {
                 return Err(candle_core::Error::Msg(
-                    "relu backward: f32 or f64 only".into(),
+                    "add_relu: two f32 or two f64 operands expected".into(),
                 ))
             }
         };
-        Ok(Some(g))
+        Ok((out, la.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = relu_grad(res, grad)?;
+        Ok((Some(g.clone()), Some(g)))
     }
 }
 

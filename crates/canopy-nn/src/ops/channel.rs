@@ -1,16 +1,16 @@
 //! Per-channel kernels of convolutional networks, fused into one parallel pass over the data:
 //! a per-channel affine map with an optional ReLU (batch normalisation in evaluation, or in
 //! training with the batch statistics folded into the scale and shift, followed by its
-//! activation), and max-pooling over non-overlapping blocks (U-Net's 2x2 pooling).
+//! activation).
 //!
 //! candle runs each of these as several single-threaded element-wise passes (multiply, add,
-//! ReLU: three full-size temporaries) or, for pooling, as a gather of every window; at U-Net's
-//! first level (4 x 32 x 256 x 256) they cost as much as the convolutions. Both ops have
-//! explicit backward passes (checked by finite differences in `tests/ops.rs`).
+//! ReLU: three full-size temporaries); at U-Net's first level (4 x 32 x 256 x 256) they cost as
+//! much as the convolutions. The ops have explicit backward passes (checked by finite
+//! differences in `tests/ops.rs`).
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
@@ -648,153 +648,5 @@ impl CustomOp3 for BatchNormTrain {
             }
         };
         Ok((Some(dx), Some(dw), Some(db)))
-    }
-}
-
-/// Max-pooling over non-overlapping `kh x kw` blocks (`F.max_pool2d(x, (kh, kw))` with stride =
-/// kernel, no padding, floor mode). The gradient goes to the first maximum of each block, as in
-/// PyTorch.
-///
-/// # Shapes
-/// `(N, C, H, W)` -> `(N, C, H / kh, W / kw)`.
-///
-/// # Errors
-/// Shape errors (input smaller than a block); dtypes other than f32/f64; non-CPU tensors.
-pub(crate) fn max_pool_blocks(x: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
-    let op = "max_pool2d";
-    let (_, _, h, w) = x.dims4().map_err(|_| shape(op, "(N, C, H, W)", x.dims()))?;
-    if kh == 0 || kw == 0 || h < kh || w < kw {
-        return Err(invalid(
-            op,
-            format!("a {h}x{w} input is smaller than the {kh}x{kw} window"),
-        ));
-    }
-    if !x.device().is_cpu() {
-        return Err(invalid(op, "not implemented on CUDA (CPU tensors only)"));
-    }
-    Ok(x.contiguous()?.apply_op1(MaxPoolBlocks { kh, kw })?)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct MaxPoolBlocks {
-    kh: usize,
-    kw: usize,
-}
-
-impl MaxPoolBlocks {
-    fn dims(&self, l: &Layout) -> (usize, usize, usize, usize, usize) {
-        let d = l.shape().dims();
-        let (h, w) = (d[2], d[3]);
-        (d[0] * d[1], h, w, h / self.kh, w / self.kw)
-    }
-
-    /// Index (within the plane) of the first maximum of output cell `(i, j)`.
-    fn argmax<T: Float>(&self, plane: &[T], w: usize, i: usize, j: usize) -> usize {
-        let mut best = (i * self.kh) * w + j * self.kw;
-        let mut m = plane[best];
-        for a in 0..self.kh {
-            let row = (i * self.kh + a) * w + j * self.kw;
-            for (b, &v) in plane[row..row + self.kw].iter().enumerate() {
-                // NaN propagates, as in PyTorch (`v` is NaN when it is not equal to itself)
-                #[allow(clippy::eq_op)]
-                let nan = v != v && m == m;
-                if v > m || nan {
-                    m = v;
-                    best = row + b;
-                }
-            }
-        }
-        best
-    }
-
-    fn forward<T: Float + Send + Sync>(&self, x: &[T], l: &Layout) -> Vec<T> {
-        let (planes, h, w, oh, ow) = self.dims(l);
-        let mut y = vec![T::ZERO; planes * oh * ow];
-        y.par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(yp, xp)| {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        yp[i * ow + j] = xp[self.argmax(xp, w, i, j)];
-                    }
-                }
-            });
-        y
-    }
-
-    fn backward<T: Float + Send + Sync>(&self, x: &[T], g: &[T], l: &Layout) -> Vec<T> {
-        let (_, h, w, oh, ow) = self.dims(l);
-        let mut dx = vec![T::ZERO; x.len()];
-        dx.par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w))
-            .zip(g.par_chunks(oh * ow))
-            .for_each(|((dp, xp), gp)| {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        dp[self.argmax(xp, w, i, j)] += gp[i * ow + j];
-                    }
-                }
-            });
-        dx
-    }
-}
-
-impl CustomOp1 for MaxPoolBlocks {
-    fn name(&self) -> &'static str {
-        "canopy-max-pool-blocks"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, c) = (l.shape().dims()[0], l.shape().dims()[1]);
-        let (_, _, _, oh, ow) = self.dims(l);
-        let out = match s {
-            CpuStorage::F32(_) => {
-                CpuStorage::F32(self.forward(slice::<f32>(s, l, "max_pool2d")?, l))
-            }
-            CpuStorage::F64(_) => {
-                CpuStorage::F64(self.forward(slice::<f64>(s, l, "max_pool2d")?, l))
-            }
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "max_pool2d: f32 or f64 only".into(),
-                ))
-            }
-        };
-        Ok((out, Shape::from((n, c, oh, ow))))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        let (sx, lx) = x.storage_and_layout();
-        let (sg, lg) = grad.storage_and_layout();
-        let (Storage::Cpu(sx), Storage::Cpu(sg)) = (&*sx, &*sg) else {
-            return Err(candle_core::Error::Msg(
-                "max_pool2d backward: CPU tensors only".into(),
-            ));
-        };
-        let dx = match sx {
-            CpuStorage::F32(_) => {
-                let v = self.backward(
-                    slice::<f32>(sx, lx, "max_pool2d")?,
-                    slice::<f32>(sg, lg, "max_pool2d")?,
-                    lx,
-                );
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            CpuStorage::F64(_) => {
-                let v = self.backward(
-                    slice::<f64>(sx, lx, "max_pool2d")?,
-                    slice::<f64>(sg, lg, "max_pool2d")?,
-                    lx,
-                );
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "max_pool2d: f32 or f64 only".into(),
-                ))
-            }
-        };
-        Ok(Some(dx))
     }
 }

@@ -21,7 +21,7 @@ pub mod resize;
 pub mod softmax;
 pub(crate) mod winograd;
 
-pub use activation::{gelu, relu};
+pub use activation::{add_relu, gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use conv::{
     conv1d, conv1d_as_2d, conv1d_reference, conv2d, conv2d_reference, set_kn2row_enabled, Axis1,

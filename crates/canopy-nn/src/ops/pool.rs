@@ -1,13 +1,22 @@
 //! Max and average pooling for any kernel, stride and padding (and `ceil_mode`), with
-//! gradients: windows are gathered with `index_select`, then reduced. candle's `max_pool2d`
-//! gradient is scaled by 1/k² and missing when kernel != stride; `avg_pool2d` likewise.
+//! gradients. candle's `max_pool2d` gradient is scaled by 1/k² and missing when kernel !=
+//! stride; `avg_pool2d` likewise.
+//!
+//! Max pooling of f32/f64 CPU tensors is one parallel op ([`MaxPoolOp`]): each output cell scans
+//! its window clipped to the input and keeps the first maximum; the backward pass finds the same
+//! cell again and adds the output gradient there (PyTorch's rule: one gradient per window, to
+//! its first maximum in row-major order). Other devices and dtypes, and average pooling, gather
+//! every window with `index_select` and reduce it ([`gather_windows`]; the gather is also the
+//! reference the op is tested against).
 //!
 //! Semantics follow PyTorch: max pooling pads with -inf; average pooling counts the zero padding
 //! in the divisor (`count_include_pad=True`) but not the extra cells `ceil_mode` adds past it.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, D};
+use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
+use crate::ops::cpu::{slice, Float};
 use crate::Result;
 
 /// Kernel, stride and padding of one pooled axis.
@@ -218,7 +227,20 @@ fn avg_divisors(
 /// # Errors
 /// For bad shapes or parameters (padding above half the kernel, kernel longer than the input).
 pub fn max_pool1d(x: &Tensor, axis: PoolAxis, ceil: bool) -> Result<Tensor> {
-    gather_windows(x, &[axis], ceil, Reduce::Max, "max_pool1d")
+    let op = "max_pool1d";
+    if fused_max_pool(x) {
+        let (n, c, l) = x.dims3().map_err(|_| shape(op, "(N, C, L)", x.dims()))?;
+        let (ow, _) = axis.out_len(op, l, ceil)?;
+        let y = x
+            .contiguous()?
+            .reshape((n, c, 1, l))?
+            .apply_op1(MaxPoolOp {
+                h: Window::unit(),
+                w: Window::new(axis, ow),
+            })?;
+        return Ok(y.reshape((n, c, ow))?);
+    }
+    gather_windows(x, &[axis], ceil, Reduce::Max, op)
 }
 
 /// `F.avg_pool1d(x, kernel, stride, padding, ceil_mode=ceil)` (`count_include_pad=True`).
@@ -240,22 +262,235 @@ pub fn avg_pool1d(x: &Tensor, axis: PoolAxis, ceil: bool) -> Result<Tensor> {
 /// # Errors
 /// As [`max_pool1d`].
 pub fn max_pool2d(x: &Tensor, h: PoolAxis, w: PoolAxis, ceil: bool) -> Result<Tensor> {
-    // non-overlapping blocks without padding: the fused kernel (same result, gradient to the
-    // first maximum of each block like the gather path and PyTorch)
-    let blocks = |a: PoolAxis, len: usize| {
-        a.kernel == a.stride
-            && a.padding == 0
-            && a.kernel > 0
-            && len >= a.kernel
-            && (!ceil || len % a.kernel == 0)
-    };
-    if let Ok((_, _, hh, ww)) = x.dims4() {
-        let float = matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
-        if float && x.device().is_cpu() && blocks(h, hh) && blocks(w, ww) {
-            return crate::ops::channel::max_pool_blocks(x, h.kernel, w.kernel);
+    let op = "max_pool2d";
+    if fused_max_pool(x) {
+        let (_, _, hh, ww) = x.dims4().map_err(|_| shape(op, "(N, C, H, W)", x.dims()))?;
+        let (oh, _) = h.out_len(op, hh, ceil)?;
+        let (ow, _) = w.out_len(op, ww, ceil)?;
+        return Ok(x.contiguous()?.apply_op1(MaxPoolOp {
+            h: Window::new(h, oh),
+            w: Window::new(w, ow),
+        })?);
+    }
+    gather_windows(x, &[h, w], ceil, Reduce::Max, op)
+}
+
+/// Max pooling through the gathered windows on every device and dtype (the reference of the
+/// fused CPU op).
+///
+/// # Errors
+/// As [`max_pool1d`].
+#[doc(hidden)]
+pub fn max_pool_gather(x: &Tensor, axes: &[PoolAxis], ceil: bool) -> Result<Tensor> {
+    gather_windows(x, axes, ceil, Reduce::Max, "max_pool")
+}
+
+/// Whether `x` takes [`MaxPoolOp`].
+fn fused_max_pool(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// One pooled axis of [`MaxPoolOp`]: window, stride, padding and output length.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    out: usize,
+}
+
+impl Window {
+    fn new(a: PoolAxis, out: usize) -> Self {
+        Window {
+            kernel: a.kernel,
+            stride: a.stride,
+            padding: a.padding,
+            out,
         }
     }
-    gather_windows(x, &[h, w], ceil, Reduce::Max, "max_pool2d")
+
+    /// The axis of length 1 that 1-D pooling adds.
+    fn unit() -> Self {
+        Window {
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+            out: 1,
+        }
+    }
+
+    /// Input range `[start, end)` of output cell `o`, clipped to an axis of length `len` (the
+    /// padding is -inf, so it never holds the maximum). `PoolAxis::out_len` guarantees every
+    /// window keeps at least one input cell.
+    fn range(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.stride).saturating_sub(self.padding);
+        let end = (o * self.stride + self.kernel)
+            .saturating_sub(self.padding)
+            .min(len);
+        (start, end.max(start + 1))
+    }
+}
+
+/// Max pooling of `(N, C, H, W)` (1-D pooling with `H = 1`) on the CPU (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct MaxPoolOp {
+    h: Window,
+    w: Window,
+}
+
+/// An input range `[start, end)`.
+type Span = (usize, usize);
+
+/// Input elements per parallel task of [`MaxPoolOp`] (at least one plane).
+const POOL_TASK: usize = 1 << 15;
+
+impl MaxPoolOp {
+    /// The clipped input range of every output row and column.
+    fn ranges(&self, (h, w): (usize, usize)) -> (Vec<Span>, Vec<Span>) {
+        let rows = (0..self.h.out).map(|i| self.h.range(i, h)).collect();
+        let cols = (0..self.w.out).map(|j| self.w.range(j, w)).collect();
+        (rows, cols)
+    }
+
+    /// Index within a plane of width `w` of the first maximum of the window `rows x cols`; NaN
+    /// wins (it propagates, as in PyTorch).
+    fn argmax<T: Float>(
+        plane: &[T],
+        w: usize,
+        rows: (usize, usize),
+        cols: (usize, usize),
+    ) -> usize {
+        let (c0, c1) = cols;
+        let mut best = rows.0 * w + c0;
+        let mut m = plane[best];
+        for r in rows.0..rows.1 {
+            let row = r * w;
+            for (c, &v) in plane[row + c0..row + c1].iter().enumerate() {
+                #[allow(clippy::eq_op)]
+                let nan = v != v && m == m;
+                if v > m || nan {
+                    m = v;
+                    best = row + c0 + c;
+                }
+            }
+        }
+        best
+    }
+
+    /// Planes per parallel task.
+    fn planes_per_task(plane: usize) -> usize {
+        (POOL_TASK / plane.max(1)).max(1)
+    }
+
+    fn forward<T: Float>(&self, x: &[T], hw: (usize, usize)) -> Vec<T> {
+        let (oh, ow) = (self.h.out, self.w.out);
+        let plane = hw.0 * hw.1;
+        let mut y = vec![T::ZERO; x.len() / plane.max(1) * oh * ow];
+        if y.is_empty() {
+            return y;
+        }
+        let (rows, cols) = self.ranges(hw);
+        let per = Self::planes_per_task(plane);
+        y.par_chunks_mut(per * oh * ow)
+            .zip(x.par_chunks(per * plane))
+            .for_each(|(yt, xt)| {
+                for (yp, xp) in yt.chunks_mut(oh * ow).zip(xt.chunks(plane)) {
+                    for (yr, &r) in yp.chunks_mut(ow).zip(&rows) {
+                        for (o, &c) in yr.iter_mut().zip(&cols) {
+                            *o = xp[Self::argmax(xp, hw.1, r, c)];
+                        }
+                    }
+                }
+            });
+        y
+    }
+
+    fn backward<T: Float>(&self, x: &[T], g: &[T], hw: (usize, usize)) -> Vec<T> {
+        let (oh, ow) = (self.h.out, self.w.out);
+        let plane = hw.0 * hw.1;
+        let mut dx = vec![T::ZERO; x.len()];
+        if dx.is_empty() || oh * ow == 0 {
+            return dx;
+        }
+        let (rows, cols) = self.ranges(hw);
+        let per = Self::planes_per_task(plane);
+        dx.par_chunks_mut(per * plane)
+            .zip(x.par_chunks(per * plane))
+            .zip(g.par_chunks(per * oh * ow))
+            .for_each(|((dt, xt), gt)| {
+                let planes = dt.chunks_mut(plane).zip(xt.chunks(plane));
+                for ((dp, xp), gp) in planes.zip(gt.chunks(oh * ow)) {
+                    for (gr, &r) in gp.chunks(ow).zip(&rows) {
+                        for (&gv, &c) in gr.iter().zip(&cols) {
+                            dp[Self::argmax(xp, hw.1, r, c)] += gv;
+                        }
+                    }
+                }
+            });
+        dx
+    }
+}
+
+/// `(H, W)` of a `(N, C, H, W)` layout.
+fn plane_dims(l: &Layout) -> candle_core::Result<(usize, usize, usize, usize)> {
+    l.shape().dims4()
+}
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "canopy-max-pool"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = plane_dims(l)?;
+        let name = "max_pool";
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.forward(slice::<f32>(s, l, name)?, (h, w))),
+            CpuStorage::F64(_) => CpuStorage::F64(self.forward(slice::<f64>(s, l, name)?, (h, w))),
+            _ => return Err(candle_core::Error::Msg("max_pool: f32 or f64 only".into())),
+        };
+        Ok((out, Shape::from((n, c, self.h.out, self.w.out))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let x = x.contiguous()?;
+        let grad = grad.contiguous()?;
+        let (sx, lx) = x.storage_and_layout();
+        let (sg, lg) = grad.storage_and_layout();
+        let (Storage::Cpu(sx), Storage::Cpu(sg)) = (&*sx, &*sg) else {
+            return Err(candle_core::Error::Msg(
+                "max_pool backward: CPU tensors only".into(),
+            ));
+        };
+        let (_, _, h, w) = plane_dims(lx)?;
+        let name = "max_pool backward";
+        let dx = match sx {
+            CpuStorage::F32(_) => Tensor::from_vec(
+                self.backward(
+                    slice::<f32>(sx, lx, name)?,
+                    slice::<f32>(sg, lg, name)?,
+                    (h, w),
+                ),
+                x.shape(),
+                x.device(),
+            )?,
+            CpuStorage::F64(_) => Tensor::from_vec(
+                self.backward(
+                    slice::<f64>(sx, lx, name)?,
+                    slice::<f64>(sg, lg, name)?,
+                    (h, w),
+                ),
+                x.shape(),
+                x.device(),
+            )?,
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "max_pool backward: f32 or f64 only".into(),
+                ))
+            }
+        };
+        Ok(Some(dx))
+    }
 }
 
 /// `F.avg_pool2d` with per-axis kernel, stride and padding (`count_include_pad=True`).
@@ -267,4 +502,105 @@ pub fn max_pool2d(x: &Tensor, h: PoolAxis, w: PoolAxis, ceil: bool) -> Result<Te
 /// As [`max_pool1d`].
 pub fn avg_pool2d(x: &Tensor, h: PoolAxis, w: PoolAxis, ceil: bool) -> Result<Tensor> {
     gather_windows(x, &[h, w], ceil, Reduce::Avg, "avg_pool2d")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+
+    fn ax(kernel: usize, stride: usize, padding: usize) -> PoolAxis {
+        PoolAxis {
+            kernel,
+            stride,
+            padding,
+        }
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>())
+            .unwrap_or(f64::INFINITY)
+    }
+
+    /// The fused op equals the gather reference (values and gradients, random values so there
+    /// are no ties) for overlapping, padded, strided and ceil-mode windows, 1-D and 2-D, and its
+    /// gradient passes finite differences.
+    #[test]
+    fn fused_max_pool_equals_the_gather_path() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases = [
+            (ax(3, 2, 1), ax(3, 2, 1), true),
+            (ax(3, 2, 1), ax(2, 1, 1), false),
+            (ax(2, 2, 0), ax(2, 2, 0), false),
+            (ax(3, 1, 1), ax(5, 3, 2), true),
+            (ax(1, 1, 0), ax(4, 4, 0), true),
+        ];
+        for (seed, (h, w, ceil)) in cases.into_iter().enumerate() {
+            let x = random_f64(&[2, 3, 9, 8], seed as u64, &dev)?;
+            let a = max_pool2d(&x, h, w, ceil)?;
+            let b = max_pool_gather(&x, &[h, w], ceil)?;
+            assert_eq!(a.dims(), b.dims(), "{h:?} {w:?} {ceil}");
+            assert_eq!(max_diff(&a, &b), 0.0, "{h:?} {w:?} {ceil}");
+            let x1 = x.reshape((2, 3, 72))?.narrow(2, 0, 11)?; // a non-contiguous (2, 3, 11) view
+            let a1 = max_pool1d(&x1, w, ceil)?;
+            let b1 = max_pool_gather(&x1, &[w], ceil)?;
+            assert_eq!(a1.dims(), b1.dims(), "1-D {w:?} {ceil}");
+            assert_eq!(max_diff(&a1, &b1), 0.0, "1-D {w:?} {ceil}");
+            let cfg = GradCheckConfig::default();
+            check_gradients(|t| max_pool2d(&t[0], h, w, ceil), std::slice::from_ref(&x), cfg)?;
+            check_gradients(|t| max_pool1d(&t[0], w, ceil), &[x1.contiguous()?], cfg)?;
+            // the gradients equal the reference's too
+            let v = candle_core::Var::from_tensor(&x)?;
+            let ga = max_pool2d(v.as_tensor(), h, w, ceil)?
+                .sqr()?
+                .sum_all()?
+                .backward()?;
+            let gb = max_pool_gather(v.as_tensor(), &[h, w], ceil)?
+                .sqr()?
+                .sum_all()?
+                .backward()?;
+            match (ga.get(v.as_tensor()), gb.get(v.as_tensor())) {
+                (Some(p), Some(q)) => assert!(max_diff(p, q) < 1e-15, "{h:?} {w:?} {ceil}"),
+                _ => panic!("a gradient is missing"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ties send the whole gradient to the first maximum of the window (PyTorch's rule); -inf
+    /// inputs stay -inf and NaN propagates; f32 equals f64.
+    #[test]
+    fn ties_infinities_and_nan() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::from_tensor(&Tensor::new(&[[[1f64, 1.0, 0.0, 1.0]]], &dev)?)?;
+        let y = max_pool1d(x.as_tensor(), ax(2, 2, 0), false)?; // windows [1, 1] and [0, 1]
+        let g = y.sum_all()?.backward()?;
+        let gx: Vec<f64> = g
+            .get(x.as_tensor())
+            .map(|t| t.flatten_all()?.to_vec1())
+            .transpose()?
+            .unwrap_or_default();
+        assert_eq!(gx, vec![1.0, 0.0, 0.0, 1.0]);
+        let inf = f32::NEG_INFINITY;
+        let x = Tensor::new(&[[[inf, inf, 2.0, f32::NAN, 1.0]]], &dev)?;
+        let y: Vec<f32> = max_pool1d(&x, ax(2, 2, 1), true)?
+            .flatten_all()?
+            .to_vec1()?;
+        assert_eq!(y.len(), 3);
+        assert_eq!(y[0], inf);
+        assert_eq!(y[1], 2.0); // window [-inf, 2]
+        assert!(y[2].is_nan());
+        let x64 = random_f64(&[3, 4, 10, 7], 9, &dev)?;
+        let a = max_pool2d(&x64.to_dtype(DType::F32)?, ax(3, 2, 1), ax(3, 2, 1), false)?;
+        let b = max_pool2d(&x64, ax(3, 2, 1), ax(3, 2, 1), false)?;
+        assert_eq!(
+            max_diff(
+                &a.to_dtype(DType::F64)?,
+                &b.to_dtype(DType::F32)?.to_dtype(DType::F64)?
+            ),
+            0.0
+        );
+        Ok(())
+    }
 }
