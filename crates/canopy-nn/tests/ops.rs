@@ -488,7 +488,9 @@ fn patch_transposed_convolution_equals_its_definition() {
 #[test]
 fn batch_norm_train_equals_its_definition_with_exact_gradients_for_all_inputs() {
     let dev = Device::Cpu;
-    for dims in [&[3usize, 4, 5, 6][..], &[5, 3, 7]] {
+    // the last two span several parallel tasks of whole planes, the second task starting
+    // mid-way through the channels
+    for dims in [&[3usize, 4, 5, 6][..], &[5, 3, 7], &[2500, 7], &[80, 5, 45]] {
         let c = dims[1];
         let x = random_f64(dims, 51, &dev).unwrap();
         let w = random_f64(&[c], 52, &dev).unwrap();
@@ -548,6 +550,29 @@ fn batch_norm_train_equals_its_definition_with_exact_gradients_for_all_inputs() 
     let x = random_f64(&[2, 4, 3, 3], 1, &dev).unwrap();
     let e = batch_norm_train(&x, &p, &p, 1e-5, false).unwrap_err();
     assert!(e.to_string().contains("weight"), "{e}");
+}
+
+/// `scale_shift` and `add_channel_bias` over inputs of many small planes (time series `(N, C, L)`
+/// and `(N, C)`), which run in parallel tasks of many planes: equal to the broadcast definition.
+#[test]
+fn channel_ops_over_many_small_planes_equal_their_definitions() {
+    let dev = Device::Cpu;
+    for dims in [&[2500usize, 7][..], &[80, 5, 45]] {
+        let c = dims[1];
+        let x = random_f64(dims, 61, &dev).unwrap();
+        let s = random_f64(&[c], 62, &dev).unwrap();
+        let b = random_f64(&[c], 63, &dev).unwrap();
+        let mut bs = vec![1usize; dims.len()];
+        bs[1] = c;
+        let (sb, bb) = (s.reshape(bs.clone()).unwrap(), b.reshape(bs).unwrap());
+        let want = x.broadcast_mul(&sb).unwrap().broadcast_add(&bb).unwrap();
+        let y = scale_shift(&x, &s, &b, true).unwrap();
+        assert_eq!(max_abs_diff(&y, &want.relu().unwrap()), 0.0, "{dims:?}");
+        let y = add_channel_bias(&x, &b).unwrap();
+        assert_eq!(max_abs_diff(&y, &x.broadcast_add(&bb).unwrap()), 0.0, "{dims:?}");
+        gradcheck(&[dims, &[c], &[c]], |t| scale_shift(&t[0], &t[1], &t[2], true));
+        gradcheck(&[dims, &[c]], |t| add_channel_bias(&t[0], &t[1]));
+    }
 }
 
 #[test]

@@ -53,6 +53,20 @@ struct ScaleShift {
     relu: bool,
 }
 
+/// Elements per parallel task: whole channel planes, as many as fit (time series have planes of
+/// a few dozen values, `(N, C)` inputs planes of one; one task per plane would be all overhead).
+const TASK: usize = 1 << 14;
+
+/// Channel planes per parallel task for planes of `inner` elements.
+fn per_task(inner: usize) -> usize {
+    (TASK / inner.max(1)).max(1)
+}
+
+/// The channel of every plane from plane `first` on, for `c` channels (no division per plane).
+fn channels(first: usize, c: usize) -> impl Iterator<Item = usize> {
+    (0..c.max(1)).cycle().skip(first % c.max(1))
+}
+
 /// Number of elements per channel plane and channel count of `(N, C, ...)`.
 fn planes(l: &Layout) -> (usize, usize) {
     let d = l.shape().dims();
@@ -70,19 +84,23 @@ fn forward<T: Float + Send + Sync>(
     relu: bool,
 ) -> Vec<T> {
     let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(inner)
-        .zip(x.par_chunks(inner))
+    let per = per_task(inner);
+    y.par_chunks_mut(per * inner)
+        .zip(x.par_chunks(per * inner))
         .enumerate()
-        .for_each(|(p, (yp, xp))| {
-            let (a, o) = (s[p % c], b[p % c]);
-            if relu {
-                for (v, &u) in yp.iter_mut().zip(xp) {
-                    let t = u * a + o;
-                    *v = if t > T::ZERO { t } else { T::ZERO };
-                }
-            } else {
-                for (v, &u) in yp.iter_mut().zip(xp) {
-                    *v = u * a + o;
+        .for_each(|(task, (yt, xt))| {
+            let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
+            for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
+                let (a, o) = (s[ch], b[ch]);
+                if relu {
+                    for (v, &u) in yp.iter_mut().zip(xp) {
+                        let t = u * a + o;
+                        *v = if t > T::ZERO { t } else { T::ZERO };
+                    }
+                } else {
+                    for (v, &u) in yp.iter_mut().zip(xp) {
+                        *v = u * a + o;
+                    }
                 }
             }
         });
@@ -102,29 +120,35 @@ fn backward<T: Float + Send + Sync>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut dx = vec![T::ZERO; x.len()];
     // per plane: (sum g * x, sum g) over the unmasked elements
-    let sums: Vec<(T, T)> = dx
-        .par_chunks_mut(inner)
-        .zip(x.par_chunks(inner))
-        .zip(y.par_chunks(inner))
-        .zip(g.par_chunks(inner))
+    let per = per_task(inner);
+    let mut sums = vec![(T::ZERO, T::ZERO); x.len() / inner.max(1)];
+    sums.par_chunks_mut(per)
+        .zip(dx.par_chunks_mut(per * inner))
+        .zip(x.par_chunks(per * inner))
+        .zip(y.par_chunks(per * inner))
+        .zip(g.par_chunks(per * inner))
         .enumerate()
-        .map(|(p, (((dp, xp), yp), gp))| {
-            let a = s[p % c];
-            let (mut gx, mut gs) = (T::ZERO, T::ZERO);
-            for (((d, &u), &v), &w) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
-                let w = if relu && v <= T::ZERO { T::ZERO } else { w };
-                *d = w * a;
-                gx += w * u;
-                gs += w;
+        .for_each(|(task, ((((st, dt), xt), yt), gt))| {
+            let planes = dt.chunks_mut(inner).zip(xt.chunks(inner));
+            let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
+            let planes = planes.zip(channels(task * per, c)).enumerate();
+            for (q, ((((dp, xp), yp), gp), ch)) in planes {
+                let a = s[ch];
+                let (mut gx, mut gs) = (T::ZERO, T::ZERO);
+                for (((d, &u), &v), &w) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
+                    let w = if relu && v <= T::ZERO { T::ZERO } else { w };
+                    *d = w * a;
+                    gx += w * u;
+                    gs += w;
+                }
+                st[q] = (gx, gs);
             }
-            (gx, gs)
-        })
-        .collect();
+        });
     let mut ds = vec![T::ZERO; c];
     let mut db = vec![T::ZERO; c];
-    for (p, (gx, gs)) in sums.into_iter().enumerate() {
-        ds[p % c] += gx;
-        db[p % c] += gs;
+    for ((gx, gs), ch) in sums.into_iter().zip(channels(0, c)) {
+        ds[ch] += gx;
+        db[ch] += gs;
     }
     (dx, ds, db)
 }
@@ -263,21 +287,24 @@ struct ChannelBias;
 impl ChannelBias {
     fn forward<T: Float + Send + Sync>(x: &[T], b: &[T], c: usize, inner: usize) -> Vec<T> {
         let mut y = vec![T::ZERO; x.len()];
-        y.par_chunks_mut(inner)
-            .zip(x.par_chunks(inner))
+        let per = per_task(inner);
+        y.par_chunks_mut(per * inner)
+            .zip(x.par_chunks(per * inner))
             .enumerate()
-            .for_each(|(p, (yp, xp))| {
-                let o = b[p % c];
-                for (v, &u) in yp.iter_mut().zip(xp) {
-                    *v = u + o;
+            .for_each(|(task, (yt, xt))| {
+                let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
+                for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
+                    let o = b[ch];
+                    for (v, &u) in yp.iter_mut().zip(xp) {
+                        *v = u + o;
+                    }
                 }
             });
         y
     }
 
     fn bias_grad<T: Float + Send + Sync>(g: &[T], c: usize, inner: usize) -> Vec<T> {
-        let sums: Vec<T> = g.par_chunks(inner).map(|p| sum8(p, |u| u)).collect();
-        channel_totals(&sums, c)
+        channel_totals(&plane_sums(g, (c, inner), |_, p| sum8(p, |u| u)), c)
             .into_iter()
             .map(T::from_f64)
             .collect()
@@ -429,10 +456,31 @@ struct BatchNormTrain {
 /// Per-channel totals of per-plane values, summed in f64 in plane order (deterministic).
 fn channel_totals<T: Float>(per_plane: &[T], c: usize) -> Vec<f64> {
     let mut t = vec![0.0f64; c];
-    for (p, &v) in per_plane.iter().enumerate() {
-        t[p % c] += v.to_f64();
+    for (&v, ch) in per_plane.iter().zip(channels(0, c)) {
+        t[ch] += v.to_f64();
     }
     t
+}
+
+/// `f(channel, plane)` for each plane of `inner` elements of an input with `c` channels, in
+/// parallel tasks of whole planes.
+fn plane_sums<T: Float>(
+    x: &[T],
+    (c, inner): (usize, usize),
+    f: impl Fn(usize, &[T]) -> T + Sync,
+) -> Vec<T> {
+    let per = per_task(inner);
+    let mut sums = vec![T::ZERO; x.len() / inner.max(1)];
+    sums.par_chunks_mut(per)
+        .zip(x.par_chunks(per * inner))
+        .enumerate()
+        .for_each(|(task, (st, xt))| {
+            let planes = st.iter_mut().zip(xt.chunks(inner));
+            for ((o, xp), ch) in planes.zip(channels(task * per, c)) {
+                *o = f(ch, xp);
+            }
+        });
+    sums
 }
 
 impl BatchNormTrain {
@@ -445,17 +493,13 @@ impl BatchNormTrain {
         inner: usize,
     ) -> (Vec<T>, Vec<T>) {
         let n = (x.len() / c) as f64;
-        let sums: Vec<T> = x.par_chunks(inner).map(|p| sum8(p, |u| u)).collect();
+        let sums = plane_sums(x, (c, inner), |_, p| sum8(p, |u| u));
         let mean: Vec<f64> = channel_totals(&sums, c).iter().map(|s| s / n).collect();
         let mean_t: Vec<T> = mean.iter().map(|&m| T::from_f64(m)).collect();
-        let sq: Vec<T> = x
-            .par_chunks(inner)
-            .enumerate()
-            .map(|(p, xp)| {
-                let m = mean_t[p % c];
-                sum8(xp, |u| (u - m) * (u - m))
-            })
-            .collect();
+        let sq = plane_sums(x, (c, inner), |ch, xp| {
+            let m = mean_t[ch];
+            sum8(xp, |u| (u - m) * (u - m))
+        });
         let var: Vec<f64> = channel_totals(&sq, c).iter().map(|s| s / n).collect();
         let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
         let scale: Vec<T> = (0..c)
@@ -490,36 +534,41 @@ impl BatchNormTrain {
         let (mean, inv) = (&stats[..c], &stats[c..2 * c]);
         let masked = |v: T, u: T| if relu && v <= T::ZERO { T::ZERO } else { u };
         // per plane: Σ g and Σ g (x - μ) over the unmasked elements
-        let sums: Vec<(T, T)> = x
-            .par_chunks(inner)
-            .zip(y.par_chunks(inner))
-            .zip(g.par_chunks(inner))
+        let per = per_task(inner);
+        let mut sums = vec![(T::ZERO, T::ZERO); x.len() / inner.max(1)];
+        sums.par_chunks_mut(per)
+            .zip(x.par_chunks(per * inner))
+            .zip(y.par_chunks(per * inner))
+            .zip(g.par_chunks(per * inner))
             .enumerate()
-            .map(|(p, ((xp, yp), gp))| {
-                let m = mean[p % c];
-                let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
-                let mut i = 0;
-                while i + 8 <= xp.len() {
-                    for k in 0..8 {
-                        let gv = masked(yp[i + k], gp[i + k]);
-                        sg[k] += gv;
-                        sgx[k] += gv * (xp[i + k] - m);
+            .for_each(|(task, (((st, xt), yt), gt))| {
+                let planes = xt.chunks(inner).zip(yt.chunks(inner)).zip(gt.chunks(inner));
+                let planes = planes.zip(channels(task * per, c)).enumerate();
+                for (q, (((xp, yp), gp), ch)) in planes {
+                    let m = mean[ch];
+                    let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
+                    let mut i = 0;
+                    while i + 8 <= xp.len() {
+                        for k in 0..8 {
+                            let gv = masked(yp[i + k], gp[i + k]);
+                            sg[k] += gv;
+                            sgx[k] += gv * (xp[i + k] - m);
+                        }
+                        i += 8;
                     }
-                    i += 8;
+                    let (mut a, mut b) = (T::ZERO, T::ZERO);
+                    while i < xp.len() {
+                        let gv = masked(yp[i], gp[i]);
+                        a += gv;
+                        b += gv * (xp[i] - m);
+                        i += 1;
+                    }
+                    st[q] = (
+                        sg.iter().fold(a, |s, &v| s + v),
+                        sgx.iter().fold(b, |s, &v| s + v),
+                    );
                 }
-                let (mut a, mut b) = (T::ZERO, T::ZERO);
-                while i < xp.len() {
-                    let gv = masked(yp[i], gp[i]);
-                    a += gv;
-                    b += gv * (xp[i] - m);
-                    i += 1;
-                }
-                (
-                    sg.iter().fold(a, |s, &v| s + v),
-                    sgx.iter().fold(b, |s, &v| s + v),
-                )
-            })
-            .collect();
+            });
         let n = (x.len() / c) as f64;
         let sg = channel_totals(&sums.iter().map(|s| s.0).collect::<Vec<_>>(), c);
         let sgx = channel_totals(&sums.iter().map(|s| s.1).collect::<Vec<_>>(), c);
@@ -539,15 +588,19 @@ impl BatchNormTrain {
             })
             .collect();
         let mut dx = vec![T::ZERO; x.len()];
-        dx.par_chunks_mut(inner)
-            .zip(x.par_chunks(inner))
-            .zip(y.par_chunks(inner))
-            .zip(g.par_chunks(inner))
+        dx.par_chunks_mut(per * inner)
+            .zip(x.par_chunks(per * inner))
+            .zip(y.par_chunks(per * inner))
+            .zip(g.par_chunks(per * inner))
             .enumerate()
-            .for_each(|(p, (((dp, xp), yp), gp))| {
-                let (a, bx, o) = coef[p % c];
-                for (((d, &u), &v), &gv) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
-                    *d = a * masked(v, gv) + bx * u + o;
+            .for_each(|(task, (((dt, xt), yt), gt))| {
+                let planes = dt.chunks_mut(inner).zip(xt.chunks(inner));
+                let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
+                for ((((dp, xp), yp), gp), ch) in planes.zip(channels(task * per, c)) {
+                    let (a, bx, o) = coef[ch];
+                    for (((d, &u), &v), &gv) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
+                        *d = a * masked(v, gv) + bx * u + o;
+                    }
                 }
             });
         (dx, dweight, dbias)

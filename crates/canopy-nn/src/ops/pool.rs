@@ -548,7 +548,11 @@ mod tests {
             assert_eq!(a1.dims(), b1.dims(), "1-D {w:?} {ceil}");
             assert_eq!(max_diff(&a1, &b1), 0.0, "1-D {w:?} {ceil}");
             let cfg = GradCheckConfig::default();
-            check_gradients(|t| max_pool2d(&t[0], h, w, ceil), std::slice::from_ref(&x), cfg)?;
+            check_gradients(
+                |t| max_pool2d(&t[0], h, w, ceil),
+                std::slice::from_ref(&x),
+                cfg,
+            )?;
             check_gradients(|t| max_pool1d(&t[0], w, ceil), &[x1.contiguous()?], cfg)?;
             // the gradients equal the reference's too
             let v = candle_core::Var::from_tensor(&x)?;
