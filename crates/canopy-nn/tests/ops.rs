@@ -569,8 +569,14 @@ fn channel_ops_over_many_small_planes_equal_their_definitions() {
         let y = scale_shift(&x, &s, &b, true).unwrap();
         assert_eq!(max_abs_diff(&y, &want.relu().unwrap()), 0.0, "{dims:?}");
         let y = add_channel_bias(&x, &b).unwrap();
-        assert_eq!(max_abs_diff(&y, &x.broadcast_add(&bb).unwrap()), 0.0, "{dims:?}");
-        gradcheck(&[dims, &[c], &[c]], |t| scale_shift(&t[0], &t[1], &t[2], true));
+        assert_eq!(
+            max_abs_diff(&y, &x.broadcast_add(&bb).unwrap()),
+            0.0,
+            "{dims:?}"
+        );
+        gradcheck(&[dims, &[c], &[c]], |t| {
+            scale_shift(&t[0], &t[1], &t[2], true)
+        });
         gradcheck(&[dims, &[c]], |t| add_channel_bias(&t[0], &t[1]));
     }
 }

@@ -298,8 +298,8 @@ impl MsResNet {
             .map(|d| (d * t / STRETCH_LENGTH) as u32)
             .collect();
         let idx = Tensor::from_vec(idx, STRETCH_LENGTH, x.device())?;
-        let x = x.transpose(1, 2)?.contiguous()?; // (B, T, C) -> (B, C, T)
-        let x = x.index_select(&idx, 2)?; // (B, C, T) -> (B, C, 512)
+        let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C), rows of C copied whole
+        let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
         let x = self
             .bn1
             .forward_act_t(&self.conv1.forward(&x)?, train, true)?; // (B, H, 256)

@@ -331,6 +331,57 @@ impl Window {
     }
 }
 
+impl Window {
+    /// Output cells whose window lies inside an axis of length `len`: `[j0, j1)`.
+    fn interior(&self, len: usize) -> (usize, usize) {
+        let j0 = self.padding.div_ceil(self.stride);
+        let j1 = if len + self.padding >= self.kernel {
+            ((len + self.padding - self.kernel) / self.stride + 1).min(self.out)
+        } else {
+            0
+        };
+        (j0.min(j1), j1)
+    }
+
+    /// The window maxima of one row `x` into `y` (NaN propagates). Inside cells take `kernel`
+    /// strided passes over the row (one per window offset); the few cells at the ends scan their
+    /// clipped window (`cols`, from [`MaxPoolOp::ranges`]).
+    fn row_max<T: Float>(&self, x: &[T], y: &mut [T], cols: &[Span]) {
+        let (j0, j1) = self.interior(x.len());
+        let max_nan = |m: T, v: T| {
+            #[allow(clippy::eq_op)]
+            let nan = v != v;
+            if v > m || nan {
+                v
+            } else {
+                m
+            }
+        };
+        for (j, (o, &(c0, c1))) in y.iter_mut().zip(cols).enumerate() {
+            if j < j0 || j >= j1 {
+                *o = x[c0 + 1..c1].iter().fold(x[c0], |m, &v| max_nan(m, v));
+            }
+        }
+        if j0 >= j1 {
+            return;
+        }
+        let inside = &mut y[j0..j1];
+        let first = j0 * self.stride - self.padding;
+        for (o, &v) in inside
+            .iter_mut()
+            .zip(x[first..].iter().step_by(self.stride))
+        {
+            *o = v;
+        }
+        for k in 1..self.kernel {
+            let taps = x[first + k..].iter().step_by(self.stride);
+            for (o, &v) in inside.iter_mut().zip(taps) {
+                *o = max_nan(*o, v);
+            }
+        }
+    }
+}
+
 /// Max pooling of `(N, C, H, W)` (1-D pooling with `H = 1`) on the CPU (see the module docs).
 #[derive(Debug, Clone, Copy)]
 struct MaxPoolOp {
@@ -395,6 +446,10 @@ impl MaxPoolOp {
             .zip(x.par_chunks(per * plane))
             .for_each(|(yt, xt)| {
                 for (yp, xp) in yt.chunks_mut(oh * ow).zip(xt.chunks(plane)) {
+                    if hw.0 == 1 && oh == 1 {
+                        self.w.row_max(xp, yp, &cols); // 1-D pooling
+                        continue;
+                    }
                     for (yr, &r) in yp.chunks_mut(ow).zip(&rows) {
                         for (o, &c) in yr.iter_mut().zip(&cols) {
                             *o = xp[Self::argmax(xp, hw.1, r, c)];
