@@ -21,7 +21,7 @@ use canopy_series::load::{read_breizhcrops_dir, read_ucr};
 use canopy_series::split::{pixel_positions, spatial_split, stratified_split};
 use canopy_series::transform::{Normalization, PadTruncate, Pipeline};
 use canopy_series::Date;
-use canopy_series::SeriesDataset;
+use canopy_series::{PatchSeries, SeriesDataset};
 use canopy_temporal::explain::{
     plot_attention, plot_saliency, plot_state_traces, saliency, PlotOptions, SaliencyTarget,
 };
@@ -31,6 +31,8 @@ use canopy_temporal::{
     load_state_dict, LstmClassifier, ModelKind, SeriesClassifier, TransformerClassifier,
 };
 use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
+
+use crate::classify_patch::is_patch_model;
 use canopy_train::progress::ProgressMode;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -194,6 +196,7 @@ pub fn run(cmd: Classify) -> anyhow::Result<()> {
             recipe.lr = lr.unwrap_or(recipe.lr);
             recipe.weight_decay = weight_decay.unwrap_or(recipe.weight_decay);
             recipe.batch_size = batch_size.unwrap_or(recipe.batch_size);
+            let tiles_per_batch = batch_size.unwrap_or(crate::classify_patch::DEFAULT_BATCH);
             let train = TrainArgs {
                 kind: model,
                 epochs,
@@ -207,6 +210,9 @@ pub fn run(cmd: Classify) -> anyhow::Result<()> {
                     ProgressMode::default()
                 },
             };
+            if model == ModelKind::ConvLstm {
+                return crate::classify_patch::train(&data, &train, tiles_per_batch, &out);
+            }
             train_cmd(&data, &train, &out)
         }
         Classify::Eval { data, model, json } => eval_cmd(&data, &model, json),
@@ -227,14 +233,25 @@ pub fn load_dataset(args: &DataArgs) -> anyhow::Result<SeriesDataset> {
     let ds = match args.format {
         Format::Ucr => read_ucr(&args.data, &args.band_name)?,
         Format::Breizhcrops => read_breizhcrops_dir(&args.data)?,
+        Format::Eopatch | Format::GeotiffStack => load_patch(args)?.to_pixel_dataset()?,
+    };
+    drop_classes(ds, &args.drop_class)
+}
+
+/// Reads an image series (`eopatch` or `geotiff-stack`) as one labelled patch.
+pub(crate) fn load_patch(args: &DataArgs) -> anyhow::Result<PatchSeries> {
+    match args.format {
         Format::Eopatch => {
             let features: Vec<&str> = args.features.iter().map(String::as_str).collect();
             let spec = PatchSpec::new(&features).with_labels(&args.labels);
-            EoPatch::open(&args.data)?.load(&spec)?.to_pixel_dataset()?
+            Ok(EoPatch::open(&args.data)?.load(&spec)?)
         }
-        Format::GeotiffStack => read_geotiff_stack(args)?,
-    };
-    drop_classes(ds, &args.drop_class)
+        Format::GeotiffStack => read_geotiff_stack(args),
+        Format::Ucr | Format::Breizhcrops => bail!(
+            "the {:?} format holds single series, not image series (use eopatch or geotiff-stack)",
+            args.format
+        ),
+    }
 }
 
 /// The date in a file name: the first `YYYY-MM-DD` or `YYYYMMDD` in it.
@@ -269,7 +286,7 @@ fn date_in_name(name: &str) -> Option<Date> {
 /// Nodata / NaN samples carry no observation at all (unlike a cloudy one): each is replaced by
 /// its band's mean over the valid samples of the stack (0 after normalisation) and stays
 /// flagged in the mask, so no NaN reaches a model.
-fn fill_missing(patch: &mut canopy_series::PatchSeries) {
+fn fill_missing(patch: &mut PatchSeries) {
     let (t, c, h, w) = patch.values.dim();
     for b in 0..c {
         let (mut sum, mut n) = (0.0f64, 0usize);
@@ -299,7 +316,7 @@ fn fill_missing(patch: &mut canopy_series::PatchSeries) {
 }
 
 /// `--format geotiff-stack`: every dated `.tif` of the folder, labels from `--label-raster`.
-fn read_geotiff_stack(args: &DataArgs) -> anyhow::Result<SeriesDataset> {
+fn read_geotiff_stack(args: &DataArgs) -> anyhow::Result<PatchSeries> {
     let label_path = args
         .label_raster
         .as_ref()
@@ -366,7 +383,7 @@ fn read_geotiff_stack(args: &DataArgs) -> anyhow::Result<SeriesDataset> {
     }
     stack.patch.labels = Some(classes);
     stack.patch.class_names = values.iter().map(|v| format!("{v}")).collect();
-    Ok(stack.patch.to_pixel_dataset()?)
+    Ok(stack.patch)
 }
 
 fn drop_classes(mut ds: SeriesDataset, drop: &[String]) -> anyhow::Result<SeriesDataset> {
@@ -418,14 +435,15 @@ fn tensors(ds: &SeriesDataset) -> anyhow::Result<LabelledSeries> {
     Ok(LabelledSeries::new(batch.x, y)?)
 }
 
-struct TrainArgs {
-    kind: ModelKind,
-    epochs: usize,
-    recipe: canopy_temporal::Recipe,
-    val_fraction: f64,
-    block: usize,
-    seed: u64,
-    progress: ProgressMode,
+/// The training options of `classify train`.
+pub(crate) struct TrainArgs {
+    pub kind: ModelKind,
+    pub epochs: usize,
+    pub recipe: canopy_temporal::Recipe,
+    pub val_fraction: f64,
+    pub block: usize,
+    pub seed: u64,
+    pub progress: ProgressMode,
 }
 
 fn train_cmd(data: &DataArgs, args: &TrainArgs, out: &Path) -> anyhow::Result<()> {
@@ -519,7 +537,8 @@ struct Trained {
     norm: Normalization,
 }
 
-fn load_trained(dir: &Path) -> anyhow::Result<Trained> {
+/// The `model.json` of a model directory.
+fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     let meta_path = dir.join("model.json");
     let text = std::fs::read_to_string(&meta_path).with_context(|| {
         format!(
@@ -527,8 +546,11 @@ fn load_trained(dir: &Path) -> anyhow::Result<Trained> {
             meta_path.display()
         )
     })?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", meta_path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", meta_path.display()))
+}
+
+fn load_trained(dir: &Path, meta: CheckpointMeta) -> anyhow::Result<Trained> {
+    let meta_path = dir.join("model.json");
     let saved: SavedConfig = serde_json::from_value(meta.config.clone())
         .with_context(|| format!("{}: not a series classifier config", meta_path.display()))?;
     let vars = SeededVarMap::new(0);
@@ -578,7 +600,11 @@ fn prepare(data: &DataArgs, trained: &Trained) -> anyhow::Result<SeriesDataset> 
 }
 
 fn eval_cmd(data: &DataArgs, dir: &Path, json: bool) -> anyhow::Result<()> {
-    let trained = load_trained(dir)?;
+    let meta = read_meta(dir)?;
+    if is_patch_model(&meta.config) {
+        return crate::classify_patch::eval(data, dir, &meta, json);
+    }
+    let trained = load_trained(dir, meta)?;
     let ds = prepare(data, &trained)?;
     let cm = evaluate(trained.model.as_ref(), &tensors(&ds)?)?;
     if json {
@@ -603,7 +629,11 @@ fn eval_cmd(data: &DataArgs, dir: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn predict_cmd(data: &DataArgs, dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let trained = load_trained(dir)?;
+    let meta = read_meta(dir)?;
+    if is_patch_model(&meta.config) {
+        return crate::classify_patch::predict_csv(data, dir, &meta, out);
+    }
+    let trained = load_trained(dir, meta)?;
     let ds = prepare(data, &trained)?;
     let batch = collate(&ds.samples, &Device::Cpu)?;
     let logits = predict_logits(trained.model.as_ref(), &batch.x, 512)?;
@@ -633,7 +663,7 @@ fn predict_cmd(data: &DataArgs, dir: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -654,7 +684,11 @@ fn explain_cmd(
     samples: usize,
     ids: &[String],
 ) -> anyhow::Result<()> {
-    let trained = load_trained(dir)?;
+    let meta = read_meta(dir)?;
+    if is_patch_model(&meta.config) {
+        return crate::classify_patch::explain(data, dir, &meta, out, samples, ids);
+    }
+    let trained = load_trained(dir, meta)?;
     let raw = load_dataset(data)?;
     let ds = prepare(data, &trained)?;
     let pick: Vec<usize> = if ids.is_empty() {

@@ -1,6 +1,7 @@
 //! The `canopy` command: inspect GeoTIFFs and run canopy's pipelines.
 
 mod classify;
+mod classify_patch;
 mod demo;
 mod demo_segment;
 mod demo_series;

@@ -194,15 +194,13 @@ fn errors_name_the_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tsv"));
 }
 
-/// `--format geotiff-stack`: one GeoTIFF per date (dates in the file names, NaN = cloudy), a
-/// class raster, a spatial block split; eval reads the data the same way from the model's
-/// stored options.
-#[test]
-fn geotiff_stack_trains_and_evaluates() {
+/// A 24 x 24 two-band stack of six dates (file names with three date spellings, NaN = cloud)
+/// and its class raster: class 1 (left half) greens up over the season, class 2 (right half)
+/// browns. Returns the stack folder and the class raster.
+fn write_stack(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     use canopy_raster::{write_geotiff, GeoTransform, Georef, Raster, WriteOptions};
     use ndarray::Array3;
-    let dir = tempfile::tempdir().unwrap();
-    let stack = dir.path().join("stack");
+    let stack = dir.join("stack");
     std::fs::create_dir_all(&stack).unwrap();
     let georef = Georef::new(
         GeoTransform::north_up(500_000.0, 5_000_000.0, 10.0, 10.0),
@@ -241,13 +239,24 @@ fn geotiff_stack_trains_and_evaluates() {
         .unwrap();
     }
     let labels = Array3::from_shape_fn((1, h, w), |(_, _, c)| if c < w / 2 { 1u8 } else { 2 });
-    let label_path = dir.path().join("labels.tif");
+    let label_path = dir.join("labels.tif");
     write_geotiff(
         &label_path,
         &Raster::new(labels, georef),
         &WriteOptions::default(),
     )
     .unwrap();
+    (stack, label_path)
+}
+
+/// `--format geotiff-stack`: one GeoTIFF per date (dates in the file names, NaN = cloudy), a
+/// class raster, a spatial block split; eval reads the data the same way from the model's
+/// stored options.
+#[test]
+fn geotiff_stack_trains_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, label_path) = write_stack(dir.path());
+    let (h, w) = (24, 24);
     let model = dir.path().join("model");
     let (s, l, m) = (
         stack.to_str().unwrap(),
@@ -316,4 +325,110 @@ fn geotiff_stack_trains_and_evaluates() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--label-raster"));
+}
+
+/// `--model convlstm` on the same stack: trained on 6 x 6 tiles, evaluated on every pixel
+/// (`n` = all 576), one prediction row per pixel, state-trace PNGs; single-series formats are
+/// refused with a message naming the image-series formats.
+#[test]
+fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, label_path) = write_stack(dir.path());
+    let model = dir.path().join("convlstm");
+    let (s, l, m) = (
+        stack.to_str().unwrap(),
+        label_path.to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
+    let data = [
+        "--data",
+        s,
+        "--format",
+        "geotiff-stack",
+        "--label-raster",
+        l,
+        "--stack-bands",
+        "RED,NIR",
+    ];
+    let mut train = vec!["classify", "train"];
+    train.extend(data);
+    train.extend([
+        "--model",
+        "convlstm",
+        "--epochs",
+        "8",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "4",
+        "--block",
+        "6",
+        "--out",
+        m,
+        "--quiet",
+    ]);
+    let out = ok(&canopy(&train));
+    assert!(out.contains("training convlstm on"), "{out}");
+    assert!(out.contains("validation: accuracy"), "{out}");
+    let meta = std::fs::read_to_string(model.join("model.json")).unwrap();
+    assert!(meta.contains("conv_rnn") && meta.contains("NIR"), "{meta}");
+
+    let mut eval = vec!["classify", "eval"];
+    eval.extend(data);
+    eval.extend(["--model", m, "--json"]);
+    let out = ok(&canopy(&eval));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["n"], 24 * 24);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.9, "{out}");
+
+    let csv = dir.path().join("pixels.csv");
+    let mut predict = vec!["classify", "predict"];
+    predict.extend(data);
+    predict.extend(["--model", m, "--out", csv.to_str().unwrap()]);
+    ok(&canopy(&predict));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1 + 24 * 24);
+    assert!(lines[0].starts_with("id,class,p_1,p_2"), "{}", lines[0]);
+    assert!(lines[1].starts_with("0_0,"), "{}", lines[1]);
+
+    let png = dir.path().join("explain");
+    let mut explain = vec!["classify", "explain"];
+    explain.extend(data);
+    explain.extend([
+        "--model",
+        m,
+        "--out",
+        png.to_str().unwrap(),
+        "--ids",
+        "3_20",
+    ]);
+    ok(&canopy(&explain));
+    for what in ["hidden", "cell"] {
+        let f = png.join(format!("states_{what}_3_20.png"));
+        assert!(
+            std::fs::metadata(&f).unwrap().len() > 1000,
+            "{}",
+            f.display()
+        );
+    }
+
+    // single series cannot feed a ConvLSTM
+    let tsv = dir.path().join("toy.tsv");
+    write_ucr(&tsv, 5, &[1, 2]);
+    let bad = canopy(&[
+        "classify",
+        "train",
+        "--data",
+        tsv.to_str().unwrap(),
+        "--format",
+        "ucr",
+        "--model",
+        "convlstm",
+        "--out",
+        m,
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("eopatch or geotiff-stack"), "{err}");
 }
