@@ -33,6 +33,7 @@ use canopy_temporal::{
 use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
 
 use crate::classify_patch::is_patch_model;
+use canopy_train::metrics::ConfusionMatrix;
 use canopy_train::progress::ProgressMode;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
@@ -607,25 +608,30 @@ fn eval_cmd(data: &DataArgs, dir: &Path, json: bool) -> anyhow::Result<()> {
     let trained = load_trained(dir, meta)?;
     let ds = prepare(data, &trained)?;
     let cm = evaluate(trained.model.as_ref(), &tensors(&ds)?)?;
+    let what = format!("{} on {}", trained.saved.model.kind(), data.data.display());
+    report(&cm, &what, "series", &trained.class_names, json);
+    Ok(())
+}
+
+/// Prints an evaluation: `{"accuracy": .., "kappa": .., "n": ..}` with `json`, else a summary
+/// line (`what`: model and data; `unit`: what `n` counts) and the per-class table.
+pub(crate) fn report(cm: &ConfusionMatrix, what: &str, unit: &str, classes: &[String], json: bool) {
     if json {
         println!(
             "{}",
             serde_json::json!({"accuracy": cm.accuracy(), "kappa": cm.kappa(), "n": cm.total()})
         );
-        return Ok(());
+        return;
     }
     println!(
-        "{} on {}: {} series, overall accuracy {:.4}, kappa {:.4}, macro F1 {:.4}",
-        trained.saved.model.kind(),
-        data.data.display(),
+        "{what}: {} {unit}, overall accuracy {:.4}, kappa {:.4}, macro F1 {:.4}",
         cm.total(),
         cm.accuracy(),
         cm.kappa(),
         cm.macro_f1()
     );
-    let names: Vec<&str> = trained.class_names.iter().map(String::as_str).collect();
+    let names: Vec<&str> = classes.iter().map(String::as_str).collect();
     print!("{}", cm.to_table(Some(&names)));
-    Ok(())
 }
 
 fn predict_cmd(data: &DataArgs, dir: &Path, out: &Path) -> anyhow::Result<()> {
@@ -638,28 +644,42 @@ fn predict_cmd(data: &DataArgs, dir: &Path, out: &Path) -> anyhow::Result<()> {
     let batch = collate(&ds.samples, &Device::Cpu)?;
     let logits = predict_logits(trained.model.as_ref(), &batch.x, 512)?;
     let probs = canopy_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
+    let ids = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.id.clone().unwrap_or_else(|| i.to_string()));
+    write_predictions(out, &trained.class_names, ids.zip(&probs))?;
+    println!("{} predictions written to {}", probs.len(), out.display());
+    Ok(())
+}
+
+/// Writes `id,class,p_<class>...` rows (the most probable class and every probability) as
+/// CSV, atomically.
+pub(crate) fn write_predictions<'a>(
+    out: &Path,
+    classes: &[String],
+    rows: impl Iterator<Item = (String, &'a Vec<f32>)>,
+) -> anyhow::Result<()> {
     let mut text = String::from("id,class");
-    for name in &trained.class_names {
+    for name in classes {
         text.push_str(&format!(",p_{name}"));
     }
     text.push('\n');
-    for (i, (s, p)) in ds.samples.iter().zip(&probs).enumerate() {
+    for (id, p) in rows {
         let best = p
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(k, _)| k);
-        let id = s.id.clone().unwrap_or_else(|| i.to_string());
-        let class = trained.class_names.get(best).map_or("?", String::as_str);
+        let class = classes.get(best).map_or("?", String::as_str);
         text.push_str(&format!("{id},{class}"));
         for v in p {
             text.push_str(&format!(",{v:.6}"));
         }
         text.push('\n');
     }
-    write_atomic(out, text.as_bytes())?;
-    println!("{} predictions written to {}", probs.len(), out.display());
-    Ok(())
+    write_atomic(out, text.as_bytes())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

@@ -37,7 +37,7 @@ use canopy_train::trainer::{StepOutput, Trainer, TrainerConfig};
 use ndarray::{s, Array2, Array4};
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{load_patch, write_atomic, DataArgs, Format, TrainArgs};
+use crate::classify::{load_patch, report, write_predictions, DataArgs, Format, TrainArgs};
 
 /// Label of pixels the loss and the metrics skip (dropped classes).
 const IGNORE: u32 = u32::MAX;
@@ -412,9 +412,8 @@ fn load(dir: &Path, meta: &CheckpointMeta) -> anyhow::Result<Trained> {
     })
 }
 
-/// Reads `data` for `trained` and returns its labelled patch and the per-pixel logits
-/// `(1, K, H, W)` (every pixel once).
-fn logits_of(data: &DataArgs, trained: &Trained) -> anyhow::Result<(Labelled, Tensor)> {
+/// Reads `data` as `trained` expects it: the model's classes and bands, at least one tile.
+fn read_for(data: &DataArgs, trained: &Trained) -> anyhow::Result<Labelled> {
     check_format(data)?;
     let (lab, _) = labelled(data, Some(&trained.class_names))?;
     trained.norm.check_bands(&lab.patch.band_names)?;
@@ -425,6 +424,15 @@ fn logits_of(data: &DataArgs, trained: &Trained) -> anyhow::Result<(Labelled, Te
         "{}: the {h} x {w} patch is smaller than the model's {tile} x {tile} tiles",
         data.data.display()
     );
+    Ok(lab)
+}
+
+/// Reads `data` for `trained` and returns its labelled patch and the per-pixel logits
+/// `(1, K, H, W)` (every pixel once).
+fn logits_of(data: &DataArgs, trained: &Trained) -> anyhow::Result<(Labelled, Tensor)> {
+    let lab = read_for(data, trained)?;
+    let (_, _, h, w) = lab.patch.values.dim();
+    let tile = trained.saved.tile;
     let origins = cover(h, w, tile);
     let tiles = predict(
         &trained.model,
@@ -459,23 +467,8 @@ pub fn eval(data: &DataArgs, dir: &Path, meta: &CheckpointMeta, json: bool) -> a
     )?;
     let mut cm = ConfusionMatrix::new(trained.class_names.len())?.with_ignore_label(IGNORE);
     cm.update_from_logits(&logits, &truth, None)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"accuracy": cm.accuracy(), "kappa": cm.kappa(), "n": cm.total()})
-        );
-        return Ok(());
-    }
-    println!(
-        "convlstm on {}: {} pixels, overall accuracy {:.4}, kappa {:.4}, macro F1 {:.4}",
-        data.data.display(),
-        cm.total(),
-        cm.accuracy(),
-        cm.kappa(),
-        cm.macro_f1()
-    );
-    let names: Vec<&str> = trained.class_names.iter().map(String::as_str).collect();
-    print!("{}", cm.to_table(Some(&names)));
+    let what = format!("convlstm on {}", data.data.display());
+    report(&cm, &what, "pixels", &trained.class_names, json);
     Ok(())
 }
 
@@ -495,25 +488,8 @@ pub fn predict_csv(
         .reshape((k, h * w))?
         .t()?
         .to_vec2::<f32>()?;
-    let mut text = String::from("id,class");
-    for name in &trained.class_names {
-        text.push_str(&format!(",p_{name}"));
-    }
-    text.push('\n');
-    for (i, p) in probs.iter().enumerate() {
-        let best = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(k, _)| k);
-        let class = trained.class_names.get(best).map_or("?", String::as_str);
-        text.push_str(&format!("{}_{},{class}", i / w, i % w));
-        for v in p {
-            text.push_str(&format!(",{v:.6}"));
-        }
-        text.push('\n');
-    }
-    write_atomic(out, text.as_bytes())?;
+    let ids = (0..h * w).map(|i| format!("{}_{}", i / w, i % w));
+    write_predictions(out, &trained.class_names, ids.zip(&probs))?;
     println!(
         "{} pixel predictions written to {}",
         probs.len(),
@@ -534,16 +510,9 @@ pub fn explain(
     ids: &[String],
 ) -> anyhow::Result<()> {
     let trained = load(dir, meta)?;
-    check_format(data)?;
-    let (lab, _) = labelled(data, Some(&trained.class_names))?;
-    trained.norm.check_bands(&lab.patch.band_names)?;
+    let lab = read_for(data, &trained)?;
     let (_, _, h, w) = lab.patch.values.dim();
     let tile = trained.saved.tile;
-    ensure!(
-        h >= tile && w >= tile,
-        "{}: the {h} x {w} patch is smaller than the model's {tile} x {tile} tiles",
-        data.data.display()
-    );
     let pixels: Vec<(usize, usize)> = if ids.is_empty() {
         cover(h, w, tile)
             .into_iter()
