@@ -113,6 +113,38 @@ fn annotation(id: u64, segmentation: Segmentation) -> CocoAnnotation {
     }
 }
 
+/// The mask the property test below found (2026-12-01): a pixel joined to its region only
+/// through corners, between two holes that touch at corners. `geo`'s union of the runs merged
+/// both holes and the pixel into one hole (area 25 for 23 pixels); the polygons must cover the
+/// pixels exactly.
+#[test]
+fn rle_polygons_keep_a_pixel_between_corner_touching_holes() {
+    let rows = [
+        "........####.....",
+        ".......##..#.....",
+        ".......#.#.#.....",
+        ".......#..#......",
+        ".......#####.....",
+        "........#..#.....",
+        "........####.....",
+    ];
+    let mask = Array2::from_shape_fn((rows.len(), 17), |(r, c)| rows[r].as_bytes()[c] == b'#');
+    let mp = Rle::from_mask(mask.view()).to_multi_polygon().unwrap();
+    let pixels = mask.iter().filter(|&&b| b).count();
+    assert_eq!(pixels, 23);
+    assert!(
+        (mp.unsigned_area() - pixels as f64).abs() < 1e-9,
+        "{}",
+        mp.unsigned_area()
+    );
+    // every pixel centre is inside the polygons exactly when the pixel is set
+    use geo::Contains;
+    for ((r, c), &set) in mask.indexed_iter() {
+        let centre = geo_types::Point::new(c as f64 + 0.5, r as f64 + 0.5);
+        assert_eq!(mp.contains(&centre), set, "pixel ({r}, {c})");
+    }
+}
+
 proptest! {
     #[test]
     fn rle_mask_round_trip(
