@@ -160,6 +160,48 @@ impl BatchNorm1d {
         self.forward_act_t(x, train, false)
     }
 
+    /// `self(conv(x))`, then a ReLU when `relu`. In evaluation on the fused path the
+    /// convolution's bias is folded into the batch norm's shift (`scale·(Wx + b) + shift =
+    /// scale·Wx + (scale·b + shift)`, computed on `(C,)` tensors, so gradients still reach `b`):
+    /// the convolution runs without its bias pass, which saves one read and write of the whole
+    /// activation per layer. Training (batch statistics) runs `conv` as is.
+    ///
+    /// # Shapes
+    /// `(N, C_in, L)` -> `(N, C, L_out)`.
+    pub(crate) fn forward_conv_act_t(
+        &self,
+        conv: &Conv1d,
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let foldable = !train
+            && conv.bias.is_some()
+            && x.rank() == 3
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64);
+        let Some(bias) = conv.bias.as_ref().filter(|_| foldable) else {
+            return self.forward_act_t(&conv.forward(x)?, train, relu);
+        };
+        let y = conv1d(x, &conv.weight, None, conv.cfg)?;
+        if y.dim(1)? != self.channels {
+            return self.forward_act_t(&conv.forward(x)?, train, relu);
+        }
+        let (scale, shift) = self.eval_affine(y.dtype())?;
+        let shift = (shift + (&scale * bias.to_dtype(y.dtype())?)?)?;
+        Ok(canopy_nn::ops::scale_shift(&y, &scale, &shift, relu)?)
+    }
+
+    /// The evaluation-mode normalisation as `(scale, shift)` per channel, in `dt`.
+    fn eval_affine(&self, dt: DType) -> Result<(Tensor, Tensor)> {
+        let (w, b) = (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?);
+        let rm = self.running_mean.as_tensor().to_dtype(dt)?;
+        let rv = self.running_var.as_tensor().to_dtype(dt)?;
+        let scale = (&w / (rv + BN_EPS)?.sqrt()?)?;
+        let shift = (&b - (rm * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     /// [`forward_t`](Self::forward_t), then a ReLU when `relu`. `(N, C, L)` inputs on the CPU in
     /// f32/f64 take canopy-nn's fused kernels (`batch_norm_train` in training: statistics,
     /// normalisation, ReLU and the backward pass in parallel passes; `scale_shift` in
@@ -181,14 +223,11 @@ impl BatchNorm1d {
 
     fn forward_fused(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let dt = x.dtype();
-        let (w, b) = (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?);
         if !train {
-            let rm = self.running_mean.as_tensor().to_dtype(dt)?;
-            let rv = self.running_var.as_tensor().to_dtype(dt)?;
-            let scale = (&w / (rv + BN_EPS)?.sqrt()?)?;
-            let shift = (&b - (rm * &scale)?)?;
+            let (scale, shift) = self.eval_affine(dt)?;
             return Ok(canopy_nn::ops::scale_shift(x, &scale, &shift, relu)?);
         }
+        let (w, b) = (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?);
         let n = x.elem_count() / self.channels;
         if n < 2 {
             return Err(Error::Shape {
@@ -339,6 +378,49 @@ mod tests {
             let a = ours.forward_t(x.as_tensor(), false)?;
             let b = theirs.forward_t(x.as_tensor(), false)?;
             assert!(diff(&a, &b) < 1e-12, "{dims:?} eval");
+        }
+        Ok(())
+    }
+
+    /// Convolution + batch norm + ReLU with the conv bias folded into the shift (evaluation)
+    /// equals the convolution with its bias followed by the batch norm: values and gradients of
+    /// the input, the conv weight and bias and the norm's affine parameters, after training
+    /// passes left non-trivial running statistics.
+    #[test]
+    fn conv_bias_folded_into_the_batch_norm_equals_the_two_layers() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let store = SeededVarMap::new(2);
+        let conv = Conv1d::new(
+            3,
+            4,
+            3,
+            1,
+            1,
+            true,
+            store.var_builder(DType::F64, &dev).pp("c"),
+        )?;
+        let bn = BatchNorm1d::new(4, store.var_builder(DType::F64, &dev).pp("n"))?;
+        let x = Var::from_tensor(&Tensor::randn(0.3f64, 1.5, (5, 3, 8), &dev)?)?;
+        for _ in 0..3 {
+            bn.forward_conv_act_t(&conv, x.as_tensor(), true, true)?;
+        }
+        assert!(diff(bn.running_mean.as_tensor(), &bn.running_mean.zeros_like()?) > 1e-3);
+        let a = bn.forward_conv_act_t(&conv, x.as_tensor(), false, true)?;
+        let b = bn.forward_act_t(&conv.forward(x.as_tensor())?, false, true)?;
+        assert!(diff(&a, &b) < 1e-12);
+        assert!(
+            a.min_all()?.to_scalar::<f64>()? == 0.0,
+            "no unit was cut by the ReLU"
+        );
+        let r = Tensor::randn(0f64, 1.0, a.dims(), &dev)?;
+        let ga = (&a * &r)?.sum_all()?.backward()?;
+        let gb = (&b * &r)?.sum_all()?.backward()?;
+        let bias = conv.bias.clone().unwrap();
+        for p in [x.as_tensor(), &conv.weight, &bias, &bn.weight, &bn.bias] {
+            match (ga.get(p), gb.get(p)) {
+                (Some(u), Some(v)) => assert!(diff(u, v) < 1e-10, "{:?}", p.dims()),
+                _ => panic!("a gradient is missing for {:?}", p.dims()),
+            }
         }
         Ok(())
     }

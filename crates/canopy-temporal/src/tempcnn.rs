@@ -207,8 +207,9 @@ impl SeriesClassifier for TempCnn {
         let (b, _, _) = check_series(MODEL, x, self.cfg.input_dim, Some(self.cfg.sequencelength))?;
         let mut y = x.transpose(1, 2)?.contiguous()?; // (B, T, C) -> (B, C, T)
         for block in &self.convs {
-            let z = block.layer.forward(&y)?; // (B, H, T)
-            y = block.finish(z, train, rng)?;
+            // (B, H, T); in evaluation the conv bias is folded into the batch norm
+            let z = block.bn.forward_conv_act_t(&block.layer, &y, train, true)?;
+            y = block.dropout.forward_t(&z, train, rng)?;
         }
         let y = y.reshape((b, ()))?; // (B, H, T) -> (B, H * T), channel-major like torch's view
         let z = candle_core::Module::forward(&self.dense.layer, &y)?; // (B, 4H)
