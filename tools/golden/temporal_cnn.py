@@ -112,6 +112,13 @@ def main():
         InceptionTime(input_dim=3, num_classes=4, num_layers=4, hidden_dims=8, use_bias=True)),
         batch=2, t=7, c=3)
 
+    # 16 channels: the width from which canopy-nn runs stride-1 convolutions as Winograd
+    # F(2, 7) products (odd length: the last tile has one output).
+    torch.manual_seed(7)
+    export_case("tempcnn_wide", TempCNN(input_dim=13, num_classes=9, sequencelength=9,
+                                        kernel_size=7, hidden_dims=16, dropout=0.2),
+                batch=3, t=9, c=13)
+
     # Default configurations of the BreizhCrops benchmark (13 bands, 9 classes, T = 45).
     torch.manual_seed(0)
     export_defaults("tempcnn", TempCNN(input_dim=13, num_classes=9, sequencelength=45))

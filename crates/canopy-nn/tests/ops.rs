@@ -969,6 +969,13 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         (4, 2, 3, 2, 5, 1, 2, 1),
         // short series, long kernel: the valid windows are gathered (several blocks)
         (200, 3, 10, 4, 7, 1, 1, 1),
+        // >= 16 channels, stride 1, k 3/5/7: Winograd forward (odd and even lengths, several
+        // tasks, a single tile)
+        (5, 16, 45, 16, 7, 1, 3, 1),
+        (3, 18, 10, 17, 5, 1, 2, 1),
+        (70, 16, 12, 20, 3, 1, 1, 1),
+        (2, 16, 8, 16, 7, 1, 0, 1),
+        (3, 16, 9, 16, 3, 1, 0, 1),
     ];
     for (i, &(b, ci, l, co, k, s, p, d)) in cases.iter().enumerate() {
         let cfg = Conv1dConfig {

@@ -71,6 +71,15 @@ fn cases() -> Vec<(&'static str, Box<Make>)> {
             }),
         ),
         (
+            // 16 channels: canopy-nn runs the stride-1 convolutions as Winograd products
+            "tempcnn_wide",
+            tempcnn(TempCnnConfig {
+                hidden_dims: 16,
+                dropout: 0.2,
+                ..TempCnnConfig::breizhcrops(13, 9, 9)
+            }),
+        ),
+        (
             "tempcnn_k5",
             tempcnn(TempCnnConfig {
                 kernel_size: 5,

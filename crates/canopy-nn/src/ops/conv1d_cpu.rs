@@ -26,6 +26,10 @@
 //! The weight gradient is summed over at most [`MAX_PARTIALS`] fixed groups of blocks in group
 //! order, so it does not depend on the number of threads.
 //!
+//! Kernels of 3, 5 or 7 taps with stride 1 and at least 16 channels in and out take the
+//! Winograd kernels of [`super::winograd1d`] for the forward pass and the input gradient; the
+//! weight gradient always comes from the loop here.
+//!
 //! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every
 //! configuration before), this saves the gather of `K` copies of the input and runs products as
 //! wide as a whole block of sequences, which matters for the short, many-channel series of
@@ -36,6 +40,7 @@ use rayon::prelude::*;
 
 use crate::ops::cpu::{sum_in_order, with_scratch, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
+use crate::ops::winograd1d::{self, Dims1};
 
 /// Output columns a task's products cover at least.
 /// Share of wasted columns above which the valid windows are gathered (see [`compact`]).
@@ -131,6 +136,18 @@ impl XwKernel for Conv1dOp {
     }
 
     fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
+        if winograd1d::applies(d.k, self.stride, self.dilation, d.ci, d.co) {
+            let dims = Dims1 {
+                b: d.b,
+                c_in: d.ci,
+                l: d.l,
+                c_out: d.co,
+                k: d.k,
+                pad: self.padding,
+                lout: d.lout,
+            };
+            return winograd1d::forward(x, w, dims);
+        }
         let mut y = vec![T::ZERO; d.b * d.co * d.lout];
         if y.is_empty() {
             return Ok(y);
@@ -202,6 +219,9 @@ impl XwKernel for Conv1dOp {
             return Ok((dx, vec![T::ZERO; d.co * kc]));
         }
         let (s, dil) = (self.stride, self.dilation);
+        // the input gradient of a stride-1 convolution is a convolution of dY with the flipped
+        // kernel: Winograd products when they apply (then the loop below computes dW only)
+        let wino_dx = self.padding < d.k && winograd1d::applies(d.k, s, dil, d.co, d.ci);
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
@@ -235,12 +255,14 @@ impl XwKernel for Conv1dOp {
                         gather_windows(&xr, d, s, nbl, &mut cols);
                         let windows = Mat::row_major(&cols[..n * kc], n, kc);
                         matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
-                        dcols.resize(n * kc, T::ZERO);
-                        let wm = Mat::row_major(&wt, d.co, kc);
-                        matmul(&mut dcols, kc, dym, wm, false, 1)?;
-                        scatter_windows(&dcols[..n * kc], d, s, nbl, &mut dxr);
+                        if !wino_dx {
+                            dcols.resize(n * kc, T::ZERO);
+                            let wm = Mat::row_major(&wt, d.co, kc);
+                            matmul(&mut dcols, kc, dym, wm, false, 1)?;
+                            scatter_windows(&dcols[..n * kc], d, s, nbl, &mut dxr);
+                        }
                     } else {
-                        for k in 0..d.k {
+                        for k in (0..d.k).filter(|_| !wino_dx || dil > 1) {
                             let off = k * dil * d.ci;
                             let wk = Mat {
                                 data: &wt[k * d.ci..],
@@ -250,7 +272,9 @@ impl XwKernel for Conv1dOp {
                                 cs: 1,
                             };
                             // rows j·s + k·d of dX
-                            matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
+                            if !wino_dx {
+                                matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
+                            }
                             if dil > 1 {
                                 let xk = Mat {
                                     data: &xr[off..],
@@ -275,7 +299,7 @@ impl XwKernel for Conv1dOp {
                         }
                     }
                     let base = (blk - part * per) * d.nb;
-                    for bl in 0..nbl {
+                    for bl in (0..nbl).filter(|_| !wino_dx) {
                         for c in 0..d.ci {
                             let dst = &mut dxp[((base + bl) * d.ci + c) * d.l..][..d.l];
                             for (t, v) in dst.iter_mut().enumerate() {
@@ -287,6 +311,27 @@ impl XwKernel for Conv1dOp {
                 Ok(dwt)
             })
             .collect::<Result<_, String>>()?;
+        if wino_dx {
+            // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
+            let mut flipped = vec![T::ZERO; w.len()];
+            for (oc, taps) in w.chunks(d.k).enumerate() {
+                let (o, c) = (oc / d.ci, oc % d.ci);
+                let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
+                for (f, &v) in dst.iter_mut().rev().zip(taps) {
+                    *f = v;
+                }
+            }
+            let dims = Dims1 {
+                b: d.b,
+                c_in: d.co,
+                l: d.lout,
+                c_out: d.ci,
+                k: d.k,
+                pad: d.k - 1 - self.padding,
+                lout: d.l,
+            };
+            dx = winograd1d::forward(dy, &flipped, dims)?;
+        }
         let dwt = sum_in_order(partials, d.co * kc);
         let mut dw = vec![T::ZERO; d.co * kc];
         for o in 0..d.co {
@@ -304,7 +349,7 @@ impl XwKernel for Conv1dOp {
 /// sequence `bl` starting at row `first + bl·lp` (other rows zero), in `rows[..total·c]`,
 /// whatever it held before: only the rows between sequences are cleared.
 #[allow(clippy::too_many_arguments)]
-fn to_rows<T: Float>(
+pub(crate) fn to_rows<T: Float>(
     src: &[T],
     (c, len): (usize, usize),
     (b0, nb): (usize, usize),

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod resize;
 pub mod softmax;
 pub(crate) mod winograd;
+mod winograd1d;
 
 pub use activation::{add_relu, gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};

@@ -25,9 +25,11 @@ use crate::ops::gemm::{matmul, Mat};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Turns the Winograd path of the CPU convolutions on (the default) or off, process-wide. Off,
-/// every convolution runs through im2col + gemm: about 1.5-2x slower on 3x3 layers, with the
-/// summation order of a direct convolution. For benchmarks and for comparing the two paths.
+/// Turns the Winograd paths of the CPU convolutions on (the default) or off, process-wide: the
+/// 2-D `F(2x2, 3x3)` kernels here and the 1-D `F(2, r)` kernels of `conv1d`. Off, 2-D
+/// convolutions run through im2col + gemm (about 1.5-2x slower on 3x3 layers) and 1-D ones
+/// through the direct kernel, with the summation order of a direct convolution. For benchmarks
+/// and for comparing the paths.
 pub fn set_winograd_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
