@@ -44,15 +44,13 @@ use canopy_series::load::eopatch::{EoPatch, PatchSpec};
 use canopy_series::split::pixel_positions;
 use canopy_series::transform::{CloudModel, GapFill, Normalization, Pipeline, SyntheticClouds};
 use canopy_series::{PatchSeries, SeriesDataset};
-use canopy_temporal::fit::{evaluate, fit, FitOptions, LabelledSeries};
+use canopy_temporal::fit::{
+    evaluate, evaluate_tiles, fit, fit_tiles, FitOptions, LabelledSeries, LabelledTiles,
+};
 use canopy_temporal::mtlcc::{ConvRnnClassifier, ConvRnnConfig};
 use canopy_temporal::zoo::ModelConfig;
-use canopy_temporal::ModelKind;
-use canopy_train::batch::{BatchConfig, Batcher};
-use canopy_train::loss::{cross_entropy, CrossEntropyConfig};
+use canopy_temporal::{ModelKind, Recipe};
 use canopy_train::metrics::ConfusionMatrix;
-use canopy_train::optim::{param_groups, Adam, AdamConfig};
-use canopy_train::trainer::{StepOutput, Trainer, TrainerConfig};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -268,75 +266,34 @@ fn convlstm(
             .collect();
         (x, y)
     };
-    let collate =
-        move |items: Vec<(Vec<f32>, Vec<u32>)>| -> canopy_train::Result<(Tensor, Tensor)> {
-            let b = items.len();
-            let (mut x, mut y) = (Vec::new(), Vec::new());
-            for (xi, yi) in items {
-                x.extend(xi);
-                y.extend(yi);
-            }
-            Ok((
-                Tensor::from_vec(x, (b, t, c, BLOCK, BLOCK), &Device::Cpu)?,
-                Tensor::from_vec(y, (b, BLOCK, BLOCK), &Device::Cpu)?,
-            ))
-        };
-    let train: Vec<_> = tiles
-        .iter()
-        .filter(|t| !t.2)
-        .map(|&(r, col, _)| tile(r, col))
-        .collect();
-    let test: Vec<_> = tiles
-        .iter()
-        .filter(|t| t.2)
-        .map(|&(r, col, _)| tile(r, col))
-        .collect();
-    let bcfg = BatchConfig {
-        batch_size: 4,
-        seed,
-        ..Default::default()
+    let set = |test: bool| -> anyhow::Result<LabelledTiles> {
+        let chosen: Vec<_> = tiles.iter().filter(|tl| tl.2 == test).collect();
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for &&(r, col, _) in &chosen {
+            let (xi, yi) = tile(r, col);
+            x.extend(xi);
+            y.extend(yi);
+        }
+        let n = chosen.len();
+        Ok(LabelledTiles::new(
+            Tensor::from_vec(x, (n, t, c, BLOCK, BLOCK), &Device::Cpu)?,
+            Tensor::from_vec(y, (n, BLOCK, BLOCK), &Device::Cpu)?,
+        )?)
     };
-    let train_b = Batcher::new(train, collate, bcfg.clone())?;
-    let test_b = Batcher::new(
-        test,
-        collate,
-        BatchConfig {
-            shuffle: false,
-            ..bcfg
-        },
-    )?;
+    let (train, test) = (set(false)?, set(true)?);
     let cfg = ConvRnnConfig {
         hidden: 32,
         ..ConvRnnConfig::mtlcc(c, k)
     };
     let vars = SeededVarMap::new(seed);
     let model = ConvRnnClassifier::new(&cfg, vars.var_builder(DType::F32, &Device::Cpu))?;
-    let recipe = ModelKind::ConvLstm.recipe();
-    let adam = AdamConfig {
-        weight_decay: recipe.weight_decay,
-        ..AdamConfig::adam(recipe.lr)
+    let recipe = Recipe {
+        batch_size: 4,
+        ..ModelKind::ConvLstm.recipe()
     };
-    let opt = Adam::new(param_groups(vars.named_vars()?, &[])?, adam)?;
-    let mut trainer = Trainer::new(opt, TrainerConfig::new(epochs, None))?;
-    let ce = CrossEntropyConfig {
-        ignore_index: Some(ignore),
-        ..Default::default()
-    };
-    let mut cm = ConfusionMatrix::new(k)?.with_ignore_label(ignore);
-    trainer.fit(&train_b, Some(&test_b), &mut cm, |(x, y), _phase, cm| {
-        let logits = model
-            .forward(x, None)
-            .map_err(|e| canopy_train::Error::InvalidArgument {
-                op: "convlstm",
-                message: e.to_string(),
-            })?;
-        cm.update_from_logits(&logits, y, None)?;
-        Ok(StepOutput::new(
-            cross_entropy(&logits, y, &ce)?,
-            y.dims()[0],
-        ))
-    })?;
-    Ok(cm)
+    let opts = FitOptions::new(recipe, epochs, seed);
+    fit_tiles(&model, &vars, &train, Some(&test), &opts, Some(ignore))?;
+    Ok(evaluate_tiles(&model, &test, Some(ignore), 4)?)
 }
 
 fn main() -> anyhow::Result<()> {

@@ -26,14 +26,11 @@ use canopy_series::split::spatial_split;
 use canopy_series::transform::Normalization;
 use canopy_series::PatchSeries;
 use canopy_temporal::explain::{plot_state_traces, PlotOptions};
-use canopy_temporal::load_state_dict;
+use canopy_temporal::fit::{evaluate_tiles, fit_tiles, predict_tiles, FitOptions, LabelledTiles};
 use canopy_temporal::mtlcc::{ConvRnnClassifier, ConvRnnConfig};
-use canopy_train::batch::{BatchConfig, Batcher};
+use canopy_temporal::{load_state_dict, Recipe};
 use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
-use canopy_train::loss::{cross_entropy, CrossEntropyConfig};
 use canopy_train::metrics::ConfusionMatrix;
-use canopy_train::optim::{param_groups, Adam, AdamConfig};
-use canopy_train::trainer::{StepOutput, Trainer, TrainerConfig};
 use ndarray::{s, Array2, Array4};
 use serde::{Deserialize, Serialize};
 
@@ -199,22 +196,6 @@ fn tile_values(
         .collect()
 }
 
-fn to_batch(
-    items: Vec<(Vec<f32>, Vec<u32>)>,
-    (t, c, tile): (usize, usize, usize),
-) -> canopy_train::Result<(Tensor, Tensor)> {
-    let b = items.len();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    for (xi, yi) in items {
-        x.extend(xi);
-        y.extend(yi);
-    }
-    Ok((
-        Tensor::from_vec(x, (b, t, c, tile, tile), &Device::Cpu)?,
-        Tensor::from_vec(y, (b, tile, tile), &Device::Cpu)?,
-    ))
-}
-
 /// `classify train --model convlstm`.
 pub fn train(
     data: &DataArgs,
@@ -250,25 +231,24 @@ pub fn train(
             .collect();
         (tile_values(&lab.patch.values, &norm, (r, col), tile), y)
     };
-    let dims = (t, c, tile);
-    let collate = move |items: Vec<(Vec<f32>, Vec<u32>)>| to_batch(items, dims);
-    type Items = Vec<(Vec<f32>, Vec<u32>)>;
-    let bcfg = BatchConfig {
-        batch_size,
-        seed: args.seed,
-        ..Default::default()
+    let tiles_of = |origins: &[(usize, usize)]| -> anyhow::Result<LabelledTiles> {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for o in origins {
+            let (xi, yi) = item(o);
+            x.extend(xi);
+            y.extend(yi);
+        }
+        let n = origins.len();
+        Ok(LabelledTiles::new(
+            Tensor::from_vec(x, (n, t, c, tile, tile), &Device::Cpu)?,
+            Tensor::from_vec(y, (n, tile, tile), &Device::Cpu)?,
+        )?)
     };
-    let train_items: Items = train_tiles.iter().map(item).collect();
-    let train_b = Batcher::new(train_items, collate, bcfg.clone())?;
-    let val_b = if val_tiles.is_empty() {
+    let train_set = tiles_of(&train_tiles)?;
+    let val_set = if val_tiles.is_empty() {
         None
     } else {
-        let cfg = BatchConfig {
-            shuffle: false,
-            ..bcfg
-        };
-        let val_items: Items = val_tiles.iter().map(item).collect();
-        Some(Batcher::new(val_items, collate, cfg)?)
+        Some(tiles_of(&val_tiles)?)
     };
     let k = classes.len();
     let cfg = ConvRnnConfig::mtlcc(c, k);
@@ -298,55 +278,31 @@ pub fn train(
         args.recipe.weight_decay,
         args.epochs
     );
-    let adam = AdamConfig {
-        weight_decay: args.recipe.weight_decay,
-        ..AdamConfig::adam(args.recipe.lr)
-    };
-    let opt = Adam::new(param_groups(vars.named_vars()?, &[])?, adam)?;
-    let tcfg = TrainerConfig {
+    let opts = FitOptions {
+        out_dir: Some(out.join("train")),
         progress: args.progress,
         meta: meta.clone(),
-        ..TrainerConfig::new(args.epochs, Some(out.join("train")))
+        ..FitOptions::new(
+            Recipe {
+                batch_size,
+                ..args.recipe
+            },
+            args.epochs,
+            args.seed,
+        )
     };
-    let mut trainer = Trainer::new(opt, tcfg)?;
-    let ce = CrossEntropyConfig {
-        ignore_index: Some(IGNORE),
-        ..Default::default()
-    };
-    let mut cm = ConfusionMatrix::new(k)?.with_ignore_label(IGNORE);
-    trainer.fit(&train_b, val_b.as_ref(), &mut cm, |(x, y), _phase, cm| {
-        let logits = model
-            .forward(x, None)
-            .map_err(|e| canopy_train::Error::InvalidArgument {
-                op: "convlstm",
-                message: e.to_string(),
-            })?;
-        cm.update_from_logits(&logits, y, None)?;
-        Ok(StepOutput::new(
-            cross_entropy(&logits, y, &ce)?,
-            y.dims()[0],
-        ))
-    })?;
+    fit_tiles(
+        &model,
+        &vars,
+        &train_set,
+        val_set.as_ref(),
+        &opts,
+        Some(IGNORE),
+    )?;
     save_checkpoint(out.join("model.safetensors"), &vars.named_vars()?, &meta)?;
     norm.save(out.join("normalization.json"))?;
-    if !val_tiles.is_empty() {
-        let mut cm = ConfusionMatrix::new(k)?.with_ignore_label(IGNORE);
-        let logits = predict(&model, &lab.patch.values, &norm, tile, &val_tiles)?;
-        let truth = Tensor::from_vec(
-            val_tiles
-                .iter()
-                .flat_map(|&(r, col)| {
-                    lab.labels
-                        .slice(s![r..r + tile, col..col + tile])
-                        .iter()
-                        .copied()
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<u32>>(),
-            (val_tiles.len(), tile, tile),
-            &Device::Cpu,
-        )?;
-        cm.update_from_logits(&logits, &truth, None)?;
+    if let Some(val) = &val_set {
+        let cm = evaluate_tiles(&model, val, Some(IGNORE), PREDICT_BATCH)?;
         println!(
             "validation: accuracy {:.4}, kappa {:.4}, macro F1 {:.4} over {} pixels",
             cm.accuracy(),
@@ -369,13 +325,14 @@ fn predict(
 ) -> anyhow::Result<Tensor> {
     let (t, c, _, _) = values.dim();
     let mut parts = Vec::new();
+    // normalised a batch at a time: a whole scene's tiles would double its memory
     for chunk in origins.chunks(PREDICT_BATCH) {
         let x: Vec<f32> = chunk
             .iter()
             .flat_map(|&o| tile_values(values, norm, o, tile))
             .collect();
         let x = Tensor::from_vec(x, (chunk.len(), t, c, tile, tile), &Device::Cpu)?;
-        parts.push(model.forward(&x, None)?.detach());
+        parts.push(predict_tiles(model, &x, PREDICT_BATCH)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

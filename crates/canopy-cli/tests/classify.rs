@@ -432,3 +432,88 @@ fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("eopatch or geotiff-stack"), "{err}");
 }
+
+/// `--drop-class` with the ConvLSTM: the dropped class's pixels stay in the tiles as context but
+/// count in neither the loss nor the metrics (eval reports only the other pixels), the model
+/// knows only the remaining classes, and predict still writes every pixel.
+#[test]
+fn convlstm_drop_class_skips_those_pixels_in_training_and_evaluation() {
+    use canopy_raster::{write_geotiff, GeoTransform, Georef, Raster, WriteOptions};
+    use ndarray::Array3;
+    let dir = tempfile::tempdir().unwrap();
+    let (stack, label_path) = write_stack(dir.path());
+    // the bottom four rows become class 3, with the same series as their half: unlearnable
+    // from the data, so any of its pixels left in the metrics would lower the accuracy
+    let (h, w) = (24, 24);
+    let labels = Array3::from_shape_fn((1, h, w), |(_, r, c)| match (r >= h - 4, c < w / 2) {
+        (true, _) => 3u8,
+        (false, true) => 1,
+        (false, false) => 2,
+    });
+    let georef = Georef::new(
+        GeoTransform::north_up(500_000.0, 5_000_000.0, 10.0, 10.0),
+        Some(32633),
+    );
+    write_geotiff(
+        &label_path,
+        &Raster::new(labels, georef),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    let model = dir.path().join("convlstm");
+    let (s, l, m) = (
+        stack.to_str().unwrap(),
+        label_path.to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
+    let data = [
+        "--data",
+        s,
+        "--format",
+        "geotiff-stack",
+        "--label-raster",
+        l,
+        "--stack-bands",
+        "RED,NIR",
+        "--drop-class",
+        "3",
+    ];
+    let mut train = vec!["classify", "train"];
+    train.extend(data);
+    train.extend([
+        "--model",
+        "convlstm",
+        "--epochs",
+        "8",
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "4",
+        "--block",
+        "6",
+        "--out",
+        m,
+        "--quiet",
+    ]);
+    let out = ok(&canopy(&train));
+    assert!(out.contains("2 classes"), "{out}");
+    let meta = std::fs::read_to_string(model.join("model.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["class_names"], serde_json::json!(["1", "2"]), "{meta}");
+
+    let mut eval = vec!["classify", "eval"];
+    eval.extend(data);
+    eval.extend(["--model", m, "--json"]);
+    let out = ok(&canopy(&eval));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["n"], (h - 4) * w, "{out}");
+    assert!(v["accuracy"].as_f64().unwrap() > 0.9, "{out}");
+
+    let csv = dir.path().join("pixels.csv");
+    let mut predict = vec!["classify", "predict"];
+    predict.extend(data);
+    predict.extend(["--model", m, "--out", csv.to_str().unwrap()]);
+    ok(&canopy(&predict));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 1 + h * w);
+}

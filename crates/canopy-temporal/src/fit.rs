@@ -6,6 +6,10 @@
 //! logits and a [`ConfusionMatrix`] as the epoch metric (accuracy, kappa, mIoU, macro F1 in the
 //! logs); with an output directory it writes the trainer's logs, `loss.png` and checkpoints.
 //! [`predict_logits`] and [`evaluate`] run a model in evaluation mode in batches.
+//!
+//! [`fit_tiles`] and [`evaluate_tiles`] do the same for the per-pixel ConvLSTM / ConvGRU
+//! classifier of [`crate::mtlcc`] on image-series tiles, with an optional label that the loss
+//! and the metrics skip (unlabelled or dropped classes that stay in the tiles as context).
 
 use std::path::PathBuf;
 
@@ -21,6 +25,7 @@ use canopy_train::trainer::{FitReport, Goal, Monitor, Phase, StepOutput, Trainer
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use crate::mtlcc::ConvRnnClassifier;
 use crate::{Error, Recipe, Result, SeriesClassifier};
 
 /// Series with their class labels, in memory.
@@ -96,26 +101,29 @@ impl FitOptions {
     }
 }
 
-/// Gathers the series `idx` of `data` into a batch.
-fn gather(data: &LabelledSeries, idx: &[usize]) -> canopy_train::Result<(Tensor, Tensor)> {
+/// Gathers items `idx` (along dimension 0) of `x` and `y` into a batch.
+fn gather(x: &Tensor, y: &Tensor, idx: &[usize]) -> canopy_train::Result<(Tensor, Tensor)> {
     let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-    let ids = Tensor::from_vec(ids, idx.len(), data.x.device())?;
-    let x = data.x.index_select(&ids, 0)?;
-    let y: Vec<u32> = idx.iter().filter_map(|&i| data.y.get(i).copied()).collect();
-    let n = y.len();
-    Ok((x, Tensor::from_vec(y, n, data.x.device())?))
+    let ids = Tensor::from_vec(ids, idx.len(), x.device())?;
+    Ok((x.index_select(&ids, 0)?, y.index_select(&ids, 0)?))
 }
 
+/// Batches of items (as index lists) gathered into `(x, y)` tensors.
+type TensorBatcher = Batcher<Vec<usize>, (Tensor, Tensor)>;
+
+/// Seeded batches of the items of `x` and their labels `y` (same first dimension).
 fn batcher(
-    data: &LabelledSeries,
+    x: &Tensor,
+    y: &Tensor,
     batch_size: usize,
     seed: u64,
     shuffle: bool,
-) -> Result<Batcher<Vec<usize>, (Tensor, Tensor)>> {
-    let shared = data.clone();
+) -> Result<TensorBatcher> {
+    let (x, y) = (x.clone(), y.clone());
+    let n = x.dim(0)?;
     Ok(Batcher::new(
-        (0..data.len()).collect::<Vec<usize>>(),
-        move |idx: Vec<usize>| gather(&shared, &idx),
+        (0..n).collect::<Vec<usize>>(),
+        move |idx: Vec<usize>| gather(&x, &y, &idx),
         BatchConfig {
             batch_size,
             seed,
@@ -123,6 +131,74 @@ fn batcher(
             ..Default::default()
         },
     )?)
+}
+
+/// The labels of `data` as a `(N,)` u32 tensor.
+fn label_tensor(data: &LabelledSeries) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        data.y.clone(),
+        data.len(),
+        data.x.device(),
+    )?)
+}
+
+/// The training loop [`fit`] and [`fit_tiles`] share: Adam with the recipe's settings,
+/// cross-entropy (skipping `ignore`), a confusion matrix as the epoch metric, validation
+/// accuracy monitored when there is validation data. `forward(x, training)` gives the logits.
+fn run_fit(
+    vars: &SeededVarMap,
+    classes: usize,
+    (train_b, val_b): (&TensorBatcher, Option<&TensorBatcher>),
+    opts: &FitOptions,
+    ignore: Option<u32>,
+    mut forward: impl FnMut(&Tensor, bool) -> Result<Tensor>,
+) -> Result<FitReport> {
+    let adam = AdamConfig {
+        weight_decay: opts.recipe.weight_decay,
+        ..AdamConfig::adam(opts.recipe.lr)
+    };
+    let opt = Adam::new(param_groups(vars.named_vars()?, &[])?, adam)?;
+    let mut tcfg = TrainerConfig::new(opts.epochs, opts.out_dir.clone());
+    tcfg.progress = opts.progress;
+    tcfg.meta = opts.meta.clone();
+    tcfg.plot = opts.out_dir.is_some();
+    tcfg.monitor = if val_b.is_some() {
+        Monitor {
+            metric: "val_accuracy".into(),
+            goal: Goal::Max,
+        }
+    } else {
+        Monitor {
+            metric: "train_loss".into(),
+            goal: Goal::Min,
+        }
+    };
+    let mut trainer = Trainer::new(opt, tcfg)?;
+    let mut confusion = ConfusionMatrix::new(classes)?;
+    if let Some(label) = ignore {
+        confusion = confusion.with_ignore_label(label);
+    }
+    let ce = CrossEntropyConfig {
+        ignore_index: ignore,
+        ..Default::default()
+    };
+    let report = trainer.fit(
+        train_b,
+        val_b,
+        &mut confusion,
+        |(x, y), phase: Phase, cm| {
+            let logits = forward(x, phase == Phase::Train).map_err(|e| {
+                canopy_train::Error::InvalidArgument {
+                    op: "fit",
+                    message: e.to_string(),
+                }
+            })?;
+            cm.update_from_logits(&logits, y, None)?;
+            let loss = cross_entropy(&logits, y, &ce)?;
+            Ok(StepOutput::new(loss, y.dims()[0]))
+        },
+    )?;
+    Ok(report)
 }
 
 /// Trains `model` (whose variables live in `vars`) on `train`, validating on `val` after every
@@ -143,53 +219,28 @@ pub fn fit(
             message: "no training series".into(),
         });
     }
-    let k = model.num_classes();
-    let train_b = batcher(train, opts.recipe.batch_size, opts.seed, true)?;
-    let val_b = val
-        .map(|v| batcher(v, opts.recipe.batch_size.max(512), opts.seed, false))
-        .transpose()?;
-    let adam = AdamConfig {
-        weight_decay: opts.recipe.weight_decay,
-        ..AdamConfig::adam(opts.recipe.lr)
-    };
-    let opt = Adam::new(param_groups(vars.named_vars()?, &[])?, adam)?;
-    let mut tcfg = TrainerConfig::new(opts.epochs, opts.out_dir.clone());
-    tcfg.progress = opts.progress;
-    tcfg.meta = opts.meta.clone();
-    tcfg.plot = opts.out_dir.is_some();
-    tcfg.monitor = if val.is_some() {
-        Monitor {
-            metric: "val_accuracy".into(),
-            goal: Goal::Max,
-        }
-    } else {
-        Monitor {
-            metric: "train_loss".into(),
-            goal: Goal::Min,
-        }
-    };
-    let mut trainer = Trainer::new(opt, tcfg)?;
-    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed_d00d);
-    let mut confusion = ConfusionMatrix::new(k)?;
-    let ce = CrossEntropyConfig::default();
-    let report = trainer.fit(
-        &train_b,
-        val_b.as_ref(),
-        &mut confusion,
-        |(x, y), phase: Phase, cm| {
-            let training = phase == Phase::Train;
-            let logits = model.forward_t(x, training, &mut rng).map_err(|e| {
-                canopy_train::Error::InvalidArgument {
-                    op: "fit",
-                    message: e.to_string(),
-                }
-            })?;
-            cm.update_from_logits(&logits, y, None)?;
-            let loss = cross_entropy(&logits, y, &ce)?;
-            Ok(StepOutput::new(loss, y.dims()[0]))
-        },
+    let train_b = batcher(
+        &train.x,
+        &label_tensor(train)?,
+        opts.recipe.batch_size,
+        opts.seed,
+        true,
     )?;
-    Ok(report)
+    let val_b = val
+        .map(|v| -> Result<_> {
+            let b = opts.recipe.batch_size.max(512);
+            batcher(&v.x, &label_tensor(v)?, b, opts.seed, false)
+        })
+        .transpose()?;
+    let mut rng = StdRng::seed_from_u64(opts.seed ^ 0x5eed_d00d);
+    run_fit(
+        vars,
+        model.num_classes(),
+        (&train_b, val_b.as_ref()),
+        opts,
+        None,
+        |x, training| model.forward_t(x, training, &mut rng),
+    )
 }
 
 /// Logits of `x` in evaluation mode, `batch` series at a time.
@@ -233,6 +284,129 @@ pub fn evaluate(model: &dyn SeriesClassifier, data: &LabelledSeries) -> Result<C
     let mut cm = ConfusionMatrix::new(model.num_classes())?;
     let y = Tensor::from_vec(data.y.clone(), data.len(), logits.device())?;
     cm.update_from_logits(&logits, &y, None)?;
+    Ok(cm)
+}
+
+/// Image-series tiles with per-pixel labels, in memory: what [`fit_tiles`] trains on.
+#[derive(Debug, Clone)]
+pub struct LabelledTiles {
+    /// The tiles, `(N, T, C, H, W)` f32 (normalised as the model expects).
+    pub x: Tensor,
+    /// Per-pixel class indices, `(N, H, W)` u32.
+    pub y: Tensor,
+}
+
+impl LabelledTiles {
+    /// Checks that `x` is `(N, T, C, H, W)` f32 and `y` `(N, H, W)` u32.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming both shapes.
+    pub fn new(x: Tensor, y: Tensor) -> Result<Self> {
+        let ok = match (x.dims(), y.dims()) {
+            ([n, _, _, h, w], [m, hy, wy]) => n == m && h == hy && w == wy,
+            _ => false,
+        };
+        if !ok || x.dtype() != DType::F32 || y.dtype() != DType::U32 {
+            return Err(Error::Shape {
+                model: "LabelledTiles",
+                expected: "f32 tiles (N, T, C, H, W) and u32 labels (N, H, W)".into(),
+                actual: format!(
+                    "{:?} {:?} and {:?} {:?}",
+                    x.dtype(),
+                    x.dims(),
+                    y.dtype(),
+                    y.dims()
+                ),
+            });
+        }
+        Ok(LabelledTiles { x, y })
+    }
+
+    /// Number of tiles.
+    pub fn len(&self) -> usize {
+        self.y.dims()[0]
+    }
+
+    /// Whether there are no tiles.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Trains the per-pixel classifier `model` (variables in `vars`) on `train` tiles, validating
+/// on `val` after every epoch, as [`fit`] does for series: pixels labelled `ignore` count in
+/// neither the loss nor the metrics. Batches hold `opts.recipe.batch_size` tiles.
+///
+/// # Errors
+/// Empty data, labels outside `0..K` (other than `ignore`), a diverging loss, failing writes
+/// into `out_dir`.
+pub fn fit_tiles(
+    model: &ConvRnnClassifier,
+    vars: &SeededVarMap,
+    train: &LabelledTiles,
+    val: Option<&LabelledTiles>,
+    opts: &FitOptions,
+    ignore: Option<u32>,
+) -> Result<FitReport> {
+    if train.is_empty() {
+        return Err(Error::Config {
+            model: "fit_tiles",
+            message: "no training tiles".into(),
+        });
+    }
+    let size = opts.recipe.batch_size;
+    let train_b = batcher(&train.x, &train.y, size, opts.seed, true)?;
+    let val_b = val
+        .map(|v| batcher(&v.x, &v.y, size, opts.seed, false))
+        .transpose()?;
+    run_fit(
+        vars,
+        model.config().num_classes,
+        (&train_b, val_b.as_ref()),
+        opts,
+        ignore,
+        |x, _training| model.forward(x, None),
+    )
+}
+
+/// Per-pixel logits `(N, K, H, W)` of `x` `(N, T, C, H, W)`, `batch` tiles at a time.
+///
+/// # Errors
+/// As the model's forward pass.
+pub fn predict_tiles(model: &ConvRnnClassifier, x: &Tensor, batch: usize) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = batch.max(1).min(n - start);
+        parts.push(model.forward(&x.narrow(0, start, len)?, None)?.detach());
+        start += len;
+    }
+    if parts.is_empty() {
+        return Err(Error::Config {
+            model: "predict_tiles",
+            message: "no tiles".into(),
+        });
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The confusion matrix of `model` on every pixel of `data` except those labelled `ignore`.
+///
+/// # Errors
+/// As [`predict_tiles`]; labels outside `0..K`.
+pub fn evaluate_tiles(
+    model: &ConvRnnClassifier,
+    data: &LabelledTiles,
+    ignore: Option<u32>,
+    batch: usize,
+) -> Result<ConfusionMatrix> {
+    let logits = predict_tiles(model, &data.x, batch)?;
+    let mut cm = ConfusionMatrix::new(model.config().num_classes)?;
+    if let Some(label) = ignore {
+        cm = cm.with_ignore_label(label);
+    }
+    cm.update_from_logits(&logits, &data.y, None)?;
     Ok(cm)
 }
 
@@ -322,6 +496,71 @@ mod tests {
             .and_then(|e| e.metrics.get("val_accuracy"));
         assert_eq!(last.copied(), Some(cm.accuracy()));
         assert_eq!(predict_logits(&model, &val.x, 7)?.dims(), &[90, 3]);
+        Ok(())
+    }
+
+    /// Tiles whose pixels are class 1 where band 0 is high over time, class 0 where it is
+    /// low; every pixel of the last column is labelled `IGNORED` (outside `0..K`).
+    fn toy_tiles(n: usize, seed: u64) -> anyhow::Result<LabelledTiles> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (t, c, side) = (4, 1, 5);
+        let mut labels = Vec::with_capacity(n * side * side);
+        for _ in 0..n * side * side {
+            labels.push(rng.random_range(0..2u32));
+        }
+        let mut x = vec![0f32; n * t * c * side * side];
+        for i in 0..n {
+            for step in 0..t {
+                for p in 0..side * side {
+                    let k = labels[i * side * side + p] as f32;
+                    x[((i * t + step) * side * side) + p] =
+                        2.0 * k - 1.0 + rng.random_range(-0.5..0.5);
+                }
+            }
+            for r in 0..side {
+                labels[i * side * side + r * side + side - 1] = IGNORED;
+            }
+        }
+        Ok(LabelledTiles::new(
+            Tensor::from_vec(x, (n, t, c, side, side), &Device::Cpu)?,
+            Tensor::from_vec(labels, (n, side, side), &Device::Cpu)?,
+        )?)
+    }
+
+    const IGNORED: u32 = 255;
+
+    #[test]
+    fn fit_tiles_learns_pixels_and_skips_the_ignored_label() -> anyhow::Result<()> {
+        let vars = SeededVarMap::new(5);
+        let cfg = crate::mtlcc::ConvRnnConfig {
+            hidden: 6,
+            ..crate::mtlcc::ConvRnnConfig::mtlcc(1, 2)
+        };
+        let model = ConvRnnClassifier::new(&cfg, vars.var_builder(DType::F32, &Device::Cpu))?;
+        let (train, val) = (toy_tiles(12, 1)?, toy_tiles(4, 2)?);
+        let recipe = Recipe {
+            lr: 0.02,
+            weight_decay: 0.0,
+            batch_size: 4,
+            epochs: 12,
+            tuned: false,
+        };
+        let opts = FitOptions::new(recipe, 12, 0);
+        let report = fit_tiles(&model, &vars, &train, Some(&val), &opts, Some(IGNORED))?;
+        assert_eq!(report.steps, 12 * 3);
+        let cm = evaluate_tiles(&model, &val, Some(IGNORED), 3)?;
+        assert_eq!(cm.total(), 4 * 5 * 4, "the ignored column is not counted");
+        assert!(cm.accuracy() > 0.9, "accuracy {}", cm.accuracy());
+        let last = report
+            .history
+            .epochs
+            .last()
+            .and_then(|e| e.metrics.get("val_accuracy"));
+        assert_eq!(last.copied(), Some(cm.accuracy()));
+        assert_eq!(predict_tiles(&model, &val.x, 3)?.dims(), &[4, 2, 5, 5]);
+        // without the ignore label the out-of-range labels are an error, not garbage
+        assert!(evaluate_tiles(&model, &val, None, 3).is_err());
+        assert!(LabelledTiles::new(val.x.clone(), val.y.narrow(1, 0, 4)?).is_err());
         Ok(())
     }
 
