@@ -366,10 +366,9 @@ impl TransformerEncoderLayer {
         train: bool,
         rng: &mut R,
     ) -> Result<Tensor> {
-        let h = self.linear1.forward(x)?;
         let h = match self.cfg.activation {
-            Activation::Relu => crate::ops::relu(&h)?,
-            Activation::Gelu => crate::ops::gelu(&h)?,
+            Activation::Relu => self.linear1.forward_relu(x)?,
+            Activation::Gelu => crate::ops::gelu(&self.linear1.forward(x)?)?,
         };
         let h = self.dropout.forward_t(&h, train, rng)?;
         Ok(self.linear2.forward(&h)?)

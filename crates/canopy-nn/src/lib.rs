@@ -20,4 +20,4 @@ pub use dropout::Dropout;
 pub use error::{Error, Result};
 pub use gradcheck::{check_all_parameters_have_gradients, check_gradients, GradCheckConfig};
 pub use init::{pytorch_uniform, SeededVarMap};
-pub use linear::{linear, Linear};
+pub use linear::{linear, linear_relu_forward, Linear};

@@ -23,7 +23,21 @@ use crate::Result;
 /// # Errors
 /// When the last dimension of `x` is not `in`, or the bias is not `(out,)`.
 pub fn linear_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    linear_impl(x, weight, bias, true)
+    linear_impl(x, weight, bias, true, false)
+}
+
+/// `relu(x Wᵀ + b)`: [`linear_forward`] followed by a ReLU. On the CPU in f32/f64 the ReLU is
+/// applied to each block of rows right after its product, while it is in cache, and the
+/// backward pass masks the output gradient inside the linear op (no separate activation pass,
+/// no extra tensor); elsewhere it is the two ops.
+///
+/// # Shapes
+/// As [`linear_forward`].
+///
+/// # Errors
+/// As [`linear_forward`].
+pub fn linear_relu_forward(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    linear_impl(x, weight, bias, true, true)
 }
 
 /// [`linear_forward`] composed from candle ops only (a matmul with the transposed weight and a
@@ -41,10 +55,16 @@ pub fn linear_forward_composed(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    linear_impl(x, weight, bias, false)
+    linear_impl(x, weight, bias, false, false)
 }
 
-fn linear_impl(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, fused: bool) -> Result<Tensor> {
+fn linear_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    fused: bool,
+    relu: bool,
+) -> Result<Tensor> {
     let (out_dim, in_dim) = weight
         .dims2()
         .map_err(|_| shape("linear", "weight (out, in)", weight.dims()))?;
@@ -65,15 +85,21 @@ fn linear_impl(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, fused: bool) 
         && matches!(x.dtype(), DType::F32 | DType::F64)
     {
         let (x2, w) = (x2.contiguous()?, weight.contiguous()?);
+        let op = LinearOp { relu };
         match bias {
-            Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
-            None => x2.apply_op2(&w, LinearOp)?,
+            Some(b) => x2.apply_op3(&w, &b.contiguous()?, op)?,
+            None => x2.apply_op2(&w, op)?,
         }
     } else {
         let y = x2.matmul(&weight.t()?)?; // (.., in) -> (rows, out)
-        match bias {
+        let y = match bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
+        };
+        if relu {
+            crate::ops::relu(&y)?
+        } else {
+            y
         }
     };
     let mut out_dims = dims.to_vec();
@@ -104,6 +130,19 @@ impl Linear {
     /// The `(out,)` bias, if any.
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
+    }
+}
+
+impl Linear {
+    /// `relu(self(x))` with the ReLU fused into the product (see [`linear_relu_forward`]).
+    ///
+    /// # Shapes
+    /// `(.., in)` -> `(.., out)`.
+    ///
+    /// # Errors
+    /// As [`linear_forward`].
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        linear_relu_forward(x, &self.weight, self.bias.as_ref())
     }
 }
 
@@ -209,14 +248,36 @@ mod tests {
                     Var::from_tensor(&random_f64(&[o], 3, &dev).unwrap().to_dtype(dtype).unwrap())
                         .unwrap();
                 let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
-                for with_bias in [true, false] {
+                for (with_bias, relu) in
+                    [(true, false), (false, false), (true, true), (false, true)]
+                {
                     let bias = with_bias.then(|| b.as_tensor());
-                    let y1 = linear_forward(x.as_tensor(), w.as_tensor(), bias).unwrap();
-                    let y2 = linear_forward_composed(x.as_tensor(), w.as_tensor(), bias).unwrap();
+                    let (y1, y2) = if relu {
+                        let y2 = linear_forward_composed(x.as_tensor(), w.as_tensor(), bias)
+                            .and_then(|y| crate::ops::relu(&y))
+                            .unwrap();
+                        (
+                            linear_relu_forward(x.as_tensor(), w.as_tensor(), bias).unwrap(),
+                            y2,
+                        )
+                    } else {
+                        (
+                            linear_forward(x.as_tensor(), w.as_tensor(), bias).unwrap(),
+                            linear_forward_composed(x.as_tensor(), w.as_tensor(), bias).unwrap(),
+                        )
+                    };
+                    if relu && !lead.contains(&0) {
+                        let zeros = y1.eq(0.0).unwrap().to_dtype(DType::F64).unwrap();
+                        let share = zeros.mean_all().unwrap().to_scalar::<f64>().unwrap();
+                        assert!(
+                            share > 0.1 && share < 0.9,
+                            "ReLU cut {share} of the outputs"
+                        );
+                    }
                     let mut yd = lead.clone();
                     yd.push(o);
                     assert_eq!(y1.dims(), yd.as_slice());
-                    assert!(diff(&y1, &y2) < tol, "{xd:?} bias {with_bias}");
+                    assert!(diff(&y1, &y2) < tol, "{xd:?} bias {with_bias} relu {relu}");
                     let r = random_f64(y1.dims(), 4, &dev)
                         .unwrap()
                         .to_dtype(dtype)
@@ -232,7 +293,7 @@ mod tests {
                         let (a, c) = (g1.get(v.as_tensor()), g2.get(v.as_tensor()));
                         match (a, c) {
                             (Some(a), Some(c)) => {
-                                assert!(diff(a, c) < tol * 10.0, "{xd:?} grad {k}")
+                                assert!(diff(a, c) < tol * 10.0, "{xd:?} relu {relu} grad {k}")
                             }
                             // an empty input has empty gradients
                             _ => assert!(lead.contains(&0), "{xd:?} grad {k} missing"),
@@ -247,6 +308,16 @@ mod tests {
                 random_f64(&[2, 3, 4], 5, &dev).unwrap(),
                 random_f64(&[5, 4], 6, &dev).unwrap(),
                 random_f64(&[5], 7, &dev).unwrap(),
+            ],
+            GradCheckConfig::default(),
+        )
+        .unwrap();
+        check_gradients(
+            |t| linear_relu_forward(&t[0], &t[1], Some(&t[2])),
+            &[
+                random_f64(&[2, 3, 4], 15, &dev).unwrap(),
+                random_f64(&[5, 4], 16, &dev).unwrap(),
+                random_f64(&[5], 17, &dev).unwrap(),
             ],
             GradCheckConfig::default(),
         )

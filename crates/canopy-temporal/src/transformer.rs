@@ -338,10 +338,12 @@ impl TransformerClassifier {
         rng: &mut dyn RngCore,
     ) -> Result<TransformerAttention> {
         let (b, t) = self.check_input(x)?;
-        let mut h = candle_core::Module::forward(&self.inlinear, x)?; // (B, T, C) -> (B, T, D)
-        if self.cfg.input_relu {
-            h = canopy_nn::ops::relu(&h)?;
-        }
+        // (B, T, C) -> (B, T, D)
+        let mut h = if self.cfg.input_relu {
+            self.inlinear.forward_relu(x)?
+        } else {
+            candle_core::Module::forward(&self.inlinear, x)?
+        };
         if let Some(pe) = self.encoding(positions, b, t, x)? {
             h = h.broadcast_add(&pe)?;
             if let Some(drop) = &self.pe_dropout {

@@ -82,7 +82,7 @@ impl CustomOp1 for ReluOp {
 }
 
 /// The gradient of a ReLU (or of [`add_relu`]) from its output `res`: `grad` where `res > 0`.
-fn relu_grad(res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn relu_grad(res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
     let grad = grad.contiguous()?;
     let (sg, lg) = grad.storage_and_layout();
     let (sy, ly) = res.storage_and_layout();

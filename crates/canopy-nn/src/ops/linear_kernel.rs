@@ -28,8 +28,12 @@ const MAX_PARTIALS: usize = 16;
 const MIN_PARTIAL_ROWS: usize = 512;
 
 /// `(x (N, in), w (out, in)[, b (out,)]) -> (N, out)`; with `bias` the op takes three operands.
+/// With `relu` the output is `relu(x Wᵀ + b)` and the backward pass masks the gradient with the
+/// output.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LinearOp;
+pub(crate) struct LinearOp {
+    pub relu: bool,
+}
 
 /// Sizes `(N, in, out)`, checked.
 fn sizes(
@@ -55,6 +59,7 @@ fn forward<T: Float>(
     w: &[T],
     b: Option<&[T]>,
     (n, i, o): (usize, usize, usize),
+    relu: bool,
 ) -> Result<Vec<T>, String> {
     let mut y = vec![T::ZERO; n * o];
     if o == 0 || i == 0 {
@@ -87,7 +92,13 @@ fn forward<T: Float>(
                 wt,
                 b.is_some(),
                 threads,
-            )
+            )?;
+            if relu {
+                for v in yb.iter_mut() {
+                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                }
+            }
+            Ok::<(), String>(())
         })?;
     Ok(y)
 }
@@ -165,6 +176,7 @@ fn cpu_forward(
     (sx, lx): (&CpuStorage, &Layout),
     (sw, lw): (&CpuStorage, &Layout),
     bias: Option<(&CpuStorage, &Layout)>,
+    relu: bool,
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     let dims = sizes(lx, lw, bias.map(|(_, l)| l))?;
     let err = |m: String| candle_core::Error::Msg(format!("linear: {m}"));
@@ -173,13 +185,13 @@ fn cpu_forward(
         CpuStorage::F32(_) => {
             let b = bias.map(|(s, l)| slice::<f32>(s, l, name)).transpose()?;
             CpuStorage::F32(
-                forward(slice(sx, lx, name)?, slice(sw, lw, name)?, b, dims).map_err(err)?,
+                forward(slice(sx, lx, name)?, slice(sw, lw, name)?, b, dims, relu).map_err(err)?,
             )
         }
         CpuStorage::F64(_) => {
             let b = bias.map(|(s, l)| slice::<f64>(s, l, name)).transpose()?;
             CpuStorage::F64(
-                forward(slice(sx, lx, name)?, slice(sw, lw, name)?, b, dims).map_err(err)?,
+                forward(slice(sx, lx, name)?, slice(sw, lw, name)?, b, dims, relu).map_err(err)?,
             )
         }
         _ => return Err(err("f32 or f64 operands only".into())),
@@ -229,6 +241,18 @@ fn cpu_backward(
     })
 }
 
+impl LinearOp {
+    /// The output gradient passed back through the ReLU (the gradient where the output is
+    /// positive), or unchanged without one.
+    fn mask(&self, res: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        if self.relu {
+            crate::ops::activation::relu_grad(res, grad)
+        } else {
+            Ok(grad.clone())
+        }
+    }
+}
+
 impl CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
         "canopy-linear"
@@ -241,17 +265,18 @@ impl CustomOp2 for LinearOp {
         sw: &CpuStorage,
         lw: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cpu_forward((sx, lx), (sw, lw), None)
+        cpu_forward((sx, lx), (sw, lw), None, self.relu)
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = cpu_backward(x, w, grad, false)?;
+        let grad = self.mask(res, grad)?;
+        let (dx, dw, _) = cpu_backward(x, w, &grad, false)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -270,7 +295,7 @@ impl CustomOp3 for LinearOp {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        cpu_forward((sx, lx), (sw, lw), Some((sb, lb)))
+        cpu_forward((sx, lx), (sw, lw), Some((sb, lb)), self.relu)
     }
 
     fn bwd(
@@ -278,10 +303,11 @@ impl CustomOp3 for LinearOp {
         x: &Tensor,
         w: &Tensor,
         _b: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = cpu_backward(x, w, grad, true)?;
+        let grad = self.mask(res, grad)?;
+        let (dx, dw, db) = cpu_backward(x, w, &grad, true)?;
         Ok((Some(dx), Some(dw), db))
     }
 }
