@@ -476,3 +476,64 @@ fn conformance_off_nadir_sample() {
         assert_row(bin, *counts, row);
     }
 }
+
+// ------------------------------------------------- pixel polygons against pixel counting
+
+/// The pixels (row, col) whose centres lie inside `p`.
+fn pixels_inside(p: &Polygon<f64>, side: usize) -> std::collections::BTreeSet<(usize, usize)> {
+    use geo::Contains;
+    let mut set = std::collections::BTreeSet::new();
+    for r in 0..side {
+        for c in 0..side {
+            if p.contains(&geo::Point::new(c as f64 + 0.5, r as f64 + 0.5)) {
+                set.insert((r, c));
+            }
+        }
+    }
+    set
+}
+
+/// The single-polygon regions of a random binary mask (4-connected, so holes often touch
+/// their shell or each other at pixel corners: the configurations integer-grid boolean
+/// operations get wrong most easily).
+fn mask_polygons(bits: &[bool], side: usize) -> Vec<Polygon<f64>> {
+    use canopy_vector::polygonize::{polygonize, Connectivity, PolygonizeOptions};
+    let labels = ndarray::Array2::from_shape_vec((side, side), bits.to_vec()).unwrap();
+    let opts = PolygonizeOptions {
+        connectivity: Connectivity::Four,
+        min_pixels: 0,
+    };
+    polygonize(labels.view(), Some(labels.view()), &opts)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.geometry.0.len() == 1)
+        .map(|r| r.geometry.0[0].clone())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// IoU of two pixel-outline polygons (holes, corner contacts) equals the IoU of their pixel
+    /// sets: geo's boolean intersection must neither merge nor drop pixels.
+    #[test]
+    fn iou_of_pixel_polygons_equals_pixel_counting(
+        a in prop::collection::vec(prop::bool::weighted(0.6), 49),
+        b in prop::collection::vec(prop::bool::weighted(0.6), 49),
+    ) {
+        let side = 7;
+        for pa in mask_polygons(&a, side) {
+            let sa = pixels_inside(&pa, side);
+            for pb in mask_polygons(&b, side) {
+                let sb = pixels_inside(&pb, side);
+                let inter = sa.intersection(&sb).count() as f64;
+                let union = sa.union(&sb).count() as f64;
+                let got = iou(&pa, &pb).unwrap();
+                prop_assert!(
+                    (got - inter / union).abs() < 1e-9,
+                    "iou {got} vs pixel count {inter}/{union} for {pa:?} and {pb:?}"
+                );
+            }
+        }
+    }
+}
