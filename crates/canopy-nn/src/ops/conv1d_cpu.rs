@@ -27,8 +27,7 @@
 //! order, so it does not depend on the number of threads.
 //!
 //! Kernels of 3, 5 or 7 taps with stride 1 and at least 16 channels in and out take the
-//! Winograd kernels of [`super::winograd1d`] for the forward pass and the input gradient; the
-//! weight gradient always comes from the loop here.
+//! Winograd kernels of [`super::winograd1d`] for the forward pass and both gradients.
 //!
 //! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every
 //! configuration before), this saves the gather of `K` copies of the input and runs products as
@@ -214,14 +213,14 @@ impl XwKernel for Conv1dOp {
         d: Dims,
     ) -> Result<(Vec<T>, Vec<T>), String> {
         let kc = d.k * d.ci;
-        let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
         if d.b == 0 || d.co == 0 || d.ci == 0 {
-            return Ok((dx, vec![T::ZERO; d.co * kc]));
+            return Ok((vec![T::ZERO; d.b * d.ci * d.l], vec![T::ZERO; d.co * kc]));
         }
         let (s, dil) = (self.stride, self.dilation);
-        // the input gradient of a stride-1 convolution is a convolution of dY with the flipped
-        // kernel: Winograd products when they apply (then the loop below computes dW only)
-        let wino_dx = self.padding < d.k && winograd1d::applies(d.k, s, dil, d.co, d.ci);
+        if self.padding < d.k && winograd1d::applies(d.k, s, dil, d.ci, d.co) {
+            return self.winograd_backward(x, w, dy, d);
+        }
+        let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
@@ -255,14 +254,12 @@ impl XwKernel for Conv1dOp {
                         gather_windows(&xr, d, s, nbl, &mut cols);
                         let windows = Mat::row_major(&cols[..n * kc], n, kc);
                         matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
-                        if !wino_dx {
-                            dcols.resize(n * kc, T::ZERO);
-                            let wm = Mat::row_major(&wt, d.co, kc);
-                            matmul(&mut dcols, kc, dym, wm, false, 1)?;
-                            scatter_windows(&dcols[..n * kc], d, s, nbl, &mut dxr);
-                        }
+                        dcols.resize(n * kc, T::ZERO);
+                        let wm = Mat::row_major(&wt, d.co, kc);
+                        matmul(&mut dcols, kc, dym, wm, false, 1)?;
+                        scatter_windows(&dcols[..n * kc], d, s, nbl, &mut dxr);
                     } else {
-                        for k in (0..d.k).filter(|_| !wino_dx || dil > 1) {
+                        for k in 0..d.k {
                             let off = k * dil * d.ci;
                             let wk = Mat {
                                 data: &wt[k * d.ci..],
@@ -272,9 +269,7 @@ impl XwKernel for Conv1dOp {
                                 cs: 1,
                             };
                             // rows j·s + k·d of dX
-                            if !wino_dx {
-                                matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
-                            }
+                            matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
                             if dil > 1 {
                                 let xk = Mat {
                                     data: &xr[off..],
@@ -299,7 +294,7 @@ impl XwKernel for Conv1dOp {
                         }
                     }
                     let base = (blk - part * per) * d.nb;
-                    for bl in (0..nbl).filter(|_| !wino_dx) {
+                    for bl in 0..nbl {
                         for c in 0..d.ci {
                             let dst = &mut dxp[((base + bl) * d.ci + c) * d.l..][..d.l];
                             for (t, v) in dst.iter_mut().enumerate() {
@@ -311,27 +306,6 @@ impl XwKernel for Conv1dOp {
                 Ok(dwt)
             })
             .collect::<Result<_, String>>()?;
-        if wino_dx {
-            // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
-            let mut flipped = vec![T::ZERO; w.len()];
-            for (oc, taps) in w.chunks(d.k).enumerate() {
-                let (o, c) = (oc / d.ci, oc % d.ci);
-                let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
-                for (f, &v) in dst.iter_mut().rev().zip(taps) {
-                    *f = v;
-                }
-            }
-            let dims = Dims1 {
-                b: d.b,
-                c_in: d.co,
-                l: d.lout,
-                c_out: d.ci,
-                k: d.k,
-                pad: d.k - 1 - self.padding,
-                lout: d.l,
-            };
-            dx = winograd1d::forward(dy, &flipped, dims)?;
-        }
         let dwt = sum_in_order(partials, d.co * kc);
         let mut dw = vec![T::ZERO; d.co * kc];
         for o in 0..d.co {
@@ -342,6 +316,51 @@ impl XwKernel for Conv1dOp {
             }
         }
         Ok((dx, dw))
+    }
+}
+
+impl Conv1dOp {
+    /// `(dx, dw)` of a convolution whose forward pass ran as Winograd products: the input
+    /// gradient is the convolution of dY with the flipped kernel (padding `K - 1 - p`), the
+    /// weight gradient comes from the transform domain ([`winograd1d::weight_grad`]).
+    fn winograd_backward<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        d: Dims,
+    ) -> Result<(Vec<T>, Vec<T>), String> {
+        // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
+        let mut flipped = vec![T::ZERO; w.len()];
+        for (oc, taps) in w.chunks(d.k).enumerate() {
+            let (o, c) = (oc / d.ci, oc % d.ci);
+            let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
+            for (f, &v) in dst.iter_mut().rev().zip(taps) {
+                *f = v;
+            }
+        }
+        let back = Dims1 {
+            b: d.b,
+            c_in: d.co,
+            l: d.lout,
+            c_out: d.ci,
+            k: d.k,
+            pad: d.k - 1 - self.padding,
+            lout: d.l,
+        };
+        let fwd = Dims1 {
+            b: d.b,
+            c_in: d.ci,
+            l: d.l,
+            c_out: d.co,
+            k: d.k,
+            pad: self.padding,
+            lout: d.lout,
+        };
+        Ok((
+            winograd1d::forward(dy, &flipped, back)?,
+            winograd1d::weight_grad(x, dy, fwd)?,
+        ))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Winograd (Toom-Cook) `F(2, r)` forward pass of 1-D convolutions with odd kernels of 3, 5 or
+//! Winograd (Toom-Cook) `F(2, r)` 1-D convolutions with odd kernels of 3, 5 or
 //! 7 taps, unit stride and dilation, one group: the convolutions of TempCNN (k7, k5) and of
 //! MS-ResNet's stride-1 layers (k3, k5, k7).
 //!
@@ -16,14 +16,16 @@
 //! normal data: `6e-7` against `2.5e-7`), measured when the point set was chosen: `3/2` beat
 //! `2` and `3/4` beat neither. The tests bound the difference to the direct convolution.
 //!
-//! Only the forward pass runs here; the backward pass of [`super::conv1d_cpu`] is the direct
-//! one (the gradient of the same function; the values differ only by rounding).
+//! The backward pass of a convolution that ran here runs here too: the input gradient is the
+//! forward transform applied to `dY` with the flipped kernel, the weight gradient is computed in
+//! the transform domain ([`weight_grad`]: `n` products `C_in x tiles · tiles x C_out`, then
+//! `Gᵀ`), summed over fixed groups of blocks so that it does not depend on the thread count.
 //! [`super::set_winograd_enabled`] turns this path off together with the 2-D one.
 
 use rayon::prelude::*;
 
 use crate::ops::conv1d_cpu::to_rows;
-use crate::ops::cpu::{with_scratch, Float};
+use crate::ops::cpu::{sum_in_order, with_scratch, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// The finite interpolation points, taken in this order: `F(2, r)` uses the first `r`.
@@ -31,6 +33,8 @@ const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 0.5, -0.5, 1.5, -1.5];
 
 /// Tile columns (pairs of outputs) a task's products cover at least.
 const TASK_TILES: usize = 192;
+/// Partial weight gradients at most (fixed groups of blocks, summed in order).
+const MAX_PARTIALS: usize = 16;
 
 /// Whether the Winograd forward pass applies to a 1-D convolution with these sizes.
 pub(crate) fn applies(k: usize, stride: usize, dilation: usize, c_in: usize, c_out: usize) -> bool {
@@ -168,18 +172,7 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], d: Dims1) -> Result<Vec<T>, St
                 let (rows, v) = a.split_at_mut(total * ci);
                 let (m, ybuf) = b.split_at_mut(n * cols * co);
                 to_rows(x, (ci, d.l), (blk * nb, nbl), (d.pad, lpw, total), rows);
-                for s in 0..nbl {
-                    for j in 0..t {
-                        let base = s * lpw + 2 * j;
-                        let tile = s * t + j;
-                        for xi in 0..n {
-                            let dst = &mut v[(xi * cols + tile) * ci..][..ci];
-                            combine(&bt[xi * n..(xi + 1) * n], dst, |r| {
-                                &rows[(base + r) * ci..(base + r + 1) * ci]
-                            });
-                        }
-                    }
-                }
+                input_transform(rows, (&bt, n), (nbl, t, lpw, ci), v);
                 for xi in 0..n {
                     matmul(
                         &mut m[xi * cols * co..(xi + 1) * cols * co],
@@ -204,6 +197,110 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], d: Dims1) -> Result<Vec<T>, St
             })
         })?;
     Ok(y)
+}
+
+/// `V[ξ][tile] = Σ_r Bᵀ[ξ][r] · rows[tile start + r]` for the `nbl · t` tiles of a block whose
+/// sequences start `lpw` rows apart; `V` is `n` matrices `tiles x c`.
+fn input_transform<T: Float>(
+    rows: &[T],
+    (bt, n): (&[T], usize),
+    (nbl, t, lpw, c): (usize, usize, usize, usize),
+    v: &mut [T],
+) {
+    let cols = nbl * t;
+    for s in 0..nbl {
+        for j in 0..t {
+            let base = s * lpw + 2 * j;
+            let tile = s * t + j;
+            for xi in 0..n {
+                let dst = &mut v[(xi * cols + tile) * c..][..c];
+                combine(&bt[xi * n..(xi + 1) * n], dst, |r| {
+                    &rows[(base + r) * c..(base + r + 1) * c]
+                });
+            }
+        }
+    }
+}
+
+/// The weight gradient of [`forward`]: `dW[o, c, k] = Σ_b Σ_j dY[b, o, j] · x_pad[b, c, j + k]`
+/// (`dy` contiguous `(B, C_out, L_out)`), returned as `(C_out, C_in, K)`.
+///
+/// In the transform domain `dU[ξ] = Σ_tiles V[ξ] ⊗ dM[ξ]` with `dM[ξ] = Σ_i Aᵀ[i][ξ] dY_i` (the
+/// output transform run backwards over the tile's two output gradients), `n` products
+/// `C_in x tiles · tiles x C_out`; then `dW = Gᵀ dU` per kernel. The products of fixed groups of
+/// blocks are summed in group order, so the result does not depend on the thread count.
+pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], d: Dims1) -> Result<Vec<T>, String> {
+    let (ci, co, k) = (d.c_in, d.c_out, d.k);
+    if x.len() != d.b * ci * d.l
+        || dy.len() != d.b * co * d.lout
+        || k == 0
+        || d.lout + k != d.l + 2 * d.pad + 1
+    {
+        return Err(format!(
+            "winograd conv1d weight gradient: inconsistent sizes {d:?}"
+        ));
+    }
+    let tf = transform(k);
+    let n = tf.n;
+    let bt: Vec<T> = tf.bt.iter().map(|&v| T::from_f64(v)).collect();
+    let at: Vec<T> = tf.at.iter().map(|&v| T::from_f64(v)).collect();
+    let t = d.lout.div_ceil(2);
+    let lpw = 2 * t + n - 2 - d.pad;
+    let nb = TASK_TILES.div_ceil(t).clamp(1, d.b.max(1));
+    let blocks = d.b.div_ceil(nb);
+    let per = blocks.div_ceil(MAX_PARTIALS).max(1);
+    let partials: Vec<Vec<T>> = (0..blocks.div_ceil(per))
+        .into_par_iter()
+        .map(|part| -> Result<Vec<T>, String> {
+            let mut du = vec![T::ZERO; n * ci * co];
+            for blk in part * per..((part + 1) * per).min(blocks) {
+                let (b0, nbl) = (blk * nb, nb.min(d.b - blk * nb));
+                let cols = nbl * t;
+                let total = nbl * lpw + d.pad;
+                let (n1, n2) = (total * ci + n * cols * ci, 2 * cols * co + n * cols * co);
+                with_scratch(n1, n2, |a: &mut [T], b: &mut [T]| -> Result<(), String> {
+                    let (rows, v) = a.split_at_mut(total * ci);
+                    let (dyr, dm) = b.split_at_mut(2 * cols * co);
+                    to_rows(x, (ci, d.l), (b0, nbl), (d.pad, lpw, total), rows);
+                    input_transform(rows, (&bt, n), (nbl, t, lpw, ci), v);
+                    // dY as rows: sequence s at rows 2t·s .., a zero row after an odd length
+                    to_rows(dy, (co, d.lout), (b0, nbl), (0, 2 * t, 2 * cols), dyr);
+                    for tile in 0..cols {
+                        for xi in 0..n {
+                            let dst = &mut dm[(xi * cols + tile) * co..][..co];
+                            combine(&[at[xi], at[n + xi]], dst, |i| {
+                                &dyr[(2 * tile + i) * co..(2 * tile + i + 1) * co]
+                            });
+                        }
+                    }
+                    for xi in 0..n {
+                        matmul(
+                            &mut du[xi * ci * co..(xi + 1) * ci * co],
+                            co,
+                            Mat::row_major(&v[xi * cols * ci..(xi + 1) * cols * ci], cols, ci).t(),
+                            Mat::row_major(&dm[xi * cols * co..(xi + 1) * cols * co], cols, co),
+                            true,
+                            1,
+                        )?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(du)
+        })
+        .collect::<Result<_, String>>()?;
+    let du = sum_in_order(partials, n * ci * co);
+    let mut dw = vec![T::ZERO; co * ci * k];
+    for (oc, dst) in dw.chunks_mut(k).enumerate() {
+        let (o, c) = (oc / ci, oc % ci);
+        for (j, out) in dst.iter_mut().enumerate() {
+            let v: f64 = (0..n)
+                .map(|xi| tf.g[xi * k + j] * du[(xi * ci + c) * co + o].to_f64())
+                .sum();
+            *out = T::from_f64(v);
+        }
+    }
+    Ok(dw)
 }
 
 /// `dst = Σ_i coefs[i] · row(i)` over the rows with a non-zero coefficient (vector operations
@@ -345,6 +442,77 @@ mod tests {
                 w.iter().map(|&v| v as f32).collect(),
             );
             let got32 = forward(&x32, &w32, d).unwrap();
+            let err32 = got32
+                .iter()
+                .zip(&want)
+                .fold(0.0f64, |a, (&p, q)| a.max((f64::from(p) - q).abs()));
+            assert!(
+                err32 < 2e-5 * scale,
+                "{d:?}: f32 error {err32} (scale {scale})"
+            );
+        }
+    }
+
+    fn direct_weight_grad(x: &[f64], dy: &[f64], d: Dims1) -> Vec<f64> {
+        let mut dw = vec![0.0; d.c_out * d.c_in * d.k];
+        for b in 0..d.b {
+            for o in 0..d.c_out {
+                for c in 0..d.c_in {
+                    for k in 0..d.k {
+                        let mut acc = 0.0;
+                        for j in 0..d.lout {
+                            let i = (j + k) as isize - d.pad as isize;
+                            if i >= 0 && (i as usize) < d.l {
+                                acc += dy[(b * d.c_out + o) * d.lout + j]
+                                    * x[(b * d.c_in + c) * d.l + i as usize];
+                            }
+                        }
+                        dw[(o * d.c_in + c) * d.k + k] += acc;
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    /// The transform-domain weight gradient equals the direct sum (f64 to rounding, f32 to a
+    /// few ulps of the sums), across blocks and partial sums.
+    #[test]
+    fn weight_gradient_equals_the_direct_sum() {
+        for (b, ci, co, l, k, pad) in [
+            (3, 16, 17, 9, 3, 1),
+            (2, 18, 16, 10, 5, 2),
+            (70, 16, 16, 13, 7, 3),
+            (5, 17, 19, 8, 7, 0),
+            (1, 16, 20, 2, 3, 2),
+        ] {
+            let lout = l + 2 * pad + 1 - k;
+            let d = Dims1 {
+                b,
+                c_in: ci,
+                l,
+                c_out: co,
+                k,
+                pad,
+                lout,
+            };
+            let x: Vec<f64> = (0..b * ci * l)
+                .map(|i| ((i * 13 + 5) as f64 * 0.173).sin())
+                .collect();
+            let dy: Vec<f64> = (0..b * co * lout)
+                .map(|i| ((i * 7 + 3) as f64 * 0.411).cos())
+                .collect();
+            let want = direct_weight_grad(&x, &dy, d);
+            let got = weight_grad(&x, &dy, d).unwrap();
+            let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
+            assert!(err < 1e-11 * scale, "{d:?}: f64 error {err}");
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let dy32: Vec<f32> = dy.iter().map(|&v| v as f32).collect();
+            let got32 = weight_grad(&x32, &dy32, d).unwrap();
             let err32 = got32
                 .iter()
                 .zip(&want)
