@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use canopy_nn::SeededVarMap;
 use canopy_series::batch::collate;
 use canopy_series::load::eopatch::{EoPatch, PatchSpec};
@@ -266,19 +266,12 @@ fn convlstm(
             .collect();
         (x, y)
     };
-    let set = |test: bool| -> anyhow::Result<LabelledTiles> {
-        let chosen: Vec<_> = tiles.iter().filter(|tl| tl.2 == test).collect();
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for &&(r, col, _) in &chosen {
-            let (xi, yi) = tile(r, col);
-            x.extend(xi);
-            y.extend(yi);
-        }
-        let n = chosen.len();
-        Ok(LabelledTiles::new(
-            Tensor::from_vec(x, (n, t, c, BLOCK, BLOCK), &Device::Cpu)?,
-            Tensor::from_vec(y, (n, BLOCK, BLOCK), &Device::Cpu)?,
-        )?)
+    let set = |test: bool| {
+        let chosen = tiles.iter().filter(|tl| tl.2 == test);
+        LabelledTiles::from_items(
+            chosen.map(|&(r, col, _)| tile(r, col)),
+            (t, c, BLOCK, BLOCK),
+        )
     };
     let (train, test) = (set(false)?, set(true)?);
     let cfg = ConvRnnConfig {

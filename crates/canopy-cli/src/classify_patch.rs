@@ -231,18 +231,8 @@ pub fn train(
             .collect();
         (tile_values(&lab.patch.values, &norm, (r, col), tile), y)
     };
-    let tiles_of = |origins: &[(usize, usize)]| -> anyhow::Result<LabelledTiles> {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for o in origins {
-            let (xi, yi) = item(o);
-            x.extend(xi);
-            y.extend(yi);
-        }
-        let n = origins.len();
-        Ok(LabelledTiles::new(
-            Tensor::from_vec(x, (n, t, c, tile, tile), &Device::Cpu)?,
-            Tensor::from_vec(y, (n, tile, tile), &Device::Cpu)?,
-        )?)
+    let tiles_of = |origins: &[(usize, usize)]| {
+        LabelledTiles::from_items(origins.iter().map(item), (t, c, tile, tile))
     };
     let train_set = tiles_of(&train_tiles)?;
     let val_set = if val_tiles.is_empty() {

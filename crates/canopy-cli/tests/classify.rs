@@ -330,6 +330,21 @@ fn geotiff_stack_trains_and_evaluates() {
 /// `--model convlstm` on the same stack: trained on 6 x 6 tiles, evaluated on every pixel
 /// (`n` = all 576), one prediction row per pixel, state-trace PNGs; single-series formats are
 /// refused with a message naming the image-series formats.
+/// The ConvLSTM training options of the CLI tests: a short run on 6-pixel tiles.
+const CONVLSTM_TRAIN: [&str; 11] = [
+    "--model",
+    "convlstm",
+    "--epochs",
+    "8",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "4",
+    "--block",
+    "6",
+    "--quiet",
+];
+
 #[test]
 fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,21 +367,8 @@ fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
     ];
     let mut train = vec!["classify", "train"];
     train.extend(data);
-    train.extend([
-        "--model",
-        "convlstm",
-        "--epochs",
-        "8",
-        "--lr",
-        "0.01",
-        "--batch-size",
-        "4",
-        "--block",
-        "6",
-        "--out",
-        m,
-        "--quiet",
-    ]);
+    train.extend(CONVLSTM_TRAIN);
+    train.extend(["--out", m]);
     let out = ok(&canopy(&train));
     assert!(out.contains("training convlstm on"), "{out}");
     assert!(out.contains("validation: accuracy"), "{out}");
@@ -480,21 +482,8 @@ fn convlstm_drop_class_skips_those_pixels_in_training_and_evaluation() {
     ];
     let mut train = vec!["classify", "train"];
     train.extend(data);
-    train.extend([
-        "--model",
-        "convlstm",
-        "--epochs",
-        "8",
-        "--lr",
-        "0.01",
-        "--batch-size",
-        "4",
-        "--block",
-        "6",
-        "--out",
-        m,
-        "--quiet",
-    ]);
+    train.extend(CONVLSTM_TRAIN);
+    train.extend(["--out", m]);
     let out = ok(&canopy(&train));
     assert!(out.contains("2 classes"), "{out}");
     let meta = std::fs::read_to_string(model.join("model.json")).unwrap();

@@ -322,6 +322,35 @@ impl LabelledTiles {
         Ok(LabelledTiles { x, y })
     }
 
+    /// Tiles from `(values, labels)` pairs, each tile's values `(T, C, H, W)` and labels
+    /// `(H, W)` flattened in that order; `(t, c, h, w)` are the tile sizes.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when an item has the wrong number of values or labels.
+    pub fn from_items(
+        items: impl IntoIterator<Item = (Vec<f32>, Vec<u32>)>,
+        (t, c, h, w): (usize, usize, usize, usize),
+    ) -> Result<Self> {
+        let (mut x, mut y, mut n) = (Vec::new(), Vec::new(), 0);
+        for (xi, yi) in items {
+            if xi.len() != t * c * h * w || yi.len() != h * w {
+                return Err(Error::Shape {
+                    model: "LabelledTiles",
+                    expected: format!("tiles of {t}x{c}x{h}x{w} values and {h}x{w} labels"),
+                    actual: format!("{} values and {} labels", xi.len(), yi.len()),
+                });
+            }
+            x.extend(xi);
+            y.extend(yi);
+            n += 1;
+        }
+        let dev = candle_core::Device::Cpu;
+        LabelledTiles::new(
+            Tensor::from_vec(x, (n, t, c, h, w), &dev)?,
+            Tensor::from_vec(y, (n, h, w), &dev)?,
+        )
+    }
+
     /// Number of tiles.
     pub fn len(&self) -> usize {
         self.y.dims()[0]

@@ -136,16 +136,7 @@ impl XwKernel for Conv1dOp {
 
     fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
         if winograd1d::applies(d.k, self.stride, self.dilation, d.ci, d.co) {
-            let dims = Dims1 {
-                b: d.b,
-                c_in: d.ci,
-                l: d.l,
-                c_out: d.co,
-                k: d.k,
-                pad: self.padding,
-                lout: d.lout,
-            };
-            return winograd1d::forward(x, w, dims);
+            return winograd1d::forward(x, w, self.winograd_dims(d));
         }
         let mut y = vec![T::ZERO; d.b * d.co * d.lout];
         if y.is_empty() {
@@ -348,7 +339,15 @@ impl Conv1dOp {
             pad: d.k - 1 - self.padding,
             lout: d.l,
         };
-        let fwd = Dims1 {
+        Ok((
+            winograd1d::forward(dy, &flipped, back)?,
+            winograd1d::weight_grad(x, dy, self.winograd_dims(d))?,
+        ))
+    }
+
+    /// The sizes of this convolution for [`winograd1d`].
+    fn winograd_dims(&self, d: Dims) -> Dims1 {
+        Dims1 {
             b: d.b,
             c_in: d.ci,
             l: d.l,
@@ -356,11 +355,7 @@ impl Conv1dOp {
             k: d.k,
             pad: self.padding,
             lout: d.lout,
-        };
-        Ok((
-            winograd1d::forward(dy, &flipped, back)?,
-            winograd1d::weight_grad(x, dy, fwd)?,
-        ))
+        }
     }
 }
 

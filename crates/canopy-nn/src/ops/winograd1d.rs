@@ -379,6 +379,36 @@ mod tests {
         }
     }
 
+    /// Kernel sizes 3, 5, 7, paddings from 0 to 3, odd and even output lengths, a single tile,
+    /// and batches of several tasks (and of several partial weight gradients).
+    fn cases() -> Vec<Dims1> {
+        [
+            (3, 16, 17, 9, 3, 1),
+            (2, 18, 16, 10, 5, 2),
+            (70, 16, 16, 13, 7, 3),
+            (5, 17, 19, 8, 7, 0),
+            (2, 16, 16, 7, 7, 1),
+            (1, 16, 20, 2, 3, 2),
+        ]
+        .into_iter()
+        .map(|(b, c_in, c_out, l, k, pad)| Dims1 {
+            b,
+            c_in,
+            l,
+            c_out,
+            k,
+            pad,
+            lout: l + 2 * pad + 1 - k,
+        })
+        .collect()
+    }
+
+    fn input(d: &Dims1) -> Vec<f64> {
+        (0..d.b * d.c_in * d.l)
+            .map(|i| ((i * 13 + 5) as f64 * 0.173).sin())
+            .collect()
+    }
+
     fn direct(x: &[f64], w: &[f64], d: Dims1) -> Vec<f64> {
         let mut y = vec![0.0; d.b * d.c_out * d.lout];
         for b in 0..d.b {
@@ -405,28 +435,9 @@ mod tests {
     /// over kernel sizes, paddings, odd and even output lengths, blocks of many sequences.
     #[test]
     fn forward_equals_the_direct_sum() {
-        for (b, ci, co, l, k, pad) in [
-            (3, 16, 17, 9, 3, 1),
-            (2, 18, 16, 10, 5, 2),
-            (40, 16, 16, 13, 7, 3),
-            (5, 17, 19, 8, 7, 0),
-            (2, 16, 16, 7, 7, 1),
-            (1, 16, 20, 2, 3, 2),
-        ] {
-            let lout = l + 2 * pad + 1 - k;
-            let d = Dims1 {
-                b,
-                c_in: ci,
-                l,
-                c_out: co,
-                k,
-                pad,
-                lout,
-            };
-            let x: Vec<f64> = (0..b * ci * l)
-                .map(|i| ((i * 13 + 5) as f64 * 0.173).sin())
-                .collect();
-            let w: Vec<f64> = (0..co * ci * k)
+        for d in cases() {
+            let x = input(&d);
+            let w: Vec<f64> = (0..d.c_out * d.c_in * d.k)
                 .map(|i| ((i * 11 + 2) as f64 * 0.291).cos() * 0.2)
                 .collect();
             let want = direct(&x, &w, d);
@@ -479,27 +490,9 @@ mod tests {
     /// few ulps of the sums), across blocks and partial sums.
     #[test]
     fn weight_gradient_equals_the_direct_sum() {
-        for (b, ci, co, l, k, pad) in [
-            (3, 16, 17, 9, 3, 1),
-            (2, 18, 16, 10, 5, 2),
-            (70, 16, 16, 13, 7, 3),
-            (5, 17, 19, 8, 7, 0),
-            (1, 16, 20, 2, 3, 2),
-        ] {
-            let lout = l + 2 * pad + 1 - k;
-            let d = Dims1 {
-                b,
-                c_in: ci,
-                l,
-                c_out: co,
-                k,
-                pad,
-                lout,
-            };
-            let x: Vec<f64> = (0..b * ci * l)
-                .map(|i| ((i * 13 + 5) as f64 * 0.173).sin())
-                .collect();
-            let dy: Vec<f64> = (0..b * co * lout)
+        for d in cases() {
+            let x = input(&d);
+            let dy: Vec<f64> = (0..d.b * d.c_out * d.lout)
                 .map(|i| ((i * 7 + 3) as f64 * 0.411).cos())
                 .collect();
             let want = direct_weight_grad(&x, &dy, d);
