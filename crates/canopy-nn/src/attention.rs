@@ -396,11 +396,11 @@ impl TransformerEncoderLayer {
                 let (a, w) = sa(x, rng)?;
                 let x = self
                     .norm1
-                    .forward(&(x + self.dropout.forward_t(&a, train, rng)?)?)?;
+                    .forward_add(x, &self.dropout.forward_t(&a, train, rng)?)?;
                 let f = self.feed_forward(&x, train, rng)?;
                 (
                     self.norm2
-                        .forward(&(&x + self.dropout.forward_t(&f, train, rng)?)?)?,
+                        .forward_add(&x, &self.dropout.forward_t(&f, train, rng)?)?,
                     w,
                 )
             }

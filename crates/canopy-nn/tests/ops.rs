@@ -831,6 +831,65 @@ fn fused_layer_norm_equals_the_composed_reference() {
     gradcheck(&[&[3, 4, 6]], |t| layer_norm(&t[0], None, None, 1e-5));
 }
 
+/// `add_layer_norm(x, r)` equals `layer_norm(x + r)`: values and the gradients of both inputs
+/// and both parameters, over shapes spanning several row blocks, in f64 and f32; finite
+/// differences; mismatched shapes are errors.
+#[test]
+fn add_layer_norm_equals_layer_norm_of_the_sum() {
+    let dev = Device::Cpu;
+    let f64_of = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+    for dims in [vec![3usize, 5, 7], vec![2100, 9], vec![130, 64]] {
+        let n = *dims.last().unwrap();
+        for dtype in [candle_core::DType::F64, candle_core::DType::F32] {
+            let var = |seed: u64, shape: &[usize], scale: f64| {
+                let t = (random_f64(shape, seed, &dev).unwrap() * scale).unwrap();
+                Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+            };
+            let (x, res) = (var(1, &dims, 3.0), var(5, &dims, 1.0));
+            let (w, b) = (var(2, &[n], 1.0), var(3, &[n], 1.0));
+            let y1 = add_layer_norm(
+                x.as_tensor(),
+                res.as_tensor(),
+                w.as_tensor(),
+                b.as_tensor(),
+                1e-5,
+            )
+            .unwrap();
+            let sum = (x.as_tensor() + res.as_tensor()).unwrap();
+            let y2 = layer_norm(&sum, Some(w.as_tensor()), Some(b.as_tensor()), 1e-5).unwrap();
+            let tol = if dtype == candle_core::DType::F64 {
+                1e-12
+            } else {
+                1e-5
+            };
+            assert!(
+                max_abs_diff(&f64_of(&y1), &f64_of(&y2)) < tol,
+                "{dims:?} {dtype:?}"
+            );
+            let r = random_f64(&dims, 4, &dev).unwrap().to_dtype(dtype).unwrap();
+            let g1 = (&y1 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&y2 * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (i, v) in [&x, &res, &w, &b].into_iter().enumerate() {
+                let d = max_abs_diff(
+                    &f64_of(g1.get(v.as_tensor()).unwrap()),
+                    &f64_of(g2.get(v.as_tensor()).unwrap()),
+                );
+                assert!(
+                    d < tol * 100.0,
+                    "{dims:?} {dtype:?} gradient {i} differs by {d:e}"
+                );
+            }
+        }
+    }
+    gradcheck(&[&[3, 4, 6], &[3, 4, 6], &[6], &[6]], |t| {
+        add_layer_norm(&t[0], &t[1], &t[2], &t[3], 1e-5)
+    });
+    let x = random_f64(&[2, 3], 1, &dev).unwrap();
+    let w = random_f64(&[3], 2, &dev).unwrap();
+    assert!(add_layer_norm(&x, &random_f64(&[3, 2], 3, &dev).unwrap(), &w, &w, 1e-5).is_err());
+    assert!(add_layer_norm(&x, &x, &random_f64(&[2], 3, &dev).unwrap(), &w, 1e-5).is_err());
+}
+
 /// `relu` passes the gradient where the output is positive (zero at 0, as PyTorch), in f32 and
 /// f64, and passes the gradient check away from the kink.
 #[test]

@@ -30,7 +30,7 @@ pub use conv::{
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
-pub use norm::{layer_norm, layer_norm_composed, LayerNorm};
+pub use norm::{add_layer_norm, layer_norm, layer_norm_composed, LayerNorm};
 pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
 pub use resize::{
     adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,

@@ -56,6 +56,57 @@ pub fn layer_norm_composed(
     layer_norm_impl(x, weight, bias, eps, false)
 }
 
+/// `layer_norm(x + residual)` with affine parameters: the residual junction of a post-norm
+/// Transformer layer. On the CPU in f32/f64 the sum is formed row by row inside the
+/// normalisation op (no tensor for `x + residual`, one pass less); its backward pass gives both
+/// inputs the same gradient. Elsewhere: the two ops.
+///
+/// # Shapes
+/// `x`, `residual`: `(..., N)` (same shape); `weight`, `bias`: `(N,)`.
+///
+/// # Errors
+/// Different shapes of `x` and `residual`; parameters without `N` elements.
+pub fn add_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    if x.dims() != residual.dims() {
+        return Err(shape(
+            "add_layer_norm",
+            format!("a residual of shape {:?}", x.dims()),
+            residual.dims(),
+        ));
+    }
+    let n = x.dim(D::Minus1)?;
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if t.dims() != [n] {
+            return Err(shape(
+                "add_layer_norm",
+                format!("{name} of shape ({n},)"),
+                t.dims(),
+            ));
+        }
+    }
+    let cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == x.dtype();
+    if cpu(x)
+        && cpu(residual)
+        && cpu(weight)
+        && cpu(bias)
+        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && n > 0
+    {
+        let wb = Tensor::cat(&[weight, bias], 0)?;
+        let op = AddLayerNormOp { eps };
+        return Ok(x
+            .contiguous()?
+            .apply_op3(&residual.contiguous()?, &wb, op)?);
+    }
+    layer_norm(&(x + residual)?, Some(weight), Some(bias), eps)
+}
+
 fn layer_norm_impl(
     x: &Tensor,
     weight: Option<&Tensor>,
@@ -145,6 +196,22 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// `self(x + residual)` (see [`add_layer_norm`]); without affine parameters the two ops.
+    ///
+    /// # Shapes
+    /// `x`, `residual`: `(..., size)` -> `(..., size)`.
+    ///
+    /// # Errors
+    /// Different shapes; the last dimension is not `size`.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => add_layer_norm(x, residual, w, b, self.eps),
+            _ => self.forward(&(x + residual)?),
+        }
+    }
+}
+
 impl candle_core::Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         LayerNorm::forward(self, x).map_err(|e| candle_core::Error::Msg(e.to_string()))
@@ -172,11 +239,33 @@ fn row_stats<T: Float>(row: &[T], eps: f64) -> (T, T) {
 }
 
 fn ln_forward<T: Float>(x: &[T], wb: Option<(&[T], &[T])>, n: usize, eps: f64) -> Vec<T> {
+    ln_forward_add(x, None, wb, n, eps)
+}
+
+/// [`ln_forward`] of `x + residual` (the sum formed row by row) when a residual is given.
+fn ln_forward_add<T: Float>(
+    x: &[T],
+    residual: Option<&[T]>,
+    wb: Option<(&[T], &[T])>,
+    n: usize,
+    eps: f64,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; x.len()];
     y.par_chunks_mut(n * 64)
+        .enumerate()
         .zip(x.par_chunks(n * 64))
-        .for_each(|(yb, xb)| {
-            for (yr, xr) in yb.chunks_mut(n).zip(xb.chunks(n)) {
+        .for_each(|((blk, yb), xb)| {
+            let mut sum = Vec::new();
+            for (row, (yr, xr)) in yb.chunks_mut(n).zip(xb.chunks(n)).enumerate() {
+                let xr = match residual {
+                    Some(res) => {
+                        let rr = &res[(blk * 64 + row) * n..][..n];
+                        sum.clear();
+                        sum.extend(xr.iter().zip(rr).map(|(&a, &b)| a + b));
+                        &sum[..]
+                    }
+                    None => xr,
+                };
                 let (m, r) = row_stats(xr, eps);
                 match wb {
                     Some((w, b)) => {
@@ -350,6 +439,71 @@ impl LayerNormOp {
             CpuStorage::F64(_) => run!(f64),
             _ => return Err(ln_err("f32 or f64 only")),
         })
+    }
+}
+
+/// `layer_norm(x + residual)` with `(γ, β)` packed into one `(2N,)` operand.
+#[derive(Debug, Clone, Copy)]
+struct AddLayerNormOp {
+    eps: f64,
+}
+
+impl CustomOp3 for AddLayerNormOp {
+    fn name(&self) -> &'static str {
+        "canopy-add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sr: &CpuStorage,
+        lr: &Layout,
+        swb: &CpuStorage,
+        lwb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let n = last_dim(lx);
+        if lr.shape() != lx.shape() || lwb.dims() != [2 * n] {
+            return Err(ln_err("add_layer_norm: residual or parameter sizes differ"));
+        }
+        let name = "add_layer_norm";
+        macro_rules! run {
+            ($t:ty) => {{
+                let wb = slice::<$t>(swb, lwb, name)?;
+                ln_forward_add(
+                    slice::<$t>(sx, lx, name)?,
+                    Some(slice::<$t>(sr, lr, name)?),
+                    Some((&wb[..n], &wb[n..])),
+                    n,
+                    self.eps,
+                )
+            }};
+        }
+        let out = match sx {
+            CpuStorage::F32(_) => CpuStorage::F32(run!(f32)),
+            CpuStorage::F64(_) => CpuStorage::F64(run!(f64)),
+            _ => return Err(ln_err("f32 or f64 only")),
+        };
+        Ok((out, lx.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        wb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let n = x.dim(D::Minus1)?;
+        let sum = (x + residual)?;
+        let w = wb.narrow(0, 0, n)?;
+        let (dx, dw, db) = LayerNormOp { eps: self.eps }.bwd_tensors(&sum, Some(&w), grad)?;
+        let dwb = match (dw, db) {
+            (Some(dw), Some(db)) => Some(Tensor::cat(&[&dw, &db], 0)?),
+            _ => None,
+        };
+        Ok((Some(dx.clone()), Some(dx), dwb))
     }
 }
 
