@@ -146,13 +146,16 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], d: Dims1) -> Result<Vec<T>, St
     let n = tf.n;
     // U[ξ] = (G g)[ξ] for every kernel g = w[o, c], stored as n matrices C_in x C_out
     let mut u = vec![T::ZERO; n * ci * co];
-    for (oc, g) in w.chunks(k).enumerate() {
-        let (o, c) = (oc / ci, oc % ci);
-        for xi in 0..n {
-            let v: f64 = (0..k).map(|j| tf.g[xi * k + j] * g[j].to_f64()).sum();
-            u[(xi * ci + c) * co + o] = T::from_f64(v);
-        }
-    }
+    u.par_chunks_mut(ci * co)
+        .enumerate()
+        .for_each(|(xi, slab)| {
+            let gx = &tf.g[xi * k..(xi + 1) * k];
+            for (oc, g) in w.chunks(k).enumerate() {
+                let (o, c) = (oc / ci, oc % ci);
+                let v: f64 = gx.iter().zip(g).map(|(&a, &b)| a * b.to_f64()).sum();
+                slab[c * co + o] = T::from_f64(v);
+            }
+        });
     let bt: Vec<T> = tf.bt.iter().map(|&v| T::from_f64(v)).collect();
     let at: Vec<T> = tf.at.iter().map(|&v| T::from_f64(v)).collect();
     let t = d.lout.div_ceil(2); // tiles per sequence
@@ -293,15 +296,16 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], d: Dims1) -> Result<Vec<T
         .collect::<Result<_, String>>()?;
     let du = sum_in_order(partials, n * ci * co);
     let mut dw = vec![T::ZERO; co * ci * k];
-    for (oc, dst) in dw.chunks_mut(k).enumerate() {
-        let (o, c) = (oc / ci, oc % ci);
-        for (j, out) in dst.iter_mut().enumerate() {
-            let v: f64 = (0..n)
-                .map(|xi| tf.g[xi * k + j] * du[(xi * ci + c) * co + o].to_f64())
-                .sum();
-            *out = T::from_f64(v);
+    dw.par_chunks_mut(ci * k).enumerate().for_each(|(o, rows)| {
+        for (c, dst) in rows.chunks_mut(k).enumerate() {
+            for (j, out) in dst.iter_mut().enumerate() {
+                let v: f64 = (0..n)
+                    .map(|xi| tf.g[xi * k + j] * du[(xi * ci + c) * co + o].to_f64())
+                    .sum();
+                *out = T::from_f64(v);
+            }
         }
-    }
+    });
     Ok(dw)
 }
 
