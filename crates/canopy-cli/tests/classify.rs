@@ -345,38 +345,51 @@ const CONVLSTM_TRAIN: [&str; 11] = [
     "--quiet",
 ];
 
+/// The data options for the stack and label raster of [`write_stack`] (plus `extra`), and the
+/// output of `classify train` with [`CONVLSTM_TRAIN`] into `model`.
+fn train_convlstm(
+    stack: &Path,
+    labels: &Path,
+    extra: &[&str],
+    model: &Path,
+) -> (Vec<String>, String) {
+    let data: Vec<String> = [
+        "--data",
+        stack.to_str().unwrap(),
+        "--format",
+        "geotiff-stack",
+        "--label-raster",
+        labels.to_str().unwrap(),
+        "--stack-bands",
+        "RED,NIR",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    let mut train = vec!["classify", "train"];
+    train.extend(data.iter().map(String::as_str));
+    train.extend(CONVLSTM_TRAIN);
+    train.extend(["--out", model.to_str().unwrap()]);
+    let out = ok(&canopy(&train));
+    (data, out)
+}
+
 #[test]
 fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
     let dir = tempfile::tempdir().unwrap();
     let (stack, label_path) = write_stack(dir.path());
     let model = dir.path().join("convlstm");
-    let (s, l, m) = (
-        stack.to_str().unwrap(),
-        label_path.to_str().unwrap(),
-        model.to_str().unwrap(),
-    );
-    let data = [
-        "--data",
-        s,
-        "--format",
-        "geotiff-stack",
-        "--label-raster",
-        l,
-        "--stack-bands",
-        "RED,NIR",
-    ];
-    let mut train = vec!["classify", "train"];
-    train.extend(data);
-    train.extend(CONVLSTM_TRAIN);
-    train.extend(["--out", m]);
-    let out = ok(&canopy(&train));
+    let m = model.to_str().unwrap();
+    let (data, out) = train_convlstm(&stack, &label_path, &[], &model);
+    let data: Vec<&str> = data.iter().map(String::as_str).collect();
     assert!(out.contains("training convlstm on"), "{out}");
     assert!(out.contains("validation: accuracy"), "{out}");
     let meta = std::fs::read_to_string(model.join("model.json")).unwrap();
     assert!(meta.contains("conv_rnn") && meta.contains("NIR"), "{meta}");
 
     let mut eval = vec!["classify", "eval"];
-    eval.extend(data);
+    eval.extend(&data);
     eval.extend(["--model", m, "--json"]);
     let out = ok(&canopy(&eval));
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -385,7 +398,7 @@ fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
 
     let csv = dir.path().join("pixels.csv");
     let mut predict = vec!["classify", "predict"];
-    predict.extend(data);
+    predict.extend(&data);
     predict.extend(["--model", m, "--out", csv.to_str().unwrap()]);
     ok(&canopy(&predict));
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -396,7 +409,7 @@ fn convlstm_trains_on_tiles_and_evaluates_every_pixel() {
 
     let png = dir.path().join("explain");
     let mut explain = vec!["classify", "explain"];
-    explain.extend(data);
+    explain.extend(&data);
     explain.extend([
         "--model",
         m,
@@ -463,35 +476,16 @@ fn convlstm_drop_class_skips_those_pixels_in_training_and_evaluation() {
     )
     .unwrap();
     let model = dir.path().join("convlstm");
-    let (s, l, m) = (
-        stack.to_str().unwrap(),
-        label_path.to_str().unwrap(),
-        model.to_str().unwrap(),
-    );
-    let data = [
-        "--data",
-        s,
-        "--format",
-        "geotiff-stack",
-        "--label-raster",
-        l,
-        "--stack-bands",
-        "RED,NIR",
-        "--drop-class",
-        "3",
-    ];
-    let mut train = vec!["classify", "train"];
-    train.extend(data);
-    train.extend(CONVLSTM_TRAIN);
-    train.extend(["--out", m]);
-    let out = ok(&canopy(&train));
+    let m = model.to_str().unwrap();
+    let (data, out) = train_convlstm(&stack, &label_path, &["--drop-class", "3"], &model);
+    let data: Vec<&str> = data.iter().map(String::as_str).collect();
     assert!(out.contains("2 classes"), "{out}");
     let meta = std::fs::read_to_string(model.join("model.json")).unwrap();
     let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
     assert_eq!(meta["class_names"], serde_json::json!(["1", "2"]), "{meta}");
 
     let mut eval = vec!["classify", "eval"];
-    eval.extend(data);
+    eval.extend(&data);
     eval.extend(["--model", m, "--json"]);
     let out = ok(&canopy(&eval));
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -500,7 +494,7 @@ fn convlstm_drop_class_skips_those_pixels_in_training_and_evaluation() {
 
     let csv = dir.path().join("pixels.csv");
     let mut predict = vec!["classify", "predict"];
-    predict.extend(data);
+    predict.extend(&data);
     predict.extend(["--model", m, "--out", csv.to_str().unwrap()]);
     ok(&canopy(&predict));
     let text = std::fs::read_to_string(&csv).unwrap();

@@ -81,6 +81,17 @@ fn conv1d_matches_pytorch_and_finite_differences() {
     gradcheck(&[&[2, 4, 11], &[6, 2, 3], &[6]], |t| {
         conv1d(&t[0], &t[1], Some(&t[2]), cfg)
     });
+    // 16 channels, stride 1: the Winograd forward, input and weight gradients (k3 and k7,
+    // odd output length)
+    for (k, p) in [(3, 1), (7, 3)] {
+        let cfg = Conv1dConfig {
+            axis: c1(1, p, 1),
+            groups: 1,
+        };
+        gradcheck(&[&[2, 16, 9], &[16, 16, k], &[16]], |t| {
+            conv1d(&t[0], &t[1], Some(&t[2]), cfg)
+        });
+    }
 }
 
 #[test]

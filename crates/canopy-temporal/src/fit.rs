@@ -465,6 +465,11 @@ mod tests {
         }
     }
 
+    fn last_val_accuracy(report: &FitReport) -> Option<f64> {
+        let last = report.history.epochs.last()?;
+        last.metrics.get("val_accuracy").copied()
+    }
+
     fn toy(n: usize, seed: u64) -> anyhow::Result<LabelledSeries> {
         // class k: values around k - 1 in band 0, noise in band 1
         let mut rng = StdRng::seed_from_u64(seed);
@@ -518,12 +523,7 @@ mod tests {
             "accuracy {} (before {before})",
             cm.accuracy()
         );
-        let last = report
-            .history
-            .epochs
-            .last()
-            .and_then(|e| e.metrics.get("val_accuracy"));
-        assert_eq!(last.copied(), Some(cm.accuracy()));
+        assert_eq!(last_val_accuracy(&report), Some(cm.accuracy()));
         assert_eq!(predict_logits(&model, &val.x, 7)?.dims(), &[90, 3]);
         Ok(())
     }
@@ -580,12 +580,7 @@ mod tests {
         let cm = evaluate_tiles(&model, &val, Some(IGNORED), 3)?;
         assert_eq!(cm.total(), 4 * 5 * 4, "the ignored column is not counted");
         assert!(cm.accuracy() > 0.9, "accuracy {}", cm.accuracy());
-        let last = report
-            .history
-            .epochs
-            .last()
-            .and_then(|e| e.metrics.get("val_accuracy"));
-        assert_eq!(last.copied(), Some(cm.accuracy()));
+        assert_eq!(last_val_accuracy(&report), Some(cm.accuracy()));
         assert_eq!(predict_tiles(&model, &val.x, 3)?.dims(), &[4, 2, 5, 5]);
         // without the ignore label the out-of-range labels are an error, not garbage
         assert!(evaluate_tiles(&model, &val, None, 3).is_err());

@@ -415,6 +415,29 @@ mod tests {
             .collect()
     }
 
+    fn f32s(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&u| u as f32).collect()
+    }
+
+    /// `got` (f64) within `tol64` and `got32` within `2e-5` of `want`, relative to its largest
+    /// magnitude.
+    fn check(want: &[f64], got: &[f64], got32: &[f32], tol64: f64, d: &Dims1) {
+        let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
+        assert!(err < tol64 * scale, "{d:?}: f64 error {err}");
+        let err32 = got32
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |a, (&p, q)| a.max((f64::from(p) - q).abs()));
+        assert!(
+            err32 < 2e-5 * scale,
+            "{d:?}: f32 error {err32} (scale {scale})"
+        );
+    }
+
     fn direct(x: &[f64], w: &[f64], d: Dims1) -> Vec<f64> {
         let mut y = vec![0.0; d.b * d.c_out * d.lout];
         for b in 0..d.b {
@@ -448,25 +471,8 @@ mod tests {
                 .collect();
             let want = direct(&x, &w, d);
             let got = forward(&x, &w, d).unwrap();
-            let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err < 1e-12 * scale, "{d:?}: f64 error {err}");
-            let (x32, w32): (Vec<f32>, Vec<f32>) = (
-                x.iter().map(|&v| v as f32).collect(),
-                w.iter().map(|&v| v as f32).collect(),
-            );
-            let got32 = forward(&x32, &w32, d).unwrap();
-            let err32 = got32
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |a, (&p, q)| a.max((f64::from(p) - q).abs()));
-            assert!(
-                err32 < 2e-5 * scale,
-                "{d:?}: f32 error {err32} (scale {scale})"
-            );
+            let got32 = forward(&f32s(&x), &f32s(&w), d).unwrap();
+            check(&want, &got, &got32, 1e-12, &d);
         }
     }
 
@@ -503,23 +509,8 @@ mod tests {
                 .collect();
             let want = direct_weight_grad(&x, &dy, d);
             let got = weight_grad(&x, &dy, d).unwrap();
-            let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |a, (p, q)| a.max((p - q).abs()));
-            assert!(err < 1e-11 * scale, "{d:?}: f64 error {err}");
-            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            let dy32: Vec<f32> = dy.iter().map(|&v| v as f32).collect();
-            let got32 = weight_grad(&x32, &dy32, d).unwrap();
-            let err32 = got32
-                .iter()
-                .zip(&want)
-                .fold(0.0f64, |a, (&p, q)| a.max((f64::from(p) - q).abs()));
-            assert!(
-                err32 < 2e-5 * scale,
-                "{d:?}: f32 error {err32} (scale {scale})"
-            );
+            let got32 = weight_grad(&f32s(&x), &f32s(&dy), d).unwrap();
+            check(&want, &got, &got32, 1e-11, &d);
         }
     }
 
