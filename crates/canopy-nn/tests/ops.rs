@@ -1022,6 +1022,9 @@ fn dropout_mask_is_thread_count_independent_and_unbiased() {
 /// view would waste many columns) equals the 2-D im2col path and the reference gather for
 /// strides 1-3, dilations 1-2, with and without padding, over batches spanning several blocks
 /// and partial weight gradients; values and all gradients.
+/// A 1-D convolution entry point: `(x, w, bias, cfg) -> y`.
+type Conv1dFn = dyn Fn(&Tensor, &Tensor, Option<&Tensor>, Conv1dConfig) -> Result<Tensor>;
+
 #[test]
 fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
     let dev = Device::Cpu;
@@ -1059,7 +1062,7 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         let x = Var::from_tensor(&random_f64(&[b, ci, l], 10 + i as u64, &dev).unwrap()).unwrap();
         let w = Var::from_tensor(&random_f64(&[co, ci, k], 20 + i as u64, &dev).unwrap()).unwrap();
         let bias = Var::from_tensor(&random_f64(&[co], 30 + i as u64, &dev).unwrap()).unwrap();
-        let run = |f: fn(&Tensor, &Tensor, Option<&Tensor>, Conv1dConfig) -> Result<Tensor>| {
+        let run = |f: &Conv1dFn| {
             let y = f(x.as_tensor(), w.as_tensor(), Some(bias.as_tensor()), cfg).unwrap();
             let r = random_f64(y.dims(), 40, &dev).unwrap();
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -1069,11 +1072,32 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
             }
             out
         };
-        let direct = run(conv1d);
-        for (name, other) in [
-            ("im2col", run(conv1d_as_2d)),
-            ("reference", run(conv1d_reference)),
-        ] {
+        let direct = run(&conv1d);
+        // the bias and ReLU applied as the kernel stores its outputs
+        let act = |relu| move |x: &_, w: &_, b: Option<&_>, c| conv1d_act(x, w, b, c, relu);
+        let reference_relu = |x: &_, w: &_, b: Option<&_>, c| relu(&conv1d_reference(x, w, b, c)?);
+        let pairs = [
+            ("im2col", run(&conv1d_as_2d)),
+            ("reference", run(&conv1d_reference)),
+            ("conv1d_act without ReLU", run(&act(false))),
+        ];
+        let with_relu = (run(&act(true)), run(&reference_relu));
+        assert!(
+            with_relu.0[0]
+                .min_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                == 0.0
+        );
+        for (j, (u, v)) in with_relu.0.iter().zip(&with_relu.1).enumerate() {
+            let diff = max_abs_diff(u, v);
+            assert!(
+                diff < 1e-11,
+                "case {i} value {j} conv1d_act with ReLU: {diff:e}"
+            );
+        }
+        for (name, other) in pairs {
             for (j, (u, v)) in direct.iter().zip(&other).enumerate() {
                 assert_eq!(u.dims(), v.dims(), "case {i} value {j} vs {name}");
                 let diff = max_abs_diff(u, v);
@@ -1119,6 +1143,28 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         };
         conv1d(&t[0], &t[1], None, cfg)
     });
+    // the fused bias + ReLU on the direct kernels and on the Winograd kernels (16 channels)
+    let cases: [(&[&[usize]], usize); 2] = [
+        (&[&[2, 3, 9], &[4, 3, 3], &[4]], 2),
+        (&[&[2, 16, 7], &[16, 16, 3], &[16]], 1),
+    ];
+    for (shapes, stride) in cases {
+        gradcheck(shapes, |t| {
+            let cfg = Conv1dConfig {
+                axis: Axis1 {
+                    stride,
+                    padding: 1,
+                    dilation: 1,
+                },
+                groups: 1,
+            };
+            conv1d_act(&t[0], &t[1], Some(&t[2]), cfg, true)
+        });
+    }
+    let e = conv1d_act(&x, &w, Some(&random_f64(&[3], 3, &dev).unwrap()), cfg, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bias"), "{e}");
 }
 
 /// Score-layer shapes (at most 4 output channels, at least 9 taps, stride 1) take the kn2row

@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use canopy_nn::ops::{conv1d, max_pool1d, Axis1, Conv1dConfig, PoolAxis};
+use canopy_nn::ops::{conv1d, conv1d_act, max_pool1d, Axis1, Conv1dConfig, PoolAxis};
 use canopy_nn::pytorch_uniform;
 
 use crate::{Error, Result};
@@ -160,11 +160,13 @@ impl BatchNorm1d {
         self.forward_act_t(x, train, false)
     }
 
-    /// `self(conv(x))`, then a ReLU when `relu`. In evaluation on the fused path the
-    /// convolution's bias is folded into the batch norm's shift (`scale·(Wx + b) + shift =
-    /// scale·Wx + (scale·b + shift)`, computed on `(C,)` tensors, so gradients still reach `b`):
-    /// the convolution runs without its bias pass, which saves one read and write of the whole
-    /// activation per layer. Training (batch statistics) runs `conv` as is.
+    /// `self(conv(x))`, then a ReLU when `relu`. In evaluation on the CPU the batch norm folds
+    /// into the convolution: with `scale = γ / sqrt(σ² + eps)` and `shift = β - μ·scale`,
+    /// `scale·(Wx + b) + shift = (scale·W)x + (scale·b + shift)`, so one
+    /// [`canopy_nn::ops::conv1d_act`] computes the layer with the bias and the ReLU applied as
+    /// the outputs are stored (the scaled weight and bias are formed on the small parameter
+    /// tensors, so gradients still reach `W`, `b`, `γ` and `β`). That saves a read and a write
+    /// of the whole activation per layer. Training (batch statistics) runs `conv` then the norm.
     ///
     /// # Shapes
     /// `(N, C_in, L)` -> `(N, C, L_out)`.
@@ -175,24 +177,27 @@ impl BatchNorm1d {
         train: bool,
         relu: bool,
     ) -> Result<Tensor> {
+        let dt = x.dtype();
         let foldable = !train
-            && conv.bias.is_some()
             && x.rank() == 3
             && x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64);
-        let Some(bias) = conv.bias.as_ref().filter(|_| foldable) else {
-            return self.forward_act_t(&conv.forward(x)?, train, relu);
-        };
-        let y = conv1d(x, &conv.weight, None, conv.cfg)?;
-        if y.dim(1)? != self.channels {
+            && matches!(dt, DType::F32 | DType::F64)
+            && conv.weight.dim(0)? == self.channels;
+        if !foldable {
             return self.forward_act_t(&conv.forward(x)?, train, relu);
         }
-        let (scale, shift) = self.eval_affine(y.dtype())?;
-        let shift = (shift + (&scale * bias.to_dtype(y.dtype())?)?)?;
-        Ok(canopy_nn::ops::scale_shift(&y, &scale, &shift, relu)?)
+        let (scale, shift) = self.eval_affine(dt)?;
+        let weight =
+            conv.weight
+                .to_dtype(dt)?
+                .broadcast_mul(&scale.reshape((self.channels, 1, 1))?)?;
+        let bias = match &conv.bias {
+            Some(b) => (shift + (&scale * b.to_dtype(dt)?)?)?,
+            None => shift,
+        };
+        Ok(conv1d_act(x, &weight, Some(&bias), conv.cfg, relu)?)
     }
 
-    /// The evaluation-mode normalisation as `(scale, shift)` per channel, in `dt`.
     fn eval_affine(&self, dt: DType) -> Result<(Tensor, Tensor)> {
         let (w, b) = (self.weight.to_dtype(dt)?, self.bias.to_dtype(dt)?);
         let rm = self.running_mean.as_tensor().to_dtype(dt)?;
@@ -382,44 +387,52 @@ mod tests {
         Ok(())
     }
 
-    /// Convolution + batch norm + ReLU with the conv bias folded into the shift (evaluation)
-    /// equals the convolution with its bias followed by the batch norm: values and gradients of
-    /// the input, the conv weight and bias and the norm's affine parameters, after training
-    /// passes left non-trivial running statistics.
+    /// Convolution + batch norm (+ ReLU) folded into one convolution (evaluation) equals the
+    /// convolution followed by the batch norm: values and gradients of the input, the conv
+    /// weight and bias and the norm's affine parameters, after training passes left
+    /// non-trivial running statistics, on the direct, Winograd and strided 1x1 kernels.
     #[test]
     fn conv_bias_folded_into_the_batch_norm_equals_the_two_layers() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let store = SeededVarMap::new(2);
-        let conv = Conv1d::new(
-            3,
-            4,
-            3,
-            1,
-            1,
-            true,
-            store.var_builder(DType::F64, &dev).pp("c"),
-        )?;
-        let bn = BatchNorm1d::new(4, store.var_builder(DType::F64, &dev).pp("n"))?;
-        let x = Var::from_tensor(&Tensor::randn(0.3f64, 1.5, (5, 3, 8), &dev)?)?;
-        for _ in 0..3 {
-            bn.forward_conv_act_t(&conv, x.as_tensor(), true, true)?;
-        }
-        assert!(diff(bn.running_mean.as_tensor(), &bn.running_mean.zeros_like()?) > 1e-3);
-        let a = bn.forward_conv_act_t(&conv, x.as_tensor(), false, true)?;
-        let b = bn.forward_act_t(&conv.forward(x.as_tensor())?, false, true)?;
-        assert!(diff(&a, &b) < 1e-12);
-        assert!(
-            a.min_all()?.to_scalar::<f64>()? == 0.0,
-            "no unit was cut by the ReLU"
-        );
-        let r = Tensor::randn(0f64, 1.0, a.dims(), &dev)?;
-        let ga = (&a * &r)?.sum_all()?.backward()?;
-        let gb = (&b * &r)?.sum_all()?.backward()?;
-        let bias = conv.bias.clone().unwrap();
-        for p in [x.as_tensor(), &conv.weight, &bias, &bn.weight, &bn.bias] {
-            match (ga.get(p), gb.get(p)) {
-                (Some(u), Some(v)) => assert!(diff(u, v) < 1e-10, "{:?}", p.dims()),
-                _ => panic!("a gradient is missing for {:?}", p.dims()),
+        // (C_in, C_out, K, stride, padding, conv bias, ReLU): the direct kernels, the Winograd
+        // kernels (16 channels, stride 1) and a strided 1x1 shortcut (MS-ResNet's downsample)
+        let cases = [
+            (3, 4, 3, 1, 1, true, true),
+            (16, 16, 3, 1, 1, false, false),
+            (16, 24, 7, 1, 1, true, true),
+            (5, 16, 1, 2, 0, false, false),
+            (4, 6, 7, 2, 3, false, true),
+        ];
+        for (seed, &(ci, co, k, s, p, with_bias, relu)) in cases.iter().enumerate() {
+            let case = format!("{ci}->{co} k{k} s{s} p{p} bias {with_bias} relu {relu}");
+            let store = SeededVarMap::new(seed as u64);
+            let vb = store.var_builder(DType::F64, &dev);
+            let conv = Conv1d::new(ci, co, k, s, p, with_bias, vb.pp("c"))?;
+            let bn = BatchNorm1d::new(co, vb.pp("n"))?;
+            let x = Var::from_tensor(&Tensor::randn(0.3f64, 1.5, (5, ci, 11), &dev)?)?;
+            for _ in 0..3 {
+                bn.forward_conv_act_t(&conv, x.as_tensor(), true, relu)?;
+            }
+            assert!(diff(bn.running_mean.as_tensor(), &bn.running_mean.zeros_like()?) > 1e-3);
+            let a = bn.forward_conv_act_t(&conv, x.as_tensor(), false, relu)?;
+            let b = bn.forward_act_t(&conv.forward(x.as_tensor())?, false, relu)?;
+            assert!(diff(&a, &b) < 1e-10, "{case}");
+            if relu {
+                assert!(
+                    a.min_all()?.to_scalar::<f64>()? == 0.0,
+                    "{case}: nothing cut"
+                );
+            }
+            let r = Tensor::randn(0f64, 1.0, a.dims(), &dev)?;
+            let ga = (&a * &r)?.sum_all()?.backward()?;
+            let gb = (&b * &r)?.sum_all()?.backward()?;
+            let mut params = vec![x.as_tensor(), &conv.weight, &bn.weight, &bn.bias];
+            params.extend(conv.bias.as_ref());
+            for p in params {
+                match (ga.get(p), gb.get(p)) {
+                    (Some(u), Some(v)) => assert!(diff(u, v) < 1e-10, "{case} {:?}", p.dims()),
+                    _ => panic!("{case}: a gradient is missing for {:?}", p.dims()),
+                }
             }
         }
         Ok(())

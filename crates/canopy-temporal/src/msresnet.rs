@@ -114,12 +114,12 @@ impl BasicBlock {
     /// # Shapes
     /// `(B, C_in, L)` -> `(B, planes, L_out)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let out = self.bn1.forward_conv_act_t(&self.conv1, x, train, true)?;
         let out = self
-            .bn1
-            .forward_act_t(&self.conv1.forward(x)?, train, true)?;
-        let out = self.bn2.forward_t(&self.conv2.forward(&out)?, train)?;
+            .bn2
+            .forward_conv_act_t(&self.conv2, &out, train, false)?;
         let residual = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            Some((conv, bn)) => bn.forward_conv_act_t(conv, x, train, false)?,
             None => x.clone(),
         };
         let len = out.dim(2)?;
@@ -300,9 +300,7 @@ impl MsResNet {
         let idx = Tensor::from_vec(idx, STRETCH_LENGTH, x.device())?;
         let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C), rows of C copied whole
         let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
-        let x = self
-            .bn1
-            .forward_act_t(&self.conv1.forward(&x)?, train, true)?; // (B, H, 256)
+        let x = self.bn1.forward_conv_act_t(&self.conv1, &x, train, true)?; // (B, H, 256)
         let x0 = max_pool3(&x, 2)?; // (B, H, 256) -> (B, H, 128)
         let feats = self
             .branches

@@ -345,37 +345,39 @@ impl candle_core::CustomOp2 for ChannelBias {
 
     fn bwd(
         &self,
-        x: &Tensor,
+        _x: &Tensor,
         _bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let name = "add_channel_bias backward";
         let grad = grad.contiguous()?;
-        let (c, inner) = {
-            let (_, l) = grad.storage_and_layout();
-            planes(l)
-        };
-        let db = {
-            let (sg, lg) = grad.storage_and_layout();
-            let Storage::Cpu(sg) = &*sg else {
-                return Err(candle_core::Error::Msg(format!("{name}: CPU tensors only")));
-            };
-            match sg {
-                CpuStorage::F32(_) => Tensor::from_vec(
-                    Self::bias_grad(slice::<f32>(sg, lg, name)?, c, inner),
-                    c,
-                    x.device(),
-                )?,
-                CpuStorage::F64(_) => Tensor::from_vec(
-                    Self::bias_grad(slice::<f64>(sg, lg, name)?, c, inner),
-                    c,
-                    x.device(),
-                )?,
-                _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
-            }
-        };
+        let db = channel_bias_grad(&grad)?;
         Ok((Some(grad), Some(db)))
+    }
+}
+
+/// The gradient of a per-channel bias from the output gradient `grad` `(N, C, ...)`: its sum
+/// over every axis but 1, as a parallel sum over contiguous channel planes.
+pub(crate) fn channel_bias_grad(grad: &Tensor) -> candle_core::Result<Tensor> {
+    let name = "channel bias backward";
+    let grad = grad.contiguous()?;
+    let (sg, lg) = grad.storage_and_layout();
+    let (c, inner) = planes(lg);
+    let Storage::Cpu(sg) = &*sg else {
+        return Err(candle_core::Error::Msg(format!("{name}: CPU tensors only")));
+    };
+    match sg {
+        CpuStorage::F32(_) => Tensor::from_vec(
+            ChannelBias::bias_grad(slice::<f32>(sg, lg, name)?, c, inner),
+            c,
+            grad.device(),
+        ),
+        CpuStorage::F64(_) => Tensor::from_vec(
+            ChannelBias::bias_grad(slice::<f64>(sg, lg, name)?, c, inner),
+            c,
+            grad.device(),
+        ),
+        _ => Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
     }
 }
 

@@ -18,7 +18,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
-use crate::ops::conv1d_cpu::Conv1dOp;
+use crate::ops::conv1d_cpu::{Conv1dActOp, Conv1dOp};
 use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
 use crate::ops::kn2row::{self, Kn2rowOp};
@@ -217,6 +217,57 @@ pub fn conv1d(
         return add_bias(y, bias, c_out, op);
     }
     conv1d_as_2d(x, weight, bias, cfg)
+}
+
+/// `conv1d(x, weight) + bias`, then a ReLU when `relu` is set, with the bias and the ReLU
+/// applied by the convolution kernel as it stores its outputs (no extra pass over the output,
+/// no temporary). Where [`conv1d`] takes its direct CPU kernels (one group, f32/f64, not
+/// pointwise) this is one op whose backward pass masks the gradient by the ReLU and sums it for
+/// the bias; elsewhere it is [`conv1d`] followed by [`crate::ops::relu`]. Batch normalisation
+/// in evaluation folds into it: scale the weight per output channel, shift the bias.
+///
+/// # Shapes
+/// As [`conv1d`].
+///
+/// # Errors
+/// As [`conv1d`].
+pub fn conv1d_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv1dConfig,
+    relu: bool,
+) -> Result<Tensor> {
+    let op = "conv1d_act";
+    check_ranks_1d(x, weight)?;
+    let pointwise = weight.dim(2)? == 1 && cfg.axis.stride == 1 && cfg.axis.padding == 0;
+    let dt = x.dtype();
+    let direct = cfg.groups == 1
+        && !pointwise
+        && x.device().is_cpu()
+        && weight.dtype() == dt
+        && matches!(dt, candle_core::DType::F32 | candle_core::DType::F64);
+    if !direct || (bias.is_none() && !relu) {
+        let y = conv1d(x, weight, bias, cfg)?;
+        return if relu { crate::ops::relu(&y) } else { Ok(y) };
+    }
+    let (_, c, l) = x.dims3()?;
+    let (c_out, w_in, k) = weight.dims3()?;
+    check_groups(op, c, c_out, w_in, 1)?;
+    cfg.axis.out_len(op, l, k)?;
+    let bias = match bias {
+        Some(b) if b.dims() == [c_out] => b.to_dtype(dt)?.contiguous()?,
+        Some(b) => return Err(shape(op, format!("bias ({c_out},)"), b.dims())),
+        None => Tensor::zeros(c_out, dt, x.device())?,
+    };
+    let a = cfg.axis;
+    let conv = Conv1dOp {
+        stride: a.stride,
+        padding: a.padding,
+        dilation: a.dilation,
+    };
+    Ok(x.contiguous()?
+        .apply_op3(&weight.contiguous()?, &bias, Conv1dActOp { conv, relu })?)
 }
 
 /// [`conv1d`] as a 2-D convolution of height 1 (the im2col kernels of

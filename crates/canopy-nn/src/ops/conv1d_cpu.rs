@@ -34,10 +34,10 @@
 //! wide as a whole block of sequences, which matters for the short, many-channel series of
 //! satellite time series (TempCNN, MS-ResNet, InceptionTime).
 
-use candle_core::{Layout, Shape};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{sum_in_order, with_scratch, Float, XwKernel};
+use crate::ops::cpu::{slice, sum_in_order, with_scratch, xw_backward, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::winograd1d::{self, Dims1};
 
@@ -47,6 +47,63 @@ const COMPACT_WASTE: f64 = 0.15;
 const BLOCK_COLS: usize = 1024;
 /// Partial weight gradients at most.
 const MAX_PARTIALS: usize = 16;
+
+/// What a forward pass applies to each output value as it stores it: a per-channel bias, then
+/// an optional ReLU (the bias and activation of [`super::conv1d_act`], or batch normalisation
+/// in evaluation folded into the weights and the bias). Stored this way they cost no pass of
+/// their own over the output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    /// `(C_out,)`, added to every value of its channel.
+    pub bias: Option<&'a [T]>,
+    /// Whether negative values become zero (after the bias).
+    pub relu: bool,
+}
+
+impl<'a, T: Float> Epilogue<'a, T> {
+    /// Values stored as computed.
+    pub(crate) fn none() -> Self {
+        Epilogue {
+            bias: None,
+            relu: false,
+        }
+    }
+
+    /// `dst = epilogue(src)` for consecutive values of output channel `o`.
+    pub(crate) fn store_channel(&self, o: usize, src: &[T], dst: &mut [T]) {
+        let b = self.bias.map_or(T::ZERO, |b| b[o]);
+        match (self.bias.is_some(), self.relu) {
+            (false, false) => dst.copy_from_slice(src),
+            (true, false) => {
+                for (v, &u) in dst.iter_mut().zip(src) {
+                    *v = u + b;
+                }
+            }
+            (_, true) => {
+                for (v, &u) in dst.iter_mut().zip(src) {
+                    let t = u + b;
+                    *v = if t > T::ZERO { t } else { T::ZERO };
+                }
+            }
+        }
+    }
+
+    /// The epilogue in place on the values of every channel at one position (`C_out` values).
+    pub(crate) fn apply_step(&self, v: &mut [T]) {
+        if let Some(b) = self.bias {
+            for (x, &c) in v.iter_mut().zip(b) {
+                *x += c;
+            }
+        }
+        if self.relu {
+            for x in v.iter_mut() {
+                if *x < T::ZERO {
+                    *x = T::ZERO;
+                }
+            }
+        }
+    }
+}
 
 /// `(x (B, C_in, L), w (C_out, C_in, K)) -> (B, C_out, L_out)`, one group.
 #[derive(Debug, Clone, Copy)]
@@ -135,64 +192,7 @@ impl XwKernel for Conv1dOp {
     }
 
     fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
-        if winograd1d::applies(d.k, self.stride, self.dilation, d.ci, d.co) {
-            return winograd1d::forward(x, w, self.winograd_dims(d));
-        }
-        let mut y = vec![T::ZERO; d.b * d.co * d.lout];
-        if y.is_empty() {
-            return Ok(y);
-        }
-        let wt = taps(w, d);
-        let (s, dil) = (self.stride, self.dilation);
-        let kc = d.k * d.ci;
-        y.par_chunks_mut(d.nb * d.co * d.lout)
-            .enumerate()
-            .try_for_each(|(blk, yb)| -> Result<(), String> {
-                let nbl = yb.len() / (d.co * d.lout);
-                let total = d.block_rows(self, nbl);
-                let n = nbl * d.pitch();
-                let cols_len = if d.compact { n * kc } else { 0 };
-                // per-thread work space: the rows, then the product and the gathered windows
-                with_scratch(total * d.ci, d.co * n + cols_len, |rows: &mut [T], work| {
-                    let geom = (self.padding, d.lp, total);
-                    to_rows(x, (d.ci, d.l), (blk * d.nb, nbl), geom, rows);
-                    let (out, cols) = work.split_at_mut(d.co * n);
-                    // column j of the window of tap k: rows j·s + k·d
-                    let window = |k: usize, depth: usize| Mat {
-                        data: &rows[k * dil * d.ci..],
-                        rows: depth,
-                        cols: n,
-                        rs: 1,
-                        cs: s * d.ci,
-                    };
-                    let lhs = Mat::row_major(&wt, d.co, kc);
-                    if d.compact {
-                        gather_windows(rows, d, s, nbl, cols);
-                        matmul(out, n, lhs, Mat::row_major(cols, n, kc).t(), false, 1)?;
-                    } else if dil == 1 {
-                        matmul(out, n, lhs, window(0, kc), false, 1)?;
-                    } else {
-                        for k in 0..d.k {
-                            let lhs = Mat {
-                                data: &wt[k * d.ci..],
-                                rows: d.co,
-                                cols: d.ci,
-                                rs: kc,
-                                cs: 1,
-                            };
-                            matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
-                        }
-                    }
-                    for bl in 0..nbl {
-                        for o in 0..d.co {
-                            yb[(bl * d.co + o) * d.lout..][..d.lout]
-                                .copy_from_slice(&out[o * n + bl * d.pitch()..][..d.lout]);
-                        }
-                    }
-                    Ok(())
-                })
-            })?;
-        Ok(y)
+        self.forward_epilogue(x, w, Epilogue::none(), d)
     }
 
     /// `(dx, dw)`.
@@ -311,6 +311,78 @@ impl XwKernel for Conv1dOp {
 }
 
 impl Conv1dOp {
+    /// The forward pass with `epi` applied to every output value as it is stored.
+    pub(crate) fn forward_epilogue<T: Float>(
+        &self,
+        x: &[T],
+        w: &[T],
+        epi: Epilogue<'_, T>,
+        d: Dims,
+    ) -> Result<Vec<T>, String> {
+        if winograd1d::applies(d.k, self.stride, self.dilation, d.ci, d.co) {
+            return winograd1d::forward(x, w, self.winograd_dims(d), epi);
+        }
+
+        let mut y = vec![T::ZERO; d.b * d.co * d.lout];
+        if y.is_empty() {
+            return Ok(y);
+        }
+        let wt = taps(w, d);
+        let (s, dil) = (self.stride, self.dilation);
+        let kc = d.k * d.ci;
+        y.par_chunks_mut(d.nb * d.co * d.lout)
+            .enumerate()
+            .try_for_each(|(blk, yb)| -> Result<(), String> {
+                let nbl = yb.len() / (d.co * d.lout);
+                let total = d.block_rows(self, nbl);
+                let n = nbl * d.pitch();
+                let cols_len = if d.compact { n * kc } else { 0 };
+                // per-thread work space: the rows, then the product and the gathered windows
+                with_scratch(total * d.ci, d.co * n + cols_len, |rows: &mut [T], work| {
+                    let geom = (self.padding, d.lp, total);
+                    to_rows(x, (d.ci, d.l), (blk * d.nb, nbl), geom, rows);
+                    let (out, cols) = work.split_at_mut(d.co * n);
+                    // column j of the window of tap k: rows j·s + k·d
+                    let window = |k: usize, depth: usize| Mat {
+                        data: &rows[k * dil * d.ci..],
+                        rows: depth,
+                        cols: n,
+                        rs: 1,
+                        cs: s * d.ci,
+                    };
+                    let lhs = Mat::row_major(&wt, d.co, kc);
+                    if d.compact {
+                        gather_windows(rows, d, s, nbl, cols);
+                        matmul(out, n, lhs, Mat::row_major(cols, n, kc).t(), false, 1)?;
+                    } else if dil == 1 {
+                        matmul(out, n, lhs, window(0, kc), false, 1)?;
+                    } else {
+                        for k in 0..d.k {
+                            let lhs = Mat {
+                                data: &wt[k * d.ci..],
+                                rows: d.co,
+                                cols: d.ci,
+                                rs: kc,
+                                cs: 1,
+                            };
+                            matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
+                        }
+                    }
+                    for bl in 0..nbl {
+                        for o in 0..d.co {
+                            epi.store_channel(
+                                o,
+                                &out[o * n + bl * d.pitch()..][..d.lout],
+                                &mut yb[(bl * d.co + o) * d.lout..][..d.lout],
+                            );
+                        }
+                    }
+                    Ok(())
+                })
+            })?;
+        Ok(y)
+    }
+
     /// `(dx, dw)` of a convolution whose forward pass ran as Winograd products: the input
     /// gradient is the convolution of dY with the flipped kernel (padding `K - 1 - p`), the
     /// weight gradient comes from the transform domain ([`winograd1d::weight_grad`]).
@@ -340,7 +412,7 @@ impl Conv1dOp {
             lout: d.l,
         };
         Ok((
-            winograd1d::forward(dy, &flipped, back)?,
+            winograd1d::forward(dy, &flipped, back, Epilogue::none())?,
             winograd1d::weight_grad(x, dy, self.winograd_dims(d))?,
         ))
     }
@@ -446,3 +518,78 @@ fn taps<T: Float>(w: &[T], d: Dims) -> Vec<T> {
 }
 
 crate::ops::cpu::xw_custom_op!(Conv1dOp, "canopy-conv1d");
+
+/// `act(conv1d(x, w) + b)`: [`Conv1dOp`] with a bias `(C_out,)` and an optional ReLU applied as
+/// the outputs are stored ([`Epilogue`]). The backward pass masks the output gradient where the
+/// ReLU cut, sums it over batch and time for the bias, and runs the convolution's backward pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv1dActOp {
+    pub conv: Conv1dOp,
+    pub relu: bool,
+}
+
+impl CustomOp3 for Conv1dActOp {
+    fn name(&self) -> &'static str {
+        "canopy-conv1d-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        const NAME: &str = "conv1d_act";
+        let d = self.conv.dims(lx, lw)?;
+        if lb.shape().dims() != [d.co] {
+            return Err(candle_core::Error::Msg(format!(
+                "{NAME}: bias ({},) expected, got {:?}",
+                d.co,
+                lb.shape()
+            )));
+        }
+        let err = |m: String| candle_core::Error::Msg(format!("{NAME}: {m}"));
+        macro_rules! run {
+            ($t:ty) => {{
+                let epi = Epilogue {
+                    bias: Some(slice::<$t>(sb, lb, NAME)?),
+                    relu: self.relu,
+                };
+                let x = slice::<$t>(sx, lx, NAME)?;
+                let w = slice::<$t>(sw, lw, NAME)?;
+                self.conv.forward_epilogue(x, w, epi, d).map_err(err)?
+            }};
+        }
+        let out = match (sx, sw, sb) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(run!(f32))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(run!(f64))
+            }
+            _ => return Err(err("x, w and b must all be f32 or all f64".into())),
+        };
+        Ok((out, Conv1dOp::out_shape(&d)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = if self.relu {
+            crate::ops::activation::relu_grad(res, grad)?
+        } else {
+            grad.contiguous()?
+        };
+        let db = crate::ops::channel::channel_bias_grad(&g)?;
+        let (dx, dw) = xw_backward(&self.conv, x, w, &g)?;
+        Ok((dx, dw, Some(db)))
+    }
+}

@@ -26,7 +26,7 @@
 
 use rayon::prelude::*;
 
-use crate::ops::conv1d_cpu::to_rows;
+use crate::ops::conv1d_cpu::{to_rows, Epilogue};
 use crate::ops::cpu::{sum_in_order, with_scratch, Float};
 use crate::ops::gemm::{matmul, Mat};
 
@@ -132,8 +132,13 @@ pub(crate) struct Dims1 {
 /// sequences `lpw` rows apart with zeros between them: every tile's `n` rows lie inside its own
 /// sequence's padded span), transforms every tile with vector operations along the channels,
 /// runs the `n` products `V[ξ] (tiles x C_in) · U[ξ] (C_in x C_out)` and transforms the products
-/// back into the output rows of each sequence.
-pub(crate) fn forward<T: Float>(x: &[T], w: &[T], d: Dims1) -> Result<Vec<T>, String> {
+/// back into the output rows of each sequence, applying `epi` to each output position's values.
+pub(crate) fn forward<T: Float>(
+    x: &[T],
+    w: &[T],
+    d: Dims1,
+    epi: Epilogue<'_, T>,
+) -> Result<Vec<T>, String> {
     let (ci, co, k) = (d.c_in, d.c_out, d.k);
     if x.len() != d.b * ci * d.l
         || w.len() != co * ci * k
@@ -195,6 +200,7 @@ pub(crate) fn forward<T: Float>(x: &[T], w: &[T], d: Dims1) -> Result<Vec<T>, St
                         combine(&at[i * n..(i + 1) * n], dst, |xi| {
                             &m[(xi * cols + tile) * co..(xi * cols + tile + 1) * co]
                         });
+                        epi.apply_step(dst);
                     }
                     from_rows(&ybuf[..d.lout * co], co, ys);
                 }
@@ -470,8 +476,8 @@ mod tests {
                 .map(|i| ((i * 11 + 2) as f64 * 0.291).cos() * 0.2)
                 .collect();
             let want = direct(&x, &w, d);
-            let got = forward(&x, &w, d).unwrap();
-            let got32 = forward(&f32s(&x), &f32s(&w), d).unwrap();
+            let got = forward(&x, &w, d, Epilogue::none()).unwrap();
+            let got32 = forward(&f32s(&x), &f32s(&w), d, Epilogue::none()).unwrap();
             check(&want, &got, &got32, 1e-12, &d);
         }
     }
@@ -525,6 +531,6 @@ mod tests {
             pad: 1,
             lout: 9,
         };
-        assert!(forward(&[0.0f32; 128], &[0.0f32; 768], d).is_err());
+        assert!(forward(&[0.0f32; 128], &[0.0f32; 768], d, Epilogue::none()).is_err());
     }
 }
