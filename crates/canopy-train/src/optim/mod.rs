@@ -25,6 +25,7 @@
 
 mod adam;
 mod group;
+mod inplace;
 mod sgd;
 mod state;
 
@@ -87,7 +88,7 @@ pub trait Optimizer {
     /// # Errors
     /// Never in practice; kept fallible for future state kinds.
     fn state(&self) -> Result<OptimizerState> {
-        Ok(self.params().to_state(self.kind(), self.hyperparameters()))
+        self.params().to_state(self.kind(), self.hyperparameters())
     }
 
     /// Restores a state saved by [`Optimizer::state`]: moments, step counts, the learning rate and
@@ -208,7 +209,9 @@ impl Params {
         self.groups.iter().flat_map(|g| g.params().iter())
     }
 
-    /// The state of the parameter `name`, if it was updated at least once.
+    /// The state of the parameter `name`, if it was updated at least once. On the CPU Adam
+    /// updates its moment tensors in place: `copy()` one to keep a snapshot (or take
+    /// [`Optimizer::state`], which copies).
     pub fn var_state(&self, name: &str) -> Option<&VarState> {
         self.state.get(name)
     }

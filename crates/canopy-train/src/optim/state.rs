@@ -80,16 +80,17 @@ impl Params {
         &self,
         kind: &str,
         hyperparameters: serde_json::Value,
-    ) -> OptimizerState {
+    ) -> Result<OptimizerState> {
         let mut tensors = HashMap::new();
         let mut steps = BTreeMap::new();
         for (name, st) in &self.state {
             steps.insert(name.clone(), st.step);
             for (buf, t) in &st.buffers {
-                tensors.insert(format!("{name}.{buf}"), t.clone());
+                // a copy: the optimizer updates its buffers in place
+                tensors.insert(format!("{name}.{buf}"), t.copy()?);
             }
         }
-        OptimizerState {
+        Ok(OptimizerState {
             kind: kind.to_string(),
             hyperparameters,
             lr: self.lr,
@@ -105,7 +106,7 @@ impl Params {
                 .collect(),
             steps,
             tensors,
-        }
+        })
     }
 
     pub(crate) fn load_state(&mut self, kind: &str, s: &OptimizerState) -> Result<()> {
@@ -149,7 +150,8 @@ impl Params {
                     t.dims(),
                 ));
             }
-            let t = t.to_dtype(var.dtype())?.to_device(var.device())?;
+            // a copy: the optimizer updates its buffers in place, `s` stays as it is
+            let t = t.to_dtype(var.dtype())?.to_device(var.device())?.copy()?;
             state
                 .get_mut(name)
                 .ok_or_else(|| invalid(OP, format!("state tensor {key:?} has no step count")))?
