@@ -383,8 +383,10 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    const ROUND_BITS: i32 = 0x4B40_0000; // ROUND's bit pattern: n sits in the low mantissa bits
     let x = x.clamp(-87.3, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Cephes' expf minimax coefficients
     let q = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -392,7 +394,10 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
         * r
         + 0.5;
     let p = q * r * r + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // n as an integer from the bits of `shifted` (an `as i32` cast would be a saturating
+    // conversion with compares and selects, which keeps the loop from vectorising cleanly)
+    let ni = shifted.to_bits() as i32 - ROUND_BITS;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 
