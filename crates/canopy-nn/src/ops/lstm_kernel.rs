@@ -862,10 +862,88 @@ fn cell_update<T: Float>(
         &gg[..n],
         &go[..n],
     );
-    for k in 0..n {
-        let cn = gf[k].sigmoid() * cp[k] + gi[k].sigmoid() * gg[k].tanh();
-        c[k] = cn;
-        h[k] = go[k].sigmoid() * cn.tanh();
+    pulp::Arch::new().dispatch(CellUpdate {
+        h,
+        c,
+        cp,
+        gates: [gi, gf, gg, go],
+    });
+}
+
+/// The body of [`cell_update`] (equal-length slices) as a pulp op, vectorised like
+/// [`GatesForward`].
+struct CellUpdate<'a, T> {
+    h: &'a mut [T],
+    c: &'a mut [T],
+    cp: &'a [T],
+    gates: [&'a [T]; 4],
+}
+
+impl<T: Float> pulp::WithSimd for CellUpdate<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let [gi, gf, gg, go] = self.gates;
+        let n = self.h.len();
+        let (c, cp, h) = (&mut self.c[..n], &self.cp[..n], self.h);
+        let (gi, gf, gg, go) = (&gi[..n], &gf[..n], &gg[..n], &go[..n]);
+        for k in 0..n {
+            let cn = gf[k].sigmoid() * cp[k] + gi[k].sigmoid() * gg[k].tanh();
+            c[k] = cn;
+            h[k] = go[k].sigmoid() * cn.tanh();
+        }
+    }
+}
+
+/// The gradient loop of [`gates_backward`] for one sample (equal-length slices): from the
+/// pre-activations `gates` (`i, f, g, o`), the previous cell state `cp`, the new cell state
+/// `c_new` and the gradients `dh`, `dcn` of the outputs, the pre-activation gradients `dgates`
+/// and the previous cell state's gradient `dcp`. Vectorised like [`GatesForward`].
+struct CellBackward<'a, T> {
+    gates: [&'a [T]; 4],
+    cp: &'a [T],
+    c_new: &'a [T],
+    grads: [&'a [T]; 2],
+    dgates: [&'a mut [T]; 4],
+    dcp: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for CellBackward<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let [gi, gf, gg, go] = self.gates;
+        let [dh, dcn] = self.grads;
+        let [di, df, dgg, dout] = self.dgates;
+        let m = gi.len();
+        let (gf, gg, go, cp, c_new) = (
+            &gf[..m],
+            &gg[..m],
+            &go[..m],
+            &self.cp[..m],
+            &self.c_new[..m],
+        );
+        let (dh, dcn) = (&dh[..m], &dcn[..m]);
+        let (di, df, dgg, dout, dcp) = (
+            &mut di[..m],
+            &mut df[..m],
+            &mut dgg[..m],
+            &mut dout[..m],
+            &mut self.dcp[..m],
+        );
+        for k in 0..m {
+            let (i, f) = (gi[k].sigmoid(), gf[k].sigmoid());
+            let (gv, o) = (gg[k].tanh(), go[k].sigmoid());
+            let tc = c_new[k].tanh();
+            let dct = dcn[k] + dh[k] * o * (T::ONE - tc * tc);
+            di[k] = dct * gv * i * (T::ONE - i);
+            df[k] = dct * cp[k] * f * (T::ONE - f);
+            dgg[k] = dct * i * (T::ONE - gv * gv);
+            dout[k] = dh[k] * tc * o * (T::ONE - o);
+            dcp[k] = dct * f;
+        }
     }
 }
 
@@ -930,26 +1008,14 @@ fn gates_backward<T: Float>(
             };
             let c_new = &o_b[m..2 * m];
             let (dh, dcn) = (&g_b[..m], &g_b[m..2 * m]);
-            // equal lengths up front, so the loop runs without bounds checks
-            let (gi, gf, gg, go, cp) = (&gi[..m], &gf[..m], &gg[..m], &go[..m], &cp[..m]);
-            let (di, df, dgg, dout, dcp) = (
-                &mut di[..m],
-                &mut df[..m],
-                &mut dgg[..m],
-                &mut dout[..m],
-                &mut dcp[..m],
-            );
-            for k in 0..m {
-                let (i, f) = (gi[k].sigmoid(), gf[k].sigmoid());
-                let (gv, o) = (gg[k].tanh(), go[k].sigmoid());
-                let tc = c_new[k].tanh();
-                let dct = dcn[k] + dh[k] * o * (T::ONE - tc * tc);
-                di[k] = dct * gv * i * (T::ONE - i);
-                df[k] = dct * cp[k] * f * (T::ONE - f);
-                dgg[k] = dct * i * (T::ONE - gv * gv);
-                dout[k] = dh[k] * tc * o * (T::ONE - o);
-                dcp[k] = dct * f;
-            }
+            pulp::Arch::new().dispatch(CellBackward {
+                gates: [gi, gf, gg, go],
+                cp,
+                c_new,
+                grads: [dh, dcn],
+                dgates: [di, df, dgg, dout],
+                dcp,
+            });
         });
     (dgates, dc)
 }
@@ -1114,5 +1180,50 @@ mod tests {
             (d, cy)
         };
         assert_eq!(backward(true), backward(false));
+    }
+
+    /// The ConvLSTM cell kernels likewise.
+    #[test]
+    fn dispatched_cell_kernels_equal_the_baseline_bit_for_bit() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let m = 29;
+        let mut v =
+            |scale: f32| -> Vec<f32> { (0..m).map(|_| rng.random_range(-scale..scale)).collect() };
+        let g: Vec<Vec<f32>> = (0..4).map(|_| v(6.0)).collect();
+        let (cp, dh, dcn) = (v(2.0), v(1.0), v(1.0));
+        let run = |dispatch: bool| {
+            let (mut h, mut c) = (vec![0f32; m], vec![0f32; m]);
+            let op = CellUpdate {
+                h: &mut h,
+                c: &mut c,
+                cp: &cp,
+                gates: [&g[0], &g[1], &g[2], &g[3]],
+            };
+            if dispatch {
+                pulp::Arch::new().dispatch(op);
+            } else {
+                op.with_simd(pulp::Scalar::new());
+            }
+            let mut d = vec![vec![0f32; m]; 4];
+            let mut dcp = vec![0f32; m];
+            let [a, b, e, f] = &mut d[..] else {
+                unreachable!()
+            };
+            let op = CellBackward {
+                gates: [&g[0], &g[1], &g[2], &g[3]],
+                cp: &cp,
+                c_new: &c,
+                grads: [&dh, &dcn],
+                dgates: [a, b, e, f],
+                dcp: &mut dcp,
+            };
+            if dispatch {
+                pulp::Arch::new().dispatch(op);
+            } else {
+                op.with_simd(pulp::Scalar::new());
+            }
+            (h, c, d, dcp)
+        };
+        assert_eq!(run(true), run(false));
     }
 }
