@@ -215,6 +215,41 @@ pub(crate) fn forward<T: Float>(
 fn input_transform<T: Float>(
     rows: &[T],
     (bt, n): (&[T], usize),
+    dims: (usize, usize, usize, usize),
+    v: &mut [T],
+) {
+    pulp::Arch::new().dispatch(InputTransform {
+        rows,
+        bt,
+        n,
+        dims,
+        v,
+    });
+}
+
+/// [`input_transform`] as a pulp op: the vector operations along the channels compiled for
+/// AVX2 / AVX-512 under run-time dispatch (the same arithmetic, bit for bit).
+struct InputTransform<'a, T> {
+    rows: &'a [T],
+    bt: &'a [T],
+    n: usize,
+    dims: (usize, usize, usize, usize),
+    v: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for InputTransform<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        input_transform_body(self.rows, (self.bt, self.n), self.dims, self.v);
+    }
+}
+
+#[inline(always)]
+fn input_transform_body<T: Float>(
+    rows: &[T],
+    (bt, n): (&[T], usize),
     (nbl, t, lpw, c): (usize, usize, usize, usize),
     v: &mut [T],
 ) {
@@ -317,6 +352,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], d: Dims1) -> Result<Vec<T
 
 /// `dst = Σ_i coefs[i] · row(i)` over the rows with a non-zero coefficient (vector operations
 /// along the row).
+#[inline(always)]
 fn combine<'a, T: Float + 'a>(coefs: &[T], dst: &mut [T], row: impl Fn(usize) -> &'a [T]) {
     let mut first = true;
     for (i, &coef) in coefs.iter().enumerate() {
@@ -532,5 +568,38 @@ mod tests {
             lout: 9,
         };
         assert!(forward(&[0.0f32; 128], &[0.0f32; 768], d, Epilogue::none()).is_err());
+    }
+
+    /// The input transform gives the same bits compiled for the dispatched instruction set and
+    /// for the baseline (channels not a multiple of the vector width).
+    #[test]
+    fn dispatched_input_transform_equals_the_baseline_bit_for_bit() {
+        use pulp::WithSimd;
+        let tf = transform(7);
+        let bt: Vec<f32> = tf.bt.iter().map(|&v| v as f32).collect();
+        let (nbl, t, c) = (3, 4, 19);
+        let lpw = 2 * t + tf.n - 2;
+        let rows: Vec<f32> = (0..(nbl * lpw + 2) * c)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let run = |dispatch: bool| {
+            let mut v = vec![0f32; tf.n * nbl * t * c];
+            let op = InputTransform {
+                rows: &rows,
+                bt: &bt,
+                n: tf.n,
+                dims: (nbl, t, lpw, c),
+                v: &mut v,
+            };
+            if dispatch {
+                pulp::Arch::new().dispatch(op);
+            } else {
+                op.with_simd(pulp::Scalar::new());
+            }
+            v
+        };
+        let got = run(true);
+        assert!(got.iter().any(|&x| x != 0.0));
+        assert_eq!(got, run(false));
     }
 }
