@@ -89,6 +89,7 @@ impl<'a, T: Float> Epilogue<'a, T> {
     }
 
     /// The epilogue in place on the values of every channel at one position (`C_out` values).
+    #[inline(always)]
     pub(crate) fn apply_step(&self, v: &mut [T]) {
         if let Some(b) = self.bias {
             for (x, &c) in v.iter_mut().zip(b) {
