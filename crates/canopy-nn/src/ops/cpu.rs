@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::ops::gemm::GemmScalar;
 
@@ -218,6 +219,18 @@ fn scratch_from<T: Copy + Default, R>(
         }
         Err(_) => f(&mut vec![T::default(); n1], &mut vec![T::default(); n2]),
     }
+}
+
+/// `n` zeros, written by all threads for large `n` (a `vec![0; n]` of tens of MB on a reused
+/// allocation is a serial memset that keeps the other threads idle).
+pub(crate) fn zeros_par<T: Float>(n: usize) -> Vec<T> {
+    const SERIAL_BELOW: usize = 1 << 18;
+    if n < SERIAL_BELOW {
+        return vec![T::ZERO; n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(T::ZERO, n));
+    v
 }
 
 /// Float types the fused kernels run on.

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float, Saved, SavedCell};
+use crate::ops::cpu::{slice, zeros_par, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
 
 /// One direction of a [`LstmBiLayerOp`]: its hidden size, whether it runs in reverse and the
@@ -574,7 +574,7 @@ fn bi_forward<T: Float>(
         ));
     }
     // the input projections x W_ihᵀ + b, one product per direction with every thread
-    let mut acts = vec![T::ZERO; nd * bt * g4];
+    let mut acts = zeros_par(nd * bt * g4);
     for (d, a) in acts.chunks_mut(bt * g4).enumerate() {
         let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
         let bd = &bias[d * g4..(d + 1) * g4];
@@ -587,7 +587,7 @@ fn bi_forward<T: Float>(
     }
     // the output (2, B·T, D·H) as H-slices: slice j belongs to direction j mod D, and each
     // direction's slices come in (half, row) order
-    let mut out = vec![T::ZERO; 2 * bt * dh];
+    let mut out = zeros_par(2 * bt * dh);
     let mut rows: Vec<Vec<&mut [T]>> = (0..nd).map(|_| Vec::with_capacity(2 * bt)).collect();
     for (j, r) in out.chunks_mut(h).enumerate() {
         if let Some(dst) = rows.get_mut(j % nd) {
@@ -654,7 +654,7 @@ fn bi_backward<T: Float>(
             x.len()
         ));
     }
-    let mut dxw = vec![T::ZERO; nd * bt * g4];
+    let mut dxw = zeros_par(nd * bt * g4);
     let mut dw = vec![T::ZERO; nd * g4 * (c + h)];
     let mut db = vec![T::ZERO; nd * g4];
     let dims = (bt, nd, h);
@@ -698,7 +698,7 @@ fn bi_backward<T: Float>(
         weight_grads(&dir, x, h_all, dxw_d, (dw_d, db_d), (b, t, c), threads)?;
     }
     // dx = Σ_d dxw_d W_ih_d
-    let mut dx = vec![T::ZERO; bt * c];
+    let mut dx = zeros_par(bt * c);
     for (d, dxw_d) in dxw.chunks(bt * g4).enumerate() {
         let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
         matmul(
