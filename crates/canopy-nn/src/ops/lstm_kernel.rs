@@ -183,6 +183,22 @@ impl<T: Float> pulp::WithSimd for GatesForward<'_, T> {
     }
 }
 
+/// The gradients of one element of an LSTM cell `c = f·c_prev + i·g`, `h = o·tanh(c)`: from the
+/// activations `[i, f, g, o]` (`σ, σ, tanh, σ` of the pre-activations), `tanh(c)`, `c_prev`, the
+/// gradient `dh` of `h` and `dc` of `c` (from outside the `h` path), returns the gradients of the
+/// four pre-activations and of `c_prev`. Shared by the layer op and the ConvLSTM cell op.
+#[inline(always)]
+fn cell_grads<T: Float>([i, f, g, o]: [T; 4], tc: T, cp: T, dh: T, dc: T) -> [T; 5] {
+    let dct = dc + dh * o * (T::ONE - tc * tc);
+    [
+        dct * g * i * (T::ONE - i),
+        dct * cp * f * (T::ONE - f),
+        dct * i * (T::ONE - g * g),
+        dh * tc * o * (T::ONE - o),
+        dct * f,
+    ]
+}
+
 /// One step's gate gradients for one sequence: from the activations `acts` (`σ(i), σ(f),
 /// tanh(g), σ(o)`), the cell states `cells` (this step's and the previous one's) and the
 /// gradients `grads` of the step's `h, c` outputs, plus the gradients `carry` (`dh, dc`) coming
@@ -217,15 +233,11 @@ impl<T: Float> pulp::WithSimd for GatesBackward<'_, T> {
             &mut dcb[..h],
         );
         for k in 0..h {
-            let (i, f, g, o) = (ai[k], af[k], ag[k], ao[k]);
-            let tc = c_s[k].tanh();
+            let acts = [ai[k], af[k], ag[k], ao[k]];
             let dhk = gh_s[k] + dhb[k];
-            let dck = gc_s[k] + dcb[k] + dhk * o * (T::ONE - tc * tc);
-            di[k] = dck * g * i * (T::ONE - i);
-            df[k] = dck * cp[k] * f * (T::ONE - f);
-            dgg[k] = dck * i * (T::ONE - g * g);
-            dout[k] = dhk * tc * o * (T::ONE - o);
-            dcb[k] = dck * f;
+            let [d_i, d_f, d_g, d_o, d_c] =
+                cell_grads(acts, c_s[k].tanh(), cp[k], dhk, gc_s[k] + dcb[k]);
+            (di[k], df[k], dgg[k], dout[k], dcb[k]) = (d_i, d_f, d_g, d_o, d_c);
         }
     }
 }
@@ -934,15 +946,14 @@ impl<T: Float> pulp::WithSimd for CellBackward<'_, T> {
             &mut self.dcp[..m],
         );
         for k in 0..m {
-            let (i, f) = (gi[k].sigmoid(), gf[k].sigmoid());
-            let (gv, o) = (gg[k].tanh(), go[k].sigmoid());
-            let tc = c_new[k].tanh();
-            let dct = dcn[k] + dh[k] * o * (T::ONE - tc * tc);
-            di[k] = dct * gv * i * (T::ONE - i);
-            df[k] = dct * cp[k] * f * (T::ONE - f);
-            dgg[k] = dct * i * (T::ONE - gv * gv);
-            dout[k] = dh[k] * tc * o * (T::ONE - o);
-            dcp[k] = dct * f;
+            let acts = [
+                gi[k].sigmoid(),
+                gf[k].sigmoid(),
+                gg[k].tanh(),
+                go[k].sigmoid(),
+            ];
+            let [d_i, d_f, d_g, d_o, d_c] = cell_grads(acts, c_new[k].tanh(), cp[k], dh[k], dcn[k]);
+            (di[k], df[k], dgg[k], dout[k], dcp[k]) = (d_i, d_f, d_g, d_o, d_c);
         }
     }
 }
