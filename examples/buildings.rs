@@ -6,7 +6,7 @@
 //!     [--val-area 5] [--width 16] [--patch 128] [--batch 8] [--patches 256] \
 //!     [--schedule exp|cyclic] [--lr-decay 0.8] [--eval-batch 8] [--eval-val-only] [--seed 0] [--out buildings-run] \
 //!     [--noise-shift 8 --noise-omit 0.2] [--clean-fraction 0.1] [--finetune-epochs 4] \
-//!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors]
+//!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors] [--trace-steps 20]
 //! ```
 //!
 //! Data: `../shared/data/buildings` (or `CANOPY_SHARED_DATA`): RAMP areas 1 (Zanzibar),
@@ -36,6 +36,13 @@
 //! the weights to f16 before the evaluation (so the scores are those of the shipped weights)
 //! and writes them with a sidecar describing provenance, licences and scores: how
 //! `crates/canopy-segment/weights/buildings-unet16.*` were made.
+//!
+//! `--trace-steps N` stops after N training steps and writes `trace.safetensors` to `--out`:
+//! the initial weights (`init.{name}`), the N batches exactly as the model saw them (`x.{s}`
+//! normalised f32, `y.{s}` u32 labels), the weights after the N steps (`final.{name}`) and
+//! `trace.json` with each step's learning rate and loss. `tools/train_buildings_torch.py
+//! --replay DIR` runs the same N steps in PyTorch from the same weights on the same batches,
+//! so the two implementations are compared without their random streams.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -283,6 +290,7 @@ fn main() -> anyhow::Result<()> {
     let finetune_epochs: usize = arg("--finetune-epochs", "0").parse()?;
     let noise_shift: usize = arg("--noise-shift", "0").parse()?;
     let noise_omit: f64 = arg("--noise-omit", "0").parse()?;
+    let trace_steps: usize = arg("--trace-steps", "0").parse()?;
     let noise = (noise_shift > 0 || noise_omit > 0.0).then(|| LabelNoiseConfig {
         max_shift: noise_shift,
         object_shift: noise_shift.min(2),
@@ -382,6 +390,14 @@ fn main() -> anyhow::Result<()> {
         .filter(|(n, _)| !n.contains("running_") && !n.ends_with("num_batches_tracked"))
         .collect();
     let mut opt = Adam::new(param_groups(params, &[])?, AdamConfig::default())?;
+    // --trace-steps: the initial weights, then every step's batch, learning rate and loss
+    let mut trace: Vec<(String, Tensor)> = Vec::new();
+    let mut trace_rows = Vec::new();
+    if trace_steps > 0 {
+        for (name, var) in vm.named_vars()? {
+            trace.push((format!("init.{name}"), var.as_tensor().copy()?));
+        }
+    }
     let loss_cfg = CeSoftIouConfig {
         ce: CrossEntropyConfig {
             ignore_index: Some(u32::from(IGNORE)),
@@ -424,9 +440,20 @@ fn main() -> anyhow::Result<()> {
                 let logits = model.forward_t(&x, true)?;
                 let loss = ce_soft_iou_loss(&logits, &y, &loss_cfg)?;
                 opt.step(&loss.backward()?)?;
-                total += loss.to_scalar::<f32>()? as f64;
+                let loss = loss.to_scalar::<f32>()?;
+                total += loss as f64;
                 steps += 1;
                 start = end;
+                if step <= trace_steps {
+                    trace.push((format!("x.{}", step - 1), x));
+                    trace.push((format!("y.{}", step - 1), y));
+                    trace_rows.push(
+                        serde_json::json!({"step": step - 1, "lr": lr.lr(step - 1), "loss": loss}),
+                    );
+                    if step == trace_steps {
+                        return Ok(());
+                    }
+                }
             }
             println!(
                 "{label}epoch {epoch}: loss {:.4} ({steps} steps, {:.1} s)",
@@ -437,7 +464,7 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     };
     train_epochs(&data, epochs, lr.as_ref(), "")?;
-    if finetune_epochs > 0 {
+    if finetune_epochs > 0 && trace_steps == 0 {
         // stage 2: the clean labels, from a tenth of stage 1's initial rate, decaying per epoch
         let clean_data = patches_of(clean.clone())?;
         let start_step = epochs * steps_per_epoch;
@@ -449,6 +476,28 @@ fn main() -> anyhow::Result<()> {
             clean.len()
         );
         train_epochs(&clean_data, finetune_epochs, &fine, "fine-tune ")?;
+    }
+
+    if trace_steps > 0 {
+        if step < trace_steps {
+            bail!("--trace-steps {trace_steps}: the run has only {step} steps");
+        }
+        for (name, var) in vm.named_vars()? {
+            trace.push((format!("final.{name}"), var.as_tensor().copy()?));
+        }
+        let path = out.join("trace.safetensors");
+        candle_core::safetensors::save(&trace.into_iter().collect(), &path)?;
+        std::fs::write(
+            out.join("trace.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "steps": trace_rows,
+                "batch": batch,
+                "width": width,
+                "model": arg("--model", "unet"),
+            }))?,
+        )?;
+        println!("wrote the first {trace_steps} steps to {}", path.display());
+        return Ok(());
     }
 
     let meta = CheckpointMeta {

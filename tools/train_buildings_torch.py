@@ -9,6 +9,7 @@ Rust example has exported its tiles (`cargo run --release --example buildings --
         [--tiles /work/runs/tiles.safetensors] [--epochs 20] [--width 16] [--patch 128] \
         [--batch 8] [--patches 256] [--seed 0] [--schedule exp|cyclic] [--lr-decay 0.8] \
         [--eval-batch 8] [--threads 2] [--out DIR]
+    ~/.cache/canopy-peers/venv/bin/python tools/train_buildings_torch.py --replay DIR
 Writes DIR/metrics.json (rows {area, role, iou, accuracy}, as the example's) and DIR/model.pt
 (the state_dict; its key names are those of canopy's UNet, so it also converts to safetensors).
 
@@ -52,6 +53,15 @@ What is the same as the Rust example (source files named for each step):
 - Evaluation: every tile of every area, whole, in eval mode, in batches of tiles of one shape;
   a pixel is building when its softmax probability exceeds 0.5; confusion counts pooled per area
   over the non-ignored pixels; IoU = tp / (tp + fp + fn), accuracy = (tp + tn) / all.
+
+Replay (`--replay DIR`, DIR written by the example's `--trace-steps N`): no random streams at
+all. PyTorch starts from canopy's initial weights and takes the same N steps on the same
+batches with the same learning rates; the script prints both losses per step and how far the
+final weights are apart, then compares canopy's initial weights with PyTorch's default
+initialisation of the same model (bound and standard deviation per tensor). It exits with 1
+when the first step's losses differ by more than 1e-5 or a later step's by more than
+--replay-tol (relative, 5e-3), or when an initialisation's standard deviation is off by more
+than 20 % (or a constant one is not equal).
 
 What cannot be the same: the random streams. canopy seeds rand's StdRng per patch and its own
 initialisers; here numpy's PCG64 (seeded with (seed, epoch, index)) draws the patches and the
@@ -266,6 +276,84 @@ def evaluate(model, images, masks, meta, mean, std, eval_batch):
     return counts
 
 
+def replay(trace_dir, tol, threads):
+    """Canopy's first N steps (trace.safetensors) re-run in PyTorch; returns failures."""
+    with open(os.path.join(trace_dir, "trace.json")) as f:
+        info = json.load(f)
+    t = load_file(os.path.join(trace_dir, "trace.safetensors"))
+    if info.get("model", "unet") != "unet":
+        raise SystemExit("--replay supports the U-Net traces only")
+    torch.set_num_threads(threads)
+    model = UNet(3, 2, info["width"], 4)
+    state = model.state_dict()
+    init = {}
+    for k, v in state.items():
+        if f"init.{k}" not in t:
+            raise SystemExit(f"trace has no init.{k}: not a U-Net {info['width']} trace")
+        init[k] = t[f"init.{k}"].to(v.dtype)
+    extra = sorted(k[5:] for k in t if k.startswith("init.") and k[5:] not in state)
+    if extra:
+        raise SystemExit(f"trace has weights the PyTorch U-Net lacks: {extra}")
+    failures = []
+
+    # PyTorch's default initialisation of the same model against canopy's draws
+    torch.manual_seed(0)
+    fresh = UNet(3, 2, info["width"], 4).state_dict()
+    print("initialisation (canopy vs PyTorch default): tensor, max |w|, std")
+    for k, v in fresh.items():
+        if v.dtype != torch.float32 or "running" in k:
+            continue
+        a, b = init[k], v
+        if b.std().item() == 0.0:
+            # a constant initialisation (batch-norm weight 1, bias 0): must be equal
+            if not torch.equal(a, b):
+                failures.append(f"init of {k}: canopy is not the constant {b.flatten()[0]}")
+            continue
+        if v.numel() < 64:
+            continue
+        ra = a.std().item() / max(b.std().item(), 1e-30)
+        print(f"  {k:<28} {a.abs().max().item():.4f} / {b.abs().max().item():.4f}   "
+              f"{a.std().item():.4f} / {b.std().item():.4f}  ({ra:.3f})")
+        if not 0.8 <= ra <= 1.25:
+            failures.append(f"init std of {k}: canopy {a.std().item():.4g}, "
+                            f"PyTorch {b.std().item():.4g}")
+
+    model.load_state_dict(init, strict=True)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                           weight_decay=0.0)
+    print("step  lr          canopy loss  PyTorch loss  relative difference")
+    worst = 0.0
+    for row in info["steps"]:
+        s = row["step"]
+        x, y = t[f"x.{s}"], t[f"y.{s}"].to(torch.int64)
+        for g in opt.param_groups:
+            g["lr"] = row["lr"]
+        loss = ce_soft_iou(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ours, theirs = row["loss"], loss.item()
+        rel = abs(ours - theirs) / max(abs(theirs), 1e-30)
+        worst = max(worst, rel)
+        print(f"{s:>4}  {row['lr']:.3e}  {ours:>11.6f}  {theirs:>12.6f}  {rel:.2e}")
+        # step 0: the same weights and batch, only the summation order differs; later steps
+        # drift apart as rounding differences compound through Adam
+        if rel > (1e-5 if s == 0 else tol):
+            failures.append(f"step {s}: loss {ours} (canopy) vs {theirs} (PyTorch)")
+    print(f"largest relative loss difference over {len(info['steps'])} steps: {worst:.2e}")
+    print("final weights: tensor, max |canopy - PyTorch| / max |change from init|")
+    for k, v in model.state_dict().items():
+        if f"final.{k}" not in t or v.dtype != torch.float32:
+            continue
+        fin = t[f"final.{k}"]
+        moved = (v - init[k]).abs().max().item()
+        diff = (fin - v).abs().max().item()
+        if moved > 0 and k.endswith("weight"):
+            print(f"  {k:<28} {diff / moved:.2e}")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiles", default="/work/runs/tiles.safetensors")
@@ -280,7 +368,15 @@ def main():
     ap.add_argument("--eval-batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="buildings-torch")
+    ap.add_argument("--replay", help="a --trace-steps output folder of the example")
+    ap.add_argument("--replay-tol", type=float, default=5e-3,
+                    help="largest relative loss difference of a replayed step after the first")
     args = ap.parse_args()
+    if args.replay:
+        failures = replay(args.replay, args.replay_tol, args.threads)
+        for f in failures:
+            print(f"FAIL {f}")
+        raise SystemExit(1 if failures else 0)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
