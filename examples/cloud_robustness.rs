@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example cloud_robustness -- [--models lstm,transformer,msresnet,tempcnn]
 //!     [--epochs 20] [--seeds 0,1,2] [--train-limit 3000] [--ablation tempcnn]
-//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--out cloud-robustness.md]
+//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|port] [--out cloud-robustness.md]
 //! ```
 //!
 //! Data: the eo-learn test patch (`../shared/data/sits/eolearn-testpatch`; Sentinel-2 over
@@ -32,6 +32,10 @@
 //!
 //! `--convlstm`: the MTLCC ConvLSTM (`canopy_temporal::mtlcc`) on raw 20 x 20 patches (the
 //! same blocks: test blocks are test patches), per-pixel loss ignoring class "no data".
+//! `--convlstm-preset mtlcc` (default) is the TensorFlow MTLCC structure (bidirectional with
+//! shared weights, layer norm in the cell), `port` the PyTorch port's (forward only, no layer
+//! norm; `ConvRnnConfig::mtlcc_pytorch`), both 32 wide; `tools/sits_reference_train.py
+//! eopatch --models convlstm` trains the port in PyTorch on the same tiles with the same recipe.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -55,11 +59,12 @@ use clap::Parser;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Models for the raw vs preprocessed table (comma separated).
+    /// Models for the raw vs preprocessed table (comma separated; `--models` alone: no table).
     #[arg(
         long,
         default_value = "lstm,transformer,msresnet,tempcnn",
-        value_delimiter = ','
+        value_delimiter = ',',
+        num_args = 0..
     )]
     models: Vec<ModelKind>,
     /// Epochs per run.
@@ -80,6 +85,9 @@ struct Args {
     /// Also train the MTLCC ConvLSTM on 20 x 20 patches.
     #[arg(long)]
     convlstm: bool,
+    /// Structure of that ConvLSTM: `mtlcc` (TensorFlow MTLCC) or `port` (the PyTorch port).
+    #[arg(long, default_value = "mtlcc")]
+    convlstm_preset: String,
     /// The EOPatch folder.
     #[arg(long, default_value = "../shared/data/sits/eolearn-testpatch")]
     data: PathBuf,
@@ -210,6 +218,7 @@ fn pm(v: &[f64]) -> String {
 fn convlstm(
     patch: &PatchSeries,
     classes: &[String],
+    preset: &str,
     epochs: usize,
     seed: u64,
 ) -> anyhow::Result<ConfusionMatrix> {
@@ -274,10 +283,12 @@ fn convlstm(
         )
     };
     let (train, test) = (set(false)?, set(true)?);
-    let cfg = ConvRnnConfig {
-        hidden: 32,
-        ..ConvRnnConfig::mtlcc(c, k)
+    let base = match preset {
+        "mtlcc" => ConvRnnConfig::mtlcc(c, k),
+        "port" => ConvRnnConfig::mtlcc_pytorch(c, k),
+        other => anyhow::bail!("unknown --convlstm-preset {other} (mtlcc, port)"),
     };
+    let cfg = ConvRnnConfig { hidden: 32, ..base };
     let vars = SeededVarMap::new(seed);
     let model = ConvRnnClassifier::new(&cfg, vars.var_builder(DType::F32, &Device::Cpu))?;
     let recipe = Recipe {
@@ -347,7 +358,11 @@ fn main() -> anyhow::Result<()> {
             mean_std(&rk).0 - mean_std(&pk).0
         ));
     }
-    println!("\n{report}");
+    if args.models.is_empty() {
+        report.clear();
+    } else {
+        println!("\n{report}");
+    }
     if let Some(kind) = args.ablation {
         let mut table = format!(
             "\nSynthetic clouds ({kind}, trained and tested on corrupted series):\n\n| coverage | accuracy | kappa |\n|---|---|---|\n"
@@ -380,7 +395,13 @@ fn main() -> anyhow::Result<()> {
         let mut acc = Vec::new();
         let mut kap = Vec::new();
         for &seed in &args.seeds {
-            let cm = convlstm(&patch, &patch.class_names, args.epochs, seed)?;
+            let cm = convlstm(
+                &patch,
+                &patch.class_names,
+                &args.convlstm_preset,
+                args.epochs,
+                seed,
+            )?;
             println!(
                 "  convlstm raw seed {seed}: accuracy {:.4}, kappa {:.4}",
                 cm.accuracy(),
@@ -390,7 +411,8 @@ fn main() -> anyhow::Result<()> {
             kap.push(cm.kappa());
         }
         let line = format!(
-            "\nMTLCC ConvLSTM on raw 20 x 20 patches (test blocks as above): accuracy {}, kappa {}\n",
+            "\nMTLCC ConvLSTM ({} preset) on raw 20 x 20 patches (test blocks as above): accuracy {}, kappa {}\n",
+            args.convlstm_preset,
             pm(&acc),
             pm(&kap)
         );

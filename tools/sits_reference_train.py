@@ -6,6 +6,8 @@ Run with the peer environment (../shared/peers/setup.sh), from the repository ro
         [--models lstm,transformer,tempcnn,msresnet] [--epochs 30] [--seeds 0,1,2] [--json out.json]
     ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py eopatch \
         [--variants raw,preprocessed] [--train-limit 2000] ...
+    ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py eopatch --models convlstm \
+        --variants raw [--epochs 20] [--seeds 0,1,2]
 
 Data (../shared/data/sits, see PROVENANCE.md):
 - `ucr`: UCR Crop TRAIN (7,200 NDVI series, 46 dates, labels 1..24 -> 0..23). Split rule
@@ -19,6 +21,10 @@ Data (../shared/data/sits, see PROVENANCE.md):
   between its clear dates (constant beyond the first/last clear date; a pixel without a clear
   date stays raw). `--train-limit N` thins the training pixels evenly to N (pixel k of the
   N kept is training pixel floor(k * len / N) in row-major order; the same for every seed).
+- `eopatch --models convlstm`: the PyTorch MTLCC port (`ConvLstmPort`, 32 wide) on the raw
+  patch cut into 20 x 20 tiles (the same test-block rule), class 0 ignored per pixel; canopy's
+  side is `cargo run --release --example cloud_robustness -- --models --convlstm
+  --convlstm-preset port`.
 Both: z-score normalisation with the training mean/std; input (B, T, 1).
 
 Recipe (the hyper-parameters BreizhCrops' pretrained models were trained with, from the file
@@ -40,8 +46,10 @@ import numpy as np
 sys.modules.setdefault("h5py", types.ModuleType("h5py"))
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from breizhcrops.models import LSTM, InceptionTime, MSResNet, TempCNN, TransformerModel  # noqa: E402
 
+IGNORE = 255
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sits")
 
 RECIPES = {
@@ -118,6 +126,97 @@ def load_eopatch(variant):
     return {"data": (x[tr], y[tr], x[te], y[te]), "classes": len(codes)}
 
 
+class ConvLstmCell(nn.Module):
+    """The port's ConvLSTM cell: one convolution over [x, h] gives the i, f, o, g gates."""
+
+    def __init__(self, c, hidden, k):
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(c + hidden, 4 * hidden, k, padding=k // 2, bias=False)
+
+    def forward(self, x, h, c):
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hidden, 1)
+        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c2), c2
+
+
+class ConvLstmPort(nn.Module):
+    """TUM-LMF/MTLCC-pytorch's LSTMSequentialEncoder (as tools/golden/temporal_mtlcc.py, case
+    `port`, which canopy's `ConvRnnConfig::mtlcc_pytorch` matches): Conv3d (1, 3, 3) input
+    convolution after zero padding, forward ConvLSTM without cell bias, 3x3 head on the padded
+    final cell state. Input (B, T, C, H, W), logits (B, K, H, W)."""
+
+    def __init__(self, c, hidden, classes):
+        super().__init__()
+        self.hidden = hidden
+        self.inconv = nn.Conv3d(c, hidden, (1, 3, 3))
+        self.cell = ConvLstmCell(hidden, hidden, 3)
+        self.final = nn.Conv2d(hidden, classes, (3, 3))
+
+    def forward(self, x):
+        x = self.inconv(F.pad(x.permute(0, 2, 1, 3, 4), (1, 1, 1, 1)))
+        b, _, t, hh, ww = x.shape
+        h = x.new_zeros(b, self.hidden, hh, ww)
+        c = x.new_zeros(b, self.hidden, hh, ww)
+        for s in range(t):
+            h, c = self.cell(x[:, :, s], h, c)
+        return self.final(F.pad(c, (1, 1, 1, 1)))
+
+
+def load_eopatch_tiles(block=20):
+    """Raw NDVI tiles (N, T, 1, block, block) and labels (N, block, block), 255 = class 0 (no
+    data), split by the test-block rule: the data of examples/cloud_robustness.rs --convlstm."""
+    root = os.path.join(DATA, "eolearn-testpatch")
+    ndvi = np.load(os.path.join(root, "data", "NDVI.npy"))[..., 0]  # (T, H, W)
+    lulc = np.load(os.path.join(root, "mask_timeless", "LULC.npy"))[..., 0]
+    codes = [1, 2, 3, 4, 8]
+    y = np.full(lulc.shape, IGNORE, dtype=np.int64)
+    for i, v in enumerate(codes):
+        y[lulc == v] = i
+    t, h, w = ndvi.shape
+    tiles = {False: ([], []), True: ([], [])}
+    for r in range(0, (h // block) * block, block):
+        for c in range(0, (w // block) * block, block):
+            test = ((r // block) * 5 + c // block) % 4 == 0
+            tiles[test][0].append(ndvi[:, None, r:r + block, c:c + block])
+            tiles[test][1].append(y[r:r + block, c:c + block])
+    xtr, ytr = np.stack(tiles[False][0]), np.stack(tiles[False][1])
+    xte, yte = np.stack(tiles[True][0]), np.stack(tiles[True][1])
+    # z-score over every value of the training tiles (clouds included), population std, f64
+    v = xtr.astype(np.float64)
+    mean, std = v.mean(), max(v.std(), 1e-6)
+    norm = lambda a: ((a.astype(np.float64) - mean) / std).astype(np.float32)  # noqa: E731
+    return norm(xtr), ytr, norm(xte), yte, len(codes)
+
+
+def run_convlstm(epochs, seed, hidden=32, batch=4):
+    """The port trained like canopy's fit_tiles: Adam lr 1e-3 with coupled L2 decay 1e-6,
+    shuffled batches of 4 tiles, mean cross-entropy over the labelled pixels; evaluated after
+    the last epoch over every labelled test pixel."""
+    xtr, ytr, xte, yte, k = load_eopatch_tiles()
+    torch.manual_seed(seed)
+    model = ConvLstmPort(1, hidden, k)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(yt), generator=gen).split(batch):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xt[idx]), yt[idx], ignore_index=IGNORE)
+            loss.backward()
+            opt.step()
+    train_s = time.time() - t0
+    model.eval()
+    with torch.inference_mode():
+        pred = torch.cat([model(b).argmax(1) for b in torch.from_numpy(xte).split(batch)]).numpy()
+    valid = yte != IGNORE
+    p, y = pred[valid], yte[valid]
+    return dict(model="convlstm", seed=seed, accuracy=float((p == y).mean()),
+                kappa=float(kappa(y, p, k)), n=int(valid.sum()), train_seconds=train_s)
+
+
 def kappa(y, p, k):
     cm = np.zeros((k, k))
     np.add.at(cm, (y, p), 1)
@@ -173,8 +272,13 @@ def main():
     for variant in variants:
         ds = load_ucr() if args.dataset == "ucr" else load_eopatch(variant)
         for name in args.models.split(","):
+            if name == "convlstm" and (args.dataset != "eopatch" or variant != "raw"):
+                continue  # the ConvLSTM trains on raw eo-learn tiles only
             for seed in map(int, args.seeds.split(",")):
-                r = run(name, ds["data"], ds["classes"], args.epochs, seed, args.train_limit)
+                if name == "convlstm":
+                    r = run_convlstm(args.epochs, seed)
+                else:
+                    r = run(name, ds["data"], ds["classes"], args.epochs, seed, args.train_limit)
                 r["variant"] = variant
                 results.append(r)
                 print(json.dumps(r), flush=True)
