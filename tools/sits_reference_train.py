@@ -21,7 +21,7 @@ Data (../shared/data/sits, see PROVENANCE.md):
   between its clear dates (constant beyond the first/last clear date; a pixel without a clear
   date stays raw). `--train-limit N` thins the training pixels evenly to N (pixel k of the
   N kept is training pixel floor(k * len / N) in row-major order; the same for every seed).
-- `eopatch --models convlstm`: the PyTorch MTLCC port (`ConvLstmPort`, 32 wide) on the raw
+- `eopatch --models convlstm`: the PyTorch MTLCC port (`PortClassifier`, 32 wide) on the raw
   patch cut into 20 x 20 tiles (the same test-block rule), class 0 ignored per pixel; canopy's
   side is `cargo run --release --example cloud_robustness -- --models --convlstm
   --convlstm-preset port`.
@@ -48,6 +48,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from breizhcrops.models import LSTM, InceptionTime, MSResNet, TempCNN, TransformerModel  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden"))
+from temporal_mtlcc import Encoder  # noqa: E402
 
 IGNORE = 255
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sits")
@@ -126,41 +129,19 @@ def load_eopatch(variant):
     return {"data": (x[tr], y[tr], x[te], y[te]), "classes": len(codes)}
 
 
-class ConvLstmCell(nn.Module):
-    """The port's ConvLSTM cell: one convolution over [x, h] gives the i, f, o, g gates."""
+class PortClassifier(nn.Module):
+    """TUM-LMF/MTLCC-pytorch's LSTMSequentialEncoder for 1-band input: the `port` case of
+    tools/golden/temporal_mtlcc.py (Conv3d (1, 3, 3) input convolution, forward ConvLSTM without
+    cell bias, 3x3 head on the final cell state), which canopy's
+    `ConvRnnConfig::mtlcc_pytorch` matches. Input (B, T, 1, H, W), logits (B, K, H, W)."""
 
-    def __init__(self, c, hidden, k):
+    def __init__(self, hidden, classes):
         super().__init__()
-        self.hidden = hidden
-        self.conv = nn.Conv2d(c + hidden, 4 * hidden, k, padding=k // 2, bias=False)
-
-    def forward(self, x, h, c):
-        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hidden, 1)
-        c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c2), c2
-
-
-class ConvLstmPort(nn.Module):
-    """TUM-LMF/MTLCC-pytorch's LSTMSequentialEncoder (as tools/golden/temporal_mtlcc.py, case
-    `port`, which canopy's `ConvRnnConfig::mtlcc_pytorch` matches): Conv3d (1, 3, 3) input
-    convolution after zero padding, forward ConvLSTM without cell bias, 3x3 head on the padded
-    final cell state. Input (B, T, C, H, W), logits (B, K, H, W)."""
-
-    def __init__(self, c, hidden, classes):
-        super().__init__()
-        self.hidden = hidden
-        self.inconv = nn.Conv3d(c, hidden, (1, 3, 3))
-        self.cell = ConvLstmCell(hidden, hidden, 3)
-        self.final = nn.Conv2d(hidden, classes, (3, 3))
+        self.encoder = Encoder(1, hidden, 3, classes)
 
     def forward(self, x):
-        x = self.inconv(F.pad(x.permute(0, 2, 1, 3, 4), (1, 1, 1, 1)))
-        b, _, t, hh, ww = x.shape
-        h = x.new_zeros(b, self.hidden, hh, ww)
-        c = x.new_zeros(b, self.hidden, hh, ww)
-        for s in range(t):
-            h, c = self.cell(x[:, :, s], h, c)
-        return self.final(F.pad(c, (1, 1, 1, 1)))
+        lengths = torch.full((x.shape[0],), x.shape[1])
+        return self.encoder(x, lengths)[0]
 
 
 def load_eopatch_tiles(block=20):
@@ -195,7 +176,7 @@ def run_convlstm(epochs, seed, hidden=32, batch=4):
     the last epoch over every labelled test pixel."""
     xtr, ytr, xte, yte, k = load_eopatch_tiles()
     torch.manual_seed(seed)
-    model = ConvLstmPort(1, hidden, k)
+    model = PortClassifier(hidden, k)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
     gen = torch.Generator().manual_seed(seed)

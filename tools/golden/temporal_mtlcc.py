@@ -15,6 +15,9 @@ out here because the port is not a pip package. The other cases extend it the wa
 TensorFlow MTLCC model does (backward reading with separate or shared weights, sequence
 lengths, ConvGRU cells as in pytorch_convgru); their semantics are canopy's, cross-checked by an
 independent PyTorch implementation. Pinned: torch 2.15.0.
+
+`Encoder` is also imported by tools/sits_reference_train.py (the PyTorch side of the ConvLSTM
+comparison), so the fixtures are written only when this file runs as a script.
 """
 import os
 
@@ -22,10 +25,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
-
-torch.manual_seed(0)
-torch.set_default_dtype(torch.float64)
-out = {}
 
 
 class LstmCell(nn.Module):
@@ -92,7 +91,7 @@ class Encoder(nn.Module):
         return self.final(F.pad(torch.cat(heads, 1), (1, 1, 1, 1))), h, c
 
 
-def case(name, model, b=2, t=5, c=4, hw=(5, 4), lengths=None):
+def case(out, name, model, b=2, t=5, c=4, hw=(5, 4), lengths=None):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.5 * torch.randn_like(p))
@@ -109,13 +108,21 @@ def case(name, model, b=2, t=5, c=4, hw=(5, 4), lengths=None):
         out[f"{name}.lengths"] = lens.to(torch.int64)
 
 
-case("port", Encoder(4, 6, 3, 3))
-case("separate_lengths", Encoder(4, 5, 3, 3, bias=True, direction="separate", head="hidden"),
-     b=3, lengths=[5, 3, 1])
-case("gru_shared", Encoder(3, 4, 5, 2, gru=True, bias=True, direction="shared"), t=4, c=3,
-     lengths=[2, 4])
+def main():
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.float64)
+    out = {}
+    case(out, "port", Encoder(4, 6, 3, 3))
+    case(out, "separate_lengths",
+         Encoder(4, 5, 3, 3, bias=True, direction="separate", head="hidden"), b=3,
+         lengths=[5, 3, 1])
+    case(out, "gru_shared", Encoder(3, 4, 5, 2, gru=True, bias=True, direction="shared"), t=4,
+         c=3, lengths=[2, 4])
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-temporal",
+                        "tests", "fixtures", "mtlcc.safetensors")
+    save_file(out, path)
+    print("wrote", path, sum(v.numel() for v in out.values()), "values")
 
-path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-temporal", "tests",
-                    "fixtures", "mtlcc.safetensors")
-save_file(out, path)
-print("wrote", path, sum(v.numel() for v in out.values()), "values")
+
+if __name__ == "__main__":
+    main()
