@@ -414,6 +414,17 @@ pub(crate) fn exp_approx(x: f32) -> f32 {
     p * scale
 }
 
+/// Runs a pulp op compiled for the dispatched instruction set (`dispatch`) or for the baseline
+/// (`pulp::Scalar`): the tests that check both builds give the same bits share this.
+#[cfg(test)]
+pub(crate) fn run_simd<Op: pulp::WithSimd>(op: Op, dispatch: bool) -> Op::Output {
+    if dispatch {
+        pulp::Arch::new().dispatch(op)
+    } else {
+        op.with_simd(pulp::Scalar::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

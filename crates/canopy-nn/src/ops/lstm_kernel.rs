@@ -1123,7 +1123,6 @@ impl CustomOp2 for LstmGatesOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pulp::WithSimd;
     use rand::{Rng, SeedableRng};
 
     /// The gate kernels give the same bits compiled for the dispatched instruction set (AVX2 /
@@ -1152,11 +1151,7 @@ mod tests {
                 state: [cs, hs],
                 out: [co, ho],
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             (g, s, out)
         };
         let (fa, fb) = (forward(true), forward(false));
@@ -1183,11 +1178,7 @@ mod tests {
                 dgates: [a, b, c, e],
                 carry: [dh, dc],
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             (d, cy)
         };
         assert_eq!(backward(true), backward(false));
@@ -1210,11 +1201,7 @@ mod tests {
                 cp: &cp,
                 gates: [&g[0], &g[1], &g[2], &g[3]],
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             let mut d = vec![vec![0f32; m]; 4];
             let mut dcp = vec![0f32; m];
             let [a, b, e, f] = &mut d[..] else {
@@ -1228,11 +1215,7 @@ mod tests {
                 dgates: [a, b, e, f],
                 dcp: &mut dcp,
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             (h, c, d, dcp)
         };
         assert_eq!(run(true), run(false));

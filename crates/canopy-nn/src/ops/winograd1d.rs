@@ -606,7 +606,6 @@ mod tests {
     /// for the baseline (channels not a multiple of the vector width).
     #[test]
     fn dispatched_input_transform_equals_the_baseline_bit_for_bit() {
-        use pulp::WithSimd;
         let tf = transform(7);
         let bt: Vec<f32> = tf.bt.iter().map(|&v| v as f32).collect();
         let (nbl, t, c) = (3, 4, 19);
@@ -623,11 +622,7 @@ mod tests {
                 dims: (nbl, t, lpw, c),
                 v: &mut v,
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             v
         };
         let got = run(true);
@@ -638,7 +633,6 @@ mod tests {
     /// The output stage likewise, with a bias + ReLU epilogue and an odd length.
     #[test]
     fn dispatched_output_transform_equals_the_baseline_bit_for_bit() {
-        use pulp::WithSimd;
         let tf = transform(5);
         let at: Vec<f32> = tf.at.iter().map(|&v| v as f32).collect();
         let (nbl, lout, co) = (2usize, 7usize, 21usize);
@@ -661,11 +655,7 @@ mod tests {
                 ybuf: &mut ybuf,
                 yb: &mut yb,
             };
-            if dispatch {
-                pulp::Arch::new().dispatch(op);
-            } else {
-                op.with_simd(pulp::Scalar::new());
-            }
+            crate::ops::cpu::run_simd(op, dispatch);
             yb
         };
         let got = run(true);
