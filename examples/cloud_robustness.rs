@@ -37,11 +37,12 @@
 //! norm; `ConvRnnConfig::mtlcc_pytorch`), both 32 wide; `tools/sits_reference_train.py
 //! eopatch --models convlstm` trains the port in PyTorch on the same tiles with the same recipe.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use canopy_nn::SeededVarMap;
 use canopy_series::batch::collate;
 use canopy_series::load::eopatch::{EoPatch, PatchSpec};
@@ -49,7 +50,8 @@ use canopy_series::split::pixel_positions;
 use canopy_series::transform::{CloudModel, GapFill, Normalization, Pipeline, SyntheticClouds};
 use canopy_series::{PatchSeries, SeriesDataset};
 use canopy_temporal::fit::{
-    evaluate, evaluate_tiles, fit, fit_tiles, FitOptions, LabelledSeries, LabelledTiles,
+    evaluate, evaluate_tiles, fit, fit_tiles, train_batches, FitOptions, LabelledSeries,
+    LabelledTiles,
 };
 use canopy_temporal::mtlcc::{ConvRnnClassifier, ConvRnnConfig};
 use canopy_temporal::zoo::ModelConfig;
@@ -88,6 +90,11 @@ struct Args {
     /// Structure of that ConvLSTM: `mtlcc` (TensorFlow MTLCC) or `port` (the PyTorch port).
     #[arg(long, default_value = "mtlcc")]
     convlstm_preset: String,
+    /// Write each ConvLSTM run's initial and final weights, training tiles, batch order and
+    /// per-epoch losses into this folder (`convlstm-seed{S}.safetensors` / `.json`), for
+    /// `tools/sits_reference_train.py replay`.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// The EOPatch folder.
     #[arg(long, default_value = "../shared/data/sits/eolearn-testpatch")]
     data: PathBuf,
@@ -221,6 +228,7 @@ fn convlstm(
     preset: &str,
     epochs: usize,
     seed: u64,
+    trace: Option<&Path>,
 ) -> anyhow::Result<ConfusionMatrix> {
     let labels = patch.labels.as_ref().context("the patch has no labels")?;
     let zero = classes.iter().position(|n| n == "0").map(|z| z as u32);
@@ -296,8 +304,47 @@ fn convlstm(
         ..ModelKind::ConvLstm.recipe()
     };
     let opts = FitOptions::new(recipe, epochs, seed);
-    fit_tiles(&model, &vars, &train, Some(&test), &opts, Some(ignore))?;
-    Ok(evaluate_tiles(&model, &test, Some(ignore), 4)?)
+    let init = snapshot(&vars, "init")?;
+    let report = fit_tiles(&model, &vars, &train, Some(&test), &opts, Some(ignore))?;
+    let cm = evaluate_tiles(&model, &test, Some(ignore), 4)?;
+    if let Some(dir) = trace {
+        let mut tensors = init;
+        tensors.extend(snapshot(&vars, "final")?);
+        tensors.insert("train_x".into(), train.x.clone());
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stem = dir.join(format!("convlstm-seed{seed}"));
+        candle_core::safetensors::save(&tensors, stem.with_extension("safetensors"))?;
+        let batches = (0..epochs)
+            .map(|e| train_batches(train.len(), &opts, e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let per_epoch =
+            |key: &str| -> Vec<f64> { report.history.series(key).iter().map(|p| p.1).collect() };
+        let json = serde_json::json!({
+            "preset": preset,
+            "seed": seed,
+            "epochs": epochs,
+            "lr": recipe.lr,
+            "weight_decay": recipe.weight_decay,
+            "ignore": ignore,
+            "batches": batches,
+            "train_loss": per_epoch("train_loss"),
+            "val_loss": per_epoch("val_loss"),
+            "val_accuracy": per_epoch("val_accuracy"),
+            "test_accuracy": cm.accuracy(),
+            "test_kappa": cm.kappa(),
+        });
+        std::fs::write(stem.with_extension("json"), serde_json::to_string(&json)?)?;
+        println!("  trace written to {}.{{safetensors,json}}", stem.display());
+    }
+    Ok(cm)
+}
+
+/// Copies of the variables in `vars`, keyed `{prefix}.{name}`.
+fn snapshot(vars: &SeededVarMap, prefix: &str) -> anyhow::Result<HashMap<String, Tensor>> {
+    vars.named_vars()?
+        .into_iter()
+        .map(|(name, var)| Ok((format!("{prefix}.{name}"), var.as_tensor().copy()?)))
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -401,6 +448,7 @@ fn main() -> anyhow::Result<()> {
                 &args.convlstm_preset,
                 args.epochs,
                 seed,
+                args.trace.as_deref(),
             )?;
             println!(
                 "  convlstm raw seed {seed}: accuracy {:.4}, kappa {:.4}",

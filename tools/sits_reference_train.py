@@ -8,6 +8,8 @@ Run with the peer environment (../shared/peers/setup.sh), from the repository ro
         [--variants raw,preprocessed] [--train-limit 2000] ...
     ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py eopatch --models convlstm \
         --variants raw [--epochs 20] [--seeds 0,1,2]
+    ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py replay \
+        --trace DIR/convlstm-seed0   # DIR from cloud_robustness --convlstm-preset port --trace DIR
 
 Data (../shared/data/sits, see PROVENANCE.md):
 - `ucr`: UCR Crop TRAIN (7,200 NDVI series, 46 dates, labels 1..24 -> 0..23). Split rule
@@ -198,6 +200,67 @@ def run_convlstm(epochs, seed, hidden=32, batch=4):
                 kappa=float(kappa(y, p, k)), n=int(valid.sum()), train_seconds=train_s)
 
 
+def replay_convlstm(stem, threads, tol):
+    """A canopy ConvLSTM run (`examples/cloud_robustness.rs --trace DIR`, files STEM.json and
+    STEM.safetensors) re-run in PyTorch from canopy's initial weights, on canopy's normalised
+    training tiles, in canopy's batch order, with the same optimizer settings: the only
+    difference left is the implementation. Prints each epoch's mean training loss and test
+    accuracy side by side and the final weights' relative differences; returns the failures
+    (first epoch's training loss off by more than `tol`, relative)."""
+    from safetensors.torch import load_file
+    torch.set_num_threads(threads)
+    with open(stem + ".json") as f:
+        info = json.load(f)
+    t = load_file(stem + ".safetensors")
+    if info["preset"] != "port":
+        raise SystemExit(f"{stem}: preset {info['preset']!r}; only `port` has a PyTorch model")
+    xtr, ytr, xte, yte, k = load_eopatch_tiles()
+    xt = t["train_x"]
+    print(f"training tiles: canopy's vs this script's normalisation differ by at most "
+          f"{(xt - torch.from_numpy(xtr)).abs().max().item():.2e}")
+    model = PortClassifier(32, k)
+    state = model.state_dict()
+    missing = sorted(set(state) ^ {n[5:] for n in t if n.startswith("init.")})
+    if missing:
+        raise SystemExit(f"key sets differ between the trace and the port: {missing}")
+    model.load_state_dict({n: t[f"init.{n}"] for n in state})
+    opt = torch.optim.Adam(model.parameters(), lr=info["lr"], weight_decay=info["weight_decay"])
+    yt, xe = torch.from_numpy(ytr), torch.from_numpy(xte)
+    valid = yte != IGNORE
+
+    def test_accuracy():
+        with torch.inference_mode():
+            pred = torch.cat([model(b).argmax(1) for b in xe.split(4)]).numpy()
+        return float((pred[valid] == yte[valid]).mean()), pred
+
+    print("epoch | train loss canopy | train loss PyTorch | rel. diff | test acc canopy | test acc PyTorch")
+    failures = []
+    for e, batches in enumerate(info["batches"]):
+        total, count = 0.0, 0
+        for idx in batches:
+            idx = torch.tensor(idx)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xt[idx]), yt[idx], ignore_index=IGNORE)
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        ours, theirs = total / count, info["train_loss"][e]
+        rel = abs(ours - theirs) / abs(theirs)
+        if e == 0 and rel > tol:
+            failures.append(f"epoch 1 training loss {ours:.6f} vs canopy's {theirs:.6f}")
+        acc, pred = test_accuracy()
+        print(f"{e + 1:5d} | {theirs:.6f} | {ours:.6f} | {rel:.1e} | "
+              f"{info['val_accuracy'][e]:.4f} | {acc:.4f}")
+    acc, pred = test_accuracy()
+    print(f"final test accuracy: canopy {info['test_accuracy']:.4f}, PyTorch {acc:.4f} "
+          f"(kappa {info['test_kappa']:.4f} / {kappa(yte[valid], pred[valid], k):.4f})")
+    for n, v in model.state_dict().items():
+        c = t[f"final.{n}"]
+        rel = ((v - c).norm() / c.norm()).item()
+        print(f"final {n}: relative difference {rel:.2e}")
+    return failures
+
+
 def kappa(y, p, k):
     cm = np.zeros((k, k))
     np.add.at(cm, (y, p), 1)
@@ -238,7 +301,11 @@ def run(name, split, classes, epochs, seed, train_limit):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("dataset", choices=["ucr", "eopatch"])
+    ap.add_argument("dataset", choices=["ucr", "eopatch", "replay"])
+    ap.add_argument("--trace", help="replay: STEM of a cloud_robustness --trace run "
+                    "(e.g. runs/trace/convlstm-seed0)")
+    ap.add_argument("--replay-tol", type=float, default=1e-4,
+                    help="replay: largest relative difference of the first epoch's loss")
     ap.add_argument("--models", default="lstm,transformer,tempcnn,msresnet")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", default="0,1,2")
@@ -248,6 +315,13 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.dataset == "replay":
+        if not args.trace:
+            raise SystemExit("replay needs --trace STEM")
+        failures = replay_convlstm(args.trace, args.threads, args.replay_tol)
+        for f in failures:
+            print("FAIL:", f)
+        raise SystemExit(1 if failures else 0)
     variants = args.variants.split(",") if args.dataset == "eopatch" else ["-"]
     results = []
     for variant in variants:

@@ -6,7 +6,8 @@ Writes crates/canopy-temporal/tests/fixtures/mtlcc.safetensors. For each case NA
 state_dict under `NAME.sd.<key>`, the input `NAME.x` (B, T, C, H, W), the per-pixel logits
 `NAME.logits` (before the port's Softmax2d), the forward hidden/cell state sequences
 `NAME.h` / `NAME.c` (B, T, hidden, H, W), optionally `NAME.lengths`, and the gradient of
-sum(logits * NAME.r) w.r.t. the input (`NAME.gx`).
+sum(logits * NAME.r) w.r.t. the input (`NAME.gx`) and w.r.t. every parameter
+(`NAME.grad.<key>`).
 
 Case `port` is the structure of TUM-LMF/MTLCC-pytorch `LSTMSequentialEncoder` (Conv3d (1,3,3)
 input convolution after zero padding, ndrplz-style ConvLSTM cell with one conv over [x, h]
@@ -102,6 +103,8 @@ def case(out, name, model, b=2, t=5, c=4, hw=(5, 4), lengths=None):
     (logits * r).sum().backward()
     for k, v in model.state_dict().items():
         out[f"{name}.sd.{k}"] = v.detach().clone().contiguous()
+    for k, p in model.named_parameters():
+        out[f"{name}.grad.{k}"] = p.grad.detach().clone().contiguous()
     for k, v in dict(x=x, logits=logits, h=h, c=cc, r=r, gx=x.grad).items():
         out[f"{name}.{k}"] = v.detach().clone().contiguous()
     if lengths is not None:

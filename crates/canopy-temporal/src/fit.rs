@@ -111,6 +111,16 @@ fn gather(x: &Tensor, y: &Tensor, idx: &[usize]) -> canopy_train::Result<(Tensor
 /// Batches of items (as index lists) gathered into `(x, y)` tensors.
 type TensorBatcher = Batcher<Vec<usize>, (Tensor, Tensor)>;
 
+/// How [`fit`] and [`fit_tiles`] cut and order their batches.
+fn batch_config(batch_size: usize, seed: u64, shuffle: bool) -> BatchConfig {
+    BatchConfig {
+        batch_size,
+        seed,
+        shuffle,
+        ..Default::default()
+    }
+}
+
 /// Seeded batches of the items of `x` and their labels `y` (same first dimension).
 fn batcher(
     x: &Tensor,
@@ -124,13 +134,27 @@ fn batcher(
     Ok(Batcher::new(
         (0..n).collect::<Vec<usize>>(),
         move |idx: Vec<usize>| gather(&x, &y, &idx),
-        BatchConfig {
-            batch_size,
-            seed,
-            shuffle,
-            ..Default::default()
-        },
+        batch_config(batch_size, seed, shuffle),
     )?)
+}
+
+/// The training batches that [`fit`] and [`fit_tiles`] serve in epoch `epoch` (0-based) for
+/// `n` training items with options `opts`: lists of item indices, in the order the optimizer
+/// sees them. With the initial weights they make a run reproducible elsewhere (for instance
+/// in PyTorch: `examples/cloud_robustness.rs --trace` and `tools/sits_reference_train.py
+/// replay`).
+///
+/// # Errors
+/// A batch size of 0.
+pub fn train_batches(n: usize, opts: &FitOptions, epoch: usize) -> Result<Vec<Vec<usize>>> {
+    let cfg = BatchConfig {
+        prefetch: 0,
+        ..batch_config(opts.recipe.batch_size, opts.seed, true)
+    };
+    let order = Batcher::new((0..n).collect::<Vec<usize>>(), Ok, cfg)?;
+    Ok(order
+        .epoch(epoch)
+        .collect::<canopy_train::Result<Vec<Vec<usize>>>>()?)
 }
 
 /// The labels of `data` as a `(N,)` u32 tensor.
@@ -595,6 +619,42 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("4 labels"));
+        Ok(())
+    }
+
+    #[test]
+    fn train_batches_are_the_batches_fit_serves() -> anyhow::Result<()> {
+        // item i carries the value i, so a served batch names its items
+        let n = 23;
+        let x = Tensor::arange(0u32, n as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
+        let y = Tensor::arange(0u32, n as u32, &Device::Cpu)?;
+        let recipe = Recipe {
+            lr: 0.01,
+            weight_decay: 0.0,
+            batch_size: 5,
+            epochs: 3,
+            tuned: false,
+        };
+        let opts = FitOptions::new(recipe, 3, 11);
+        let served = batcher(&x, &y, 5, opts.seed, true)?;
+        let mut orders = Vec::new();
+        for epoch in 0..3 {
+            let expected = train_batches(n, &opts, epoch)?;
+            let got = served
+                .epoch(epoch)
+                .map(|b| -> anyhow::Result<Vec<usize>> {
+                    let (_, yb) = b?;
+                    Ok(yb.to_vec1::<u32>()?.iter().map(|&v| v as usize).collect())
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            assert_eq!(expected, got, "epoch {epoch}");
+            assert_eq!(expected.len(), 5);
+            let mut all: Vec<usize> = expected.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..n).collect::<Vec<_>>());
+            orders.push(expected);
+        }
+        assert_ne!(orders[0], orders[1], "epochs are shuffled differently");
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! MTLCC convolutional recurrent encoder against PyTorch (fixtures from
-//! `tools/golden/temporal_mtlcc.py`, float64): logits, state sequences and input gradients,
+//! `tools/golden/temporal_mtlcc.py`, float64): logits, state sequences, input and parameter gradients,
 //! for the PyTorch port's configuration and bidirectional / length-masked / ConvGRU variants.
 
 use std::collections::HashMap;
@@ -63,6 +63,15 @@ fn check(case: &str, cfg: ConvRnnConfig) -> Result<()> {
     assert!(d_logits < 1e-10, "{case}: logits differ by {d_logits}");
     assert!(d_h < 1e-10, "{case}: hidden states differ by {d_h}");
     assert!(d_gx < 1e-10, "{case}: input gradients differ by {d_gx}");
+    // the gradient of every parameter, which training follows
+    for (name, var) in vm.named_vars()? {
+        let g = grads
+            .get(var.as_tensor())
+            .ok_or_else(|| anyhow!("{case}: no gradient for {name}"))?;
+        let want = get(&f, &format!("{case}.grad.{name}"))?;
+        let d = max_abs_diff(g, want)?;
+        assert!(d < 1e-10, "{case}: gradients of {name} differ by {d}");
+    }
     Ok(())
 }
 
