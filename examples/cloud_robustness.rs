@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example cloud_robustness -- [--models lstm,transformer,msresnet,tempcnn]
 //!     [--epochs 20] [--seeds 0,1,2] [--train-limit 3000] [--ablation tempcnn]
-//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|port] [--out cloud-robustness.md]
+//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|port] [--trace DIR]
+//!     [--out cloud-robustness.md]
 //! ```
 //!
 //! Data: the eo-learn test patch (`../shared/data/sits/eolearn-testpatch`; Sentinel-2 over
@@ -36,6 +37,11 @@
 //! shared weights, layer norm in the cell), `port` the PyTorch port's (forward only, no layer
 //! norm; `ConvRnnConfig::mtlcc_pytorch`), both 32 wide; `tools/sits_reference_train.py
 //! eopatch --models convlstm` trains the port in PyTorch on the same tiles with the same recipe.
+//! `--trace DIR` writes, per ConvLSTM run, the initial and final weights, the normalised
+//! training tiles, the batch order ([`canopy_temporal::fit::train_batches`]) and each epoch's
+//! losses and test accuracy to `DIR/convlstm-seed{S}.{safetensors,json}`;
+//! `tools/sits_reference_train.py replay --trace DIR/convlstm-seed{S}` re-runs the same
+//! training in PyTorch and prints both side by side (port preset only).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
