@@ -15,7 +15,10 @@ giving the i, f, o, g gates, no cell bias, 3x3 head on the padded final *cell* s
 out here because the port is not a pip package. The other cases extend it the way the
 TensorFlow MTLCC model does (backward reading with separate or shared weights, sequence
 lengths, ConvGRU cells as in pytorch_convgru); their semantics are canopy's, cross-checked by an
-independent PyTorch implementation. Pinned: torch 2.15.0.
+independent PyTorch implementation. Case `tf_layer_norm` is the TensorFlow MTLCC cell
+(MarcCoru/tensorflow-convlstm-cell `ConvLSTMCell`, normalize=True, peephole=False: layer norm
+with epsilon 1e-12 on every gate and on the new cell state, forget bias 1), read both ways with
+shared weights. Pinned: torch 2.15.0.
 
 `Encoder` is also imported by tools/sits_reference_train.py (the PyTorch side of the ConvLSTM
 comparison), so the fixtures are written only when this file runs as a script.
@@ -40,6 +43,41 @@ class LstmCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c2), c2
 
 
+class ChannelNorm(nn.Module):
+    """tf.contrib.layers.layer_norm on an NCHW map: statistics per sample over (C, H, W), biased
+    variance, epsilon 1e-12; gain and shift per channel."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden))
+        self.bias = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+        y = (x - mean) / torch.sqrt(var + 1e-12)
+        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class LnLstmCell(nn.Module):
+    """The TensorFlow MTLCC cell (MarcCoru/tensorflow-convlstm-cell ConvLSTMCell, normalize=True,
+    peephole=False) with canopy's i, f, o, g block order: no conv bias, every gate and the new
+    cell state layer-normalised, forget bias 1 added after the forget gate's normalisation."""
+
+    def __init__(self, c, hidden, k, bias):
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(c + hidden, 4 * hidden, k, padding=k // 2, bias=False)
+        for n in ("i", "f", "o", "g", "c"):
+            setattr(self, f"ln_{n}", ChannelNorm(hidden))
+
+    def forward(self, x, h, c):
+        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hidden, 1)
+        f = torch.sigmoid(self.ln_f(f) + 1.0)
+        c2 = self.ln_c(f * c + torch.sigmoid(self.ln_i(i)) * torch.tanh(self.ln_g(g)))
+        return torch.sigmoid(self.ln_o(o)) * torch.tanh(c2), c2
+
+
 class GruCell(nn.Module):
     def __init__(self, c, hidden, k, bias):
         super().__init__()
@@ -57,11 +95,12 @@ class GruCell(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, c, hidden, k, classes, gru=False, bias=False, direction="forward", head="cell"):
+    def __init__(self, c, hidden, k, classes, gru=False, bias=False, direction="forward", head="cell",
+                 layer_norm=False):
         super().__init__()
         self.hidden, self.direction, self.head, self.gru = hidden, direction, head, gru
         self.inconv = nn.Conv3d(c, hidden, (1, 3, 3))
-        cell = GruCell if gru else LstmCell
+        cell = GruCell if gru else (LnLstmCell if layer_norm else LstmCell)
         self.cell = cell(hidden, hidden, k, bias)
         if direction == "separate":
             self.cell_bw = cell(hidden, hidden, k, bias)
@@ -121,6 +160,8 @@ def main():
          lengths=[5, 3, 1])
     case(out, "gru_shared", Encoder(3, 4, 5, 2, gru=True, bias=True, direction="shared"), t=4,
          c=3, lengths=[2, 4])
+    case(out, "tf_layer_norm", Encoder(3, 4, 3, 3, direction="shared", layer_norm=True), t=4, c=3,
+         lengths=[4, 3])
     path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-temporal",
                         "tests", "fixtures", "mtlcc.safetensors")
     save_file(out, path)

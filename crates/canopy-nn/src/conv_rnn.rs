@@ -66,7 +66,10 @@ pub struct ConvLstmCell {
 struct CellNorm {
     /// `(weight, bias)` for the i, f, o, g gates and the cell state, each `(hidden,)`.
     params: Vec<(Tensor, Tensor)>,
+    /// Added to the variance: `tf.contrib.layers.layer_norm`'s 1e-12.
     eps: f64,
+    /// Added to the normalised forget-gate pre-activation: the TensorFlow cell's 1.0.
+    forget_bias: f64,
 }
 
 impl CellNorm {
@@ -83,7 +86,11 @@ impl CellNorm {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(CellNorm { params, eps: 1e-5 })
+        Ok(CellNorm {
+            params,
+            eps: 1e-12,
+            forget_bias: 1.0,
+        })
     }
 
     /// Normalises `x` `(B, C, H, W)` per sample, then applies the `k`-th affine parameters.
@@ -123,11 +130,16 @@ impl ConvLstmCell {
         })
     }
 
-    /// A cell with layer normalisation inside (Ba et al. 2016, as the `normalize` option of the
-    /// TensorFlow ConvLSTM cell used by MTLCC): the convolution has no bias; each gate's
-    /// pre-activation and the new cell state `c'` are normalised per sample over
-    /// (hidden, H, W) and scaled/shifted per channel. Variables: `conv.weight` and
-    /// `ln_{i,f,o,g,c}.{weight,bias}` (ones and zeros).
+    /// A cell with layer normalisation inside (Ba et al. 2016), the cell of the TensorFlow MTLCC
+    /// model (`MarcCoru/tensorflow-convlstm-cell`, `ConvLSTMCell` with `normalize=True`,
+    /// `peephole=False`): the convolution has no bias; each gate's pre-activation and the new
+    /// cell state are normalised per sample over (hidden, H, W) with variance epsilon 1e-12
+    /// (`tf.contrib.layers.layer_norm`) and scaled/shifted per channel; the forget gate gets
+    /// TensorFlow's forget bias of 1 after its normalisation:
+    /// `f = σ(LN_f(f̃) + 1)`, `c' = LN_c(f c + σ(LN_i(ĩ)) tanh(LN_g(g̃)))`,
+    /// `h' = σ(LN_o(õ)) tanh(c')`; `c'` (normalised) is the state carried on. Variables:
+    /// `conv.weight` (gate blocks in canopy's i, f, o, g order; TensorFlow stores j(=g), i, f,
+    /// o) and `ln_{i,f,o,g,c}.{weight,bias}` (ones and zeros).
     ///
     /// # Errors
     /// As [`new`](Self::new).
@@ -207,7 +219,7 @@ impl ConvLstmCell {
         let hd = self.hidden;
         let gate = |k: usize| norm.apply(&gates.narrow(1, k * hd, hd)?, k);
         let i = candle_nn::ops::sigmoid(&gate(0)?)?;
-        let f = candle_nn::ops::sigmoid(&gate(1)?)?;
+        let f = candle_nn::ops::sigmoid(&(gate(1)? + norm.forget_bias)?)?;
         let o = candle_nn::ops::sigmoid(&gate(2)?)?;
         let g = gate(3)?.tanh()?;
         let c2 = norm.apply(&((f * c)? + (i * g)?)?, 4)?;

@@ -118,10 +118,18 @@ impl ConvRnnConfig {
         }
     }
 
-    /// The structure of the TensorFlow MTLCC model: a bidirectional ConvLSTM with shared
-    /// weights and layer normalisation in the cell, head on the concatenated final cell states
-    /// of both directions. The width (64) is the port's; the TensorFlow code exposes it as a
-    /// flag.
+    /// The recurrent part of the TensorFlow MTLCC model (`TUM-LMF/MTLCC`,
+    /// `modelzoo/seqencmodel.py` with `convcell=lstm`, `bidirectional=True`): a ConvLSTM read
+    /// both ways with shared weights, its cell the TensorFlow one with layer normalisation
+    /// ([`ConvLstmCell::with_layer_norm`]: epsilon 1e-12, forget bias 1; checked against a
+    /// float64 re-implementation in `tools/golden/temporal_mtlcc.py`), the head on the
+    /// concatenated final cell states of both directions. Where it differs from that model:
+    /// it keeps the port's `inconv` (the TensorFlow model feeds the bands, plus day-of-year
+    /// and year channels, straight into the cell) and the port's head (a 3x3 convolution with
+    /// zero padding and bias, where TensorFlow uses a reflect-padded convolution without bias,
+    /// batch norm and leaky ReLU), and the width is the port's 64 (TensorFlow's flag defaults
+    /// to 24). The TensorFlow code's default cell is a ConvGRU; a layer-normalised ConvGRU is
+    /// not implemented here.
     pub fn mtlcc(input_dim: usize, num_classes: usize) -> Self {
         ConvRnnConfig {
             layer_norm: true,

@@ -1,6 +1,7 @@
 //! MTLCC convolutional recurrent encoder against PyTorch (fixtures from
 //! `tools/golden/temporal_mtlcc.py`, float64): logits, state sequences, input and parameter gradients,
-//! for the PyTorch port's configuration and bidirectional / length-masked / ConvGRU variants.
+//! for the PyTorch port's configuration, bidirectional / length-masked / ConvGRU variants and
+//! the TensorFlow MTLCC model's layer-normalised cell (forget bias 1, epsilon 1e-12).
 
 use std::collections::HashMap;
 
@@ -107,6 +108,15 @@ fn shared_weight_convgru_with_lengths_matches() -> Result<()> {
         ..ConvRnnConfig::mtlcc_pytorch(3, 2)
     };
     check("gru_shared", cfg)
+}
+
+#[test]
+fn tensorflow_layer_normalised_cell_with_shared_weights_matches() -> Result<()> {
+    let cfg = ConvRnnConfig {
+        hidden: 4,
+        ..ConvRnnConfig::mtlcc(3, 3)
+    };
+    check("tf_layer_norm", cfg)
 }
 
 #[test]
