@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example cloud_robustness -- [--models lstm,transformer,msresnet,tempcnn]
 //!     [--epochs 20] [--seeds 0,1,2] [--train-limit 3000] [--ablation tempcnn]
-//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|port] [--trace DIR]
+//!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|mtlcc-gru|port] [--trace DIR]
 //!     [--out cloud-robustness.md]
 //! ```
 //!
@@ -35,7 +35,8 @@
 //! same blocks: test blocks are test patches), per-pixel loss ignoring class "no data".
 //! `--convlstm-preset mtlcc` (default) is the TensorFlow MTLCC structure (bidirectional with
 //! shared weights, layer norm in the cell), `port` the PyTorch port's (forward only, no layer
-//! norm; `ConvRnnConfig::mtlcc_pytorch`), both 32 wide; `tools/sits_reference_train.py
+//! norm; `ConvRnnConfig::mtlcc_pytorch`), `mtlcc-gru` the TensorFlow model's layer-normalised
+//! ConvGRU in place of the ConvLSTM, all 32 wide; `tools/sits_reference_train.py
 //! eopatch --models convlstm` trains the port in PyTorch on the same tiles with the same recipe.
 //! `--trace DIR` writes, per ConvLSTM run, the initial and final weights, the normalised
 //! training tiles, the batch order ([`canopy_temporal::fit::train_batches`]) and each epoch's
@@ -59,7 +60,7 @@ use canopy_temporal::fit::{
     evaluate, evaluate_tiles, fit, fit_tiles, train_batches, FitOptions, LabelledSeries,
     LabelledTiles,
 };
-use canopy_temporal::mtlcc::{ConvRnnClassifier, ConvRnnConfig};
+use canopy_temporal::mtlcc::{CellKind, ConvRnnClassifier, ConvRnnConfig};
 use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::{ModelKind, Recipe};
 use canopy_train::metrics::ConfusionMatrix;
@@ -93,7 +94,8 @@ struct Args {
     /// Also train the MTLCC ConvLSTM on 20 x 20 patches.
     #[arg(long)]
     convlstm: bool,
-    /// Structure of that ConvLSTM: `mtlcc` (TensorFlow MTLCC) or `port` (the PyTorch port).
+    /// Structure of that ConvLSTM: `mtlcc` (TensorFlow MTLCC), `mtlcc-gru` (its ConvGRU) or
+    /// `port` (the PyTorch port).
     #[arg(long, default_value = "mtlcc")]
     convlstm_preset: String,
     /// Write each ConvLSTM run's initial and final weights, training tiles, batch order and
@@ -299,8 +301,12 @@ fn convlstm(
     let (train, test) = (set(false)?, set(true)?);
     let base = match preset {
         "mtlcc" => ConvRnnConfig::mtlcc(c, k),
+        "mtlcc-gru" => ConvRnnConfig {
+            cell: CellKind::Gru,
+            ..ConvRnnConfig::mtlcc(c, k)
+        },
         "port" => ConvRnnConfig::mtlcc_pytorch(c, k),
-        other => anyhow::bail!("unknown --convlstm-preset {other} (mtlcc, port)"),
+        other => anyhow::bail!("unknown --convlstm-preset {other} (mtlcc, mtlcc-gru, port)"),
     };
     let cfg = ConvRnnConfig { hidden: 32, ..base };
     let vars = SeededVarMap::new(seed);

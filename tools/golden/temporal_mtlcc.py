@@ -18,7 +18,8 @@ lengths, ConvGRU cells as in pytorch_convgru); their semantics are canopy's, cro
 independent PyTorch implementation. Case `tf_layer_norm` is the TensorFlow MTLCC cell
 (MarcCoru/tensorflow-convlstm-cell `ConvLSTMCell`, normalize=True, peephole=False: layer norm
 with epsilon 1e-12 on every gate and on the new cell state, forget bias 1), read both ways with
-shared weights. Pinned: torch 2.15.0.
+shared weights; `tf_gru_layer_norm` its layer-normalised ConvGRU (ConvGRUCell, normalize=True),
+read both ways with separate weights. Pinned: torch 2.15.0.
 
 `Encoder` is also imported by tools/sits_reference_train.py (the PyTorch side of the ConvLSTM
 comparison), so the fixtures are written only when this file runs as a script.
@@ -86,12 +87,30 @@ class GruCell(nn.Module):
         self.update_gate = nn.Conv2d(c + hidden, hidden, k, padding=p, bias=bias)
         self.out_gate = nn.Conv2d(c + hidden, hidden, k, padding=p, bias=bias)
 
+    def norm(self, name, y):
+        return y
+
     def forward(self, x, h, c):
         xh = torch.cat([x, h], 1)
-        r = torch.sigmoid(self.reset_gate(xh))
-        z = torch.sigmoid(self.update_gate(xh))
-        n = torch.tanh(self.out_gate(torch.cat([x, h * r], 1)))
+        r = torch.sigmoid(self.norm("r", self.reset_gate(xh)))
+        z = torch.sigmoid(self.norm("z", self.update_gate(xh)))
+        n = torch.tanh(self.norm("n", self.out_gate(torch.cat([x, h * r], 1))))
         return h * (1 - z) + n * z, c
+
+
+class LnGruCell(GruCell):
+    """The TensorFlow MTLCC ConvGRU (MarcCoru/tensorflow-convlstm-cell ConvGRUCell,
+    normalize=True): no conv biases, the reset, update and candidate pre-activations
+    layer-normalised. TensorFlow's update gate u weighs the old state (h' = u h + (1 - u) n); this
+    keeps z = 1 - u, the convention of the cell above, so h' = (1 - z) h + z n."""
+
+    def __init__(self, c, hidden, k, bias):
+        super().__init__(c, hidden, k, False)
+        for n in ("r", "z", "n"):
+            setattr(self, f"ln_{n}", ChannelNorm(hidden))
+
+    def norm(self, name, y):
+        return getattr(self, f"ln_{name}")(y)
 
 
 class Encoder(nn.Module):
@@ -100,7 +119,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.hidden, self.direction, self.head, self.gru = hidden, direction, head, gru
         self.inconv = nn.Conv3d(c, hidden, (1, 3, 3))
-        cell = GruCell if gru else (LnLstmCell if layer_norm else LstmCell)
+        cell = {(False, False): LstmCell, (False, True): LnLstmCell, (True, False): GruCell,
+                (True, True): LnGruCell}[(gru, layer_norm)]
         self.cell = cell(hidden, hidden, k, bias)
         if direction == "separate":
             self.cell_bw = cell(hidden, hidden, k, bias)
@@ -162,6 +182,8 @@ def main():
          c=3, lengths=[2, 4])
     case(out, "tf_layer_norm", Encoder(3, 4, 3, 3, direction="shared", layer_norm=True), t=4, c=3,
          lengths=[4, 3])
+    case(out, "tf_gru_layer_norm", Encoder(3, 4, 3, 2, gru=True, direction="separate",
+                                           head="hidden", layer_norm=True), t=3, c=3)
     path = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "canopy-temporal",
                         "tests", "fixtures", "mtlcc.safetensors")
     save_file(out, path)

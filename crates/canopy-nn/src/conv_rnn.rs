@@ -59,24 +59,27 @@ pub struct ConvLstmCell {
     norm: Option<CellNorm>,
 }
 
-/// Layer normalisation inside a ConvLSTM cell (the `normalize` option of the TensorFlow
-/// ConvLSTM cell MTLCC uses): each gate's pre-activation and the new cell state are normalised
-/// per sample over (channels, H, W), then scaled and shifted per channel.
+/// Layer normalisation inside a ConvLSTM / ConvGRU cell (the `normalize` option of the
+/// TensorFlow cells MTLCC uses): a pre-activation (or the new cell state) is normalised per
+/// sample over (channels, H, W), then scaled and shifted per channel.
 #[derive(Debug, Clone)]
 struct CellNorm {
-    /// `(weight, bias)` for the i, f, o, g gates and the cell state, each `(hidden,)`.
+    /// `(weight, bias)` per normalised quantity (see the `*_NORMS` names), each `(hidden,)`.
     params: Vec<(Tensor, Tensor)>,
     /// Added to the variance: `tf.contrib.layers.layer_norm`'s 1e-12.
     eps: f64,
-    /// Added to the normalised forget-gate pre-activation: the TensorFlow cell's 1.0.
-    forget_bias: f64,
 }
 
-impl CellNorm {
-    const NAMES: [&'static str; 5] = ["ln_i", "ln_f", "ln_o", "ln_g", "ln_c"];
+/// The ConvLSTM's normalised quantities: the i, f, o, g gates and the new cell state.
+const LSTM_NORMS: &[&str] = &["ln_i", "ln_f", "ln_o", "ln_g", "ln_c"];
+/// The ConvGRU's: the reset and update gates and the candidate.
+const GRU_NORMS: &[&str] = &["ln_r", "ln_z", "ln_n"];
+/// Added to the normalised forget-gate pre-activation: the TensorFlow cell's `forget_bias`.
+const FORGET_BIAS: f64 = 1.0;
 
-    fn new(hidden: usize, vb: &VarBuilder) -> Result<Self> {
-        let params = Self::NAMES
+impl CellNorm {
+    fn new(hidden: usize, names: &[&str], vb: &VarBuilder) -> Result<Self> {
+        let params = names
             .iter()
             .map(|n| -> Result<(Tensor, Tensor)> {
                 let v = vb.pp(*n);
@@ -86,11 +89,7 @@ impl CellNorm {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(CellNorm {
-            params,
-            eps: 1e-12,
-            forget_bias: 1.0,
-        })
+        Ok(CellNorm { params, eps: 1e-12 })
     }
 
     /// Normalises `x` `(B, C, H, W)` per sample, then applies the `k`-th affine parameters.
@@ -150,7 +149,7 @@ impl ConvLstmCell {
         vb: VarBuilder,
     ) -> Result<Self> {
         let mut cell = Self::new(input, hidden, kernel, false, vb.clone())?;
-        cell.norm = Some(CellNorm::new(hidden, &vb)?);
+        cell.norm = Some(CellNorm::new(hidden, LSTM_NORMS, &vb)?);
         Ok(cell)
     }
 
@@ -219,7 +218,7 @@ impl ConvLstmCell {
         let hd = self.hidden;
         let gate = |k: usize| norm.apply(&gates.narrow(1, k * hd, hd)?, k);
         let i = candle_nn::ops::sigmoid(&gate(0)?)?;
-        let f = candle_nn::ops::sigmoid(&(gate(1)? + norm.forget_bias)?)?;
+        let f = candle_nn::ops::sigmoid(&(gate(1)? + FORGET_BIAS)?)?;
         let o = candle_nn::ops::sigmoid(&gate(2)?)?;
         let g = gate(3)?.tanh()?;
         let c2 = norm.apply(&((f * c)? + (i * g)?)?, 4)?;
@@ -247,6 +246,8 @@ pub struct ConvGruCell {
     update_gate: SameConv,
     out_gate: SameConv,
     input: usize,
+    /// Layer normalisation of the r, z and candidate pre-activations (TensorFlow MTLCC).
+    norm: Option<CellNorm>,
 }
 
 impl ConvGruCell {
@@ -270,7 +271,31 @@ impl ConvGruCell {
             update_gate: SameConv::new(c, hidden, kernel, bias, vb.pp("update_gate"))?,
             out_gate: SameConv::new(c, hidden, kernel, bias, vb.pp("out_gate"))?,
             input,
+            norm: None,
         })
+    }
+
+    /// A cell with layer normalisation inside, the TensorFlow MTLCC ConvGRU
+    /// (`MarcCoru/tensorflow-convlstm-cell`, `ConvGRUCell` with `normalize=True`): the three
+    /// convolutions have no bias; the reset and update pre-activations and the candidate's are
+    /// normalised per sample over (hidden, H, W) with variance epsilon 1e-12 and scaled/shifted
+    /// per channel: `r = σ(LN_r(r̃))`, `z = σ(LN_z(z̃))`, `n = tanh(LN_n(out([x, r h])))`,
+    /// `h' = (1 - z) h + z n`. TensorFlow writes the update as `h' = u h + (1 - u) n`, so its
+    /// `u` is `1 - z` here: a TensorFlow model's `LN_u` gain and shift load negated into
+    /// `ln_z`. Variables: `{reset,update,out}_gate.weight`, `ln_{r,z,n}.{weight,bias}` (ones and
+    /// zeros).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_layer_norm(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut cell = Self::new(input, hidden, kernel, false, vb.clone())?;
+        cell.norm = Some(CellNorm::new(hidden, GRU_NORMS, &vb)?);
+        Ok(cell)
     }
 
     /// One step from state `h`.
@@ -288,13 +313,15 @@ impl ConvGruCell {
                 x.dims(),
             ));
         }
+        // the pre-activation `k` of the normalised quantities, or `y` itself without norm
+        let norm = |y: Tensor, k: usize| match &self.norm {
+            Some(n) => n.apply(&y, k),
+            None => Ok(y),
+        };
         let xh = Tensor::cat(&[x, h], 1)?;
-        let r = candle_nn::ops::sigmoid(&self.reset_gate.forward(&xh)?)?;
-        let z = candle_nn::ops::sigmoid(&self.update_gate.forward(&xh)?)?;
-        let n = self
-            .out_gate
-            .forward(&Tensor::cat(&[x, &(h * r)?], 1)?)?
-            .tanh()?;
+        let r = candle_nn::ops::sigmoid(&norm(self.reset_gate.forward(&xh)?, 0)?)?;
+        let z = candle_nn::ops::sigmoid(&norm(self.update_gate.forward(&xh)?, 1)?)?;
+        let n = norm(self.out_gate.forward(&Tensor::cat(&[x, &(h * r)?], 1)?)?, 2)?.tanh()?;
         Ok(((h - (&z * h)?)? + (z * n)?)?)
     }
 }
@@ -375,6 +402,25 @@ impl ConvRnn {
     ) -> Result<Self> {
         Self::from_cells(hidden, direction, vb, |vb| {
             Ok(ConvCell::Lstm(ConvLstmCell::with_layer_norm(
+                input, hidden, kernel, vb,
+            )?))
+        })
+    }
+
+    /// A ConvGRU layer whose cells normalise inside ([`ConvGruCell::with_layer_norm`]), named
+    /// like [`new`](Self::new).
+    ///
+    /// # Errors
+    /// As the cells.
+    pub fn gru_with_layer_norm(
+        input: usize,
+        hidden: usize,
+        kernel: usize,
+        direction: Bidirectional,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Self::from_cells(hidden, direction, vb, |vb| {
+            Ok(ConvCell::Gru(ConvGruCell::with_layer_norm(
                 input, hidden, kernel, vb,
             )?))
         })

@@ -685,6 +685,68 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
     check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
 }
 
+#[test]
+fn conv_gru_with_layer_norm_passes_gradient_checks_and_trains_every_parameter() {
+    use canopy_nn::conv_rnn::{Bidirectional, ConvGruCell, ConvRnn};
+    use canopy_nn::gradcheck::{check_gradients, random_f64, GradCheckConfig};
+    let dev = Device::Cpu;
+    let store = SeededVarMap::new(8);
+    let cell = ConvGruCell::with_layer_norm(2, 3, 3, store.var_builder(DType::F64, &dev)).unwrap();
+    let mut names: Vec<String> = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ln_n.bias",
+            "ln_n.weight",
+            "ln_r.bias",
+            "ln_r.weight",
+            "ln_z.bias",
+            "ln_z.weight",
+            "out_gate.weight",
+            "reset_gate.weight",
+            "update_gate.weight"
+        ]
+    );
+    // non-trivial gains and shifts, so that the affine part is checked too
+    for (i, (_, var)) in store.named_vars().unwrap().into_iter().enumerate() {
+        let v = random_f64(var.as_tensor().dims(), 20 + i as u64, &dev).unwrap();
+        var.set(&v).unwrap();
+    }
+    let x = random_f64(&[2, 2, 4, 5], 11, &dev).unwrap();
+    let h = random_f64(&[2, 3, 4, 5], 12, &dev).unwrap();
+    check_gradients(
+        |t| Ok(cell.step(&t[0], &t[1])?.sqr()?.sum_all()?),
+        &[x, h],
+        GradCheckConfig::default(),
+    )
+    .unwrap();
+    let store = SeededVarMap::new(9);
+    let layer = ConvRnn::gru_with_layer_norm(
+        2,
+        3,
+        3,
+        Bidirectional::Shared,
+        store.var_builder(DType::F64, &dev),
+    )
+    .unwrap();
+    let xs = random_f64(&[2, 4, 2, 5, 5], 13, &dev).unwrap();
+    let out = layer.forward(&xs).unwrap();
+    let r = random_f64(out.hidden_states.dims(), 14, &dev).unwrap();
+    let grads = (&out.hidden_states * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+}
+
 /// The fused batch norm (+ ReLU) equals `forward_t` (then ReLU) in training and evaluation,
 /// updates the running statistics identically, and has exact gradients.
 #[test]

@@ -93,7 +93,8 @@ pub struct ConvRnnConfig {
     /// Whether the recurrent convolution has a bias (the port: no). Ignored with layer norm,
     /// whose shift replaces it.
     pub bias: bool,
-    /// Layer normalisation inside the ConvLSTM cell (ConvLSTM only).
+    /// Layer normalisation inside the cell, as in the TensorFlow MTLCC cells
+    /// ([`ConvLstmCell::with_layer_norm`], [`ConvGruCell::with_layer_norm`]).
     pub layer_norm: bool,
     /// Reading direction(s).
     pub direction: Direction,
@@ -128,8 +129,8 @@ impl ConvRnnConfig {
     /// and year channels, straight into the cell) and the port's head (a 3x3 convolution with
     /// zero padding and bias, where TensorFlow uses a reflect-padded convolution without bias,
     /// batch norm and leaky ReLU), and the width is the port's 64 (TensorFlow's flag defaults
-    /// to 24). The TensorFlow code's default cell is a ConvGRU; a layer-normalised ConvGRU is
-    /// not implemented here.
+    /// to 24). The TensorFlow code's default cell is a ConvGRU: set `cell: CellKind::Gru` for
+    /// its layer-normalised ConvGRU.
     pub fn mtlcc(input_dim: usize, num_classes: usize) -> Self {
         ConvRnnConfig {
             layer_norm: true,
@@ -153,13 +154,6 @@ impl ConvRnnConfig {
         }
         if self.kernel % 2 == 0 {
             return bad(format!("kernel {} must be odd", self.kernel));
-        }
-        if self.layer_norm && self.cell == CellKind::Gru {
-            return bad(
-                "layer_norm is implemented for the ConvLSTM cell only; set cell = lstm \
-                        or layer_norm = false"
-                    .into(),
-            );
         }
         Ok(())
     }
@@ -214,7 +208,7 @@ impl ConvRnnClassifier {
     /// Creates the model's variables in `vb` (PyTorch's default initialisation).
     ///
     /// # Errors
-    /// [`Error::Config`] for zero sizes, even kernels or layer norm with ConvGRU.
+    /// [`Error::Config`] for zero sizes or even kernels.
     pub fn new(cfg: &ConvRnnConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let (c, hd, k) = (cfg.input_dim, cfg.hidden, cfg.num_classes);
@@ -230,8 +224,11 @@ impl ConvRnnClassifier {
                 (CellKind::Lstm, true) => {
                     Cell::Lstm(ConvLstmCell::with_layer_norm(hd, hd, cfg.kernel, vb)?)
                 }
-                (CellKind::Gru, _) => {
+                (CellKind::Gru, false) => {
                     Cell::Gru(ConvGruCell::new(hd, hd, cfg.kernel, cfg.bias, vb)?)
+                }
+                (CellKind::Gru, true) => {
+                    Cell::Gru(ConvGruCell::with_layer_norm(hd, hd, cfg.kernel, vb)?)
                 }
             })
         };

@@ -1,7 +1,8 @@
 //! MTLCC convolutional recurrent encoder against PyTorch (fixtures from
 //! `tools/golden/temporal_mtlcc.py`, float64): logits, state sequences, input and parameter gradients,
 //! for the PyTorch port's configuration, bidirectional / length-masked / ConvGRU variants and
-//! the TensorFlow MTLCC model's layer-normalised cell (forget bias 1, epsilon 1e-12).
+//! the TensorFlow MTLCC model's layer-normalised ConvLSTM cell (forget bias 1, epsilon 1e-12)
+//! and ConvGRU cell.
 
 use std::collections::HashMap;
 
@@ -120,6 +121,18 @@ fn tensorflow_layer_normalised_cell_with_shared_weights_matches() -> Result<()> 
 }
 
 #[test]
+fn tensorflow_layer_normalised_convgru_matches() -> Result<()> {
+    let cfg = ConvRnnConfig {
+        hidden: 4,
+        cell: CellKind::Gru,
+        direction: Direction::Separate,
+        head_state: HeadState::Hidden,
+        ..ConvRnnConfig::mtlcc(3, 2)
+    };
+    check("tf_gru_layer_norm", cfg)
+}
+
+#[test]
 fn padding_after_a_series_length_is_never_read() -> Result<()> {
     // the same series padded with zeros or with garbage gives the same logits
     let dev = Device::Cpu;
@@ -176,14 +189,14 @@ fn bad_configurations_and_inputs_are_clear_errors() -> Result<()> {
     let dev = Device::Cpu;
     let vm = SeededVarMap::new(0);
     let bad = ConvRnnConfig {
-        cell: CellKind::Gru,
+        kernel: 4,
         ..ConvRnnConfig::mtlcc(3, 2)
     };
     let e = ConvRnnClassifier::new(&bad, vm.var_builder(DType::F32, &dev)).err();
     assert!(e
         .map(|e| e.to_string())
         .unwrap_or_default()
-        .contains("layer_norm"));
+        .contains("kernel 4 must be odd"));
     let model = ConvRnnClassifier::new(
         &ConvRnnConfig::mtlcc_pytorch(3, 2),
         vm.var_builder(DType::F32, &dev),
