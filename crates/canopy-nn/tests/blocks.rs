@@ -673,9 +673,20 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
         store.var_builder(DType::F64, &dev),
     )
     .unwrap();
-    let xs = random_f64(&[2, 4, 2, 5, 5], 4, &dev).unwrap();
+    assert_every_parameter_learns(&layer, &store, 4);
+}
+
+/// Every variable in `store` gets a gradient from a random projection of the hidden states
+/// `layer` gives for a random `(2, 4, 2, 5, 5)` input.
+fn assert_every_parameter_learns(
+    layer: &canopy_nn::conv_rnn::ConvRnn,
+    store: &SeededVarMap,
+    seed: u64,
+) {
+    use canopy_nn::gradcheck::random_f64;
+    let xs = random_f64(&[2, 4, 2, 5, 5], seed, &Device::Cpu).unwrap();
     let out = layer.forward(&xs).unwrap();
-    let r = random_f64(out.hidden_states.dims(), 7, &dev).unwrap();
+    let r = random_f64(out.hidden_states.dims(), seed + 1, &Device::Cpu).unwrap();
     let grads = (&out.hidden_states * r)
         .unwrap()
         .sum_all()
@@ -735,16 +746,7 @@ fn conv_gru_with_layer_norm_passes_gradient_checks_and_trains_every_parameter() 
         store.var_builder(DType::F64, &dev),
     )
     .unwrap();
-    let xs = random_f64(&[2, 4, 2, 5, 5], 13, &dev).unwrap();
-    let out = layer.forward(&xs).unwrap();
-    let r = random_f64(out.hidden_states.dims(), 14, &dev).unwrap();
-    let grads = (&out.hidden_states * r)
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    check_all_parameters_have_gradients(&store.named_vars().unwrap(), &grads).unwrap();
+    assert_every_parameter_learns(&layer, &store, 13);
 }
 
 /// The fused batch norm (+ ReLU) equals `forward_t` (then ReLU) in training and evaluation,
