@@ -621,13 +621,7 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
     let dev = Device::Cpu;
     let store = SeededVarMap::new(5);
     let cell = ConvLstmCell::with_layer_norm(2, 3, 3, store.var_builder(DType::F64, &dev)).unwrap();
-    let mut names: Vec<String> = store
-        .named_vars()
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    names.sort();
+    let names = sorted_names(&store);
     assert!(names.contains(&"ln_c.weight".to_string()) && names.contains(&"ln_g.bias".to_string()));
     assert!(!names.contains(&"conv.bias".to_string()), "{names:?}");
     let x = random_f64(&[2, 2, 4, 5], 1, &dev).unwrap();
@@ -676,6 +670,18 @@ fn conv_lstm_with_layer_norm_normalises_trains_every_parameter_and_passes_gradie
     assert_every_parameter_learns(&layer, &store, 4);
 }
 
+/// The variable names in `store`, sorted.
+fn sorted_names(store: &SeededVarMap) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .named_vars()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
 /// Every variable in `store` gets a gradient from a random projection of the hidden states
 /// `layer` gives for a random `(2, 4, 2, 5, 5)` input.
 fn assert_every_parameter_learns(
@@ -703,13 +709,7 @@ fn conv_gru_with_layer_norm_passes_gradient_checks_and_trains_every_parameter() 
     let dev = Device::Cpu;
     let store = SeededVarMap::new(8);
     let cell = ConvGruCell::with_layer_norm(2, 3, 3, store.var_builder(DType::F64, &dev)).unwrap();
-    let mut names: Vec<String> = store
-        .named_vars()
-        .unwrap()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    names.sort();
+    let names = sorted_names(&store);
     assert_eq!(
         names,
         [
