@@ -361,6 +361,12 @@ fn snapshot(vars: &SeededVarMap, prefix: &str) -> anyhow::Result<HashMap<String,
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.trace.is_some() && !args.convlstm {
+        bail!(
+            "--trace records ConvLSTM runs: add --convlstm (and --convlstm-preset port to \
+             replay it in PyTorch)"
+        );
+    }
     if !args.data.exists() {
         println!(
             "SKIPPED: {} not found (the shared data folder is not next to the repository)",

@@ -209,6 +209,10 @@ def replay_convlstm(stem, threads, tol):
     (first epoch's training loss off by more than `tol`, relative)."""
     from safetensors.torch import load_file
     torch.set_num_threads(threads)
+    for ext in (".json", ".safetensors"):
+        if not os.path.isfile(stem + ext):
+            raise SystemExit(f"{stem}{ext} not found: pass the stem of a trace written by "
+                             "cloud_robustness --convlstm --trace DIR, e.g. DIR/convlstm-seed0")
     with open(stem + ".json") as f:
         info = json.load(f)
     t = load_file(stem + ".safetensors")
