@@ -44,12 +44,11 @@
 //! `tools/sits_reference_train.py replay --trace DIR/convlstm-seed{S}` re-runs the same
 //! training in PyTorch and prints both side by side (port preset only).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use canopy_nn::SeededVarMap;
 use canopy_series::batch::collate;
 use canopy_series::load::eopatch::{EoPatch, PatchSpec};
@@ -315,13 +314,18 @@ fn convlstm(
         batch_size: 4,
         ..ModelKind::ConvLstm.recipe()
     };
-    let opts = FitOptions::new(recipe, epochs, seed);
-    let init = snapshot(&vars, "init")?;
+    // a traced run also logs every step's loss into DIR/convlstm-seed{S}/
+    let opts = FitOptions {
+        out_dir: trace.map(|d| d.join(format!("convlstm-seed{seed}"))),
+        log_steps: true,
+        ..FitOptions::new(recipe, epochs, seed)
+    };
+    let init = vars.snapshot("init")?;
     let report = fit_tiles(&model, &vars, &train, Some(&test), &opts, Some(ignore))?;
     let cm = evaluate_tiles(&model, &test, Some(ignore), 4)?;
     if let Some(dir) = trace {
         let mut tensors = init;
-        tensors.extend(snapshot(&vars, "final")?);
+        tensors.extend(vars.snapshot("final")?);
         tensors.insert("train_x".into(), train.x.clone());
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let stem = dir.join(format!("convlstm-seed{seed}"));
@@ -349,14 +353,6 @@ fn convlstm(
         println!("  trace written to {}.{{safetensors,json}}", stem.display());
     }
     Ok(cm)
-}
-
-/// Copies of the variables in `vars`, keyed `{prefix}.{name}`.
-fn snapshot(vars: &SeededVarMap, prefix: &str) -> anyhow::Result<HashMap<String, Tensor>> {
-    vars.named_vars()?
-        .into_iter()
-        .map(|(name, var)| Ok((format!("{prefix}.{name}"), var.as_tensor().copy()?)))
-        .collect()
 }
 
 fn main() -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example ucr_crop -- [--models lstm,transformer,tempcnn,msresnet]
-//!     [--epochs 30] [--seeds 0,1,2] [--out ucr-crop.md]
+//!     [--epochs 30] [--seeds 0,1,2] [--out ucr-crop.md] [--trace DIR]
 //! ```
 //!
 //! Data: `../shared/data/sits/ucr-crop/Crop_TRAIN.tsv` (7,200 Formosat-2 NDVI series, 46 dates,
@@ -18,24 +18,36 @@
 //! `~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py ucr --epochs N --json F`;
 //! pass `--reference F` to print them alongside.
 //!
+//! `--trace DIR` records every run for a replay in PyTorch: `DIR/{model}-seed{S}.safetensors`
+//! holds the initial and final weights (`init.*`, `final.*`, PyTorch's key names) and the
+//! normalised series (`train_x`, `val_x`); `DIR/{model}-seed{S}.json` the labels, the recipe,
+//! the batches in the order the optimizer saw them, and per epoch the training loss and the
+//! validation loss and accuracy (validation then runs after every epoch, which changes nothing
+//! in training); the directory `DIR/{model}-seed{S}/` the trainer's logs, with every step's
+//! loss in `steps.jsonl`. `tools/sits_reference_train.py replay --trace DIR/msresnet-seed0` trains the
+//! BreizhCrops reference model from the same weights on the same batches; for a model without
+//! dropout (MS-ResNet) the only difference left is the implementation.
+//!
 //! The reference LSTM normalises its input over the band axis, which makes a 1-band series
 //! constant; canopy's 1-band LSTM preset has no input norm (and the PyTorch script replaces the
 //! reference's with the identity), see `canopy_temporal::lstm`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use canopy_nn::SeededVarMap;
 use canopy_series::batch::collate;
 use canopy_series::load::read_ucr;
 use canopy_series::transform::{Normalization, Pipeline};
 use canopy_series::SeriesDataset;
-use canopy_temporal::fit::{evaluate, fit, FitOptions, LabelledSeries};
+use canopy_temporal::fit::{evaluate, fit, train_batches, FitOptions, LabelledSeries};
 use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::ModelKind;
+use canopy_train::metrics::ConfusionMatrix;
+use canopy_train::trainer::FitReport;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -62,6 +74,10 @@ struct Args {
     /// JSON written by tools/sits_reference_train.py, printed alongside.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Directory for per-run traces (weights, batches, losses) that
+    /// `tools/sits_reference_train.py replay --trace DIR/{model}-seed{S}` replays in PyTorch.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 /// The split rule shared with tools/sits_reference_train.py: per class, in file order, every
@@ -116,6 +132,59 @@ fn reference(path: &Path) -> anyhow::Result<Scores> {
     Ok(out)
 }
 
+/// One finished training run, as a trace records it.
+struct Run<'a> {
+    kind: ModelKind,
+    seed: u64,
+    opts: &'a FitOptions,
+    report: &'a FitReport,
+    cm: &'a ConfusionMatrix,
+}
+
+/// Writes `dir/{model}-seed{S}.{safetensors,json}` (see the module docs).
+fn write_trace(
+    dir: &Path,
+    run: &Run,
+    init: HashMap<String, Tensor>,
+    vars: &SeededVarMap,
+    (train, val): (&LabelledSeries, &LabelledSeries),
+) -> anyhow::Result<()> {
+    let mut tensors = init;
+    tensors.extend(vars.snapshot("final")?);
+    tensors.insert("train_x".into(), train.x.clone());
+    tensors.insert("val_x".into(), val.x.clone());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = dir.join(format!("{}-seed{}", run.kind.name(), run.seed));
+    candle_core::safetensors::save(&tensors, stem.with_extension("safetensors"))?;
+    let batches = (0..run.opts.epochs)
+        .map(|e| train_batches(train.len(), run.opts, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let per_epoch =
+        |key: &str| -> Vec<f64> { run.report.history.series(key).iter().map(|p| p.1).collect() };
+    let recipe = &run.opts.recipe;
+    let json = serde_json::json!({
+        "dataset": "ucr",
+        "model": run.kind.name(),
+        "seed": run.seed,
+        "epochs": run.opts.epochs,
+        "lr": recipe.lr,
+        "weight_decay": recipe.weight_decay,
+        "batch_size": recipe.batch_size,
+        "train_y": train.y,
+        "val_y": val.y,
+        "batches": batches,
+        "train_loss": per_epoch("train_loss"),
+        "val_loss": per_epoch("val_loss"),
+        "val_accuracy": per_epoch("val_accuracy"),
+        "final_accuracy": run.cm.accuracy(),
+        "final_kappa": run.cm.kappa(),
+    });
+    std::fs::write(stem.with_extension("json"), serde_json::to_string(&json)?)
+        .with_context(|| format!("writing {}.json", stem.display()))?;
+    println!("  trace written to {}.{{safetensors,json}}", stem.display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.data.exists() {
@@ -157,16 +226,31 @@ fn main() -> anyhow::Result<()> {
             let vars = SeededVarMap::new(seed);
             let model = ModelConfig::reference(kind, c, k, t)?
                 .build(vars.var_builder(DType::F32, &Device::Cpu))?;
+            // a traced run also logs every step's loss into DIR/{model}-seed{S}/
+            let opts = FitOptions {
+                out_dir: args
+                    .trace
+                    .as_ref()
+                    .map(|d| d.join(format!("{}-seed{seed}", kind.name()))),
+                log_steps: true,
+                ..FitOptions::new(kind.recipe(), args.epochs, seed)
+            };
+            let init = vars.snapshot("init")?;
             let t0 = Instant::now();
-            fit(
-                model.as_ref(),
-                &vars,
-                &train,
-                None,
-                &FitOptions::new(kind.recipe(), args.epochs, seed),
-            )?;
+            let watched = args.trace.as_ref().map(|_| &val);
+            let report = fit(model.as_ref(), &vars, &train, watched, &opts)?;
             let cm = evaluate(model.as_ref(), &val)?;
             secs.push(t0.elapsed().as_secs_f64());
+            if let Some(dir) = &args.trace {
+                let run = Run {
+                    kind,
+                    seed,
+                    opts: &opts,
+                    report: &report,
+                    cm: &cm,
+                };
+                write_trace(dir, &run, init, &vars, (&train, &val))?;
+            }
             println!(
                 "{kind} seed {seed}: accuracy {:.4}, kappa {:.4} ({:.0} s)",
                 cm.accuracy(),

@@ -10,6 +10,8 @@ Run with the peer environment (../shared/peers/setup.sh), from the repository ro
         --variants raw [--epochs 20] [--seeds 0,1,2]
     ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py replay \
         --trace DIR/convlstm-seed0   # DIR from cloud_robustness --convlstm-preset port --trace DIR
+    ~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py replay \
+        --trace DIR/msresnet-seed0   # DIR from examples/ucr_crop.rs --trace DIR
 
 Data (../shared/data/sits, see PROVENANCE.md):
 - `ucr`: UCR Crop TRAIN (7,200 NDVI series, 46 dates, labels 1..24 -> 0..23). Split rule
@@ -200,34 +202,149 @@ def run_convlstm(epochs, seed, hidden=32, batch=4):
                 kappa=float(kappa(y, p, k)), n=int(valid.sum()), train_seconds=train_s)
 
 
-def replay_convlstm(stem, threads, tol):
+def load_trace(stem):
+    """The JSON and the tensors of a canopy trace (STEM.json, STEM.safetensors)."""
+    from safetensors.torch import load_file
+    for ext in (".json", ".safetensors"):
+        if not os.path.isfile(stem + ext):
+            raise SystemExit(f"{stem}{ext} not found: pass the stem of a trace written by "
+                             "cloud_robustness --convlstm --trace DIR (DIR/convlstm-seed0) or "
+                             "ucr_crop --trace DIR (DIR/msresnet-seed0)")
+    with open(stem + ".json") as f:
+        info = json.load(f)
+    return info, load_file(stem + ".safetensors")
+
+
+def load_init(module, t):
+    """Loads canopy's initial weights (`init.*`) into `module`; the key sets must be equal."""
+    state = module.state_dict()
+    missing = sorted(set(state) ^ {n[5:] for n in t if n.startswith("init.")})
+    if missing:
+        raise SystemExit(f"key sets differ between the trace and the PyTorch model: {missing}")
+    module.load_state_dict({n: t[f"init.{n}"].to(state[n].dtype) for n in state})
+
+
+def compare_final(module, t):
+    """Prints each tensor's relative difference between PyTorch's and canopy's final state."""
+    for n, v in module.state_dict().items():
+        c = t[f"final.{n}"].to(v.dtype)
+        denom = c.double().norm().item()
+        rel = (v - c).double().norm().item() / denom if denom > 0 else (v - c).abs().max().item()
+        print(f"final {n}: relative difference {rel:.2e}")
+
+
+def read_steps(stem):
+    """Every step's training loss from the trainer's log `STEM/steps.jsonl` (empty if absent)."""
+    path = os.path.join(stem, "steps.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line)["loss"] for line in f if line.strip()]
+
+
+def check_step(step, loss, steps, tol):
+    """Prints the first three steps' losses side by side and fails (returns a message) when one
+    is off by more than `tol`, relative: step 1 sees identical weights, steps 2 and 3 the
+    weights after one and two identical updates, so rounding alone keeps them within ~1e-5 —
+    the chaotic drift that separates later steps (see replay_ucr) has not started yet."""
+    if step >= 3 or step >= len(steps):
+        return []
+    rel = abs(loss - steps[step]) / abs(steps[step])
+    print(f"  step {step + 1}: loss canopy {steps[step]:.7f}, PyTorch {loss:.7f} ({rel:.1e})")
+    if rel > tol:
+        return [f"step {step + 1}'s loss {loss:.7f} vs canopy's {steps[step]:.7f}"]
+    return []
+
+
+def replay_ucr(stem, info, t, tol):
+    """A canopy UCR run (`examples/ucr_crop.rs --trace DIR`) re-run with the BreizhCrops
+    reference model from canopy's initial weights, on canopy's normalised series, in canopy's
+    batch order, with the same optimizer settings. Models with dropout draw other masks than
+    canopy, so only a model without dropout (MS-ResNet) is an exact replay; for those the first
+    three steps' losses (from canopy's `STEM/steps.jsonl`; without it the first epoch's mean)
+    must agree within `tol`. Later steps drift apart by rounding alone: training is chaotic at the
+    level of float32 rounding (PyTorch float32 vs float64 from the same start differ by ~4e-5
+    after one epoch of MS-ResNet on UCR)."""
+    name = info["model"]
+    xt, xv = t["train_x"], t["val_x"]
+    yt, yv = torch.tensor(info["train_y"]), np.array(info["val_y"])
+    xtr, ytr, _, yva = load_ucr()["data"]
+    if not (np.array_equal(ytr, yt.numpy()) and np.array_equal(yva, yv)):
+        raise SystemExit("the trace's labels are not this script's UCR split")
+    mean, std = xtr.mean(), xtr.std()
+    print(f"training series: canopy's vs this script's normalisation differ by at most "
+          f"{(xt - torch.from_numpy((xtr - mean) / std)).abs().max().item():.2e}")
+    model = build(name, xt.shape[2], 24, xt.shape[1])
+    load_init(model, t)
+    opt = torch.optim.Adam(model.parameters(), lr=info["lr"], weight_decay=info["weight_decay"])
+    forward = model.logits if hasattr(model, "logits") else model
+    exact = name == "msresnet"
+
+    def val_accuracy():
+        model.eval()
+        with torch.inference_mode():
+            pred = torch.cat([model(b).argmax(-1) for b in xv.split(1024)]).numpy()
+        return float((pred == yv).mean()), pred
+
+    steps = read_steps(stem)
+    print("epoch | train loss canopy | train loss PyTorch | rel. diff | val acc canopy | val acc PyTorch")
+    failures, worst, step = [], 0.0, 0
+    for e, batches in enumerate(info["batches"]):
+        model.train()
+        total, count = 0.0, 0
+        for idx in batches:
+            idx = torch.tensor(idx)
+            opt.zero_grad()
+            loss = F.cross_entropy(forward(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+            if exact:
+                failures += check_step(step, loss.item(), steps, tol)
+            step += 1
+        ours, theirs = total / count, info["train_loss"][e]
+        rel = abs(ours - theirs) / abs(theirs)
+        worst = max(worst, rel)
+        if exact and not steps and e == 0 and rel > tol:
+            failures.append(f"epoch 1 training loss {ours:.6f} vs canopy's {theirs:.6f}")
+        acc, _ = val_accuracy()
+        print(f"{e + 1:5d} | {theirs:.6f} | {ours:.6f} | {rel:.1e} | "
+              f"{info['val_accuracy'][e]:.4f} | {acc:.4f}", flush=True)
+    if not exact:
+        print(f"{name} has dropout: canopy and PyTorch draw different masks, the runs diverge")
+    print(f"largest relative difference of an epoch's training loss: {worst:.1e}")
+    acc, pred = val_accuracy()
+    print(f"final validation accuracy: canopy {info['final_accuracy']:.4f}, PyTorch {acc:.4f} "
+          f"(kappa {info['final_kappa']:.4f} / {kappa(yv, pred, 24):.4f})")
+    compare_final(model, t)
+    return failures
+
+
+def replay(stem, threads, tol):
+    """Replays a canopy trace in PyTorch (see replay_ucr and replay_convlstm)."""
+    torch.set_num_threads(threads)
+    info, t = load_trace(stem)
+    if info.get("dataset") == "ucr":
+        return replay_ucr(stem, info, t, tol)
+    return replay_convlstm(stem, info, t, tol)
+
+
+def replay_convlstm(stem, info, t, tol):
     """A canopy ConvLSTM run (`examples/cloud_robustness.rs --trace DIR`, files STEM.json and
     STEM.safetensors) re-run in PyTorch from canopy's initial weights, on canopy's normalised
     training tiles, in canopy's batch order, with the same optimizer settings: the only
     difference left is the implementation. Prints each epoch's mean training loss and test
     accuracy side by side and the final weights' relative differences; returns the failures
-    (first epoch's training loss off by more than `tol`, relative)."""
-    from safetensors.torch import load_file
-    torch.set_num_threads(threads)
-    for ext in (".json", ".safetensors"):
-        if not os.path.isfile(stem + ext):
-            raise SystemExit(f"{stem}{ext} not found: pass the stem of a trace written by "
-                             "cloud_robustness --convlstm --trace DIR, e.g. DIR/convlstm-seed0")
-    with open(stem + ".json") as f:
-        info = json.load(f)
-    t = load_file(stem + ".safetensors")
+    (one of the first three steps' losses, from canopy's `STEM/steps.jsonl`, or without that
+    file the first epoch's mean training loss, off by more than `tol`, relative)."""
     if info["preset"] != "port":
-        raise SystemExit(f"{stem}: preset {info['preset']!r}; only `port` has a PyTorch model")
+        raise SystemExit(f"preset {info['preset']!r}: only `port` has a PyTorch model")
     xtr, ytr, xte, yte, k = load_eopatch_tiles()
     xt = t["train_x"]
     print(f"training tiles: canopy's vs this script's normalisation differ by at most "
           f"{(xt - torch.from_numpy(xtr)).abs().max().item():.2e}")
     model = PortClassifier(32, k)
-    state = model.encoder.state_dict()  # canopy's keys are the encoder's
-    missing = sorted(set(state) ^ {n[5:] for n in t if n.startswith("init.")})
-    if missing:
-        raise SystemExit(f"key sets differ between the trace and the port: {missing}")
-    model.encoder.load_state_dict({n: t[f"init.{n}"] for n in state})
+    load_init(model.encoder, t)  # canopy's keys are the encoder's
     opt = torch.optim.Adam(model.parameters(), lr=info["lr"], weight_decay=info["weight_decay"])
     yt, xe = torch.from_numpy(ytr), torch.from_numpy(xte)
     valid = yte != IGNORE
@@ -237,8 +354,9 @@ def replay_convlstm(stem, threads, tol):
             pred = torch.cat([model(b).argmax(1) for b in xe.split(4)]).numpy()
         return float((pred[valid] == yte[valid]).mean()), pred
 
+    steps = read_steps(stem)
     print("epoch | train loss canopy | train loss PyTorch | rel. diff | test acc canopy | test acc PyTorch")
-    failures, worst = [], 0.0
+    failures, worst, step = [], 0.0, 0
     for e, batches in enumerate(info["batches"]):
         total, count = 0.0, 0
         for idx in batches:
@@ -248,10 +366,12 @@ def replay_convlstm(stem, threads, tol):
             loss.backward()
             opt.step()
             total, count = total + loss.item() * len(idx), count + len(idx)
+            failures += check_step(step, loss.item(), steps, tol)
+            step += 1
         ours, theirs = total / count, info["train_loss"][e]
         rel = abs(ours - theirs) / abs(theirs)
         worst = max(worst, rel)
-        if e == 0 and rel > tol:
+        if not steps and e == 0 and rel > tol:
             failures.append(f"epoch 1 training loss {ours:.6f} vs canopy's {theirs:.6f}")
         acc, pred = test_accuracy()
         print(f"{e + 1:5d} | {theirs:.6f} | {ours:.6f} | {rel:.1e} | "
@@ -260,10 +380,7 @@ def replay_convlstm(stem, threads, tol):
     acc, pred = test_accuracy()
     print(f"final test accuracy: canopy {info['test_accuracy']:.4f}, PyTorch {acc:.4f} "
           f"(kappa {info['test_kappa']:.4f} / {kappa(yte[valid], pred[valid], k):.4f})")
-    for n, v in model.encoder.state_dict().items():
-        c = t[f"final.{n}"]
-        rel = ((v - c).norm() / c.norm()).item()
-        print(f"final {n}: relative difference {rel:.2e}")
+    compare_final(model.encoder, t)
     return failures
 
 
@@ -308,8 +425,8 @@ def run(name, split, classes, epochs, seed, train_limit):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset", choices=["ucr", "eopatch", "replay"])
-    ap.add_argument("--trace", help="replay: STEM of a cloud_robustness --trace run "
-                    "(e.g. runs/trace/convlstm-seed0)")
+    ap.add_argument("--trace", help="replay: STEM of a cloud_robustness or ucr_crop --trace "
+                    "run (e.g. runs/trace/convlstm-seed0, runs/ucr/msresnet-seed0)")
     ap.add_argument("--replay-tol", type=float, default=1e-4,
                     help="replay: largest relative difference of the first epoch's loss")
     ap.add_argument("--models", default="lstm,transformer,tempcnn,msresnet")
@@ -324,7 +441,7 @@ def main():
     if args.dataset == "replay":
         if not args.trace:
             raise SystemExit("replay needs --trace STEM")
-        failures = replay_convlstm(args.trace, args.threads, args.replay_tol)
+        failures = replay(args.trace, args.threads, args.replay_tol)
         for f in failures:
             print("FAIL:", f)
         raise SystemExit(1 if failures else 0)

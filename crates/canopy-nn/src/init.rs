@@ -74,6 +74,26 @@ impl SeededVarMap {
             .collect())
     }
 
+    /// Copies of every variable's current value, keyed `{prefix}.{name}` (or `name` when
+    /// `prefix` is empty): a snapshot that later training steps do not change, ready for
+    /// `candle_core::safetensors::save`.
+    ///
+    /// # Errors
+    /// When the store was poisoned by a panic.
+    pub fn snapshot(&self, prefix: &str) -> Result<std::collections::HashMap<String, Tensor>> {
+        self.named_vars()?
+            .into_iter()
+            .map(|(name, var)| {
+                let key = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                Ok((key, var.as_tensor().copy()?))
+            })
+            .collect()
+    }
+
     /// Every variable (for an optimizer), sorted by name.
     ///
     /// # Errors
@@ -203,6 +223,25 @@ impl SimpleBackend for SeededVarMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_copies_and_later_updates_do_not_leak_into_it() {
+        let m = SeededVarMap::new(3);
+        let vb = m.var_builder(DType::F32, &Device::Cpu);
+        vb.get_with_hints(3, "a.weight", Init::Const(2.0)).unwrap();
+        let snap = m.snapshot("init").unwrap();
+        let plain = m.snapshot("").unwrap();
+        let (_, var) = m.named_vars().unwrap().remove(0);
+        var.set(&Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        assert_eq!(snap.keys().collect::<Vec<_>>(), vec!["init.a.weight"]);
+        assert!(plain.contains_key("a.weight"));
+        assert_eq!(
+            snap["init.a.weight"].to_vec1::<f32>().unwrap(),
+            vec![2.0; 3]
+        );
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), vec![0.0; 3]);
+    }
 
     #[test]
     fn same_seed_same_weights_and_hints_are_honoured() {

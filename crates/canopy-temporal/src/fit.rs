@@ -80,6 +80,8 @@ pub struct FitOptions {
     pub seed: u64,
     /// Where the trainer writes logs, `loss.png` and checkpoints (`None`: nothing written).
     pub out_dir: Option<PathBuf>,
+    /// Also log every optimizer step's loss to `out_dir/steps.{csv,jsonl}`.
+    pub log_steps: bool,
     /// Progress display.
     pub progress: ProgressMode,
     /// Stored in the checkpoints' JSON sidecar (model config, class names, bands,
@@ -95,6 +97,7 @@ impl FitOptions {
             epochs,
             seed,
             out_dir: None,
+            log_steps: false,
             progress: ProgressMode::Quiet,
             meta: CheckpointMeta::default(),
         }
@@ -186,6 +189,7 @@ fn run_fit(
     tcfg.progress = opts.progress;
     tcfg.meta = opts.meta.clone();
     tcfg.plot = opts.out_dir.is_some();
+    tcfg.log_steps = opts.log_steps && opts.out_dir.is_some();
     tcfg.monitor = if val_b.is_some() {
         Monitor {
             metric: "val_accuracy".into(),
@@ -549,6 +553,47 @@ mod tests {
         );
         assert_eq!(last_val_accuracy(&report), Some(cm.accuracy()));
         assert_eq!(predict_logits(&model, &val.x, 7)?.dims(), &[90, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn log_steps_writes_one_row_per_optimizer_step_whose_mean_is_the_epoch_loss(
+    ) -> anyhow::Result<()> {
+        let vars = SeededVarMap::new(4);
+        let vb = vars.var_builder(DType::F32, &Device::Cpu);
+        let model = MeanLinear {
+            head: canopy_nn::linear(2, 3, true, vb.pp("head"))?,
+            k: 3,
+            c: 2,
+        };
+        let dir = tempfile::tempdir()?;
+        let recipe = Recipe {
+            lr: 0.05,
+            weight_decay: 0.0,
+            batch_size: 25,
+            epochs: 2,
+            tuned: false,
+        };
+        let opts = FitOptions {
+            out_dir: Some(dir.path().to_path_buf()),
+            log_steps: true,
+            ..FitOptions::new(recipe, 2, 0)
+        };
+        let report = fit(&model, &vars, &toy(100, 1)?, None, &opts)?;
+        let text = std::fs::read_to_string(dir.path().join("steps.jsonl"))?;
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<std::result::Result<_, _>>()?;
+        assert_eq!(rows.len(), 8);
+        // equal batches: the epoch's loss is the mean of its steps' losses
+        let first: f64 = rows[..4]
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap_or(f64::NAN))
+            .sum::<f64>()
+            / 4.0;
+        let logged = report.history.series("train_loss")[0].1;
+        assert!((first - logged).abs() < 1e-6, "{first} vs {logged}");
         Ok(())
     }
 
