@@ -317,6 +317,14 @@ def replay_ucr(stem, info, t, tol):
     print(f"final validation accuracy: canopy {info['final_accuracy']:.4f}, PyTorch {acc:.4f} "
           f"(kappa {info['final_kappa']:.4f} / {kappa(yv, pred, 24):.4f})")
     compare_final(model, t)
+    # canopy's trained weights (running statistics included) evaluated by the reference model
+    model.load_state_dict({n: t[f"final.{n}"].to(v.dtype) for n, v in model.state_dict().items()})
+    acc_c, _ = val_accuracy()
+    print(f"canopy's final weights evaluated in PyTorch: accuracy {acc_c:.4f} "
+          f"(canopy's own evaluation {info['final_accuracy']:.4f})")
+    if abs(acc_c - info["final_accuracy"]) > 1.5 / len(yv):
+        failures.append(f"canopy's final weights score {acc_c:.4f} in PyTorch, "
+                        f"{info['final_accuracy']:.4f} in canopy")
     return failures
 
 
