@@ -243,15 +243,16 @@ def read_steps(stem):
 
 
 def check_step(step, loss, steps, tol):
-    """Prints the first three steps' losses side by side and fails (returns a message) when one
-    is off by more than `tol`, relative: step 1 sees identical weights, steps 2 and 3 the
-    weights after one and two identical updates, so rounding alone keeps them within ~1e-5 —
-    the chaotic drift that separates later steps (see replay_ucr) has not started yet."""
+    """Prints the first three steps' losses side by side and fails (returns a message) when
+    step 1 is off by more than `tol`, relative, or step 2 or 3 by more than 10 `tol`: step 1
+    sees identical weights, steps 2 and 3 the weights after one and two updates from identical
+    gradients up to rounding, which Adam's first steps amplify (UCR MS-ResNet, 6 seeds: step 1
+    at most 1.5e-7, steps 2-3 up to 5.4e-5; an lr x1.5 mutation: 4.2e-2 at step 2)."""
     if step >= 3 or step >= len(steps):
         return []
     rel = abs(loss - steps[step]) / abs(steps[step])
     print(f"  step {step + 1}: loss canopy {steps[step]:.7f}, PyTorch {loss:.7f} ({rel:.1e})")
-    if rel > tol:
+    if rel > (tol if step == 0 else 10 * tol):
         return [f"step {step + 1}'s loss {loss:.7f} vs canopy's {steps[step]:.7f}"]
     return []
 
