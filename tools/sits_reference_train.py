@@ -257,7 +257,7 @@ def check_step(step, loss, steps, tol):
     return []
 
 
-def replay_ucr(stem, info, t, tol):
+def replay_ucr(stem, info, t, tol, swap="none"):
     """A canopy UCR run (`examples/ucr_crop.rs --trace DIR`) re-run with the BreizhCrops
     reference model from canopy's initial weights, on canopy's normalised series, in canopy's
     batch order, with the same optimizer settings. Models with dropout draw other masks than
@@ -265,7 +265,11 @@ def replay_ucr(stem, info, t, tol):
     three steps' losses (from canopy's `STEM/steps.jsonl`; without it the first epoch's mean)
     must agree within `tol`. Later steps drift apart by rounding alone: training is chaotic at the
     level of float32 rounding (PyTorch float32 vs float64 from the same start differ by ~4e-5
-    after one epoch of MS-ResNet on UCR)."""
+    after one epoch of MS-ResNet on UCR).
+
+    `swap` separates the two random draws of a run: "init" trains PyTorch's own initial
+    weights (those of `ucr --seeds S`) on canopy's batches, "order" canopy's initial weights on
+    PyTorch's batches; neither is a replay, nothing is checked."""
     name = info["model"]
     xt, xv = t["train_x"], t["val_x"]
     yt, yv = torch.tensor(info["train_y"]), np.array(info["val_y"])
@@ -275,11 +279,22 @@ def replay_ucr(stem, info, t, tol):
     mean, std = xtr.mean(), xtr.std()
     print(f"training series: canopy's vs this script's normalisation differ by at most "
           f"{(xt - torch.from_numpy((xtr - mean) / std)).abs().max().item():.2e}")
+    torch.manual_seed(info["seed"])  # --swap init: the weights `ucr --seeds S` starts from
     model = build(name, xt.shape[2], 24, xt.shape[1])
-    load_init(model, t)
+    if swap != "init":
+        load_init(model, t)
+    batches_of = info["batches"]
+    if swap == "order":  # the batches `ucr --seeds S` trains on
+        gen = torch.Generator().manual_seed(info["seed"])
+        batches_of = [[b.tolist() for b in torch.randperm(len(yt), generator=gen).split(256)]
+                      for _ in info["batches"]]
     opt = torch.optim.Adam(model.parameters(), lr=info["lr"], weight_decay=info["weight_decay"])
     forward = model.logits if hasattr(model, "logits") else model
-    exact = name == "msresnet"
+    exact = name == "msresnet" and swap == "none"
+    if swap != "none":
+        print(f"--swap {swap}: PyTorch's own {'initial weights' if swap == 'init' else 'batch order'}"
+              f" (seed {info['seed']}) with canopy's {'batch order' if swap == 'init' else 'initial weights'}:"
+              " not a replay, nothing is checked")
 
     def val_accuracy():
         model.eval()
@@ -290,7 +305,7 @@ def replay_ucr(stem, info, t, tol):
     steps = read_steps(stem)
     print("epoch | train loss canopy | train loss PyTorch | rel. diff | val acc canopy | val acc PyTorch")
     failures, worst, step = [], 0.0, 0
-    for e, batches in enumerate(info["batches"]):
+    for e, batches in enumerate(batches_of):
         model.train()
         total, count = 0.0, 0
         for idx in batches:
@@ -311,7 +326,7 @@ def replay_ucr(stem, info, t, tol):
         acc, _ = val_accuracy()
         print(f"{e + 1:5d} | {theirs:.6f} | {ours:.6f} | {rel:.1e} | "
               f"{info['val_accuracy'][e]:.4f} | {acc:.4f}", flush=True)
-    if not exact:
+    if name != "msresnet":
         print(f"{name} has dropout: canopy and PyTorch draw different masks, the runs diverge")
     print(f"largest relative difference of an epoch's training loss: {worst:.1e}")
     acc, pred = val_accuracy()
@@ -323,18 +338,20 @@ def replay_ucr(stem, info, t, tol):
     acc_c, _ = val_accuracy()
     print(f"canopy's final weights evaluated in PyTorch: accuracy {acc_c:.4f} "
           f"(canopy's own evaluation {info['final_accuracy']:.4f})")
-    if abs(acc_c - info["final_accuracy"]) > 1.5 / len(yv):
+    if swap == "none" and abs(acc_c - info["final_accuracy"]) > 1.5 / len(yv):
         failures.append(f"canopy's final weights score {acc_c:.4f} in PyTorch, "
                         f"{info['final_accuracy']:.4f} in canopy")
     return failures
 
 
-def replay(stem, threads, tol):
+def replay(stem, threads, tol, swap):
     """Replays a canopy trace in PyTorch (see replay_ucr and replay_convlstm)."""
     torch.set_num_threads(threads)
     info, t = load_trace(stem)
     if info.get("dataset") == "ucr":
-        return replay_ucr(stem, info, t, tol)
+        return replay_ucr(stem, info, t, tol, swap)
+    if swap != "none":
+        raise SystemExit("--swap applies to ucr_crop traces only")
     return replay_convlstm(stem, info, t, tol)
 
 
@@ -438,6 +455,9 @@ def main():
                     "run (e.g. runs/trace/convlstm-seed0, runs/ucr/msresnet-seed0)")
     ap.add_argument("--replay-tol", type=float, default=1e-4,
                     help="replay: largest relative difference of the first epoch's loss")
+    ap.add_argument("--swap", choices=["none", "init", "order"], default="none",
+                    help="replay of a ucr_crop trace: train PyTorch's own initial weights on "
+                    "canopy's batches (init) or canopy's weights on PyTorch's batches (order)")
     ap.add_argument("--models", default="lstm,transformer,tempcnn,msresnet")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", default="0,1,2")
@@ -450,7 +470,7 @@ def main():
     if args.dataset == "replay":
         if not args.trace:
             raise SystemExit("replay needs --trace STEM")
-        failures = replay(args.trace, args.threads, args.replay_tol)
+        failures = replay(args.trace, args.threads, args.replay_tol, args.swap)
         for f in failures:
             print("FAIL:", f)
         raise SystemExit(1 if failures else 0)
