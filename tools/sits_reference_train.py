@@ -246,7 +246,7 @@ def check_step(step, loss, steps, tol):
     """Prints the first three steps' losses side by side and fails (returns a message) when
     step 1 is off by more than `tol`, relative, or step 2 or 3 by more than 10 `tol`: step 1
     sees identical weights, steps 2 and 3 the weights after one and two updates from identical
-    gradients up to rounding, which Adam's first steps amplify (UCR MS-ResNet, 6 seeds: step 1
+    gradients up to rounding, which Adam's first steps amplify (UCR MS-ResNet, seeds 0-5: step 1
     at most 1.5e-7, steps 2-3 up to 5.4e-5; an lr x1.5 mutation: 4.2e-2 at step 2)."""
     if step >= 3 or step >= len(steps):
         return []
