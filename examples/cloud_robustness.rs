@@ -40,7 +40,8 @@
 //! eopatch --models convlstm` trains the port in PyTorch on the same tiles with the same recipe.
 //! `--trace DIR` writes, per ConvLSTM run, the initial and final weights, the normalised
 //! training tiles, the batch order ([`canopy_temporal::fit::train_batches`]) and each epoch's
-//! losses and test accuracy to `DIR/convlstm-seed{S}.{safetensors,json}`;
+//! losses and test accuracy to `DIR/convlstm-seed{S}.{safetensors,json}`, and the trainer's
+//! logs (every step's loss in `steps.jsonl`) to `DIR/convlstm-seed{S}/`;
 //! `tools/sits_reference_train.py replay --trace DIR/convlstm-seed{S}` re-runs the same
 //! training in PyTorch and prints both side by side (port preset only).
 

@@ -518,15 +518,22 @@ mod tests {
         )?)
     }
 
+    impl MeanLinear {
+        /// The toy problem's model: 2 bands in, 3 classes out, variables in `vars`.
+        fn two_bands_three_classes(vars: &SeededVarMap) -> anyhow::Result<Self> {
+            let vb = vars.var_builder(DType::F32, &Device::Cpu);
+            Ok(MeanLinear {
+                head: canopy_nn::linear(2, 3, true, vb.pp("head"))?,
+                k: 3,
+                c: 2,
+            })
+        }
+    }
+
     #[test]
     fn fit_learns_a_separable_problem_and_evaluate_agrees() -> anyhow::Result<()> {
         let vars = SeededVarMap::new(3);
-        let vb = vars.var_builder(DType::F32, &Device::Cpu);
-        let model = MeanLinear {
-            head: canopy_nn::linear(2, 3, true, vb.pp("head"))?,
-            k: 3,
-            c: 2,
-        };
+        let model = MeanLinear::two_bands_three_classes(&vars)?;
         let (train, val) = (toy(300, 1)?, toy(90, 2)?);
         let before = evaluate(&model, &val)?.accuracy();
         let recipe = Recipe {
@@ -560,12 +567,7 @@ mod tests {
     fn log_steps_writes_one_row_per_optimizer_step_whose_mean_is_the_epoch_loss(
     ) -> anyhow::Result<()> {
         let vars = SeededVarMap::new(4);
-        let vb = vars.var_builder(DType::F32, &Device::Cpu);
-        let model = MeanLinear {
-            head: canopy_nn::linear(2, 3, true, vb.pp("head"))?,
-            k: 3,
-            c: 2,
-        };
+        let model = MeanLinear::two_bands_three_classes(&vars)?;
         let dir = tempfile::tempdir()?;
         let recipe = Recipe {
             lr: 0.05,
