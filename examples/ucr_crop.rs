@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example ucr_crop -- [--models lstm,transformer,tempcnn,msresnet]
-//!     [--epochs 30] [--seeds 0,1,2] [--out ucr-crop.md] [--trace DIR]
+//!     [--epochs 30] [--seeds 0,1,2] [--out ucr-crop.md] [--json runs.json] [--trace DIR]
 //! ```
 //!
 //! Data: `../shared/data/sits/ucr-crop/Crop_TRAIN.tsv` (7,200 Formosat-2 NDVI series, 46 dates,
@@ -16,7 +16,9 @@
 //!
 //! The PyTorch figures come from
 //! `~/.cache/canopy-peers/venv/bin/python tools/sits_reference_train.py ucr --epochs N --json F`;
-//! pass `--reference F` to print them alongside.
+//! pass `--reference F` to print them alongside. `--json F` writes canopy's runs in the same
+//! layout, so that `tools/seed_compare.py --a canopy.json --b torch.json` can test whether the
+//! two differ by more than the seed-to-seed spread.
 //!
 //! `--trace DIR` records every run for a replay in PyTorch: `DIR/{model}-seed{S}.safetensors`
 //! holds the initial and final weights (`init.*`, `final.*`, PyTorch's key names) and the
@@ -71,6 +73,10 @@ struct Args {
     /// Markdown table to write.
     #[arg(long, default_value = "ucr-crop.md")]
     out: PathBuf,
+    /// Also write every run (model, seed, accuracy, kappa, n, seconds) as JSON, in the
+    /// layout of tools/sits_reference_train.py's `--json`.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// JSON written by tools/sits_reference_train.py, printed alongside.
     #[arg(long)]
     reference: Option<PathBuf>,
@@ -214,6 +220,7 @@ fn main() -> anyhow::Result<()> {
         args.seeds
     );
     let refs = args.reference.as_deref().map(reference).transpose()?;
+    let mut runs = Vec::new();
     let mut table = String::from(
         "| model | accuracy (canopy) | kappa (canopy) | accuracy (PyTorch) | kappa (PyTorch) | seconds per run |\n|---|---|---|---|---|---|\n",
     );
@@ -259,6 +266,15 @@ fn main() -> anyhow::Result<()> {
             );
             accs.push(cm.accuracy());
             kappas.push(cm.kappa());
+            runs.push(serde_json::json!({
+                "model": kind.name(),
+                "seed": seed,
+                "accuracy": cm.accuracy(),
+                "kappa": cm.kappa(),
+                "n": val.len(),
+                "train_seconds": secs.last().copied().unwrap_or(0.0),
+                "variant": "-",
+            }));
         }
         let (am, asd) = mean_std(&accs);
         let (km, ksd) = mean_std(&kappas);
@@ -278,5 +294,11 @@ fn main() -> anyhow::Result<()> {
     println!("\n{table}");
     std::fs::write(&args.out, &table).with_context(|| format!("writing {}", args.out.display()))?;
     println!("table written to {}", args.out.display());
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "dataset": "ucr", "epochs": args.epochs, "results": runs });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("runs written to {}", path.display());
+    }
     Ok(())
 }
