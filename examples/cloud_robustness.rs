@@ -5,7 +5,7 @@
 //! cargo run --release --example cloud_robustness -- [--models lstm,transformer,msresnet,tempcnn]
 //!     [--epochs 20] [--seeds 0,1,2] [--train-limit 3000] [--ablation tempcnn]
 //!     [--coverages 0,0.2,0.4,0.6] [--convlstm] [--convlstm-preset mtlcc|mtlcc-gru|port] [--trace DIR]
-//!     [--out cloud-robustness.md]
+//!     [--out cloud-robustness.md] [--json runs.json]
 //! ```
 //!
 //! Data: the eo-learn test patch (`../shared/data/sits/eolearn-testpatch`; Sentinel-2 over
@@ -106,6 +106,10 @@ struct Args {
     /// The EOPatch folder.
     #[arg(long, default_value = "../shared/data/sits/eolearn-testpatch")]
     data: PathBuf,
+    /// Also write every run (model, variant, seed, accuracy, kappa, n) as JSON, in the layout
+    /// of tools/sits_reference_train.py's `--json` (for tools/seed_compare.py).
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Markdown report to write.
     #[arg(long, default_value = "cloud-robustness.md")]
     out: PathBuf,
@@ -175,8 +179,11 @@ fn prepare(
     Ok((to_t(train)?, to_t(test)?))
 }
 
-/// Trains `kind` once per seed; returns (accuracies, kappas, seconds).
+/// Trains `kind` once per seed; returns (accuracies, kappas, seconds) and appends each run
+/// to `log` (variant `label`).
+#[allow(clippy::too_many_arguments)]
 fn runs(
+    log: &mut Vec<serde_json::Value>,
     kind: ModelKind,
     train: &LabelledSeries,
     test: &LabelledSeries,
@@ -207,12 +214,25 @@ fn runs(
         );
         acc.push(cm.accuracy());
         kap.push(cm.kappa());
+        log.push(run_json(kind.name(), label, seed, &cm));
     }
     Ok((
         acc,
         kap,
         t0.elapsed().as_secs_f64() / seeds.len().max(1) as f64,
     ))
+}
+
+/// One run as tools/sits_reference_train.py prints it.
+fn run_json(model: &str, variant: &str, seed: u64, cm: &ConfusionMatrix) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "variant": variant,
+        "seed": seed,
+        "accuracy": cm.accuracy(),
+        "kappa": cm.kappa(),
+        "n": cm.total(),
+    })
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -393,6 +413,7 @@ fn main() -> anyhow::Result<()> {
     );
     let raw_t = prepare(raw_train, raw_test)?;
     let pre_t = prepare(pre_train.clone(), pre_test.clone())?;
+    let mut log = Vec::new();
     let mut report = String::from(
         "| model | raw accuracy | preprocessed accuracy | Δ accuracy | raw kappa | preprocessed kappa | Δ kappa |\n|---|---|---|---|---|---|---|\n",
     );
@@ -400,8 +421,18 @@ fn main() -> anyhow::Result<()> {
         if kind == ModelKind::ConvLstm {
             bail!("use --convlstm for the ConvLSTM");
         }
-        let (ra, rk, _) = runs(kind, &raw_t.0, &raw_t.1, k, args.epochs, &args.seeds, "raw")?;
+        let (ra, rk, _) = runs(
+            &mut log,
+            kind,
+            &raw_t.0,
+            &raw_t.1,
+            k,
+            args.epochs,
+            &args.seeds,
+            "raw",
+        )?;
         let (pa, pk, _) = runs(
+            &mut log,
             kind,
             &pre_t.0,
             &pre_t.1,
@@ -435,6 +466,7 @@ fn main() -> anyhow::Result<()> {
             let te = clouds.apply_dataset(pre_test.clone(), 12)?;
             let (tr, te) = prepare(tr, te)?;
             let (a, kk, _) = runs(
+                &mut log,
                 kind,
                 &tr,
                 &te,
@@ -472,6 +504,7 @@ fn main() -> anyhow::Result<()> {
             );
             acc.push(cm.accuracy());
             kap.push(cm.kappa());
+            log.push(run_json("convlstm", "raw", seed, &cm));
         }
         let line = format!(
             "\nMTLCC ConvLSTM ({} preset) on raw 20 x 20 patches (test blocks as above): accuracy {}, kappa {}\n",
@@ -485,5 +518,16 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&args.out, &report)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("report written to {}", args.out.display());
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "dataset": "eopatch",
+            "epochs": args.epochs,
+            "train_limit": args.train_limit,
+            "results": log,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("runs written to {}", path.display());
+    }
     Ok(())
 }
