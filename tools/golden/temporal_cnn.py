@@ -12,6 +12,12 @@ For every small case NAME it writes into crates/canopy-temporal/tests/fixtures/:
                        non-trivial running statistics from a few train-mode passes,
                        num_batches_tracked as int64)
   NAME_io.safetensors  `x` (B, T, C) float64 input and `logp` (B, K) eval-mode log-probabilities
+  NAME_grad.safetensors (dropout-free models: MS-ResNet, InceptionTime) one training step's
+                       gradients from the state above: labels `y` (B,) int64, `loss` the mean
+                       cross-entropy of a train-mode pass (batch statistics) on `x`, and
+                       `grad.KEY` the gradient of that loss for every parameter KEY that the
+                       forward pass uses (InceptionTime's reference leaves some unused); after the
+                       pass, `after.KEY` the updated running statistics
 For the default (BreizhCrops benchmark) configurations it writes only MODEL_defaults.json:
 the number of parameters and the sorted list of [key, shape] of the state_dict, so the Rust
 tests compare key sets and counts without committing megabytes of weights.
@@ -57,7 +63,7 @@ def randomize(model, t, c):
     model.eval()
 
 
-def export_case(name, model, batch, t, c):
+def export_case(name, model, batch, t, c, grads=False):
     randomize(model, t, c)
     x = torch.randn(batch, t, c)
     with torch.no_grad():
@@ -67,6 +73,27 @@ def export_case(name, model, batch, t, c):
     save_file({"x": x.contiguous(), "logp": logp.contiguous()}, os.path.join(OUT, f"{name}_io.safetensors"))
     n = sum(p.numel() for p in model.parameters())
     print(f"{name}: {n} parameters, {len(sd)} state_dict entries, logp {tuple(logp.shape)}")
+    if grads:
+        export_step(name, model, x, logp.shape[-1])
+
+
+def export_step(name, model, x, classes):
+    """The gradients of one training step (see the module docs), drawn after everything else
+    of the case so that the case's other fixtures do not change."""
+    y = torch.randint(0, classes, (x.shape[0],))
+    model.train()
+    model.zero_grad()
+    # forward returns log-probabilities; nll of those is the cross-entropy of the logits
+    loss = nn.functional.nll_loss(model(x), y)
+    loss.backward()
+    out = {"y": y, "loss": loss.detach().reshape(1)}
+    out.update({f"grad.{k}": p.grad.detach().clone().contiguous()
+                for k, p in model.named_parameters() if p.grad is not None})
+    out.update({f"after.{k}": v.detach().clone().contiguous()
+                for k, v in model.state_dict().items() if k.endswith(("running_mean", "running_var"))})
+    model.eval()
+    save_file(out, os.path.join(OUT, f"{name}_grad.safetensors"))
+    print(f"{name}: train-mode loss {loss.item():.6f}, {len(out) - 2} gradients and statistics")
 
 
 def export_defaults(name, model, registered=None):
@@ -97,20 +124,21 @@ def main():
     # MS-ResNet: the input is stretched to length 512 inside forward, whatever T is.
     torch.manual_seed(3)
     export_case("msresnet", MSResNet(input_dim=13, num_classes=9, hidden_dims=4,
-                                     layers=[1, 1, 1, 1]), batch=3, t=24, c=13)
+                                     layers=[1, 1, 1, 1]), batch=3, t=24, c=13, grads=True)
     torch.manual_seed(4)
     # longer than 512: the nearest-neighbour stretch drops time steps instead of repeating them
     export_case("msresnet_long", MSResNet(input_dim=5, num_classes=4, hidden_dims=6),
-                batch=2, t=700, c=5)
+                batch=2, t=700, c=5, grads=True)
 
     # InceptionTime, with all sub-modules registered.
     torch.manual_seed(5)
     export_case("inceptiontime", fix_inceptiontime(
-        InceptionTime(input_dim=13, num_classes=9, num_layers=6, hidden_dims=8)), batch=3, t=24, c=13)
+        InceptionTime(input_dim=13, num_classes=9, num_layers=6, hidden_dims=8)), batch=3, t=24, c=13,
+        grads=True)
     torch.manual_seed(6)
     export_case("inceptiontime_bias", fix_inceptiontime(
         InceptionTime(input_dim=3, num_classes=4, num_layers=4, hidden_dims=8, use_bias=True)),
-        batch=2, t=7, c=3)
+        batch=2, t=7, c=3, grads=True)
 
     # 16 channels: the width from which canopy-nn runs stride-1 convolutions as Winograd
     # F(2, 7) products (odd length: the last tile has one output).

@@ -15,7 +15,9 @@
 //! The weights load strictly through `load_state_dict` (key sets equal both ways), and
 //! `log_softmax` of our logits matches within 1e-9 in f64 and 1e-4 in f32. For the default
 //! configurations the fixtures hold the reference's sorted `(key, shape)` list and parameter
-//! count. A training-mode pass gives every used parameter a finite, non-zero gradient.
+//! count. A training-mode pass gives every used parameter a finite, non-zero gradient; for the
+//! dropout-free models (MS-ResNet, InceptionTime) its loss, every parameter gradient and the
+//! updated running statistics match PyTorch's (`NAME_grad.safetensors`, float64).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -307,5 +309,95 @@ fn every_used_parameter_gets_a_gradient_in_training() {
                 assert_eq!(n, 1.0, "{case}: {k}");
             }
         }
+    }
+}
+
+/// The largest absolute difference of two tensors relative to the largest magnitude of `want`,
+/// or to 1e-6 when that is smaller: a convolution bias that a batch norm follows has a gradient
+/// of exactly zero in theory, 1e-17 of rounding in either implementation.
+fn rel_diff(got: &Tensor, want: &Tensor) -> f64 {
+    let scale = want
+        .to_dtype(DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    max_abs_diff(got, want) / scale.max(1e-6)
+}
+
+/// One training step against PyTorch in float64, from the fixture's weights: the loss of a
+/// train-mode pass (batch statistics), the gradient of every parameter the pass uses (what
+/// the optimizer follows) and the running statistics the pass leaves behind. The models
+/// without dropout only: with dropout the two draw different masks.
+#[test]
+fn training_step_gradients_match_the_reference() {
+    let with_grads = [
+        "msresnet",
+        "msresnet_long",
+        "inceptiontime",
+        "inceptiontime_bias",
+    ];
+    for (case, make) in cases().into_iter().filter(|(c, _)| with_grads.contains(c)) {
+        let load = |suffix: &str| {
+            candle_core::safetensors::load(fixture(&format!("{case}{suffix}")), &Device::Cpu)
+                .unwrap()
+        };
+        let (io, reference) = (load("_io.safetensors"), load("_grad.safetensors"));
+        let store = SeededVarMap::new(0);
+        let model = make(store.var_builder(DType::F64, &Device::Cpu)).unwrap();
+        load_state_dict(
+            fixture(&format!("{case}.safetensors")),
+            &store.named_vars().unwrap(),
+        )
+        .unwrap();
+        let labels: Vec<u32> = reference["y"]
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as u32)
+            .collect();
+        let targets = Tensor::from_vec(labels.clone(), labels.len(), &Device::Cpu).unwrap();
+        let mut rng = StdRng::seed_from_u64(0);
+        let logits = model.forward_t(&io["x"], true, &mut rng).unwrap();
+        let loss = cross_entropy(&logits, &targets, &CrossEntropyConfig::default()).unwrap();
+        let d_loss = rel_diff(&loss.reshape(1).unwrap(), &reference["loss"]);
+        assert!(
+            d_loss < 1e-12,
+            "{case}: train-mode loss differs by {d_loss:e}"
+        );
+        let grads = loss.backward().unwrap();
+        let (mut checked, mut worst) = (0, 0.0f64);
+        for (k, v) in store.named_vars().unwrap() {
+            if k.ends_with(".running_mean") || k.ends_with(".running_var") {
+                let want = &reference[&format!("after.{k}")];
+                let d = rel_diff(v.as_tensor(), want);
+                assert!(d < 1e-12, "{case}: {k} after the pass differs by {d:e}");
+                continue;
+            }
+            if is_buffer(&k) {
+                continue;
+            }
+            match reference.get(&format!("grad.{k}")) {
+                Some(want) => {
+                    let got = grads
+                        .get(v.as_tensor())
+                        .unwrap_or_else(|| panic!("{case}: no gradient for {k}"));
+                    let d = rel_diff(got, want);
+                    assert!(d < 1e-10, "{case}: gradient of {k} differs by {d:e}");
+                    worst = worst.max(d);
+                    checked += 1;
+                }
+                None => assert!(
+                    grads.get(v.as_tensor()).is_none(),
+                    "{case}: {k} has a gradient, the reference's has none"
+                ),
+            }
+        }
+        let expected = reference.keys().filter(|k| k.starts_with("grad.")).count();
+        assert_eq!(checked, expected, "{case}: gradients compared");
+        println!("{case}: {checked} parameter gradients, largest relative difference {worst:.2e}");
     }
 }
