@@ -56,6 +56,7 @@ use canopy_segment::data::{
     XyzArea, IGNORE,
 };
 use canopy_segment::{FcnConfig, MlpNetConfig, ModelConfig, SegmentationModel, UNetConfig};
+use canopy_train::atomic;
 use canopy_train::batch::Dataset;
 use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
 use canopy_train::loss::{ce_soft_iou_loss, CeSoftIouConfig, CrossEntropyConfig};
@@ -180,11 +181,8 @@ fn export_tiles(path: &Path, all: &[LabelledImage], val_group: &str) -> anyhow::
             "role": if tile.group() == val_group { "val" } else { "train" },
         }));
     }
-    candle_core::safetensors::save(&tensors, path)?;
-    std::fs::write(
-        path.with_extension("json"),
-        serde_json::to_string_pretty(&list)?,
-    )?;
+    atomic::write_safetensors(path, &tensors)?;
+    atomic::write_json(&path.with_extension("json"), &list)?;
     println!("exported {} tiles to {}", all.len(), path.display());
     Ok(())
 }
@@ -238,12 +236,10 @@ fn write_builtin(path: &Path, vm: &SeededVarMap, meta: &CheckpointMeta) -> anyho
         };
         tensors.insert(name, t);
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::write(
-        canopy_train::checkpoint::sidecar_path(path),
-        serde_json::to_string_pretty(meta)? + "\n",
+    atomic::write_safetensors(path, &tensors)?;
+    atomic::write_bytes(
+        &canopy_train::checkpoint::sidecar_path(path),
+        (serde_json::to_string_pretty(meta)? + "\n").as_bytes(),
     )?;
     println!("wrote the built-in model to {}", path.display());
     Ok(())
@@ -486,15 +482,15 @@ fn main() -> anyhow::Result<()> {
             trace.push((format!("final.{name}"), var.as_tensor().copy()?));
         }
         let path = out.join("trace.safetensors");
-        candle_core::safetensors::save(&trace.into_iter().collect(), &path)?;
-        std::fs::write(
-            out.join("trace.json"),
-            serde_json::to_string_pretty(&serde_json::json!({
+        atomic::write_safetensors(&path, &trace.into_iter().collect())?;
+        atomic::write_json(
+            &out.join("trace.json"),
+            &serde_json::json!({
                 "steps": trace_rows,
                 "batch": batch,
                 "width": width,
                 "model": arg("--model", "unet"),
-            }))?,
+            }),
         )?;
         println!("wrote the first {trace_steps} steps to {}", path.display());
         return Ok(());
@@ -572,10 +568,7 @@ fn main() -> anyhow::Result<()> {
         );
         rows.push(serde_json::json!({"area": area, "role": role, "iou": c.iou(), "accuracy": c.accuracy()}));
     }
-    std::fs::write(
-        out.join("metrics.json"),
-        serde_json::to_string_pretty(&rows)?,
-    )?;
+    atomic::write_json(&out.join("metrics.json"), &rows)?;
     if !builtin.is_empty() {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let info = serde_json::json!({

@@ -63,6 +63,7 @@ use canopy_temporal::fit::{
 use canopy_temporal::mtlcc::{CellKind, ConvRnnClassifier, ConvRnnConfig};
 use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::{ModelKind, Recipe};
+use canopy_train::atomic;
 use canopy_train::metrics::ConfusionMatrix;
 use clap::Parser;
 
@@ -107,7 +108,8 @@ struct Args {
     #[arg(long, default_value = "../shared/data/sits/eolearn-testpatch")]
     data: PathBuf,
     /// Also write every run (model, variant, seed, accuracy, kappa, n) as JSON, in the layout
-    /// of tools/sits_reference_train.py's `--json` (for tools/seed_compare.py).
+    /// of tools/sits_reference_train.py's `--json` (for tools/seed_compare.py); rewritten after
+    /// every run.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Markdown report to write.
@@ -183,7 +185,7 @@ fn prepare(
 /// to `log` (variant `label`).
 #[allow(clippy::too_many_arguments)]
 fn runs(
-    log: &mut Vec<serde_json::Value>,
+    log: &mut RunLog,
     kind: ModelKind,
     train: &LabelledSeries,
     test: &LabelledSeries,
@@ -214,13 +216,33 @@ fn runs(
         );
         acc.push(cm.accuracy());
         kap.push(cm.kappa());
-        log.push(run_json(kind.name(), label, seed, &cm));
+        log.push(run_json(kind.name(), label, seed, &cm))?;
     }
     Ok((
         acc,
         kap,
         t0.elapsed().as_secs_f64() / seeds.len().max(1) as f64,
     ))
+}
+
+/// The runs so far, rewritten to `--json` (when given) after every run so that a study
+/// stopped half-way keeps what it finished.
+struct RunLog {
+    path: Option<PathBuf>,
+    head: serde_json::Value,
+    runs: Vec<serde_json::Value>,
+}
+
+impl RunLog {
+    fn push(&mut self, run: serde_json::Value) -> anyhow::Result<()> {
+        self.runs.push(run);
+        if let Some(path) = &self.path {
+            let mut doc = self.head.clone();
+            doc["results"] = serde_json::Value::from(self.runs.clone());
+            atomic::write_json(path, &doc)?;
+        }
+        Ok(())
+    }
 }
 
 /// One run as tools/sits_reference_train.py prints it.
@@ -350,7 +372,7 @@ fn convlstm(
         tensors.insert("train_x".into(), train.x.clone());
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let stem = dir.join(format!("convlstm-seed{seed}"));
-        candle_core::safetensors::save(&tensors, stem.with_extension("safetensors"))?;
+        atomic::write_safetensors(&stem.with_extension("safetensors"), &tensors)?;
         let batches = (0..epochs)
             .map(|e| train_batches(train.len(), &opts, e))
             .collect::<Result<Vec<_>, _>>()?;
@@ -370,7 +392,7 @@ fn convlstm(
             "test_accuracy": cm.accuracy(),
             "test_kappa": cm.kappa(),
         });
-        std::fs::write(stem.with_extension("json"), serde_json::to_string(&json)?)?;
+        atomic::write_bytes(&stem.with_extension("json"), &serde_json::to_vec(&json)?)?;
         println!("  trace written to {}.{{safetensors,json}}", stem.display());
     }
     Ok(cm)
@@ -413,7 +435,15 @@ fn main() -> anyhow::Result<()> {
     );
     let raw_t = prepare(raw_train, raw_test)?;
     let pre_t = prepare(pre_train.clone(), pre_test.clone())?;
-    let mut log = Vec::new();
+    let mut log = RunLog {
+        path: args.json.clone(),
+        head: serde_json::json!({
+            "dataset": "eopatch",
+            "epochs": args.epochs,
+            "train_limit": args.train_limit,
+        }),
+        runs: Vec::new(),
+    };
     let mut report = String::from(
         "| model | raw accuracy | preprocessed accuracy | Δ accuracy | raw kappa | preprocessed kappa | Δ kappa |\n|---|---|---|---|---|---|---|\n",
     );
@@ -504,7 +534,7 @@ fn main() -> anyhow::Result<()> {
             );
             acc.push(cm.accuracy());
             kap.push(cm.kappa());
-            log.push(run_json("convlstm", "raw", seed, &cm));
+            log.push(run_json("convlstm", "raw", seed, &cm))?;
         }
         let line = format!(
             "\nMTLCC ConvLSTM ({} preset) on raw 20 x 20 patches (test blocks as above): accuracy {}, kappa {}\n",
@@ -515,18 +545,9 @@ fn main() -> anyhow::Result<()> {
         println!("{line}");
         report.push_str(&line);
     }
-    std::fs::write(&args.out, &report)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    atomic::write_bytes(&args.out, report.as_bytes())?;
     println!("report written to {}", args.out.display());
     if let Some(path) = &args.json {
-        let doc = serde_json::json!({
-            "dataset": "eopatch",
-            "epochs": args.epochs,
-            "train_limit": args.train_limit,
-            "results": log,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
         println!("runs written to {}", path.display());
     }
     Ok(())

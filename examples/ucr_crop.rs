@@ -48,6 +48,7 @@ use canopy_series::SeriesDataset;
 use canopy_temporal::fit::{evaluate, fit, train_batches, FitOptions, LabelledSeries};
 use canopy_temporal::zoo::ModelConfig;
 use canopy_temporal::ModelKind;
+use canopy_train::atomic;
 use canopy_train::metrics::ConfusionMatrix;
 use canopy_train::trainer::FitReport;
 use clap::Parser;
@@ -74,7 +75,7 @@ struct Args {
     #[arg(long, default_value = "ucr-crop.md")]
     out: PathBuf,
     /// Also write every run (model, seed, accuracy, kappa, n, seconds) as JSON, in the
-    /// layout of tools/sits_reference_train.py's `--json`.
+    /// layout of tools/sits_reference_train.py's `--json`; rewritten after every run.
     #[arg(long)]
     json: Option<PathBuf>,
     /// JSON written by tools/sits_reference_train.py, printed alongside.
@@ -161,7 +162,7 @@ fn write_trace(
     tensors.insert("val_x".into(), val.x.clone());
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let stem = dir.join(format!("{}-seed{}", run.kind.name(), run.seed));
-    candle_core::safetensors::save(&tensors, stem.with_extension("safetensors"))?;
+    atomic::write_safetensors(&stem.with_extension("safetensors"), &tensors)?;
     let batches = (0..run.opts.epochs)
         .map(|e| train_batches(train.len(), run.opts, e))
         .collect::<Result<Vec<_>, _>>()?;
@@ -185,8 +186,7 @@ fn write_trace(
         "final_accuracy": run.cm.accuracy(),
         "final_kappa": run.cm.kappa(),
     });
-    std::fs::write(stem.with_extension("json"), serde_json::to_string(&json)?)
-        .with_context(|| format!("writing {}.json", stem.display()))?;
+    atomic::write_bytes(&stem.with_extension("json"), &serde_json::to_vec(&json)?)?;
     println!("  trace written to {}.{{safetensors,json}}", stem.display());
     Ok(())
 }
@@ -275,6 +275,12 @@ fn main() -> anyhow::Result<()> {
                 "train_seconds": secs.last().copied().unwrap_or(0.0),
                 "variant": "-",
             }));
+            // rewritten after every run, so a study stopped half-way keeps its finished runs
+            if let Some(path) = &args.json {
+                let doc =
+                    serde_json::json!({ "dataset": "ucr", "epochs": args.epochs, "results": runs });
+                atomic::write_json(path, &doc)?;
+            }
         }
         let (am, asd) = mean_std(&accs);
         let (km, ksd) = mean_std(&kappas);
@@ -292,12 +298,9 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     println!("\n{table}");
-    std::fs::write(&args.out, &table).with_context(|| format!("writing {}", args.out.display()))?;
+    atomic::write_bytes(&args.out, table.as_bytes())?;
     println!("table written to {}", args.out.display());
     if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "dataset": "ucr", "epochs": args.epochs, "results": runs });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
         println!("runs written to {}", path.display());
     }
     Ok(())

@@ -8,10 +8,7 @@
 //! either the old or the new checkpoint, never half of one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -124,8 +121,6 @@ pub fn load_checkpoint_into(
     Ok(meta)
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
@@ -133,80 +128,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes a file through `write(tmp)` into a temporary file next to `path`, flushes it to disk and
-/// renames it over `path`, then flushes the folder entry where the platform allows it.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            crate::error::invalid("write", format!("{} is not a file path", path.display()))
-        })?;
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write(&tmp).and_then(|()| {
-        readable(&tmp)?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    // Persist the rename itself; directories cannot be opened for syncing on every platform.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// The safetensors writer creates owner-only files; give them the permissions of a file made by
-/// `File::create` under the usual umask, like the JSON sidecars.
-#[cfg(unix)]
-fn readable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io_err(path))
-}
-
-#[cfg(not(unix))]
-fn readable(_path: &Path) -> Result<()> {
-    Ok(())
-}
-
 pub(crate) fn write_safetensors_atomic(
     path: &Path,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    write_atomic(path, |tmp| {
-        candle_core::safetensors::save(tensors, tmp).map_err(|e| Error::File {
-            path: path.to_path_buf(),
-            message: format!("writing safetensors: {e}"),
-        })
-    })
+    crate::atomic::write_safetensors(path, tensors)
 }
 
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        message: format!("serialising JSON: {e}"),
-    })?;
-    write_bytes_atomic(path, &bytes)
-}
-
-pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |tmp| {
-        let mut f = File::create(tmp).map_err(io_err(tmp))?;
-        f.write_all(bytes).map_err(io_err(tmp))
-    })
+    crate::atomic::write_json(path, value)
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

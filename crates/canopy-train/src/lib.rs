@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod batch;
 pub mod checkpoint;
 pub mod clip;

@@ -90,66 +90,68 @@ pub fn plot_series(
     let pad = ((ymax - ymin) * 0.08).max(1e-9 * ymax.abs().max(1.0));
     let (ymin, ymax) = (ymin - pad, ymax + pad);
 
-    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
-    let err = draw_err(path);
-    root.fill(&WHITE).map_err(&err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
-        .build_cartesian_2d(xmin..xmax, ymin..ymax)
-        .map_err(&err)?;
-    let integral_x = finite().all(|(x, _)| x.fract() == 0.0);
-    let x_fmt = |x: &f64| {
-        if integral_x {
-            if x.fract() == 0.0 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        } else {
-            format!("{x}")
-        }
-    };
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_fmt)
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style((FAMILY, 15))
-        .axis_desc_style((FAMILY, 17))
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(&err)?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let pts: Vec<(f64, f64)> = pts
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
-        chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(&err)?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+    crate::atomic::write_with(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (800, 500)).into_drawing_area();
+        let err = draw_err(path);
+        root.fill(&WHITE).map_err(&err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 24))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72)
+            .build_cartesian_2d(xmin..xmax, ymin..ymax)
             .map_err(&err)?;
-    }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 16))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(&err)?;
-    root.present().map_err(&err)?;
-    Ok(())
+        let integral_x = finite().all(|(x, _)| x.fract() == 0.0);
+        let x_fmt = |x: &f64| {
+            if integral_x {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            } else {
+                format!("{x}")
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_label_formatter(&x_fmt)
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FAMILY, 15))
+            .axis_desc_style((FAMILY, 17))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(&err)?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let pts: Vec<(f64, f64)> = pts
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(&err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(&err)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 16))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(&err)?;
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }
 
 /// Plots `train_<metric>` and `val_<metric>` per epoch from a training history.
@@ -231,74 +233,76 @@ pub fn plot_confusion(
         .fold(0.0, f64::max)
         .max(f64::MIN_POSITIVE);
     let side = (120 + 60 * k as u32).clamp(420, 1400);
-    let root = BitMapBackend::new(path, (side + 120, side + 60)).into_drawing_area();
-    let err = draw_err(path);
-    root.fill(&WHITE).map_err(&err)?;
-    let kf = k as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FAMILY, 24))
-        .margin(16)
-        .x_label_area_size(56)
-        .y_label_area_size(110)
-        .build_cartesian_2d(0.0..kf, 0.0..kf)
-        .map_err(&err)?;
-    // No numeric ticks: class names are drawn at the cell centres below.
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_labels(0)
-        .y_labels(0)
-        .x_desc("predicted")
-        .y_desc("true")
-        .axis_desc_style((FAMILY, 17))
-        .draw()
-        .map_err(&err)?;
-    let font_size = (32.0 - 1.5 * kf).clamp(11.0, 22.0);
-    // True class i is drawn in row k - 1 - i so that class 0 is at the top.
-    for (i, row) in values.iter().enumerate() {
-        let y = (k - 1 - i) as f64;
-        for (j, &v) in row.iter().enumerate() {
-            let x = j as f64;
-            let t = v / vmax;
-            let shade = |lo: f64, hi: f64| (lo + (hi - lo) * t).round() as u8;
-            let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
-            chart
-                .draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1.0, y + 1.0)],
-                    fill.filled(),
-                )))
-                .map_err(&err)?;
-            let label = match norm {
-                ConfusionNorm::Counts => format!("{}", counts[i][j]),
-                ConfusionNorm::Rows => format!("{v:.2}"),
-            };
-            let color = if t > 0.5 { WHITE } else { BLACK };
-            let style = TextStyle::from((FAMILY, font_size).into_font())
-                .color(&color)
-                .pos(Pos::new(HPos::Center, VPos::Center));
-            chart
-                .draw_series(std::iter::once(Text::new(label, (x + 0.5, y + 0.5), style)))
-                .map_err(&err)?;
+    crate::atomic::write_with(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (side + 120, side + 60)).into_drawing_area();
+        let err = draw_err(path);
+        root.fill(&WHITE).map_err(&err)?;
+        let kf = k as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 24))
+            .margin(16)
+            .x_label_area_size(56)
+            .y_label_area_size(110)
+            .build_cartesian_2d(0.0..kf, 0.0..kf)
+            .map_err(&err)?;
+        // No numeric ticks: class names are drawn at the cell centres below.
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(0)
+            .y_labels(0)
+            .x_desc("predicted")
+            .y_desc("true")
+            .axis_desc_style((FAMILY, 17))
+            .draw()
+            .map_err(&err)?;
+        let font_size = (32.0 - 1.5 * kf).clamp(11.0, 22.0);
+        // True class i is drawn in row k - 1 - i so that class 0 is at the top.
+        for (i, row) in values.iter().enumerate() {
+            let y = (k - 1 - i) as f64;
+            for (j, &v) in row.iter().enumerate() {
+                let x = j as f64;
+                let t = v / vmax;
+                let shade = |lo: f64, hi: f64| (lo + (hi - lo) * t).round() as u8;
+                let fill = RGBColor(shade(247.0, 8.0), shade(251.0, 48.0), shade(255.0, 107.0));
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x, y), (x + 1.0, y + 1.0)],
+                        fill.filled(),
+                    )))
+                    .map_err(&err)?;
+                let label = match norm {
+                    ConfusionNorm::Counts => format!("{}", counts[i][j]),
+                    ConfusionNorm::Rows => format!("{v:.2}"),
+                };
+                let color = if t > 0.5 { WHITE } else { BLACK };
+                let style = TextStyle::from((FAMILY, font_size).into_font())
+                    .color(&color)
+                    .pos(Pos::new(HPos::Center, VPos::Center));
+                chart
+                    .draw_series(std::iter::once(Text::new(label, (x + 0.5, y + 0.5), style)))
+                    .map_err(&err)?;
+            }
         }
-    }
-    let tick = TextStyle::from((FAMILY, 15).into_font()).color(&BLACK);
-    for (c, name) in class_names.iter().enumerate() {
-        let centre = c as f64 + 0.5;
-        let (px, py) = chart.backend_coord(&(centre, 0.0));
-        root.draw(&Text::new(
-            name.as_str(),
-            (px, py + 8),
-            tick.pos(Pos::new(HPos::Center, VPos::Top)),
-        ))
-        .map_err(&err)?;
-        let (px, py) = chart.backend_coord(&(0.0, kf - centre));
-        root.draw(&Text::new(
-            name.as_str(),
-            (px - 8, py),
-            tick.pos(Pos::new(HPos::Right, VPos::Center)),
-        ))
-        .map_err(&err)?;
-    }
-    root.present().map_err(&err)?;
-    Ok(())
+        let tick = TextStyle::from((FAMILY, 15).into_font()).color(&BLACK);
+        for (c, name) in class_names.iter().enumerate() {
+            let centre = c as f64 + 0.5;
+            let (px, py) = chart.backend_coord(&(centre, 0.0));
+            root.draw(&Text::new(
+                name.as_str(),
+                (px, py + 8),
+                tick.pos(Pos::new(HPos::Center, VPos::Top)),
+            ))
+            .map_err(&err)?;
+            let (px, py) = chart.backend_coord(&(0.0, kf - centre));
+            root.draw(&Text::new(
+                name.as_str(),
+                (px - 8, py),
+                tick.pos(Pos::new(HPos::Right, VPos::Center)),
+            ))
+            .map_err(&err)?;
+        }
+        root.present().map_err(&err)?;
+        Ok(())
+    })
 }

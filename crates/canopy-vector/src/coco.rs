@@ -91,7 +91,6 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use canopy_raster::rasterize::{rasterize_mask, BurnRule, Coords};
@@ -312,7 +311,8 @@ impl CocoDataset {
         serde_json::to_string(self).map_err(|e| Error::invalid("coco", e.to_string()))
     }
 
-    /// Checks and writes the dataset as compact COCO JSON.
+    /// Checks and writes the dataset as compact COCO JSON, atomically (a temporary file in the
+    /// same folder, flushed and renamed over `path`).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the dataset fails [`Self::validate`], [`Error::Io`] when
@@ -320,9 +320,7 @@ impl CocoDataset {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let json = self.to_json()?;
-        let mut file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        file.write_all(json.as_bytes())
-            .map_err(|e| Error::io(path, e))
+        crate::geojson_io::write_atomic(path, json.as_bytes())
     }
 
     /// Checks the references and segmentations as [`Self::read`] does.

@@ -77,7 +77,9 @@ impl Normalization {
         })
     }
 
-    /// Writes the statistics as JSON.
+    /// Writes the statistics as JSON, atomically: through a temporary file in the same folder
+    /// that is flushed and renamed over `path`, so a crash never leaves half a file that a
+    /// later inference would read.
     ///
     /// # Errors
     /// [`Error::Io`] when the file cannot be written.
@@ -87,7 +89,7 @@ impl Normalization {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        std::fs::write(path, text).map_err(|source| Error::Io {
+        write_replacing(path, text.as_bytes()).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -202,6 +204,30 @@ impl Transform for Scale {
     }
 }
 
+/// Writes `bytes` to a hidden sibling of `path`, flushes it and renames it over `path`.
+///
+/// canopy-train has the general helper (`canopy_train::atomic`), but this crate builds without
+/// candle, which canopy-train needs.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let result = written.and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +252,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("norm.json");
         n.save(&p)?;
+        n.save(&p)?; // replaces the file, leaving no temporary behind
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        assert_eq!(names, ["norm.json"]);
+        assert!(n.save(dir.path().join("missing").join("n.json")).is_err());
         let m = Normalization::load(&p)?;
         assert_eq!(m, n);
         m.check_bands(&ds.band_names)?;

@@ -4,7 +4,7 @@
 //! Drawn with plotters' bitmap backend and the DejaVu Sans subset that canopy-train embeds (no
 //! system font), and written atomically: to a temporary file in the target folder, then renamed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use plotters::prelude::*;
@@ -52,29 +52,23 @@ fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
     }
 }
 
-/// Draws into a temporary PNG next to `path`, then renames it over `path`.
+/// Draws into a temporary PNG next to `path`, then renames it over `path`
+/// ([`canopy_train::atomic`]).
 fn write_atomically(path: &Path, draw: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     register_font()?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "plot".into());
-    // The bitmap encoder picks the format from the extension: keep `.png` last.
-    let tmp = dir.join(format!(".{stem}.{}.tmp.png", std::process::id()));
-    let result = draw(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+    let mut drawn = Ok(());
+    let written = canopy_train::atomic::write_with(path, |tmp| {
+        drawn = draw(tmp);
+        // The drawing error is returned below in this crate's own type; here it only has to
+        // stop the rename.
+        drawn.as_ref().map_err(|e| canopy_train::Error::File {
             path: path.to_path_buf(),
-            source,
-        })
+            message: e.to_string(),
+        })?;
+        Ok(())
     });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    drawn?;
+    written.map_err(Error::from)
 }
 
 /// Row `sample` of a `(B, T, N)` tensor as `[t][n]` values.
