@@ -86,6 +86,20 @@ fn curves_and_confusion_matrices_are_written_and_text_changes_pixels() {
     let t = dir.path().join("ten.png");
     plot_confusion(&t, &ten, &ten_names, ConfusionNorm::Counts, "ten classes").unwrap();
     is_png(&t);
+    // Written atomically: only the finished PNGs are left, no temporary file; a plot into a
+    // missing folder is an error and leaves nothing behind.
+    let missing = dir.path().join("no-such-dir").join("e.png");
+    let err = plot_series(&missing, "t", "x", "y", &series).unwrap_err();
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["a.png", "b.png", "c.png", "d.png", "one.png", "ten.png"]
+    );
     if let Ok(keep) = std::env::var("CANOPY_PLOT_DIR") {
         for f in ["a.png", "c.png", "d.png", "one.png", "ten.png"] {
             std::fs::copy(dir.path().join(f), std::path::Path::new(&keep).join(f)).unwrap();
