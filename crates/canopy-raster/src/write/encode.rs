@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use libdeflater::{CompressionLvl, Compressor};
-use ndarray::{s, ArrayView3, Axis};
+use ndarray::{ArrayView3, Axis};
 
 use super::{Interleave, Predictor};
 use crate::{Compression, Sample};
@@ -68,9 +68,15 @@ pub(crate) fn encode_block<T: Sample>(
         Interleave::Pixel => {
             let row_samples = stored_w * bands;
             let mut buf = vec![T::default(); row_samples * stored_h];
-            for (r, dst) in buf.chunks_exact_mut(row_samples).take(h).enumerate() {
-                for b in 0..bands {
-                    let src = data.slice(s![b, r, ..]);
+            // Rows come from one row iterator per band: a `slice` per row and band cost about
+            // as much as the copy of a 256-pixel row.
+            let planes: Vec<_> = data.outer_iter().collect();
+            let mut band_rows: Vec<_> = planes.iter().map(|p| p.rows().into_iter()).collect();
+            for dst in buf.chunks_exact_mut(row_samples).take(h) {
+                for (b, rows) in band_rows.iter_mut().enumerate() {
+                    let Some(src) = rows.next() else {
+                        return Err(format!("band {b} holds fewer than {h} rows"));
+                    };
                     match src.as_slice() {
                         Some(src) => scatter(dst, src, bands, b),
                         None => dst
