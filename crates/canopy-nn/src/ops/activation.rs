@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::Result;
 
 /// Elements per parallel task.
@@ -39,7 +39,7 @@ struct ReluOp;
 
 /// `max(x, 0)`, or with `gate` the gradient `x` where `gate > 0`.
 fn relu_map<T: Float>(x: &[T], gate: Option<&[T]>) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = zeros_par(x.len());
     match gate {
         None => y
             .par_chunks_mut(CHUNK)
@@ -190,7 +190,7 @@ fn add_relu_rows<T: Float>(
     b: &[T],
     (off, len, rows, step): (usize, usize, usize, usize),
 ) -> Vec<T> {
-    let mut y = vec![T::ZERO; rows * len];
+    let mut y = zeros_par(rows * len);
     if y.is_empty() {
         return y;
     }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{dot8, max8, slice, sum8, Float, Saved, SavedCell};
+use crate::ops::cpu::{dot8, max8, slice, sum8, zeros_par, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
 
 /// `(q (B, T, E), k (B, S, E), v (B, S, E)) -> (B, T, E)` (`CustomOp3`), or
@@ -268,8 +268,8 @@ fn forward<T: Scalar>(
     d: Dims,
 ) -> Result<(Vec<T>, Vec<T>), String> {
     let (t, s, e, dh) = (d.t, d.s, d.e, d.dh());
-    let mut out = vec![T::ZERO; d.b * t * e];
-    let mut probs = vec![T::ZERO; d.b * d.h * t * s];
+    let mut out = zeros_par(d.b * t * e);
+    let mut probs = zeros_par(d.b * d.h * t * s);
     if out.is_empty() || probs.is_empty() {
         return Ok((out, probs));
     }
@@ -385,9 +385,9 @@ fn backward_separate<T: Scalar>(
 ) -> Result<(Vec<T>, Vec<T>, Vec<T>), String> {
     let (t, s, e) = (d.t, d.s, d.e);
     let (mut dq, mut dk, mut dv) = (
-        vec![T::ZERO; d.b * t * e],
-        vec![T::ZERO; d.b * s * e],
-        vec![T::ZERO; d.b * s * e],
+        zeros_par(d.b * t * e),
+        zeros_par(d.b * s * e),
+        zeros_par(d.b * s * e),
     );
     if t == 0 || s == 0 || e == 0 {
         return Ok((dq, dk, dv));
@@ -414,7 +414,7 @@ fn backward_packed<T: Scalar>(
     dout: &[T],
     d: Dims,
 ) -> Result<Vec<T>, String> {
-    let mut dqkv = vec![T::ZERO; d.b * d.t * 3 * d.e];
+    let mut dqkv = zeros_par(d.b * d.t * 3 * d.e);
     if dqkv.is_empty() {
         return Ok(dqkv);
     }

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, sum8, Float, Saved, SavedCell};
+use crate::ops::cpu::{slice, sum8, zeros_par, Float, Saved, SavedCell};
 use crate::Result;
 
 /// `max(x * scale[c] + shift[c], 0)` (or without the `max` when `relu` is false) for `x` of
@@ -83,7 +83,7 @@ fn forward<T: Float + Send + Sync>(
     inner: usize,
     relu: bool,
 ) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = zeros_par(x.len());
     let per = per_task(inner);
     y.par_chunks_mut(per * inner)
         .zip(x.par_chunks(per * inner))
@@ -118,7 +118,7 @@ fn backward<T: Float + Send + Sync>(
     inner: usize,
     relu: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = zeros_par(x.len());
     // per plane: (sum g * x, sum g) over the unmasked elements
     let per = per_task(inner);
     let mut sums = vec![(T::ZERO, T::ZERO); x.len() / inner.max(1)];
@@ -144,8 +144,8 @@ fn backward<T: Float + Send + Sync>(
                 st[q] = (gx, gs);
             }
         });
-    let mut ds = vec![T::ZERO; c];
-    let mut db = vec![T::ZERO; c];
+    let mut ds = zeros_par(c);
+    let mut db = zeros_par(c);
     for ((gx, gs), ch) in sums.into_iter().zip(channels(0, c)) {
         ds[ch] += gx;
         db[ch] += gs;
@@ -286,7 +286,7 @@ struct ChannelBias;
 
 impl ChannelBias {
     fn forward<T: Float + Send + Sync>(x: &[T], b: &[T], c: usize, inner: usize) -> Vec<T> {
-        let mut y = vec![T::ZERO; x.len()];
+        let mut y = zeros_par(x.len());
         let per = per_task(inner);
         y.par_chunks_mut(per * inner)
             .zip(x.par_chunks(per * inner))
@@ -472,7 +472,7 @@ fn plane_sums<T: Float>(
     f: impl Fn(usize, &[T]) -> T + Sync,
 ) -> Vec<T> {
     let per = per_task(inner);
-    let mut sums = vec![T::ZERO; x.len() / inner.max(1)];
+    let mut sums = zeros_par(x.len() / inner.max(1));
     sums.par_chunks_mut(per)
         .zip(x.par_chunks(per * inner))
         .enumerate()
@@ -589,7 +589,7 @@ impl BatchNormTrain {
                 (T::from_f64(a), T::from_f64(bx), T::from_f64(o))
             })
             .collect();
-        let mut dx = vec![T::ZERO; x.len()];
+        let mut dx = zeros_par(x.len());
         dx.par_chunks_mut(per * inner)
             .zip(x.par_chunks(per * inner))
             .zip(y.par_chunks(per * inner))

@@ -37,7 +37,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, sum_in_order, with_scratch, xw_backward, Float, XwKernel};
+use crate::ops::cpu::{slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::winograd1d::{self, Dims1};
 
@@ -206,13 +206,13 @@ impl XwKernel for Conv1dOp {
     ) -> Result<(Vec<T>, Vec<T>), String> {
         let kc = d.k * d.ci;
         if d.b == 0 || d.co == 0 || d.ci == 0 {
-            return Ok((vec![T::ZERO; d.b * d.ci * d.l], vec![T::ZERO; d.co * kc]));
+            return Ok((zeros_par(d.b * d.ci * d.l), zeros_par(d.co * kc)));
         }
         let (s, dil) = (self.stride, self.dilation);
         if self.padding < d.k && winograd1d::applies(d.k, s, dil, d.ci, d.co) {
             return self.winograd_backward(x, w, dy, d);
         }
-        let mut dx = vec![T::ZERO; d.b * d.ci * d.l];
+        let mut dx = zeros_par(d.b * d.ci * d.l);
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
@@ -222,7 +222,7 @@ impl XwKernel for Conv1dOp {
             .map(|(part, dxp)| -> Result<Vec<T>, String> {
                 let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
                 let (mut cols, mut dcols) = (Vec::new(), Vec::new());
-                let mut dwt = vec![T::ZERO; d.co * kc];
+                let mut dwt = zeros_par(d.co * kc);
                 for blk in part * per..((part + 1) * per).min(blocks) {
                     let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
                     let n = nbl * d.pitch();
@@ -299,7 +299,7 @@ impl XwKernel for Conv1dOp {
             })
             .collect::<Result<_, String>>()?;
         let dwt = sum_in_order(partials, d.co * kc);
-        let mut dw = vec![T::ZERO; d.co * kc];
+        let mut dw = zeros_par(d.co * kc);
         for o in 0..d.co {
             for k in 0..d.k {
                 for c in 0..d.ci {
@@ -324,7 +324,7 @@ impl Conv1dOp {
             return winograd1d::forward(x, w, self.winograd_dims(d), epi);
         }
 
-        let mut y = vec![T::ZERO; d.b * d.co * d.lout];
+        let mut y = zeros_par(d.b * d.co * d.lout);
         if y.is_empty() {
             return Ok(y);
         }
@@ -395,7 +395,7 @@ impl Conv1dOp {
         d: Dims,
     ) -> Result<(Vec<T>, Vec<T>), String> {
         // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
-        let mut flipped = vec![T::ZERO; w.len()];
+        let mut flipped = zeros_par(w.len());
         for (oc, taps) in w.chunks(d.k).enumerate() {
             let (o, c) = (oc / d.ci, oc % d.ci);
             let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
@@ -507,7 +507,7 @@ fn scatter_windows<T: Float>(dcols: &[T], d: Dims, s: usize, nbl: usize, dxr: &m
 
 /// The weight `(C_out, C_in, K)` as `C_out x (K·C_in)` (column `k·C_in + c`).
 fn taps<T: Float>(w: &[T], d: Dims) -> Vec<T> {
-    let mut out = vec![T::ZERO; w.len()];
+    let mut out = zeros_par(w.len());
     for o in 0..d.co {
         for c in 0..d.ci {
             for k in 0..d.k {

@@ -25,7 +25,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 use crate::ops::im2col::Geometry;
 use crate::ops::winograd;
@@ -171,7 +171,7 @@ pub(crate) fn forward_im2col<T: GemmScalar + Default>(
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
     let nb = cv.block::<T>();
-    let mut y = vec![T::ZERO; g.b * cv.c_out * n];
+    let mut y = zeros_par(g.b * cv.c_out * n);
     if y.is_empty() {
         return Ok(y);
     }
@@ -231,7 +231,7 @@ fn forward_folded<T: GemmScalar + Default>(
     let g = &cv.g;
     let (n, og, rows) = (g.n(), cv.og(), cv.rows());
     let ib = cv.images_per_block::<T>();
-    let mut y = vec![T::ZERO; g.b * cv.c_out * n];
+    let mut y = zeros_par(g.b * cv.c_out * n);
     if y.is_empty() {
         return Ok(y);
     }
@@ -315,7 +315,7 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
     let partials: Vec<Vec<T>> = task_ids
         .par_chunks(per_part)
         .map(|ids| -> Result<Vec<T>, String> {
-            let mut acc = vec![T::ZERO; wlen];
+            let mut acc = zeros_par(wlen);
             let (mut cols, mut tmp, mut dyt) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new());
             for &t in ids {
                 if ib > 1 {
@@ -378,7 +378,7 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
         })
         .collect::<Result<_, String>>()?;
     let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wlen]);
+    let mut dw = parts.next().unwrap_or_else(|| zeros_par(wlen));
     for p in parts {
         for (a, v) in dw.iter_mut().zip(p) {
             *a += v;
@@ -400,7 +400,7 @@ fn backward_input<T: Float + Send + Sync>(
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
     let nb = cv.block::<T>();
     let img_len = g.c * g.h * g.w;
-    let mut dx = vec![T::ZERO; g.b * img_len];
+    let mut dx = zeros_par(g.b * img_len);
     if dx.is_empty() {
         return Ok(dx);
     }

@@ -223,7 +223,7 @@ fn scratch_from<T: Copy + Default, R>(
 
 /// `n` zeros, written by all threads for large `n` (a `vec![0; n]` of tens of MB on a reused
 /// allocation is a serial memset that keeps the other threads idle).
-pub(crate) fn zeros_par<T: Float>(n: usize) -> Vec<T> {
+pub(crate) fn zeros_par<T: GemmScalar>(n: usize) -> Vec<T> {
     const SERIAL_BELOW: usize = 1 << 18;
     if n < SERIAL_BELOW {
         return vec![T::ZERO; n];

@@ -17,7 +17,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, sum_in_order, Float};
+use crate::ops::cpu::{slice, sum_in_order, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Rows per block of the forward product and of the input gradient.
@@ -61,7 +61,7 @@ fn forward<T: Float>(
     (n, i, o): (usize, usize, usize),
     relu: bool,
 ) -> Result<Vec<T>, String> {
-    let mut y = vec![T::ZERO; n * o];
+    let mut y = zeros_par(n * o); // zero-filled by all threads (a serial memset was ~3 % of a Transformer forward)
     if o == 0 || i == 0 {
         if let Some(b) = b.filter(|_| o > 0) {
             for row in y.chunks_mut(o) {

@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tens
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::ops::cpu::{dot8, slice, sum8, sum_in_order, Float};
+use crate::ops::cpu::{dot8, slice, sum8, sum_in_order, zeros_par, Float};
 use crate::{error::shape, Result};
 
 /// Normalises over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
@@ -250,7 +250,7 @@ fn ln_forward_add<T: Float>(
     n: usize,
     eps: f64,
 ) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = zeros_par(x.len());
     y.par_chunks_mut(n * 64)
         .enumerate()
         .zip(x.par_chunks(n * 64))
@@ -292,7 +292,7 @@ fn ln_backward<T: Float>(
     n: usize,
     eps: f64,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = zeros_par(x.len());
     let inv_n = T::from_f64(1.0 / n as f64);
     let parts: Vec<(Vec<T>, Vec<T>)> = dx
         .par_chunks_mut(n * ROW_BLOCK)
@@ -300,10 +300,10 @@ fn ln_backward<T: Float>(
         .zip(dy.par_chunks(n * ROW_BLOCK))
         .map(|((dxb, xb), dyb)| {
             let (mut dw, mut db) = match w {
-                Some(_) => (vec![T::ZERO; n], vec![T::ZERO; n]),
+                Some(_) => (zeros_par(n), zeros_par(n)),
                 None => (Vec::new(), Vec::new()),
             };
-            let (mut g, mut xh) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+            let (mut g, mut xh) = (zeros_par(n), zeros_par(n));
             for ((dxr, xr), dyr) in dxb.chunks_mut(n).zip(xb.chunks(n)).zip(dyb.chunks(n)) {
                 let (m, r) = row_stats(xr, eps);
                 for (h, &u) in xh.iter_mut().zip(xr) {

@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, 
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::Result;
 
 /// Kernel, stride and padding of one pooled axis.
@@ -436,7 +436,7 @@ impl MaxPoolOp {
     fn forward<T: Float>(&self, x: &[T], hw: (usize, usize)) -> Vec<T> {
         let (oh, ow) = (self.h.out, self.w.out);
         let plane = hw.0 * hw.1;
-        let mut y = vec![T::ZERO; x.len() / plane.max(1) * oh * ow];
+        let mut y = zeros_par(x.len() / plane.max(1) * oh * ow);
         if y.is_empty() {
             return y;
         }
@@ -463,7 +463,7 @@ impl MaxPoolOp {
     fn backward<T: Float>(&self, x: &[T], g: &[T], hw: (usize, usize)) -> Vec<T> {
         let (oh, ow) = (self.h.out, self.w.out);
         let plane = hw.0 * hw.1;
-        let mut dx = vec![T::ZERO; x.len()];
+        let mut dx = zeros_par(x.len());
         if dx.is_empty() || oh * ow == 0 {
             return dx;
         }

@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::Result;
 
 /// Softmax over `dim`. On the CPU in f32/f64 over the last dimension this is one fused op
@@ -80,7 +80,7 @@ struct SoftmaxLastDim;
 const ROWS_PER_TASK: usize = 64;
 
 fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = zeros_par(x.len());
     y.par_chunks_mut(n * ROWS_PER_TASK)
         .zip(x.par_chunks(n * ROWS_PER_TASK))
         .for_each(|(yb, xb)| {
@@ -104,7 +104,7 @@ fn softmax_rows<T: Float>(x: &[T], n: usize) -> Vec<T> {
 }
 
 fn softmax_rows_backward<T: Float>(y: &[T], dy: &[T], n: usize) -> Vec<T> {
-    let mut dx = vec![T::ZERO; y.len()];
+    let mut dx = zeros_par(y.len());
     dx.par_chunks_mut(n * ROWS_PER_TASK)
         .zip(y.par_chunks(n * ROWS_PER_TASK))
         .zip(dy.par_chunks(n * ROWS_PER_TASK))

@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 use crate::ops::conv1d_cpu::{to_rows, Epilogue};
-use crate::ops::cpu::{sum_in_order, with_scratch, Float};
+use crate::ops::cpu::{sum_in_order, with_scratch, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// The finite interpolation points, taken in this order: `F(2, r)` uses the first `r`.
@@ -150,7 +150,7 @@ pub(crate) fn forward<T: Float>(
     let tf = transform(k);
     let n = tf.n;
     // U[ξ] = (G g)[ξ] for every kernel g = w[o, c], stored as n matrices C_in x C_out
-    let mut u = vec![T::ZERO; n * ci * co];
+    let mut u = zeros_par(n * ci * co);
     u.par_chunks_mut(ci * co)
         .enumerate()
         .for_each(|(xi, slab)| {
@@ -166,7 +166,7 @@ pub(crate) fn forward<T: Float>(
     let t = d.lout.div_ceil(2); // tiles per sequence
                                 // tile j of a sequence reads its rows 2j .. 2j + n - 1 (row 0 = the first padding row)
     let lpw = 2 * t + n - 2 - d.pad;
-    let mut y = vec![T::ZERO; d.b * co * d.lout];
+    let mut y = zeros_par(d.b * co * d.lout);
     if y.is_empty() {
         return Ok(y);
     }
@@ -330,7 +330,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], d: Dims1) -> Result<Vec<T
     let partials: Vec<Vec<T>> = (0..blocks.div_ceil(per))
         .into_par_iter()
         .map(|part| -> Result<Vec<T>, String> {
-            let mut du = vec![T::ZERO; n * ci * co];
+            let mut du = zeros_par(n * ci * co);
             for blk in part * per..((part + 1) * per).min(blocks) {
                 let (b0, nbl) = (blk * nb, nb.min(d.b - blk * nb));
                 let cols = nbl * t;
@@ -368,7 +368,7 @@ pub(crate) fn weight_grad<T: Float>(x: &[T], dy: &[T], d: Dims1) -> Result<Vec<T
         })
         .collect::<Result<_, String>>()?;
     let du = sum_in_order(partials, n * ci * co);
-    let mut dw = vec![T::ZERO; co * ci * k];
+    let mut dw = zeros_par(co * ci * k);
     dw.par_chunks_mut(ci * k).enumerate().for_each(|(o, rows)| {
         for (c, dst) in rows.chunks_mut(k).enumerate() {
             for (j, out) in dst.iter_mut().enumerate() {
