@@ -1,6 +1,8 @@
 //! Checkpoints: atomic safetensors + JSON sidecar, strict loading, bit-exact reload.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common_fs;
+
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -10,6 +12,7 @@ use canopy_train::checkpoint::{
     load_checkpoint, load_checkpoint_into, save_checkpoint, sidecar_path, CheckpointMeta,
     Normalisation,
 };
+use common_fs::file_names;
 
 struct Mlp {
     fc1: Linear,
@@ -95,12 +98,7 @@ fn reload_reproduces_outputs_bit_exactly() {
     assert_eq!(keys, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
     assert_eq!(tensors["fc1.weight"].dims(), &[8, 4]);
     assert!(sidecar_path(&path).ends_with("model.json"));
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
-    assert_eq!(files, ["model.json", "model.safetensors"]);
+    assert_eq!(file_names(dir.path()), ["model.json", "model.safetensors"]);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sidecar_path(&path)).unwrap()).unwrap();
     assert_eq!(json["band_order"][3], "B08");
@@ -190,13 +188,8 @@ fn failed_writes_name_the_file_and_leave_nothing_behind() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("w.json"), "{err}");
-    let mut left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    left.sort();
     assert_eq!(
-        left,
+        file_names(dir.path()),
         ["w.json", "w.safetensors"],
         "temporary files left behind"
     );

@@ -1,7 +1,10 @@
 //! PNG plots render (with the embedded font) and reject bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common_fs;
+
 use canopy_train::plot::{plot_confusion, plot_series, ConfusionNorm};
+use common_fs::file_names;
 
 fn is_png(path: &std::path::Path) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
@@ -91,13 +94,8 @@ fn curves_and_confusion_matrices_are_written_and_text_changes_pixels() {
     let missing = dir.path().join("no-such-dir").join("e.png");
     let err = plot_series(&missing, "t", "x", "y", &series).unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
-    let mut files: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
     assert_eq!(
-        files,
+        file_names(dir.path()),
         ["a.png", "b.png", "c.png", "d.png", "one.png", "ten.png"]
     );
     if let Ok(keep) = std::env::var("CANOPY_PLOT_DIR") {
