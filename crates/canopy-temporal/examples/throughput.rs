@@ -2,7 +2,7 @@
 //! benchmark settings, next to PyTorch's figures for the reference models.
 //!
 //! ```text
-//! cargo run --release -p canopy-temporal --example throughput -- [--models tempcnn,msresnet,inceptiontime,lstm,transformer] [--quick] [--peers-json PATH]
+//! cargo run --release -p canopy-temporal --example throughput -- [--models tempcnn,msresnet,inceptiontime,lstm,transformer] [--quick] [--only inference|training] [--peers-json PATH]
 //! ```
 //!
 //! Settings (those of `../shared/peers/bench_breizhcrops.py`): batch 256, `T = 45`, 13 bands,
@@ -116,6 +116,8 @@ fn models() -> Vec<Entry> {
 struct Args {
     models: Option<Vec<String>>,
     quick: bool,
+    /// `Some("inference")` or `Some("training")`: time only that (for profilers); no table.
+    only: Option<String>,
     peers_json: Option<std::path::PathBuf>,
 }
 
@@ -123,6 +125,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         models: None,
         quick: false,
+        only: None,
         peers_json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -133,12 +136,19 @@ fn parse_args() -> anyhow::Result<Args> {
                 let v = it.next().context("--models needs a comma-separated list")?;
                 args.models = Some(v.split(',').map(|s| s.trim().to_lowercase()).collect());
             }
+            "--only" => {
+                let v = it.next().context("--only needs inference or training")?;
+                if v != "inference" && v != "training" {
+                    bail!("--only takes inference or training, not {v:?}");
+                }
+                args.only = Some(v);
+            }
             "--peers-json" => {
                 args.peers_json = Some(it.next().context("--peers-json needs a path")?.into());
             }
             "-h" | "--help" => {
                 println!(
-                    "throughput [--models {}] [--quick] [--peers-json PATH]",
+                    "throughput [--models {}] [--quick] [--only inference|training] [--peers-json PATH]",
                     models()
                         .iter()
                         .map(|m| m.name)
@@ -256,28 +266,36 @@ fn main() -> anyhow::Result<()> {
             named.into_iter().filter(|(k, _)| !is_buffer(k)).collect();
         let n_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
         let mut drop_rng = StdRng::seed_from_u64(1);
-        let inf = time_it(args.quick, || {
-            let out = model.forward_t(&x, false, &mut drop_rng)?;
-            out.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
-            Ok(())
-        })?;
-        println!(
-            "{}: {n_params} parameters, inference {:.1} ms/batch",
-            m.name,
-            inf * 1e3
-        );
-        let mut opt = Adam::new(
-            vec![ParamGroup::new("all", trainable)],
-            AdamConfig::adam(1e-3),
-        )?;
-        let train = time_it(args.quick, || {
-            let logits = model.forward_t(&x, true, &mut drop_rng)?;
-            let loss = cross_entropy(&logits, &y, &CrossEntropyConfig::default())?;
-            let grads = loss.backward()?;
-            opt.step(&grads)?;
-            Ok(())
-        })?;
-        println!("{}: training step {:.1} ms/batch", m.name, train * 1e3);
+        let run_inference = args.only.as_deref() != Some("training");
+        let run_training = args.only.as_deref() != Some("inference");
+        let mut inf = f64::NAN;
+        if run_inference {
+            inf = time_it(args.quick, || {
+                let out = model.forward_t(&x, false, &mut drop_rng)?;
+                out.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+                Ok(())
+            })?;
+            println!(
+                "{}: {n_params} parameters, inference {:.1} ms/batch",
+                m.name,
+                inf * 1e3
+            );
+        }
+        let mut train = f64::NAN;
+        if run_training {
+            let mut opt = Adam::new(
+                vec![ParamGroup::new("all", trainable)],
+                AdamConfig::adam(1e-3),
+            )?;
+            train = time_it(args.quick, || {
+                let logits = model.forward_t(&x, true, &mut drop_rng)?;
+                let loss = cross_entropy(&logits, &y, &CrossEntropyConfig::default())?;
+                let grads = loss.backward()?;
+                opt.step(&grads)?;
+                Ok(())
+            })?;
+            println!("{}: training step {:.1} ms/batch", m.name, train * 1e3);
+        }
         let torch_inf =
             peer_figure(&peers, &format!("{} inference", m.peer)).unwrap_or(m.baseline.0);
         let torch_train =
@@ -289,6 +307,9 @@ fn main() -> anyhow::Result<()> {
             BATCH as f64 / train,
             torch_train,
         ));
+    }
+    if args.only.is_some() {
+        return Ok(());
     }
     println!();
     println!("| model | inference ours | PyTorch | ours/PyTorch | training ours | PyTorch | ours/PyTorch |");

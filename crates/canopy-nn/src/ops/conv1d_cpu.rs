@@ -39,6 +39,7 @@ use rayon::prelude::*;
 
 use crate::ops::cpu::{slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
+use crate::ops::transpose::transpose;
 use crate::ops::winograd1d::{self, Dims1};
 
 /// Output columns a task's products cover at least.
@@ -451,22 +452,7 @@ pub(crate) fn to_rows<T: Float>(
         end = start + len;
         let sb = &src[(b0 + bl) * c * len..(b0 + bl + 1) * c * len];
         let r = &mut rows[start * c..end * c];
-        // eight channels at a time: eight sequential reads, contiguous writes
-        let mut ch = 0;
-        while ch + 8 <= c {
-            let s8: [&[T]; 8] = std::array::from_fn(|i| &sb[(ch + i) * len..(ch + i + 1) * len]);
-            for (t, row) in r.chunks_exact_mut(c).enumerate() {
-                for (i, o) in row[ch..ch + 8].iter_mut().enumerate() {
-                    *o = s8[i][t];
-                }
-            }
-            ch += 8;
-        }
-        for ch in ch..c {
-            for (t, &v) in sb[ch * len..(ch + 1) * len].iter().enumerate() {
-                r[t * c + ch] = v;
-            }
-        }
+        transpose(sb, (c, len), r);
     }
     rows[end * c..].fill(T::ZERO);
 }

@@ -56,7 +56,7 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 }
 
 /// Scalars the kernels multiply.
-pub(crate) trait GemmScalar: Copy + Send + Sync + 'static {
+pub(crate) trait GemmScalar: bytemuck::Pod + Send + Sync + 'static {
     /// Zero.
     const ZERO: Self;
     /// One.

@@ -19,6 +19,7 @@ pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod softmax;
+mod transpose;
 pub(crate) mod winograd;
 mod winograd1d;
 

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::ops::conv1d_cpu::{to_rows, Epilogue};
 use crate::ops::cpu::{sum_in_order, with_scratch, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
+use crate::ops::transpose::transpose;
 
 /// The finite interpolation points, taken in this order: `F(2, r)` uses the first `r`.
 const POINTS: [f64; 7] = [0.0, 1.0, -1.0, 0.5, -0.5, 1.5, -1.5];
@@ -408,26 +409,9 @@ fn combine<'a, T: Float + 'a>(coefs: &[T], dst: &mut [T], row: impl Fn(usize) ->
     }
 }
 
-/// `dst (c x len)` = the transpose of the time-major rows `rows (len x c)`, eight channels at a
-/// time (eight contiguous reads per row, eight sequential writes).
+/// `dst (c x len)` = the transpose of the time-major rows `rows (len x c)`.
 fn from_rows<T: Float>(rows: &[T], c: usize, dst: &mut [T]) {
-    let len = rows.len() / c.max(1);
-    let mut ch = 0;
-    while ch + 8 <= c {
-        let (block, _) = dst[ch * len..].split_at_mut(8 * len);
-        let mut outs: Vec<&mut [T]> = block.chunks_mut(len).collect();
-        for (p, row) in rows.chunks_exact(c).enumerate() {
-            for (out, &v) in outs.iter_mut().zip(&row[ch..ch + 8]) {
-                out[p] = v;
-            }
-        }
-        ch += 8;
-    }
-    for ch in ch..c {
-        for (p, o) in dst[ch * len..(ch + 1) * len].iter_mut().enumerate() {
-            *o = rows[p * c + ch];
-        }
-    }
+    transpose(rows, (rows.len() / c.max(1), c), dst);
 }
 
 #[cfg(test)]
