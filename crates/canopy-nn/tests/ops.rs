@@ -1042,6 +1042,11 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         (4, 2, 3, 2, 5, 1, 2, 1),
         // short series, long kernel: the valid windows are gathered (several blocks)
         (200, 3, 10, 4, 7, 1, 1, 1),
+        // stride 1, channel-major windows: InceptionTime's 41 taps on 45 steps (several
+        // blocks), dilation 2, padding past the kernel span (rows entirely zero)
+        (30, 8, 45, 8, 41, 1, 20, 1),
+        (3, 4, 12, 5, 3, 1, 4, 2),
+        (2, 3, 5, 2, 3, 1, 6, 1),
         // >= 16 channels, stride 1, k 3/5/7: Winograd forward (odd and even lengths, several
         // tasks, a single tile)
         (5, 16, 45, 16, 7, 1, 3, 1),
