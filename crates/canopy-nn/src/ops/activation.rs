@@ -11,9 +11,8 @@
 //! pass keeps the gradient where the output is positive, as PyTorch's `threshold_backward`.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
-use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, zeros_par, Float};
+use crate::ops::cpu::{chunk_at, par_build, slice, Float};
 use crate::Result;
 
 /// Elements per parallel task.
@@ -39,27 +38,21 @@ struct ReluOp;
 
 /// `max(x, 0)`, or with `gate` the gradient `x` where `gate > 0`.
 fn relu_map<T: Float>(x: &[T], gate: Option<&[T]>) -> Vec<T> {
-    let mut y = zeros_par(x.len());
-    match gate {
-        None => y
-            .par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(yc, xc)| {
+    par_build(x.len(), CHUNK, |i, yc: &mut [T]| {
+        let xc = chunk_at(x, CHUNK, i);
+        match gate {
+            None => {
                 for (o, &u) in yc.iter_mut().zip(xc) {
                     *o = if u > T::ZERO { u } else { T::ZERO };
                 }
-            }),
-        Some(g) => y
-            .par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|((yc, xc), gc)| {
-                for ((o, &u), &v) in yc.iter_mut().zip(xc).zip(gc) {
+            }
+            Some(g) => {
+                for ((o, &u), &v) in yc.iter_mut().zip(xc).zip(chunk_at(g, CHUNK, i)) {
                     *o = if v > T::ZERO { u } else { T::ZERO };
                 }
-            }),
-    }
-    y
+            }
+        }
+    })
 }
 
 impl CustomOp1 for ReluOp {
@@ -190,24 +183,20 @@ fn add_relu_rows<T: Float>(
     b: &[T],
     (off, len, rows, step): (usize, usize, usize, usize),
 ) -> Vec<T> {
-    let mut y = zeros_par(rows * len);
-    if y.is_empty() {
-        return y;
+    if rows * len == 0 {
+        return Vec::new();
     }
     let rows_per_task = (CHUNK / len.max(1)).max(1);
-    y.par_chunks_mut(rows_per_task * len)
-        .zip(a.par_chunks(rows_per_task * len))
-        .enumerate()
-        .for_each(|(task, (yc, ac))| {
-            for (r, (yr, ar)) in yc.chunks_mut(len).zip(ac.chunks(len)).enumerate() {
-                let br = &b[off + (task * rows_per_task + r) * step..][..len];
-                for ((o, &u), &v) in yr.iter_mut().zip(ar).zip(br) {
-                    let s = u + v;
-                    *o = if s > T::ZERO { s } else { T::ZERO };
-                }
+    par_build(rows * len, rows_per_task * len, |task, yc: &mut [T]| {
+        let ac = chunk_at(a, rows_per_task * len, task);
+        for (r, (yr, ar)) in yc.chunks_mut(len).zip(ac.chunks(len)).enumerate() {
+            let br = &b[off + (task * rows_per_task + r) * step..][..len];
+            for ((o, &u), &v) in yr.iter_mut().zip(ar).zip(br) {
+                let s = u + v;
+                *o = if s > T::ZERO { s } else { T::ZERO };
             }
-        });
-    y
+        }
+    })
 }
 
 impl CustomOp2 for AddReluOp {

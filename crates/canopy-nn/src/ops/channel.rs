@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, sum8, zeros_par, Float, Saved, SavedCell};
+use crate::ops::cpu::{chunk_at, par_build, slice, sum8, zeros_par, Float, Saved, SavedCell};
 use crate::Result;
 
 /// `max(x * scale[c] + shift[c], 0)` (or without the `max` when `relu` is false) for `x` of
@@ -83,28 +83,24 @@ fn forward<T: Float + Send + Sync>(
     inner: usize,
     relu: bool,
 ) -> Vec<T> {
-    let mut y = zeros_par(x.len());
     let per = per_task(inner);
-    y.par_chunks_mut(per * inner)
-        .zip(x.par_chunks(per * inner))
-        .enumerate()
-        .for_each(|(task, (yt, xt))| {
-            let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
-            for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
-                let (a, o) = (s[ch], b[ch]);
-                if relu {
-                    for (v, &u) in yp.iter_mut().zip(xp) {
-                        let t = u * a + o;
-                        *v = if t > T::ZERO { t } else { T::ZERO };
-                    }
-                } else {
-                    for (v, &u) in yp.iter_mut().zip(xp) {
-                        *v = u * a + o;
-                    }
+    par_build(x.len(), per * inner, |task, yt: &mut [T]| {
+        let xt = chunk_at(x, per * inner, task);
+        let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
+        for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
+            let (a, o) = (s[ch], b[ch]);
+            if relu {
+                for (v, &u) in yp.iter_mut().zip(xp) {
+                    let t = u * a + o;
+                    *v = if t > T::ZERO { t } else { T::ZERO };
+                }
+            } else {
+                for (v, &u) in yp.iter_mut().zip(xp) {
+                    *v = u * a + o;
                 }
             }
-        });
-    y
+        }
+    })
 }
 
 /// `(dx, dscale, dshift)` from the input, the output (for the ReLU mask) and the output's
@@ -286,21 +282,17 @@ struct ChannelBias;
 
 impl ChannelBias {
     fn forward<T: Float + Send + Sync>(x: &[T], b: &[T], c: usize, inner: usize) -> Vec<T> {
-        let mut y = zeros_par(x.len());
         let per = per_task(inner);
-        y.par_chunks_mut(per * inner)
-            .zip(x.par_chunks(per * inner))
-            .enumerate()
-            .for_each(|(task, (yt, xt))| {
-                let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
-                for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
-                    let o = b[ch];
-                    for (v, &u) in yp.iter_mut().zip(xp) {
-                        *v = u + o;
-                    }
+        par_build(x.len(), per * inner, |task, yt: &mut [T]| {
+            let xt = chunk_at(x, per * inner, task);
+            let planes = yt.chunks_mut(inner).zip(xt.chunks(inner));
+            for ((yp, xp), ch) in planes.zip(channels(task * per, c)) {
+                let o = b[ch];
+                for (v, &u) in yp.iter_mut().zip(xp) {
+                    *v = u + o;
                 }
-            });
-        y
+            }
+        })
     }
 
     fn bias_grad<T: Float + Send + Sync>(g: &[T], c: usize, inner: usize) -> Vec<T> {

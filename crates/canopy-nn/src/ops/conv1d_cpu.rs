@@ -49,7 +49,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float, XwKernel};
+use crate::ops::cpu::{
+    par_zeroed, slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float, XwKernel,
+};
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::transpose::transpose;
 use crate::ops::winograd1d::{self, Dims1};
@@ -347,16 +349,16 @@ impl Conv1dOp {
         if self.stride == 1 {
             return self.forward_channel_major(x, w, epi, d);
         }
-        let mut y = zeros_par(d.b * d.co * d.lout);
-        if y.is_empty() {
-            return Ok(y);
+        if d.b * d.co * d.lout == 0 {
+            return Ok(Vec::new());
         }
         let wt = taps(w, d);
         let (s, dil) = (self.stride, self.dilation);
         let kc = d.k * d.ci;
-        y.par_chunks_mut(d.nb * d.co * d.lout)
-            .enumerate()
-            .try_for_each(|(blk, yb)| -> Result<(), String> {
+        par_zeroed(
+            d.b * d.co * d.lout,
+            d.nb * d.co * d.lout,
+            |blk, yb: &mut [T]| -> Result<(), String> {
                 let nbl = yb.len() / (d.co * d.lout);
                 let total = d.block_rows(self, nbl);
                 let n = nbl * d.pitch();
@@ -403,8 +405,8 @@ impl Conv1dOp {
                     }
                     Ok(())
                 })
-            })?;
-        Ok(y)
+            },
+        )
     }
 
     /// The stride-1 forward pass on channel-major windows (see the module docs).
@@ -415,16 +417,16 @@ impl Conv1dOp {
         epi: Epilogue<'_, T>,
         d: Dims,
     ) -> Result<Vec<T>, String> {
-        let mut y = zeros_par(d.b * d.co * d.lout);
-        if y.is_empty() {
-            return Ok(y);
+        if d.b * d.co * d.lout == 0 {
+            return Ok(Vec::new());
         }
         let wt = taps(w, d);
         let kc = d.k * d.ci;
         let nb = COLS_BLOCK.div_ceil(d.lout).clamp(1, d.b.max(1));
-        y.par_chunks_mut(nb * d.co * d.lout)
-            .enumerate()
-            .try_for_each(|(blk, yb)| -> Result<(), String> {
+        par_zeroed(
+            d.b * d.co * d.lout,
+            nb * d.co * d.lout,
+            |blk, yb: &mut [T]| -> Result<(), String> {
                 let nbl = yb.len() / (d.co * d.lout);
                 // a multiple of 16 columns: gemm then reads the columns in place (no packing)
                 let n = (nbl * d.lout).next_multiple_of(16);
@@ -444,8 +446,8 @@ impl Conv1dOp {
                     }
                     Ok(())
                 })
-            })?;
-        Ok(y)
+            },
+        )
     }
 
     /// The windows of the outputs of sequences `b0..b0 + nbl` as the `n` columns of the

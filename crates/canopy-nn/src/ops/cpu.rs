@@ -224,13 +224,95 @@ fn scratch_from<T: Copy + Default, R>(
 /// `n` zeros, written by all threads for large `n` (a `vec![0; n]` of tens of MB on a reused
 /// allocation is a serial memset that keeps the other threads idle).
 pub(crate) fn zeros_par<T: GemmScalar>(n: usize) -> Vec<T> {
-    const SERIAL_BELOW: usize = 1 << 18;
-    if n < SERIAL_BELOW {
+    if n < ZERO_SERIAL_BELOW {
         return vec![T::ZERO; n];
     }
     let mut v = Vec::with_capacity(n);
     v.par_extend(rayon::iter::repeat_n(T::ZERO, n));
     v
+}
+
+/// A new vector of `n` values built in parallel chunks of `chunk` values (the last one
+/// shorter): the task that runs `f(i, chunk_i)` first zero-fills chunk `i`, so `f` receives
+/// zeros and the result holds zeros wherever `f` writes nothing.
+///
+/// Why not [`zeros_par`] and then a parallel loop over the chunks: an op's output is up to tens
+/// of MB, and a separate zero-fill is a whole extra pass over memory after which the kernel's
+/// stores miss the cache again. Here each chunk is zeroed right before its kernel writes it,
+/// so the kernel's stores hit the cache. Measured on the AVX-512 Xeon (inference, batch 256):
+/// Transformer 62 -> 55 ms, MS-ResNet 59 -> 55 ms, InceptionTime unchanged (its zero-fill,
+/// now per chunk, is still ~7 % of the samples: the fresh lines come from memory either way).
+/// An output left uninitialised until the kernel writes it measured 49 / 54 / 111 ms, but
+/// handing uninitialised `f32`s to a kernel is undefined behaviour (clippy's `uninit_vec`), so
+/// it was not kept.
+///
+/// # Errors
+/// The first error `f` returns (the vector is then dropped).
+pub(crate) fn par_zeroed<T: GemmScalar, E: Send>(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<(), E> + Sync,
+) -> Result<Vec<T>, E> {
+    let mut v: Box<[std::mem::MaybeUninit<T>]> = Box::new_uninit_slice(n);
+    v.par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .try_for_each(|(i, c)| {
+            for e in c.iter_mut() {
+                e.write(T::ZERO);
+            }
+            // SAFETY: every element of `c` was written just above; `MaybeUninit<T>` has the
+            // layout of `T`.
+            #[allow(unsafe_code)]
+            let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
+            f(i, c)
+        })?;
+    // SAFETY: the chunks cover all `n` values and every one of them was written above (on an
+    // error we returned instead).
+    #[allow(unsafe_code)]
+    let v = unsafe { v.assume_init() };
+    Ok(v.into_vec())
+}
+
+/// [`par_zeroed`] for an `f` that cannot fail.
+pub(crate) fn par_build<T: GemmScalar>(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    match par_zeroed(n, chunk, |i, c| {
+        f(i, c);
+        Ok::<(), std::convert::Infallible>(())
+    }) {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+/// Chunk `i` of `x` in chunks of `len` values (the last one shorter), as `x.chunks(len)` would
+/// give it.
+pub(crate) fn chunk_at<T>(x: &[T], len: usize, i: usize) -> &[T] {
+    let start = (i * len).min(x.len());
+    &x[start..(start + len).min(x.len())]
+}
+
+/// Values below which [`zeros_par`] fills on the calling thread.
+const ZERO_SERIAL_BELOW: usize = 1 << 18;
+
+/// `dst` (a whole number of rows of `row.len()` values) filled with copies of `row`: one copy,
+/// then doubling `copy_within`s, so a few large copies replace one small copy per row (with
+/// 64-value rows the per-row copies were ~9 % of a Transformer forward, most of it call overhead).
+pub(crate) fn fill_rows<T: Copy>(dst: &mut [T], row: &[T]) {
+    let n = row.len();
+    if n == 0 || dst.len() < n {
+        return;
+    }
+    dst[..n].copy_from_slice(row);
+    let mut filled = n;
+    while filled < dst.len() {
+        let m = filled.min(dst.len() - filled);
+        dst.copy_within(0..m, filled);
+        filled += m;
+    }
 }
 
 /// Float types the fused kernels run on.

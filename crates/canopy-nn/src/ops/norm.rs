@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tens
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::ops::cpu::{dot8, slice, sum8, sum_in_order, zeros_par, Float};
+use crate::ops::cpu::{chunk_at, dot8, par_build, slice, sum8, sum_in_order, zeros_par, Float};
 use crate::{error::shape, Result};
 
 /// Normalises over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
@@ -250,38 +250,34 @@ fn ln_forward_add<T: Float>(
     n: usize,
     eps: f64,
 ) -> Vec<T> {
-    let mut y = zeros_par(x.len());
-    y.par_chunks_mut(n * 64)
-        .enumerate()
-        .zip(x.par_chunks(n * 64))
-        .for_each(|((blk, yb), xb)| {
-            let mut sum = Vec::new();
-            for (row, (yr, xr)) in yb.chunks_mut(n).zip(xb.chunks(n)).enumerate() {
-                let xr = match residual {
-                    Some(res) => {
-                        let rr = &res[(blk * 64 + row) * n..][..n];
-                        sum.clear();
-                        sum.extend(xr.iter().zip(rr).map(|(&a, &b)| a + b));
-                        &sum[..]
+    par_build(x.len(), n * 64, |blk, yb: &mut [T]| {
+        let xb = chunk_at(x, n * 64, blk);
+        let mut sum = Vec::new();
+        for (row, (yr, xr)) in yb.chunks_mut(n).zip(xb.chunks(n)).enumerate() {
+            let xr = match residual {
+                Some(res) => {
+                    let rr = &res[(blk * 64 + row) * n..][..n];
+                    sum.clear();
+                    sum.extend(xr.iter().zip(rr).map(|(&a, &b)| a + b));
+                    &sum[..]
+                }
+                None => xr,
+            };
+            let (m, r) = row_stats(xr, eps);
+            match wb {
+                Some((w, b)) => {
+                    for (((o, &u), &g), &s) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+                        *o = (u - m) * r * g + s;
                     }
-                    None => xr,
-                };
-                let (m, r) = row_stats(xr, eps);
-                match wb {
-                    Some((w, b)) => {
-                        for (((o, &u), &g), &s) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                            *o = (u - m) * r * g + s;
-                        }
-                    }
-                    None => {
-                        for (o, &u) in yr.iter_mut().zip(xr) {
-                            *o = (u - m) * r;
-                        }
+                }
+                None => {
+                    for (o, &u) in yr.iter_mut().zip(xr) {
+                        *o = (u - m) * r;
                     }
                 }
             }
-        });
-    y
+        }
+    })
 }
 
 /// `(dx, dγ, dβ)`; the parameter gradients are empty without `w`.

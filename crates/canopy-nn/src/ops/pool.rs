@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, 
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{slice, zeros_par, Float};
+use crate::ops::cpu::{chunk_at, par_build, slice, zeros_par, Float};
 use crate::Result;
 
 /// Kernel, stride and padding of one pooled axis.
@@ -436,28 +436,26 @@ impl MaxPoolOp {
     fn forward<T: Float>(&self, x: &[T], hw: (usize, usize)) -> Vec<T> {
         let (oh, ow) = (self.h.out, self.w.out);
         let plane = hw.0 * hw.1;
-        let mut y = zeros_par(x.len() / plane.max(1) * oh * ow);
-        if y.is_empty() {
-            return y;
+        let n = x.len() / plane.max(1) * oh * ow;
+        if n == 0 {
+            return Vec::new();
         }
         let (rows, cols) = self.ranges(hw);
         let per = Self::planes_per_task(plane);
-        y.par_chunks_mut(per * oh * ow)
-            .zip(x.par_chunks(per * plane))
-            .for_each(|(yt, xt)| {
-                for (yp, xp) in yt.chunks_mut(oh * ow).zip(xt.chunks(plane)) {
-                    if hw.0 == 1 && oh == 1 {
-                        self.w.row_max(xp, yp, &cols); // 1-D pooling
-                        continue;
-                    }
-                    for (yr, &r) in yp.chunks_mut(ow).zip(&rows) {
-                        for (o, &c) in yr.iter_mut().zip(&cols) {
-                            *o = xp[Self::argmax(xp, hw.1, r, c)];
-                        }
+        par_build(n, per * oh * ow, |task, yt: &mut [T]| {
+            let xt = chunk_at(x, per * plane, task);
+            for (yp, xp) in yt.chunks_mut(oh * ow).zip(xt.chunks(plane)) {
+                if hw.0 == 1 && oh == 1 {
+                    self.w.row_max(xp, yp, &cols); // 1-D pooling
+                    continue;
+                }
+                for (yr, &r) in yp.chunks_mut(ow).zip(&rows) {
+                    for (o, &c) in yr.iter_mut().zip(&cols) {
+                        *o = xp[Self::argmax(xp, hw.1, r, c)];
                     }
                 }
-            });
-        y
+            }
+        })
     }
 
     fn backward<T: Float>(&self, x: &[T], g: &[T], hw: (usize, usize)) -> Vec<T> {

@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 use crate::ops::conv1d_cpu::{to_rows, Epilogue};
-use crate::ops::cpu::{sum_in_order, with_scratch, zeros_par, Float};
+use crate::ops::cpu::{par_zeroed, sum_in_order, with_scratch, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::transpose::transpose;
 
@@ -167,14 +167,14 @@ pub(crate) fn forward<T: Float>(
     let t = d.lout.div_ceil(2); // tiles per sequence
                                 // tile j of a sequence reads its rows 2j .. 2j + n - 1 (row 0 = the first padding row)
     let lpw = 2 * t + n - 2 - d.pad;
-    let mut y = zeros_par(d.b * co * d.lout);
-    if y.is_empty() {
-        return Ok(y);
+    if d.b * co * d.lout == 0 {
+        return Ok(Vec::new());
     }
     let nb = TASK_TILES.div_ceil(t).clamp(1, d.b);
-    y.par_chunks_mut(nb * co * d.lout)
-        .enumerate()
-        .try_for_each(|(blk, yb)| -> Result<(), String> {
+    par_zeroed(
+        d.b * co * d.lout,
+        nb * co * d.lout,
+        |blk, yb: &mut [T]| -> Result<(), String> {
             let nbl = yb.len() / (co * d.lout);
             let cols = nbl * t;
             let total = nbl * lpw + d.pad;
@@ -204,8 +204,8 @@ pub(crate) fn forward<T: Float>(
                 });
                 Ok(())
             })
-        })?;
-    Ok(y)
+        },
+    )
 }
 
 /// The output stage of [`forward`] for one block of sequences as a pulp op (vectorised for
