@@ -47,10 +47,10 @@
 //! satellite time series (TempCNN, MS-ResNet, InceptionTime).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use crate::ops::cpu::{
-    par_zeroed, slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float, XwKernel,
+    par_zeroed, par_zeroed_map, slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float,
+    XwKernel,
 };
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::transpose::transpose;
@@ -234,14 +234,13 @@ impl XwKernel for Conv1dOp {
         if self.padding < d.k && winograd1d::applies(d.k, s, dil, d.ci, d.co) {
             return self.winograd_backward(x, w, dy, d);
         }
-        let mut dx = zeros_par(d.b * d.ci * d.l);
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
-        let partials: Vec<Vec<T>> = dx
-            .par_chunks_mut(per * d.nb * d.ci * d.l)
-            .enumerate()
-            .map(|(part, dxp)| -> Result<Vec<T>, String> {
+        let (dx, partials) = par_zeroed_map(
+            d.b * d.ci * d.l,
+            per * d.nb * d.ci * d.l,
+            |part, dxp: &mut [T]| -> Result<Vec<T>, String> {
                 let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
                 let (mut cols, mut dcols) = (Vec::new(), Vec::new());
                 let mut dwt = zeros_par(d.co * kc);
@@ -318,8 +317,8 @@ impl XwKernel for Conv1dOp {
                     }
                 }
                 Ok(dwt)
-            })
-            .collect::<Result<_, String>>()?;
+            },
+        )?;
         let dwt = sum_in_order(partials, d.co * kc);
         let mut dw = zeros_par(d.co * kc);
         for o in 0..d.co {

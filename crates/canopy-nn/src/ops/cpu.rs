@@ -253,10 +253,24 @@ pub(crate) fn par_zeroed<T: GemmScalar, E: Send>(
     chunk: usize,
     f: impl Fn(usize, &mut [T]) -> Result<(), E> + Sync,
 ) -> Result<Vec<T>, E> {
+    Ok(par_zeroed_map(n, chunk, f)?.0)
+}
+
+/// [`par_zeroed`] whose `f` also returns a value per chunk (partial sums, say), given back in
+/// chunk order.
+///
+/// # Errors
+/// The first error `f` returns.
+pub(crate) fn par_zeroed_map<T: GemmScalar, R: Send, E: Send>(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) -> Result<R, E> + Sync,
+) -> Result<(Vec<T>, Vec<R>), E> {
     let mut v: Box<[std::mem::MaybeUninit<T>]> = Box::new_uninit_slice(n);
-    v.par_chunks_mut(chunk.max(1))
+    let per_chunk = v
+        .par_chunks_mut(chunk.max(1))
         .enumerate()
-        .try_for_each(|(i, c)| {
+        .map(|(i, c)| {
             for e in c.iter_mut() {
                 e.write(T::ZERO);
             }
@@ -265,12 +279,13 @@ pub(crate) fn par_zeroed<T: GemmScalar, E: Send>(
             #[allow(unsafe_code)]
             let c = unsafe { &mut *(c as *mut [std::mem::MaybeUninit<T>] as *mut [T]) };
             f(i, c)
-        })?;
+        })
+        .collect::<Result<Vec<R>, E>>()?;
     // SAFETY: the chunks cover all `n` values and every one of them was written above (on an
     // error we returned instead).
     #[allow(unsafe_code)]
     let v = unsafe { v.assume_init() };
-    Ok(v.into_vec())
+    Ok((v.into_vec(), per_chunk))
 }
 
 /// [`par_zeroed`] for an `f` that cannot fail.

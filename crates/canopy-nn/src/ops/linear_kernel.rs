@@ -108,10 +108,9 @@ fn backward<T: Float>(
     with_bias: bool,
     (n, i, o): (usize, usize, usize),
 ) -> Result<(Vec<T>, Vec<T>, Option<Vec<T>>), String> {
-    let mut dx = vec![T::ZERO; n * i];
     if n == 0 || i == 0 || o == 0 {
         return Ok((
-            dx,
+            vec![T::ZERO; n * i],
             vec![T::ZERO; o * i],
             with_bias.then(|| vec![T::ZERO; o]),
         ));
@@ -122,12 +121,11 @@ fn backward<T: Float>(
         1
     };
     let wm = Mat::row_major(w, o, i);
-    dx.par_chunks_mut(ROW_BLOCK * i)
-        .zip(dy.par_chunks(ROW_BLOCK * o))
-        .try_for_each(|(dxb, dyb)| {
-            let rows = dxb.len() / i;
-            matmul(dxb, i, Mat::row_major(dyb, rows, o), wm, false, threads)
-        })?;
+    let dx = par_zeroed(n * i, ROW_BLOCK * i, |blk, dxb: &mut [T]| {
+        let rows = dxb.len() / i;
+        let dyb = chunk_at(dy, ROW_BLOCK * o, blk);
+        matmul(dxb, i, Mat::row_major(dyb, rows, o), wm, false, threads)
+    })?;
     // partial weight and bias gradients over fixed row ranges, summed in order
     let per = n.div_ceil(MAX_PARTIALS).max(MIN_PARTIAL_ROWS).min(n);
     let parts = n.div_ceil(per);

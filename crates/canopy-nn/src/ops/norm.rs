@@ -18,9 +18,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor, D};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
-use crate::ops::cpu::{chunk_at, dot8, par_build, slice, sum8, sum_in_order, zeros_par, Float};
+use crate::ops::cpu::{
+    chunk_at, dot8, par_build, par_zeroed_map, slice, sum8, sum_in_order, zeros_par, Float,
+};
 use crate::{error::shape, Result};
 
 /// Normalises over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`.
@@ -288,47 +289,49 @@ fn ln_backward<T: Float>(
     n: usize,
     eps: f64,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = zeros_par(x.len());
     let inv_n = T::from_f64(1.0 / n as f64);
-    let parts: Vec<(Vec<T>, Vec<T>)> = dx
-        .par_chunks_mut(n * ROW_BLOCK)
-        .zip(x.par_chunks(n * ROW_BLOCK))
-        .zip(dy.par_chunks(n * ROW_BLOCK))
-        .map(|((dxb, xb), dyb)| {
-            let (mut dw, mut db) = match w {
-                Some(_) => (zeros_par(n), zeros_par(n)),
-                None => (Vec::new(), Vec::new()),
-            };
-            let (mut g, mut xh) = (zeros_par(n), zeros_par(n));
-            for ((dxr, xr), dyr) in dxb.chunks_mut(n).zip(xb.chunks(n)).zip(dyb.chunks(n)) {
-                let (m, r) = row_stats(xr, eps);
-                for (h, &u) in xh.iter_mut().zip(xr) {
-                    *h = (u - m) * r;
-                }
-                match w {
-                    Some(w) => {
-                        for (((gv, &d), &gm), ((dwv, dbv), &h)) in g
-                            .iter_mut()
-                            .zip(dyr)
-                            .zip(w)
-                            .zip(dw.iter_mut().zip(db.iter_mut()).zip(&xh))
-                        {
-                            *gv = d * gm;
-                            *dwv += d * h;
-                            *dbv += d;
-                        }
-                    }
-                    None => g.copy_from_slice(dyr),
-                }
-                let mean_g = sum8(&g, |u| u) * inv_n;
-                let mean_gx = dot8(&g, &xh) * inv_n;
-                for ((o, &gv), &h) in dxr.iter_mut().zip(&g).zip(&xh) {
-                    *o = (gv - mean_g - h * mean_gx) * r;
-                }
+    let built = par_zeroed_map(x.len(), n * ROW_BLOCK, |blk, dxb: &mut [T]| {
+        let (xb, dyb) = (
+            chunk_at(x, n * ROW_BLOCK, blk),
+            chunk_at(dy, n * ROW_BLOCK, blk),
+        );
+        let (mut dw, mut db) = match w {
+            Some(_) => (zeros_par(n), zeros_par(n)),
+            None => (Vec::new(), Vec::new()),
+        };
+        let (mut g, mut xh) = (zeros_par(n), zeros_par(n));
+        for ((dxr, xr), dyr) in dxb.chunks_mut(n).zip(xb.chunks(n)).zip(dyb.chunks(n)) {
+            let (m, r) = row_stats(xr, eps);
+            for (h, &u) in xh.iter_mut().zip(xr) {
+                *h = (u - m) * r;
             }
-            (dw, db)
-        })
-        .collect();
+            match w {
+                Some(w) => {
+                    for (((gv, &d), &gm), ((dwv, dbv), &h)) in g
+                        .iter_mut()
+                        .zip(dyr)
+                        .zip(w)
+                        .zip(dw.iter_mut().zip(db.iter_mut()).zip(&xh))
+                    {
+                        *gv = d * gm;
+                        *dwv += d * h;
+                        *dbv += d;
+                    }
+                }
+                None => g.copy_from_slice(dyr),
+            }
+            let mean_g = sum8(&g, |u| u) * inv_n;
+            let mean_gx = dot8(&g, &xh) * inv_n;
+            for ((o, &gv), &h) in dxr.iter_mut().zip(&g).zip(&xh) {
+                *o = (gv - mean_g - h * mean_gx) * r;
+            }
+        }
+        Ok::<_, std::convert::Infallible>((dw, db))
+    });
+    let (dx, parts) = match built {
+        Ok(b) => b,
+        Err(never) => match never {},
+    };
     let plen = if w.is_some() { n } else { 0 };
     let (pw, pb): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     (dx, sum_in_order(pw, plen), sum_in_order(pb, plen))
