@@ -106,6 +106,28 @@ impl<'a, T: Float> Epilogue<'a, T> {
         }
     }
 
+    /// `yb (nbl, C_out, L_out) = epilogue(out)` for a product `out (C_out x n)` whose columns
+    /// hold the sequences `pitch` apart (the first `L_out` of each are outputs).
+    pub(crate) fn store_block(
+        &self,
+        out: &[T],
+        pitch: usize,
+        (nbl, lout): (usize, usize),
+        yb: &mut [T],
+    ) {
+        let co = yb.len() / (nbl * lout).max(1);
+        let n = out.len() / co.max(1);
+        for bl in 0..nbl {
+            for o in 0..co {
+                self.store_channel(
+                    o,
+                    &out[o * n + bl * pitch..][..lout],
+                    &mut yb[(bl * co + o) * lout..][..lout],
+                );
+            }
+        }
+    }
+
     /// The epilogue in place on the values of every channel at one position (`C_out` values).
     #[inline(always)]
     pub(crate) fn apply_step(&self, v: &mut [T]) {
@@ -393,15 +415,7 @@ impl Conv1dOp {
                             matmul(out, n, lhs, window(k, d.ci), k > 0, 1)?;
                         }
                     }
-                    for bl in 0..nbl {
-                        for o in 0..d.co {
-                            epi.store_channel(
-                                o,
-                                &out[o * n + bl * d.pitch()..][..d.lout],
-                                &mut yb[(bl * d.co + o) * d.lout..][..d.lout],
-                            );
-                        }
-                    }
+                    epi.store_block(&out[..d.co * n], d.pitch(), (nbl, d.lout), yb);
                     Ok(())
                 })
             },
@@ -434,15 +448,7 @@ impl Conv1dOp {
                     self.channel_major_windows(x, d, (blk * nb, nbl), n, cols);
                     let lhs = Mat::row_major(&wt, d.co, kc);
                     matmul(out, n, lhs, Mat::row_major(cols, kc, n), false, 1)?;
-                    for bl in 0..nbl {
-                        for o in 0..d.co {
-                            epi.store_channel(
-                                o,
-                                &out[o * n + bl * d.lout..][..d.lout],
-                                &mut yb[(bl * d.co + o) * d.lout..][..d.lout],
-                            );
-                        }
-                    }
+                    epi.store_block(&out[..d.co * n], d.lout, (nbl, d.lout), yb);
                     Ok(())
                 })
             },
