@@ -526,6 +526,52 @@ pub(crate) fn run_simd<Op: pulp::WithSimd>(op: Op, dispatch: bool) -> Op::Output
 mod tests {
     use super::*;
 
+    /// Chunks arrive with their index and length (the last one shorter), zeroed; values `f`
+    /// leaves alone stay zero; per-chunk results come back in chunk order; an error from any
+    /// chunk is returned.
+    #[test]
+    fn par_zeroed_chunks_are_zeroed_indexed_and_complete() {
+        let (n, chunk) = (10_007, 1_000);
+        let (v, lens) = par_zeroed_map::<f32, _, ()>(n, chunk, |i, c| {
+            assert!(c.iter().all(|&x| x == 0.0), "chunk {i} not zeroed");
+            // write every value but the first of each chunk
+            for (j, x) in c.iter_mut().enumerate().skip(1) {
+                *x = (i * chunk + j) as f32;
+            }
+            Ok((i, c.len()))
+        })
+        .unwrap();
+        assert_eq!(v.len(), n);
+        let want: Vec<(usize, usize)> = (0..11)
+            .map(|i| (i, if i < 10 { 1000 } else { 7 }))
+            .collect();
+        assert_eq!(lens, want);
+        for (k, &x) in v.iter().enumerate() {
+            let expect = if k % chunk == 0 { 0.0 } else { k as f32 };
+            assert_eq!(x, expect, "value {k}");
+        }
+        let failed = par_zeroed::<f64, String>(5_000, 64, |i, _| {
+            if i == 40 {
+                Err(format!("chunk {i}"))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(failed.unwrap_err(), "chunk 40");
+        assert!(par_build::<f32>(0, 16, |_, _| ()).is_empty());
+    }
+
+    /// `fill_rows` repeats the row over whole rows, for row counts around powers of two.
+    #[test]
+    fn fill_rows_repeats_the_row() {
+        let row = [1.0f32, 2.0, 3.0];
+        for rows in [1, 2, 3, 4, 5, 8, 13] {
+            let mut dst = vec![0.0f32; 3 * rows];
+            fill_rows(&mut dst, &row);
+            assert!(dst.chunks(3).all(|r| r == row), "{rows} rows");
+        }
+    }
+
     #[test]
     fn approximate_exp_sigmoid_and_tanh_are_accurate_in_f32() {
         let mut worst: f64 = 0.0;
