@@ -16,7 +16,7 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use crate::error::invalid;
-use crate::ops::cpu::{slice, Float};
+use crate::ops::cpu::{chunk_at, par_build, slice, Float};
 use crate::Result;
 
 /// Elements per parallel task of the mask.
@@ -60,16 +60,14 @@ struct DropoutOp {
 }
 
 fn apply_mask<T: Float>(x: &[T], keep: &[bool], scale: T) -> Vec<T> {
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(MASK_CHUNK)
-        .zip(x.par_chunks(MASK_CHUNK))
-        .zip(keep.par_chunks(MASK_CHUNK))
-        .for_each(|((yc, xc), kc)| {
-            for ((o, &u), &k) in yc.iter_mut().zip(xc).zip(kc) {
-                *o = if k { u * scale } else { T::ZERO };
-            }
-        });
-    y
+    // built in parallel chunks, each zeroed by its task (a serial `vec![0; n]` before was a
+    // single-threaded pass over the whole output)
+    par_build(x.len(), MASK_CHUNK, |c, yc: &mut [T]| {
+        let (xc, kc) = (chunk_at(x, MASK_CHUNK, c), chunk_at(keep, MASK_CHUNK, c));
+        for ((o, &u), &k) in yc.iter_mut().zip(xc).zip(kc) {
+            *o = if k { u * scale } else { T::ZERO };
+        }
+    })
 }
 
 impl DropoutOp {
