@@ -14,7 +14,9 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{invalid, shape};
-use crate::ops::cpu::{chunk_at, par_build, slice, sum8, zeros_par, Float, Saved, SavedCell};
+use crate::ops::cpu::{
+    chunk_at, par_build, par_zeroed_map, slice, sum8, zeros_par, Float, Saved, SavedCell,
+};
 use crate::Result;
 
 /// `max(x * scale[c] + shift[c], 0)` (or without the `max` when `relu` is false) for `x` of
@@ -114,35 +116,37 @@ fn backward<T: Float + Send + Sync>(
     inner: usize,
     relu: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut dx = zeros_par(x.len());
     // per plane: (sum g * x, sum g) over the unmasked elements
     let per = per_task(inner);
-    let mut sums = vec![(T::ZERO, T::ZERO); x.len() / inner.max(1)];
-    sums.par_chunks_mut(per)
-        .zip(dx.par_chunks_mut(per * inner))
-        .zip(x.par_chunks(per * inner))
-        .zip(y.par_chunks(per * inner))
-        .zip(g.par_chunks(per * inner))
-        .enumerate()
-        .for_each(|(task, ((((st, dt), xt), yt), gt))| {
-            let planes = dt.chunks_mut(inner).zip(xt.chunks(inner));
-            let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
-            let planes = planes.zip(channels(task * per, c)).enumerate();
-            for (q, ((((dp, xp), yp), gp), ch)) in planes {
-                let a = s[ch];
-                let (mut gx, mut gs) = (T::ZERO, T::ZERO);
-                for (((d, &u), &v), &w) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
-                    let w = if relu && v <= T::ZERO { T::ZERO } else { w };
-                    *d = w * a;
-                    gx += w * u;
-                    gs += w;
-                }
-                st[q] = (gx, gs);
+    let built = par_zeroed_map(x.len(), per * inner, |task, dt: &mut [T]| {
+        let (xt, yt, gt) = (
+            chunk_at(x, per * inner, task),
+            chunk_at(y, per * inner, task),
+            chunk_at(g, per * inner, task),
+        );
+        let mut st = Vec::with_capacity(per);
+        let planes = dt.chunks_mut(inner).zip(xt.chunks(inner));
+        let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
+        for ((((dp, xp), yp), gp), ch) in planes.zip(channels(task * per, c)) {
+            let a = s[ch];
+            let (mut gx, mut gs) = (T::ZERO, T::ZERO);
+            for (((d, &u), &v), &w) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
+                let w = if relu && v <= T::ZERO { T::ZERO } else { w };
+                *d = w * a;
+                gx += w * u;
+                gs += w;
             }
-        });
+            st.push((gx, gs));
+        }
+        Ok::<_, std::convert::Infallible>(st)
+    });
+    let (dx, sums) = match built {
+        Ok(b) => b,
+        Err(never) => match never {},
+    };
     let mut ds = zeros_par(c);
     let mut db = zeros_par(c);
-    for ((gx, gs), ch) in sums.into_iter().zip(channels(0, c)) {
+    for ((gx, gs), ch) in sums.into_iter().flatten().zip(channels(0, c)) {
         ds[ch] += gx;
         db[ch] += gs;
     }
