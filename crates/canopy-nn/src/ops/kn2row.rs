@@ -24,7 +24,7 @@
 use candle_core::{Layout, Shape};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{sum_in_order, Float, XwKernel};
+use crate::ops::cpu::{sum_in_order, zeros_par, Float, XwKernel};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Most output channels this path takes.
@@ -94,7 +94,7 @@ impl XwKernel for Kn2rowOp {
 
     fn forward<T: Float>(&self, x: &[T], w: &[T], d: Dims) -> Result<Vec<T>, String> {
         let (hw, ohw) = (d.h * d.w, d.ho * d.wo);
-        let mut y = vec![T::ZERO; d.b * d.co * ohw];
+        let mut y = zeros_par(d.b * d.co * ohw);
         if y.is_empty() {
             return Ok(y);
         }
@@ -139,7 +139,7 @@ impl XwKernel for Kn2rowOp {
         d: Dims,
     ) -> Result<(Vec<T>, Vec<T>), String> {
         let (hw, ohw, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
-        let mut dx = vec![T::ZERO; d.b * d.c * hw];
+        let mut dx = zeros_par(d.b * d.c * hw);
         if d.b == 0 || d.c == 0 || d.co == 0 {
             return Ok((dx, vec![T::ZERO; w.len()]));
         }

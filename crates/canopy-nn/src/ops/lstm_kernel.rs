@@ -993,8 +993,8 @@ fn gates_backward<T: Float>(
     m: usize,
 ) -> (Vec<T>, Vec<T>) {
     let [oi, of, og, oo] = order;
-    let mut dgates = vec![T::ZERO; 4 * b * m];
-    let mut dc = vec![T::ZERO; b * m];
+    let mut dgates = zeros_par(4 * b * m);
+    let mut dc = zeros_par(b * m);
     dgates
         .par_chunks_mut(4 * m)
         .zip(dc.par_chunks_mut(m))

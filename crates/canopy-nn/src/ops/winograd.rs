@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use crate::ops::conv_cpu::ConvGeom;
-use crate::ops::cpu::{with_scratch, Float};
+use crate::ops::cpu::{with_scratch, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -115,7 +115,9 @@ pub(crate) fn forward<T: Float + Send + Sync>(
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
     let u = weight_transform(w, c_out, c);
-    let mut y = vec![T::ZERO; g.b * c_out * ho * wo];
+    // filled by all threads (a serial `vec![0; n]` of a U-Net activation is tens of MB on one
+    // core); the tasks own per-plane segments, not contiguous chunks, so not `par_zeroed`
+    let mut y = zeros_par(g.b * c_out * ho * wo);
     if y.is_empty() {
         return Ok(y);
     }
