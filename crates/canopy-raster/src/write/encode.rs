@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use libdeflater::{CompressionLvl, Compressor};
-use ndarray::{ArrayView3, Axis};
+use ndarray::{ArrayView2, ArrayView3, Axis};
 
 use super::{Interleave, Predictor};
 use crate::{Compression, Sample};
@@ -21,6 +21,12 @@ pub(crate) struct Codec {
 thread_local! {
     /// One libdeflate compressor per thread (creating one allocates its match finder).
     static DEFLATER: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
+    /// Per-thread buffer of gathered samples, reused from block to block (as `u64` words, so
+    /// that any sample type can be viewed in it aligned). A fresh half-megabyte buffer per
+    /// tile cost a zero-fill and its page faults each time.
+    static SAMPLES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread buffer the compressor writes into, reused likewise.
+    static COMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One encoded chunk, ready to be appended to the file.
@@ -47,9 +53,11 @@ impl<T: Sample> Chunk<T> {
 /// `stored_h x stored_w` (`>= h x w`, padded with zeros). Returns one chunk for pixel
 /// interleave, one chunk per band for band interleave.
 ///
-/// The samples are gathered into a zero-initialised buffer of the stored size (so the padding
-/// costs nothing), row slice by row slice; on little-endian hosts that buffer's bytes are the
-/// little-endian bytes the file needs, with no per-sample conversion.
+/// The samples are gathered row by row into a buffer of the stored size whose padding is
+/// zero; on little-endian hosts that buffer's bytes are the little-endian bytes the file
+/// needs, with no per-sample conversion. Blocks that are compressed or predicted are gathered
+/// into a per-thread buffer reused from block to block; plain copies get a buffer of their
+/// own, which is written to the file as it is.
 pub(crate) fn encode_block<T: Sample>(
     data: ArrayView3<T>,
     stored_h: usize,
@@ -62,78 +70,153 @@ pub(crate) fn encode_block<T: Sample>(
             "block extent {h}x{w} exceeds the stored block size {stored_h}x{stored_w}"
         ));
     }
+    let copy_only = codec.compression == Compression::None
+        && codec.predictor == Predictor::None
+        && cfg!(target_endian = "little");
+    let partial = h < stored_h || w < stored_w;
     let n = T::DTYPE.size();
-    let mut chunks = Vec::new();
     match codec.interleave {
         Interleave::Pixel => {
-            let row_samples = stored_w * bands;
-            let mut buf = vec![T::default(); row_samples * stored_h];
-            // Rows come from one row iterator per band: a `slice` per row and band cost about
-            // as much as the copy of a 256-pixel row.
-            let planes: Vec<_> = data.outer_iter().collect();
-            let mut band_rows: Vec<_> = planes.iter().map(|p| p.rows().into_iter()).collect();
-            for dst in buf.chunks_exact_mut(row_samples).take(h) {
-                for (b, rows) in band_rows.iter_mut().enumerate() {
-                    let Some(src) = rows.next() else {
-                        return Err(format!("band {b} holds fewer than {h} rows"));
-                    };
-                    match src.as_slice() {
-                        Some(src) => scatter(dst, src, bands, b),
-                        None => dst
-                            .iter_mut()
-                            .skip(b)
-                            .step_by(bands)
-                            .zip(src.iter())
-                            .for_each(|(d, s)| *d = *s),
-                    }
-                }
+            let (row_samples, len) = (stored_w * bands, stored_w * bands * stored_h);
+            if copy_only {
+                let mut buf = vec![T::default(); len];
+                gather_pixels(data, &mut buf, row_samples)?;
+                return Ok(vec![Chunk::Samples(buf)]);
             }
-            chunks.push(finish_chunk(buf, row_samples * n, bands, n, codec)?);
+            with_scratch::<T, _>(len, partial, |buf| {
+                gather_pixels(data, buf, row_samples)?;
+                Ok(vec![finish_chunk(buf, row_samples * n, bands, n, codec)?])
+            })
         }
         Interleave::Band => {
+            let len = stored_w * stored_h;
+            let mut chunks = Vec::with_capacity(bands);
             for band in data.axis_iter(Axis(0)) {
-                let mut buf = vec![T::default(); stored_w * stored_h];
-                for (dst, src) in buf.chunks_exact_mut(stored_w).zip(band.rows()) {
-                    let dst = dst.iter_mut().take(w);
-                    match src.as_slice() {
-                        Some(src) => dst.zip(src).for_each(|(d, s)| *d = *s),
-                        None => dst.zip(src.iter()).for_each(|(d, s)| *d = *s),
-                    }
+                if copy_only {
+                    let mut buf = vec![T::default(); len];
+                    gather_band(band, &mut buf, stored_w);
+                    chunks.push(Chunk::Samples(buf));
+                } else {
+                    chunks.push(with_scratch::<T, _>(len, partial, |buf| {
+                        gather_band(band, buf, stored_w);
+                        finish_chunk(buf, stored_w * n, 1, n, codec)
+                    })?);
                 }
-                chunks.push(finish_chunk(buf, stored_w * n, 1, n, codec)?);
             }
+            Ok(chunks)
         }
-    }
-    Ok(chunks)
-}
-
-/// `dst[i * spp + band] = src[i]`: one band of a row into pixel-interleaved samples.
-fn scatter<T: Copy>(dst: &mut [T], src: &[T], spp: usize, band: usize) {
-    /// The same with the pixel size known at compile time (vectorisable, no bounds checks).
-    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[T], band: usize) {
-        if band < N {
-            for (px, s) in dst.chunks_exact_mut(N).zip(src) {
-                px[band] = *s;
-            }
-        }
-    }
-    match spp {
-        1 => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
-        2 => fixed::<T, 2>(dst, src, band),
-        3 => fixed::<T, 3>(dst, src, band),
-        4 => fixed::<T, 4>(dst, src, band),
-        _ => dst
-            .iter_mut()
-            .skip(band)
-            .step_by(spp)
-            .zip(src)
-            .for_each(|(d, s)| *d = *s),
     }
 }
 
-/// Little-endian bytes of `samples`, applies the predictor row by row, then compresses.
+/// Runs `f` on this thread's sample buffer viewed as `len` values of `T`; the buffer is
+/// zeroed first when `zero` (a block with padding), otherwise it holds the previous block's
+/// samples, all of which `f` overwrites.
+fn with_scratch<T: Sample, R>(
+    len: usize,
+    zero: bool,
+    f: impl FnOnce(&mut [T]) -> Result<R, String>,
+) -> Result<R, String> {
+    SAMPLES.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+        if scratch.len() < words {
+            scratch.resize(words, 0);
+        }
+        // `u64` is 8-aligned and every sample type is at most 8 bytes, so the cast holds.
+        let typed: &mut [T] = bytemuck::try_cast_slice_mut(&mut scratch[..words])
+            .map_err(|e| format!("sample buffer cast failed: {e}"))?;
+        let buf = &mut typed[..len];
+        if zero {
+            buf.fill(T::default());
+        }
+        f(buf)
+    })
+}
+
+/// Gathers a block's bands into pixel-interleaved rows of `row_samples` samples (the stored
+/// block width times the band count); samples outside `data` are left as they are.
+fn gather_pixels<T: Sample>(
+    data: ArrayView3<T>,
+    buf: &mut [T],
+    row_samples: usize,
+) -> Result<(), String> {
+    let (bands, h, w) = data.dim();
+    // Rows come from one row iterator per band: a `slice` per row and band cost about as much
+    // as the copy of a 256-pixel row.
+    let planes: Vec<_> = data.outer_iter().collect();
+    let mut band_rows: Vec<_> = planes.iter().map(|p| p.rows().into_iter()).collect();
+    let mut rows = Vec::with_capacity(bands);
+    for dst in buf.chunks_exact_mut(row_samples).take(h) {
+        rows.clear();
+        for (b, it) in band_rows.iter_mut().enumerate() {
+            let Some(src) = it.next() else {
+                return Err(format!("band {b} holds fewer than {h} rows"));
+            };
+            rows.push(src);
+        }
+        let dst = &mut dst[..w * bands];
+        let slices: Option<Vec<&[T]>> = rows.iter().map(|r| r.as_slice()).collect();
+        match slices {
+            Some(src) => interleave(dst, &src),
+            None => {
+                for (b, src) in rows.iter().enumerate() {
+                    dst.iter_mut()
+                        .skip(b)
+                        .step_by(bands)
+                        .zip(src.iter())
+                        .for_each(|(d, s)| *d = *s);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies one band into rows of `stored_w` samples; samples outside `band` are left as they are.
+fn gather_band<T: Sample>(band: ArrayView2<T>, buf: &mut [T], stored_w: usize) {
+    let w = band.ncols();
+    for (dst, src) in buf.chunks_exact_mut(stored_w).zip(band.rows()) {
+        let dst = dst.iter_mut().take(w);
+        match src.as_slice() {
+            Some(src) => dst.zip(src).for_each(|(d, s)| *d = *s),
+            None => dst.zip(src.iter()).for_each(|(d, s)| *d = *s),
+        }
+    }
+}
+
+/// `dst[i * bands + b] = src[b][i]` for every band `b` at once: one pass over the output row.
+fn interleave<T: Copy>(dst: &mut [T], src: &[&[T]]) {
+    /// The same with the band count known at compile time: no bounds checks in the loop, and
+    /// each output pixel is written whole.
+    fn fixed<T: Copy, const N: usize>(dst: &mut [T], src: &[&[T]]) {
+        let w = dst.len() / N;
+        let src: [&[T]; N] = std::array::from_fn(|b| &src[b][..w]);
+        for (i, px) in dst.chunks_exact_mut(N).enumerate() {
+            for (d, s) in px.iter_mut().zip(src) {
+                *d = s[i];
+            }
+        }
+    }
+    match src.len() {
+        1 => dst.copy_from_slice(&src[0][..dst.len()]),
+        2 => fixed::<T, 2>(dst, src),
+        3 => fixed::<T, 3>(dst, src),
+        4 => fixed::<T, 4>(dst, src),
+        bands => {
+            for (b, s) in src.iter().enumerate() {
+                dst.iter_mut()
+                    .skip(b)
+                    .step_by(bands)
+                    .zip(s.iter())
+                    .for_each(|(d, s)| *d = *s);
+            }
+        }
+    }
+}
+
+/// Little-endian bytes of `samples`, the predictor applied row by row, then compressed.
 fn finish_chunk<T: Sample>(
-    mut samples: Vec<T>,
+    samples: &mut [T],
     row_bytes: usize,
     spp: usize,
     n: usize,
@@ -141,10 +224,7 @@ fn finish_chunk<T: Sample>(
 ) -> Result<Chunk<T>, String> {
     let mut converted;
     let raw: &mut [u8] = if cfg!(target_endian = "little") {
-        if codec.compression == Compression::None && codec.predictor == Predictor::None {
-            return Ok(Chunk::Samples(samples));
-        }
-        bytemuck::cast_slice_mut(&mut samples)
+        bytemuck::cast_slice_mut(samples)
     } else {
         converted = Vec::with_capacity(samples.len() * n);
         samples.iter().for_each(|v| v.extend_le(&mut converted));
@@ -189,12 +269,20 @@ fn compress(raw: &[u8], codec: &Codec) -> Result<Vec<u8>, String> {
                     &mut other.insert((codec.level, Compressor::new(lvl))).1
                 }
             };
-            let mut out = vec![0u8; compressor.zlib_compress_bound(raw.len())];
-            let len = compressor
-                .zlib_compress(raw, &mut out)
-                .map_err(|e| format!("deflate compression failed: {e:?}"))?;
-            out.truncate(len);
-            Ok(out)
+            // Compressed into this thread's reused output buffer, then copied out at its
+            // exact size (a fresh buffer of the worst-case size per block cost a zero-fill
+            // and page faults, and kept the worst case allocated until the block was written).
+            COMPRESSED.with(|cell| {
+                let out = &mut *cell.borrow_mut();
+                let bound = compressor.zlib_compress_bound(raw.len());
+                if out.len() < bound {
+                    out.resize(bound, 0);
+                }
+                let len = compressor
+                    .zlib_compress(raw, &mut out[..bound])
+                    .map_err(|e| format!("deflate compression failed: {e:?}"))?;
+                Ok(out[..len].to_vec())
+            })
         }),
         other => Err(format!(
             "compression {other} is not supported by the writer"
@@ -265,6 +353,68 @@ pub(crate) fn floating_point_diff(row: &mut [u8], tmp: &mut Vec<u8>, n: usize, s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decompresses a zlib chunk.
+    fn inflate(chunk: &Chunk<u16>) -> Vec<u16> {
+        let mut out = Vec::new();
+        let mut d = flate2::read::ZlibDecoder::new(chunk.as_bytes());
+        std::io::Read::read_to_end(&mut d, &mut out).unwrap();
+        out.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn reused_buffers_pad_edge_blocks_with_zeros_and_interleave_any_band_count() {
+        for bands in 1..=6 {
+            let codec = Codec {
+                compression: Compression::Deflate,
+                level: 6,
+                predictor: Predictor::None,
+                interleave: Interleave::Pixel,
+            };
+            let full = ndarray::Array3::from_shape_fn((bands, 8, 8), |(b, r, c)| {
+                1 + (b * 100 + r * 10 + c) as u16
+            });
+            // A full block first leaves non-zero samples in this thread's buffer ...
+            let chunks = encode_block(full.view(), 8, 8, &codec).unwrap();
+            let got = inflate(&chunks[0]);
+            for (i, v) in got.iter().enumerate() {
+                let (px, b) = (i / bands, i % bands);
+                assert_eq!(*v, full[[b, px / 8, px % 8]], "{bands} bands, sample {i}");
+            }
+            // ... which an edge block (3 x 5 of 8 x 8), taken from a non-contiguous view,
+            // must not leak into its padding.
+            let edge = full.slice(ndarray::s![.., 1..4, 2..7;1]);
+            let strided = full.slice(ndarray::s![.., 0..6;2, 0..8;2]);
+            for (view, h, w) in [(edge, 3, 5), (strided, 3, 4)] {
+                let chunks = encode_block(view, 8, 8, &codec).unwrap();
+                let got = inflate(&chunks[0]);
+                assert_eq!(got.len(), 8 * 8 * bands);
+                for (i, v) in got.iter().enumerate() {
+                    let (px, b) = (i / bands, i % bands);
+                    let (r, c) = (px / 8, px % 8);
+                    let want = if r < h && c < w { view[[b, r, c]] } else { 0 };
+                    assert_eq!(*v, want, "{bands} bands, {h}x{w} block, row {r} col {c}");
+                }
+            }
+            // Band interleave through the same buffer.
+            let codec = Codec {
+                interleave: Interleave::Band,
+                ..codec
+            };
+            let chunks = encode_block(edge, 4, 8, &codec).unwrap();
+            assert_eq!(chunks.len(), bands);
+            for (b, chunk) in chunks.iter().enumerate() {
+                let got = inflate(chunk);
+                for (i, v) in got.iter().enumerate() {
+                    let (r, c) = (i / 8, i % 8);
+                    let want = if r < 3 && c < 5 { edge[[b, r, c]] } else { 0 };
+                    assert_eq!(*v, want, "band {b} of {bands}, row {r} col {c}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn horizontal_diff_uses_same_band_previous_pixel() {

@@ -21,8 +21,9 @@ use crate::{gdal_metadata, Compression, Error, Georef, Result, Sample, ScaleOffs
 const HEADER_RESERVE: u64 = 16;
 
 /// [`GeoTiffWriter::write_all`] asks the kernel to write dirty pages back every this many bytes
-/// (on the thread that writes the file, while the next blocks compress).
-const SYNC_EVERY: u64 = 64 << 20;
+/// (on a thread of its own, while the next blocks compress and are written), so that the
+/// final fsync of the atomic write has at most about this much left to flush.
+const SYNC_EVERY: u64 = 16 << 20;
 
 /// Distinguishes temporary files of several writers in one process.
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -401,7 +402,6 @@ impl<T: Sample> GeoTiffWriter<T> {
         let all: Vec<(usize, usize)> = (0..self.blocks_down)
             .flat_map(|br| (0..self.blocks_across).map(move |bc| (br, bc)))
             .collect();
-        let batch = (4 * self.batch).max(self.blocks_across);
         let codec = self.codec;
         let (tiled, bh, bw) = (self.tiled, self.block_h, self.block_w);
         let (height, width, blocks_across) = (self.height, self.width, self.blocks_across);
@@ -418,17 +418,41 @@ impl<T: Sample> GeoTiffWriter<T> {
             &mut self.written,
             &mut self.pos,
         );
-        // Compression of batch k+1 (rayon, every core) overlaps the writing of batch k (this
-        // scoped thread), which also asks the kernel to write back every SYNC_EVERY bytes so
-        // that the final fsync in `finish` has little left to do.
-        type Encoded<T> = Vec<(usize, usize, std::result::Result<Vec<Chunk<T>>, String>)>;
+        // Every rayon thread takes the next few blocks from a shared counter, encodes them and
+        // hands them to the sink (a scoped thread), which writes the blocks in file order
+        // (holding the few that arrive early). Every SYNC_EVERY bytes it wakes a third thread
+        // that asks the kernel to write the file back (`fdatasync` on a second handle), so the
+        // final fsync in `finish` has little left to do and the sink never waits for the disk.
+        // Unlike batches encoded by a parallel map, no thread waits for the slowest block of a
+        // batch.
+        let raw = codec.compression == Compression::None && codec.predictor == Predictor::None;
+        // Blocks per claim: about 256 KiB of samples to compress, 1 MiB to copy (one message
+        // per 32 KiB strip cost more in wake-ups than the copies).
+        let block_bytes = (bh * bw * self.bands * T::DTYPE.size()).max(1);
+        let claim = (if raw { 1 << 20 } else { 256 << 10 } / block_bytes).max(1);
+        type Encoded<T> = Vec<(usize, std::result::Result<Vec<Chunk<T>>, String>)>;
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Encoded<T>>(2);
+            let threads = rayon::current_num_threads().max(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Encoded<T>>(4 * threads);
+            let all = &all;
+            let io = |e| Error::io(tmp_path, e);
+            let handle = file.get_ref().try_clone().map_err(io)?;
+            let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let syncer = scope.spawn(move || -> Result<()> {
+                for () in sync_rx {
+                    handle.sync_data().map_err(io)?;
+                }
+                Ok(())
+            });
             let sink = scope.spawn(move || -> Result<()> {
-                let io = |e| Error::io(tmp_path, e);
                 let mut unsynced = 0u64;
+                let mut early = std::collections::BTreeMap::new();
+                let mut next = 0;
                 for encoded in rx {
-                    for (br, bc, chunks) in encoded {
+                    early.extend(encoded);
+                    while let Some(chunks) = early.remove(&next) {
+                        let (br, bc) = all[next];
+                        next += 1;
                         let chunks = chunks.map_err(|m| {
                             Error::io(
                                 path,
@@ -451,44 +475,60 @@ impl<T: Sample> GeoTiffWriter<T> {
                         if let Some(flag) = written.get_mut(block) {
                             *flag = true;
                         }
-                    }
-                    if unsynced >= SYNC_EVERY {
-                        file.flush().map_err(io)?;
-                        file.get_ref().sync_data().map_err(io)?;
-                        unsynced = 0;
+                        if unsynced >= SYNC_EVERY {
+                            file.flush().map_err(io)?;
+                            // A sync still running covers most of these bytes: skip, not wait.
+                            let _ = sync_tx.try_send(());
+                            unsynced = 0;
+                        }
                     }
                 }
                 Ok(())
             });
-            let encode = |&(br, bc): &(usize, usize)| {
+            let encode = |i: usize| {
+                let (br, bc) = all[i];
                 let (r, c) = (br * bh, bc * bw);
                 let (h, w) = (bh.min(height - r), bw.min(width - c));
                 let view = data.slice(s![.., r..r + h, c..c + w]);
                 // Tiles are stored full size; the last strip holds only its rows.
                 let (sh, sw) = if tiled { (bh, bw) } else { (h, bw) };
-                (br, bc, encode_block(view, sh, sw, &codec))
+                (i, encode_block(view, sh, sw, &codec))
             };
-            // Uncompressed blocks are a copy: this thread makes them while the sink writes;
-            // handing such small jobs to rayon cost more in wake-ups than the copies
-            // (a 134 MB striped write: 0.7 s of futex and sched_yield under load).
-            let raw = codec.compression == Compression::None && codec.predictor == Predictor::None;
-            for group in all.chunks(batch) {
-                let encoded: Encoded<T> = if raw {
-                    group.iter().map(encode).collect()
-                } else {
-                    group.par_iter().map(encode).collect()
-                };
-                if tx.send(encoded).is_err() {
-                    break; // the sink stopped on an error, returned by join below
+            let encode_claim = |first: usize| -> Encoded<T> {
+                (first..(first + claim).min(all.len()))
+                    .map(encode)
+                    .collect()
+            };
+            if raw {
+                // Uncompressed blocks are a copy: this thread makes them while the sink
+                // writes; handing such small jobs to rayon cost more in wake-ups than the
+                // copies (a 134 MB striped write: 0.7 s of futex and sched_yield under load).
+                for first in (0..all.len()).step_by(claim) {
+                    if tx.send(encode_claim(first)).is_err() {
+                        break; // the sink stopped on an error, returned by join below
+                    }
                 }
+            } else {
+                let counter = std::sync::atomic::AtomicUsize::new(0);
+                rayon::broadcast(|_| loop {
+                    let first = counter.fetch_add(claim, Ordering::Relaxed);
+                    if first >= all.len() || tx.send(encode_claim(first)).is_err() {
+                        break;
+                    }
+                });
             }
             drop(tx);
-            sink.join().map_err(|_| {
+            let panicked = |what: &str| {
                 Error::io(
                     path,
-                    std::io::Error::other("the file writer thread panicked"),
+                    std::io::Error::other(format!("the {what} thread panicked")),
                 )
-            })?
+            };
+            // The sink's result first: its error is the cause when the syncer also failed.
+            let written = sink.join().map_err(|_| panicked("file writer"));
+            let synced = syncer.join().map_err(|_| panicked("write-back"));
+            written??;
+            synced?
         })
     }
 
