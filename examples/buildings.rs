@@ -9,6 +9,8 @@
 //!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors] [--trace-steps 20]
 //! ```
 //!
+//! (`--help` describes every flag; an unknown flag is an error.)
+//!
 //! Data: `../shared/data/buildings` (or `CANOPY_SHARED_DATA`): RAMP areas 1 (Zanzibar),
 //! 2 (Kampala), 3 (Banepa) and 5 (Nairobi) as XYZ PNG tiles with OSM polygons, and the Banepa
 //! GeoTIFF tiles, grouped with area 3 (they cover neighbouring ground). Tiles of different zooms
@@ -62,14 +64,73 @@ use canopy_train::checkpoint::{save_checkpoint, CheckpointMeta};
 use canopy_train::loss::{ce_soft_iou_loss, CeSoftIouConfig, CrossEntropyConfig};
 use canopy_train::optim::{param_groups, Adam, AdamConfig, Optimizer};
 use canopy_train::schedule::{CyclicLr, CyclicMode, LrSchedule};
+use clap::Parser;
 use ndarray::Array3;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| <[String]>::get(&args, i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
+/// Trains and evaluates a building segmentation network (see the module docs for the recipe).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Network: unet, fcn or mlpnet.
+    #[arg(long, default_value = "unet")]
+    model: String,
+    /// Training epochs (stage 1 of the two-stage recipe).
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// RAMP area held out whole for validation.
+    #[arg(long, default_value_t = 5)]
+    val_area: usize,
+    /// U-Net base width.
+    #[arg(long, default_value_t = 16)]
+    width: usize,
+    /// Side of the random training patches, pixels.
+    #[arg(long, default_value_t = 128)]
+    patch: usize,
+    /// Patches per training step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Random patches per epoch.
+    #[arg(long, default_value_t = 256)]
+    patches: usize,
+    /// Learning-rate schedule: exp (1e-3 x lr-decay per epoch) or cyclic (triangular2).
+    #[arg(long, default_value = "exp")]
+    schedule: String,
+    /// Factor per epoch of the exp schedule.
+    #[arg(long, default_value_t = 0.8)]
+    lr_decay: f64,
+    /// Tiles per evaluation batch.
+    #[arg(long, default_value_t = 8)]
+    eval_batch: usize,
+    /// Evaluate the validation area only.
+    #[arg(long)]
+    eval_val_only: bool,
+    /// Seed of the initial weights, patches, augmentation and label noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long, default_value = "buildings-run")]
+    out: PathBuf,
+    /// Label noise of stage 1: largest offset of a tile's label layer, pixels.
+    #[arg(long, default_value_t = 0)]
+    noise_shift: usize,
+    /// Label noise of stage 1: probability that a building is omitted.
+    #[arg(long, default_value_t = 0.0)]
+    noise_omit: f64,
+    /// Share of the training tiles whose clean labels are used (stage 2, or the whole run
+    /// without noise).
+    #[arg(long, default_value_t = 1.0)]
+    clean_fraction: f64,
+    /// Epochs of stage 2 (fine-tuning on the clean labels, lr 1e-4 x 0.8 per epoch).
+    #[arg(long, default_value_t = 0)]
+    finetune_epochs: usize,
+    /// Write the loaded tiles and masks here (for tools/train_buildings_torch.py).
+    #[arg(long)]
+    export_tiles: Option<PathBuf>,
+    /// Round the weights to f16 and write them here with a provenance sidecar.
+    #[arg(long)]
+    export_builtin: Option<PathBuf>,
+    /// Stop after this many steps and write trace.safetensors (0: train normally).
+    #[arg(long, default_value_t = 0)]
+    trace_steps: usize,
 }
 
 fn data_dir() -> PathBuf {
@@ -268,25 +329,27 @@ fn main() -> anyhow::Result<()> {
             root.display()
         );
     }
-    let epochs: usize = arg("--epochs", "8").parse()?;
-    let val_area: usize = arg("--val-area", "5").parse()?;
-    let width: usize = arg("--width", "16").parse()?;
-    let patch: usize = arg("--patch", "128").parse()?;
-    let batch: usize = arg("--batch", "8").parse()?;
-    let val_only = std::env::args().any(|a| a == "--eval-val-only");
-    let eval_batch: usize = arg("--eval-batch", "8").parse::<usize>()?.max(1);
-    let patches: usize = arg("--patches", "256").parse()?;
-    let seed: u64 = arg("--seed", "0").parse()?;
-    let out = PathBuf::from(arg("--out", "buildings-run"));
-    let schedule = arg("--schedule", "exp");
-    let lr_decay: f64 = arg("--lr-decay", "0.8").parse()?;
-    let export = arg("--export-tiles", "");
-    let builtin = arg("--export-builtin", "");
-    let clean_fraction: f64 = arg("--clean-fraction", "1").parse()?;
-    let finetune_epochs: usize = arg("--finetune-epochs", "0").parse()?;
-    let noise_shift: usize = arg("--noise-shift", "0").parse()?;
-    let noise_omit: f64 = arg("--noise-omit", "0").parse()?;
-    let trace_steps: usize = arg("--trace-steps", "0").parse()?;
+    let args = Args::parse();
+    let Args {
+        epochs,
+        val_area,
+        width,
+        patch,
+        batch,
+        eval_val_only: val_only,
+        patches,
+        seed,
+        lr_decay,
+        clean_fraction,
+        finetune_epochs,
+        noise_shift,
+        noise_omit,
+        trace_steps,
+        ..
+    } = args;
+    let eval_batch = args.eval_batch.max(1);
+    let out = args.out.clone();
+    let schedule = args.schedule.clone();
     let noise = (noise_shift > 0 || noise_omit > 0.0).then(|| LabelNoiseConfig {
         max_shift: noise_shift,
         object_shift: noise_shift.min(2),
@@ -298,7 +361,7 @@ fn main() -> anyhow::Result<()> {
         bail!("--clean-fraction {clean_fraction} must be in (0, 1]");
     }
     std::fs::create_dir_all(&out)?;
-    let cfg = match arg("--model", "unet").as_str() {
+    let cfg = match args.model.as_str() {
         "unet" => ModelConfig::Unet(UNetConfig {
             in_channels: 3,
             classes: 2,
@@ -321,8 +384,8 @@ fn main() -> anyhow::Result<()> {
         val.len(),
         t0.elapsed().as_secs_f64()
     );
-    if !export.is_empty() {
-        export_tiles(Path::new(&export), &all, &val_group)?;
+    if let Some(export) = &args.export_tiles {
+        export_tiles(export, &all, &val_group)?;
     }
     let stats = BandStats::compute(&train)?;
     // the tiles whose clean labels stage 2 (and a run without noise) may use
@@ -489,7 +552,7 @@ fn main() -> anyhow::Result<()> {
                 "steps": trace_rows,
                 "batch": batch,
                 "width": width,
-                "model": arg("--model", "unet"),
+                "model": args.model,
             }),
         )?;
         println!("wrote the first {trace_steps} steps to {}", path.display());
@@ -505,7 +568,7 @@ fn main() -> anyhow::Result<()> {
         ..CheckpointMeta::default()
     };
     save_checkpoint(out.join("model.safetensors"), &vm.named_vars()?, &meta)?;
-    if !builtin.is_empty() {
+    if args.export_builtin.is_some() {
         // evaluate exactly the weights that will be shipped: rounded to f16
         for (name, var) in vm.named_vars()? {
             if !name.ends_with("num_batches_tracked") {
@@ -569,8 +632,8 @@ fn main() -> anyhow::Result<()> {
         rows.push(serde_json::json!({"area": area, "role": role, "iou": c.iou(), "accuracy": c.accuracy()}));
     }
     atomic::write_json(&out.join("metrics.json"), &rows)?;
-    if !builtin.is_empty() {
-        let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(builtin) = &args.export_builtin {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
         let info = serde_json::json!({
             "name": "buildings-unet16",
             "task": "building (1) versus background (0) in RGB aerial and drone imagery",
@@ -585,11 +648,11 @@ fn main() -> anyhow::Result<()> {
                 "Imagery: OpenAerialMap contributors, CC BY 4.0",
                 "Labels: (c) OpenStreetMap contributors, ODbL 1.0"
             ],
-            "recipe": format!("cargo run --release --example buildings -- {}", args.join(" ")),
+            "recipe": format!("cargo run --release --example buildings -- {}", argv.join(" ")),
             "scores": rows,
         });
         write_builtin(
-            Path::new(&builtin),
+            builtin,
             &vm,
             &CheckpointMeta {
                 extra: info,
