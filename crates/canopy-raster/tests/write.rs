@@ -558,3 +558,60 @@ fn auto_bigtiff_is_classic_for_small_files_and_overwrites_atomically() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "no temporary file left behind");
 }
+
+/// Blocks are encoded by whichever thread is free and written in block order: the file does
+/// not depend on the number of threads, and the offsets grow block by block.
+#[test]
+fn files_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 x 64 x 3 u16 tiles (24 KiB): about ten per claim, so 100 tiles are shared out in
+    // several claims; 1-row strips of 640 x 3 u16 likewise.
+    let data = smooth::<u16>(3, 640, 640);
+    let raster = Raster::new(data.clone(), georef());
+    for (name, opts) in [
+        ("tiled", WriteOptions::default().tiled(64, 64)),
+        ("striped", WriteOptions::default().striped(1)),
+        (
+            "band",
+            WriteOptions::default()
+                .tiled(64, 64)
+                .with_interleave(Interleave::Band),
+        ),
+    ] {
+        let files: Vec<Vec<u8>> = [1, 2, 3]
+            .iter()
+            .map(|&threads| {
+                let path = dir.path().join(format!("{name}-{threads}.tif"));
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap()
+                    .install(|| write_geotiff(&path, &raster, &opts))
+                    .unwrap();
+                assert!(le_bytes(&decode::<u16>(&path)) == le_bytes(&data), "{name}");
+                let mut d = Decoder::new(BufReader::new(File::open(&path).unwrap())).unwrap();
+                let tag = if name == "striped" {
+                    Tag::StripOffsets
+                } else {
+                    Tag::TileOffsets
+                };
+                let mut offsets = d.get_tag_u64_vec(tag).unwrap();
+                if name == "band" {
+                    // one chunk per band and block, written block by block: reorder by block
+                    let n = offsets.len() / 3;
+                    offsets = (0..n)
+                        .flat_map(|b| (0..3).map(move |p| p * n + b))
+                        .map(|i| offsets[i])
+                        .collect();
+                }
+                assert!(offsets.len() >= 100, "{name}: {} blocks", offsets.len());
+                assert!(
+                    offsets.windows(2).all(|w| w[0] < w[1]),
+                    "{name}, {threads} threads: blocks out of order"
+                );
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files[0] == files[1] && files[1] == files[2], "{name}");
+    }
+}
