@@ -160,11 +160,7 @@ fn gather_pixels<T: Sample>(
             Some(src) => interleave(dst, &src),
             None => {
                 for (b, src) in rows.iter().enumerate() {
-                    dst.iter_mut()
-                        .skip(b)
-                        .step_by(bands)
-                        .zip(src.iter())
-                        .for_each(|(d, s)| *d = *s);
+                    scatter_band(dst, src.iter(), b, bands);
                 }
             }
         }
@@ -204,13 +200,21 @@ fn interleave<T: Copy>(dst: &mut [T], src: &[&[T]]) {
         4 => fixed::<T, 4>(dst, src),
         bands => {
             for (b, s) in src.iter().enumerate() {
-                dst.iter_mut()
-                    .skip(b)
-                    .step_by(bands)
-                    .zip(s.iter())
-                    .for_each(|(d, s)| *d = *s);
+                scatter_band(dst, s.iter(), b, bands);
             }
         }
+    }
+}
+
+/// `dst[i * bands + b] = src[i]`: one band into pixel-interleaved samples.
+fn scatter_band<'a, T: Copy + 'a>(
+    dst: &mut [T],
+    src: impl Iterator<Item = &'a T>,
+    b: usize,
+    bands: usize,
+) {
+    for (d, s) in dst.iter_mut().skip(b).step_by(bands).zip(src) {
+        *d = *s;
     }
 }
 
