@@ -21,7 +21,9 @@
 //!   exactly as libtiff's `fpDiff`.
 //! - **Compression**: 1 (none), 5 (LZW, with the TIFF "early change" code size switch, via
 //!   `weezl`) and 8 (Deflate as a zlib stream, via libdeflate). Blocks are compressed in
-//!   parallel with rayon and appended to the file in order.
+//!   parallel with rayon and appended to the file in order, so a file does not depend on the
+//!   number of threads. Each thread keeps one sample buffer and one output buffer of the
+//!   largest block it encoded, reused from block to block.
 //! - **Photometric**: RGB for three `u8` bands (as GDAL does), otherwise MinIsBlack with
 //!   `ExtraSamples` = 0 (unspecified) for every band beyond the first.
 //! - **BigTIFF** (<https://www.awaresystems.be/imaging/tiff/bigtiff.html>): the IFD is written
@@ -312,7 +314,9 @@ fn printf_g17(v: f64) -> String {
 
 /// Writes a whole raster to `path` as a GeoTIFF (atomically: see the module docs).
 ///
-/// Blocks are compressed in parallel, in batches, and written in row-major order.
+/// Every rayon thread takes the next few blocks, compresses them and hands them to a writer
+/// thread that appends them in row-major order; a third thread asks the kernel to write the
+/// file back every 16 MiB, so the final fsync has little left to do.
 ///
 /// # Errors
 /// Invalid options (see [`WriteOptions::validate`]), a scale/offset list whose length is
