@@ -33,7 +33,7 @@
 //!   [`BigTiff::Never`].
 //! - **Georeferencing** (OGC GeoTIFF 1.1): `ModelPixelScale` + `ModelTiepoint` or
 //!   `ModelTransformation` (DOUBLE), `GeoKeyDirectory` (SHORT), `GeoDoubleParams` (DOUBLE),
-//!   `GeoAsciiParams` (ASCII), from [`Georef::to_tags`]. GDAL's private tags: `GDAL_NODATA`
+//!   `GeoAsciiParams` (ASCII), from [`Georef::to_tags`](crate::Georef::to_tags). GDAL's private tags: `GDAL_NODATA`
 //!   (42113, ASCII, see [`format_nodata`]) and `GDAL_METADATA` (42112) for band scale/offset.
 //! - **Atomic**: data goes to a hidden temporary file in the destination directory
 //!   (`.<name>.<pid>.<n>.tmp`), which is fsynced and renamed over the destination by
