@@ -416,8 +416,10 @@ fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches()
     let dev = Device::Cpu;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     // one direction runs its recurrence over the whole thread pool (two directions run one
-    // task each); 20 sequences split every gate loop into several tasks
-    let (b, t) = (20usize, 9usize);
+    // task each); 30 sequences split every gate loop into several tasks, and their 330
+    // steps put the input projection of the two directions into blocks of 256 rows, one of
+    // which ends the first direction and starts the second
+    let (b, t) = (30usize, 11usize);
     let ragged: Vec<usize> = (0..b).map(|i| 1 + (i * 7) % t).collect();
     for (bidirectional, lengths) in [
         (false, None),

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{slice, zeros_par, Float, Saved, SavedCell};
+use crate::ops::cpu::{fill_rows, par_zeroed, slice, zeros_par, Float, Saved, SavedCell};
 use crate::ops::gemm::{matmul, Mat};
 
 /// One direction of a [`LstmBiLayerOp`]: its hidden size, whether it runs in reverse and the
@@ -585,18 +585,26 @@ fn bi_forward<T: Float>(
             bias.len()
         ));
     }
-    // the input projections x W_ihᵀ + b, one product per direction with every thread
-    let mut acts = zeros_par(nd * bt * g4);
-    for (d, a) in acts.chunks_mut(bt * g4).enumerate() {
-        let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
-        let bd = &bias[d * g4..(d + 1) * g4];
-        matmul(a, g4, Mat::row_major(x, bt, c), w_ih.t(), false, threads)?;
-        a.par_chunks_mut(g4).for_each(|row| {
-            for (v, &bv) in row.iter_mut().zip(bd) {
-                *v += bv;
-            }
-        });
-    }
+    // the input projections x W_ihᵀ + b of every direction, in blocks of rows (a block may end
+    // one direction and start the next): each block is filled with its bias rows and the
+    // product added to it while the block is in cache (a separate pass adding the bias to the
+    // finished `(D, B·T, 4H)` product cost ~13 % of a one-layer forward)
+    let proj_threads = if nd * bt <= PROJ_ROWS { threads } else { 1 };
+    let mut acts = par_zeroed(nd * bt * g4, PROJ_ROWS * g4, |blk, ab: &mut [T]| {
+        let (r0, rows) = (blk * PROJ_ROWS, ab.len() / g4.max(1));
+        let mut done = 0;
+        while done < rows {
+            let (d, local) = ((r0 + done) / bt, (r0 + done) % bt);
+            let take = (bt - local).min(rows - done);
+            let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
+            let seg = &mut ab[done * g4..(done + take) * g4];
+            fill_rows(seg, &bias[d * g4..(d + 1) * g4]);
+            let xs = Mat::row_major(&x[local * c..(local + take) * c], take, c);
+            matmul(seg, g4, xs, w_ih.t(), true, proj_threads)?;
+            done += take;
+        }
+        Ok::<(), String>(())
+    })?;
     // the output (2, B·T, D·H) as H-slices: slice j belongs to direction j mod D, and each
     // direction's slices come in (half, row) order
     let mut out = zeros_par(2 * bt * dh);
@@ -844,6 +852,8 @@ fn gate_dims(gates: &Layout, c: &Layout) -> candle_core::Result<(usize, usize)> 
 
 /// Work unit of the gate kernels (values per task).
 const GATE_CHUNK: usize = 4096;
+/// Rows per block of a layer's input projection.
+const PROJ_ROWS: usize = 256;
 
 /// `c' = σ(f) c + σ(i) tanh(g)`, `h' = σ(o) tanh(c')` element by element (equal-length slices,
 /// so the loop vectorises).
