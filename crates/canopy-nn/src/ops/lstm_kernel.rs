@@ -432,8 +432,9 @@ fn lstm_backward<T: Float>(
 }
 
 /// The weight and bias gradients of one direction from its `dxw` `(B·T, 4H)`:
-/// `d[W_ih | W_hh] = dxwᵀ [x | h_prev]` written into `dw` `(4H, C + H)` (both products land in
-/// place, no copy of `d W_hh` afterwards) and `d bias = Σ_rows dxw` into `db` `(4H)`.
+/// `d[W_ih | W_hh | bias] = dxwᵀ [x | h_prev | 1]`, one product, split into `dw` `(4H, C + H)`
+/// and `db` `(4H)` (one pass over `dxw` instead of three: one layer 128 -> 128 on (256, 45),
+/// forward + backward at 1 thread 121.7 -> 114.7 ms).
 #[allow(clippy::too_many_arguments)]
 fn weight_grads<T: Float>(
     op: &LstmLayerOp,
@@ -445,43 +446,46 @@ fn weight_grads<T: Float>(
     threads: usize,
 ) -> Result<(), String> {
     let h = op.hidden;
-    let (g4, bt) = (4 * h, b * t);
-    let dxw_t = Mat::row_major(dxw, bt, g4).t();
-    matmul(dw, c + h, dxw_t, Mat::row_major(x, bt, c), false, threads)?; // d W_ih
-                                                                         // h_prev: the state each (sequence, step) row started from (zero at its first step), so
-                                                                         // d W_hh = Σ_s dgates_sᵀ h_prev(s) is one product over all rows
-    let mut h_prev = vec![T::ZERO; bt * h];
+    let (g4, bt, ch1) = (4 * h, b * t, c + h + 1);
+    // row (sequence, step) of `rows` is [x | h_prev | 1]: its input, the state it started from
+    // (zero at its first step) and a one, so that
+    //   [d W_ih | d W_hh | d bias] = dxwᵀ [x | h_prev | 1]
+    // is one product over all rows, one pass over dxw (three products read it three times)
+    let mut rows = vec![T::ZERO; bt * ch1];
     let fill = |(bi, seq): (usize, &mut [T])| {
         let len = op.len_of(bi, t);
-        for (s, row) in seq.chunks_mut(h).enumerate().take(len) {
-            if let Some(p) = op.prev(s, len, t) {
-                row.copy_from_slice(h_all.row(bi * t + p));
+        for (s, row) in seq.chunks_exact_mut(ch1).enumerate() {
+            let r = bi * t + s;
+            row[..c].copy_from_slice(&x[r * c..(r + 1) * c]);
+            if let Some(p) = op.prev(s, len, t).filter(|_| s < len) {
+                row[c..c + h].copy_from_slice(h_all.row(bi * t + p));
             }
+            row[c + h] = T::ONE;
         }
     };
     if threads > 1 {
-        h_prev.par_chunks_mut(t * h).enumerate().for_each(fill);
+        rows.par_chunks_mut(t * ch1).enumerate().for_each(fill);
     } else {
-        h_prev.chunks_mut(t * h).enumerate().for_each(fill);
+        rows.chunks_mut(t * ch1).enumerate().for_each(fill);
     }
+    let mut g = vec![T::ZERO; g4 * ch1];
+    let dxw_t = Mat::row_major(dxw, bt, g4).t();
     matmul(
-        &mut dw[c..],
-        c + h,
+        &mut g,
+        ch1,
         dxw_t,
-        Mat::row_major(&h_prev, bt, h),
-        false,
-        threads,
-    )?; // d W_hh
-        // d bias = 1ᵀ dxw
-    let ones = vec![T::ONE; bt];
-    matmul(
-        db,
-        g4,
-        Mat::row_major(&ones, 1, bt),
-        Mat::row_major(dxw, bt, g4),
+        Mat::row_major(&rows, bt, ch1),
         false,
         threads,
     )?;
+    for ((dst, bias), src) in dw
+        .chunks_exact_mut(c + h)
+        .zip(db.iter_mut())
+        .zip(g.chunks_exact(ch1))
+    {
+        dst.copy_from_slice(&src[..c + h]);
+        *bias = src[c + h];
+    }
     Ok(())
 }
 /// A whole LSTM layer, all directions in one op: `(x (B, T, C), w (D, 4H, C + H), bias (D, 4H))
