@@ -615,3 +615,28 @@ fn files_do_not_depend_on_the_thread_count() {
         assert!(files[0] == files[1] && files[1] == files[2], "{name}");
     }
 }
+
+/// Files written from inside rayon tasks (a parallel loop over rasters) share the pool with
+/// the writers' own block encoding: every write completes and reads back.
+#[test]
+fn writes_from_parallel_tasks_complete() {
+    use rayon::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    // 19 x 17 tiles of 4 KiB: six claims of 64 tiles per file
+    let data = smooth::<u16>(2, 600, 520);
+    let raster = Raster::new(data.clone(), georef());
+    let opts = WriteOptions::default().tiled(32, 32);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        (0..6).into_par_iter().for_each(|i| {
+            write_geotiff(dir.path().join(format!("{i}.tif")), &raster, &opts).unwrap();
+        })
+    });
+    for i in 0..6 {
+        let back = decode::<u16>(&dir.path().join(format!("{i}.tif")));
+        assert!(le_bytes(&back) == le_bytes(&data), "file {i}");
+    }
+}
