@@ -424,7 +424,9 @@ impl<T: Sample> GeoTiffWriter<T> {
         // that asks the kernel to write the file back (`fdatasync` on a second handle), so the
         // final fsync in `finish` has little left to do and the sink never waits for the disk.
         // Unlike batches encoded by a parallel map, no thread waits for the slowest block of a
-        // batch.
+        // batch. Blocks held early are those encoded while an earlier claim was still being
+        // encoded (a few claims, unless a thread is descheduled for long), and never more
+        // than the compressed raster, which is in memory in full anyway.
         let raw = codec.compression == Compression::None && codec.predictor == Predictor::None;
         // Blocks per claim: about 256 KiB of samples to compress, 1 MiB to copy (one message
         // per 32 KiB strip cost more in wake-ups than the copies).
