@@ -46,6 +46,9 @@ struct Args {
     /// `canopy_nn::allocator::keep_freed_memory` (as the training examples and the CLI do).
     #[arg(long)]
     default_allocator: bool,
+    /// Time the forward passes only (for profiling a forward kernel).
+    #[arg(long)]
+    forward_only: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -57,7 +60,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 /// nothing is skipped.
 fn time_case(
     name: &str,
-    repeat: usize,
+    (repeat, forward_only): (usize, bool),
     vars: &[&Var],
     f: &dyn Fn() -> Result<Tensor>,
 ) -> Result<()> {
@@ -67,6 +70,9 @@ fn time_case(
         let t = Instant::now();
         f()?.sum_all()?.to_scalar::<f32>()?;
         fwd.push(t.elapsed().as_secs_f64());
+        if forward_only {
+            continue;
+        }
         let t = Instant::now();
         let g = f()?.sum_all()?.backward()?;
         for v in vars {
@@ -76,7 +82,12 @@ fn time_case(
         }
         both.push(t.elapsed().as_secs_f64());
     }
-    let ((mf, bf), (mb, bb)) = (stats(fwd), stats(both));
+    let (mf, bf) = stats(fwd);
+    if forward_only {
+        println!("{{\"case\":\"{name}\",\"fwd_s\":{mf:.5},\"fwd_min_s\":{bf:.5}}}");
+        return Ok(());
+    }
+    let (mb, bb) = stats(both);
     println!(
         "{{\"case\":\"{name}\",\"fwd_s\":{mf:.5},\"fwd_min_s\":{bf:.5},\"fwd_bwd_s\":{mb:.5},\"fwd_bwd_min_s\":{bb:.5}}}"
     );
@@ -104,7 +115,7 @@ fn main() -> Result<()> {
                 let x = randn(&[b, c, s, s], 1.0, &dev)?;
                 let w = randn(&[c, c, 3, 3], 0.05, &dev)?;
                 let cfg = Conv2dConfig::square(1, 1, 1, 1);
-                time_case(case, a.repeat, &[&x, &w], &|| {
+                time_case(case, (a.repeat, a.forward_only), &[&x, &w], &|| {
                     Ok(conv2d(x.as_tensor(), w.as_tensor(), None, cfg)?)
                 })?;
             }
@@ -120,7 +131,7 @@ fn main() -> Result<()> {
                     },
                     groups: 1,
                 };
-                time_case(case, a.repeat, &[&x, &w, &bias], &|| {
+                time_case(case, (a.repeat, a.forward_only), &[&x, &w, &bias], &|| {
                     Ok(conv1d(
                         x.as_tensor(),
                         w.as_tensor(),
@@ -142,7 +153,7 @@ fn main() -> Result<()> {
                 let mut refs: Vec<&Var> = vars.iter().collect();
                 refs.push(&x);
                 let rng = std::cell::RefCell::new(&mut rng);
-                time_case(case, a.repeat, &refs, &|| {
+                time_case(case, (a.repeat, a.forward_only), &refs, &|| {
                     Ok(lstm
                         .forward_t(x.as_tensor(), None, true, *rng.borrow_mut())?
                         .output)
@@ -156,7 +167,7 @@ fn main() -> Result<()> {
                 let mut refs: Vec<&Var> = vars.iter().collect();
                 refs.push(&x);
                 let rng = std::cell::RefCell::new(&mut rng);
-                time_case(case, a.repeat, &refs, &|| {
+                time_case(case, (a.repeat, a.forward_only), &refs, &|| {
                     let xt = x.as_tensor();
                     Ok(mha
                         .forward_t(xt, xt, xt, None, false, true, *rng.borrow_mut())?
@@ -172,7 +183,7 @@ fn main() -> Result<()> {
                 let vars = store.all_vars()?;
                 let mut refs: Vec<&Var> = vars.iter().collect();
                 refs.extend([&x, &h, &c]);
-                time_case(case, a.repeat, &refs, &|| {
+                time_case(case, (a.repeat, a.forward_only), &refs, &|| {
                     let (h2, c2) = cell.step(x.as_tensor(), h.as_tensor(), c.as_tensor())?;
                     Ok((h2 + c2)?)
                 })?;
