@@ -30,7 +30,7 @@
 //! trains the first `--epochs` on labels degraded by [`add_label_noise`] (label layer offset up
 //! to S px per tile plus up to 2 px per building, each building omitted with probability P);
 //! `--finetune-epochs K` then trains K epochs on the clean labels of a `--clean-fraction` of
-//! the training tiles (lr 1e-4 x 0.8 per epoch). Without noise, `--clean-fraction` restricts
+//! the training tiles (lr `--finetune-lr`, default 1e-4, x 0.8 per epoch). Without noise, `--clean-fraction` restricts
 //! the first stage to that clean subset too (the baseline without pretraining).
 //!
 //! `--export-tiles` writes the loaded tiles and masks (u8) with their areas, the data
@@ -119,9 +119,12 @@ struct Args {
     /// without noise).
     #[arg(long, default_value_t = 1.0)]
     clean_fraction: f64,
-    /// Epochs of stage 2 (fine-tuning on the clean labels, lr 1e-4 x 0.8 per epoch).
+    /// Epochs of stage 2 (fine-tuning on the clean labels, lr `--finetune-lr` x 0.8 per epoch).
     #[arg(long, default_value_t = 0)]
     finetune_epochs: usize,
+    /// Initial learning rate of stage 2 (a tenth of stage 1's by default).
+    #[arg(long, default_value_t = 1e-4)]
+    finetune_lr: f64,
     /// Write the loaded tiles and masks here (for tools/train_buildings_torch.py).
     #[arg(long)]
     export_tiles: Option<PathBuf>,
@@ -342,6 +345,7 @@ fn main() -> anyhow::Result<()> {
         lr_decay,
         clean_fraction,
         finetune_epochs,
+        finetune_lr,
         noise_shift,
         noise_omit,
         trace_steps,
@@ -359,6 +363,9 @@ fn main() -> anyhow::Result<()> {
     });
     if !(clean_fraction > 0.0 && clean_fraction <= 1.0) {
         bail!("--clean-fraction {clean_fraction} must be in (0, 1]");
+    }
+    if !(finetune_lr.is_finite() && finetune_lr > 0.0) {
+        bail!("--finetune-lr {finetune_lr} must be a positive number");
     }
     std::fs::create_dir_all(&out)?;
     let cfg = match args.model.as_str() {
@@ -524,11 +531,12 @@ fn main() -> anyhow::Result<()> {
     };
     train_epochs(&data, epochs, lr.as_ref(), "")?;
     if finetune_epochs > 0 && trace_steps == 0 {
-        // stage 2: the clean labels, from a tenth of stage 1's initial rate, decaying per epoch
+        // stage 2: the clean labels, from `--finetune-lr` (a tenth of stage 1's initial rate by
+        // default), decaying per epoch
         let clean_data = patches_of(clean.clone())?;
         let start_step = epochs * steps_per_epoch;
         let fine = move |t: usize| {
-            1e-4 * 0.8f64.powi((t.saturating_sub(start_step) / steps_per_epoch) as i32)
+            finetune_lr * 0.8f64.powi((t.saturating_sub(start_step) / steps_per_epoch) as i32)
         };
         println!(
             "stage 2: fine-tuning on the clean labels of {} tiles",
