@@ -29,7 +29,9 @@
 //!
 //! f32 and f64 on the CPU; exponentials go through
 //! [`exp_approx`](crate::ops::cpu::exp_approx) in f32 (vectorisable, relative error below 2e-7)
-//! and `f64::exp` in f64. No CUDA implementation and no second
+//! and `f64::exp` in f64. On CPUs with AVX-512 the f32 forward gate update runs the kernel of
+//! [`super::gates_v4`] instead (FMA polynomial, `vscalefps`, reciprocals from `vrcp14ps`; the
+//! same values to rounding). No CUDA implementation and no second
 //! derivatives; [`crate::rnn::Lstm`] falls back to composed candle ops elsewhere.
 
 use std::sync::Arc;
@@ -154,10 +156,10 @@ impl<'a, T> DirRows<'a, T> {
 /// (the same arithmetic, bit for bit).
 ///
 /// [`WithSimd`]: pulp::WithSimd
-struct GatesForward<'a, T> {
-    gates: [&'a mut [T]; 4],
-    state: [&'a mut [T]; 2],
-    out: [&'a mut [T]; 2],
+pub(crate) struct GatesForward<'a, T> {
+    pub gates: [&'a mut [T]; 4],
+    pub state: [&'a mut [T]; 2],
+    pub out: [&'a mut [T]; 2],
 }
 
 impl<T: Float> pulp::WithSimd for GatesForward<'_, T> {
@@ -181,6 +183,36 @@ impl<T: Float> pulp::WithSimd for GatesForward<'_, T> {
             (cs[k], hs[k]) = (c, hv);
         }
     }
+}
+
+/// Runs a gate update: the AVX-512 kernel for f32 where the CPU has it, else the portable loop
+/// compiled for the best instruction set.
+#[inline]
+fn run_gates_forward<T: Float>(op: GatesForward<'_, T>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            let GatesForward { gates, state, out } = op;
+            // T is f32 (checked above): these casts only change the static type
+            fn f<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
+                bytemuck::cast_slice_mut(s)
+            }
+            let [a, b, c, d] = gates;
+            let [e, g] = state;
+            let [o1, o2] = out;
+            pulp::Simd::vectorize(
+                simd,
+                super::gates_v4::GatesForwardV4 {
+                    simd,
+                    gates: [f(a), f(b), f(c), f(d)],
+                    state: [f(e), f(g)],
+                    out: [f(o1), f(o2)],
+                },
+            );
+            return;
+        }
+    }
+    pulp::Arch::new().dispatch(op);
 }
 
 /// The gradients of one element of an LSTM cell `c = f·c_prev + i·g`, `h = o·tanh(c)`: from the
@@ -309,7 +341,7 @@ fn lstm_forward<T: Float>(
             let (h_out, c_out) = (&mut *h_seq[s], &mut *c_seq[s]);
             let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
             let (h_out, c_out) = (&mut h_out[..h], &mut c_out[..h]);
-            pulp::Arch::new().dispatch(GatesForward {
+            run_gates_forward(GatesForward {
                 gates: [ai, af, ag, ao],
                 state: [cs, hs],
                 out: [c_out, h_out],

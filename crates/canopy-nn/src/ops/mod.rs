@@ -9,6 +9,8 @@ mod conv1d_cpu;
 mod conv_cpu;
 pub mod conv_transpose;
 pub(crate) mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod gates_v4;
 mod gemm;
 pub mod grid_sample;
 mod im2col;
