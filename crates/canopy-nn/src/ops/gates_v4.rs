@@ -68,6 +68,13 @@ impl Lanes {
         self.fma(y, e, y)
     }
 
+    /// `σ'` from `σ`: `s (1 - s)`.
+    #[inline(always)]
+    fn dsigmoid(self, s: __m512) -> __m512 {
+        let f = self.0.avx512f;
+        f._mm512_mul_ps(s, f._mm512_sub_ps(self.splat(1.0), s))
+    }
+
     #[inline(always)]
     fn sigmoid(self, x: __m512) -> __m512 {
         let f = self.0.avx512f;
@@ -139,10 +146,79 @@ impl pulp::WithSimd for GatesForwardV4<'_> {
     }
 }
 
+/// One step's gate gradients for one sequence, as [`super::lstm_kernel::GatesBackward`] (same
+/// slices, same results up to rounding).
+pub(crate) struct GatesBackwardV4<'a> {
+    pub simd: V4,
+    pub acts: [&'a [f32]; 4],
+    pub cells: [&'a [f32]; 2],
+    pub grads: [&'a [f32]; 2],
+    pub dgates: [&'a mut [f32]; 4],
+    pub carry: [&'a mut [f32]; 2],
+}
+
+impl pulp::WithSimd for GatesBackwardV4<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let l = Lanes(self.simd);
+        let f = self.simd.avx512f;
+        let [ai, af, ag, ao] = self.acts;
+        let [c_s, cp] = self.cells;
+        let [gh, gc] = self.grads;
+        let [di, df, dg, d_o] = self.dgates;
+        let [dhb, dcb] = self.carry;
+        let h = ai.len();
+        let full = h / 16 * 16;
+        let one = l.splat(1.0);
+        let mut k = 0;
+        while k < full {
+            let (i, fg) = (load(&ai[k..]), load(&af[k..]));
+            let (g, o) = (load(&ag[k..]), load(&ao[k..]));
+            let tc = l.tanh(load(&c_s[k..]));
+            let dh = f._mm512_add_ps(load(&gh[k..]), load(&dhb[k..]));
+            let dc = f._mm512_add_ps(load(&gc[k..]), load(&dcb[k..]));
+            // dc_total = dc + dh·o·(1 - tanh²c)
+            let dho = f._mm512_mul_ps(dh, o);
+            let dct = l.fma(dho, f._mm512_fnmadd_ps(tc, tc, one), dc);
+            store(
+                &mut di[k..],
+                f._mm512_mul_ps(f._mm512_mul_ps(dct, g), l.dsigmoid(i)),
+            );
+            store(
+                &mut df[k..],
+                f._mm512_mul_ps(f._mm512_mul_ps(dct, load(&cp[k..])), l.dsigmoid(fg)),
+            );
+            store(
+                &mut dg[k..],
+                f._mm512_mul_ps(f._mm512_mul_ps(dct, i), f._mm512_fnmadd_ps(g, g, one)),
+            );
+            store(
+                &mut d_o[k..],
+                f._mm512_mul_ps(f._mm512_mul_ps(dh, tc), l.dsigmoid(o)),
+            );
+            store(&mut dcb[k..], f._mm512_mul_ps(dct, fg));
+            k += 16;
+        }
+        if k < h {
+            // the tail through the portable loop
+            super::lstm_kernel::GatesBackward {
+                acts: [&ai[k..], &af[k..h], &ag[k..h], &ao[k..h]],
+                cells: [&c_s[k..h], &cp[k..h]],
+                grads: [&gh[k..h], &gc[k..h]],
+                dgates: [&mut di[k..], &mut df[k..h], &mut dg[k..h], &mut d_o[k..h]],
+                carry: [&mut dhb[k..h], &mut dcb[k..h]],
+            }
+            .with_simd(pulp::Scalar::new());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::lstm_kernel::GatesForward;
+    use crate::ops::lstm_kernel::{GatesBackward, GatesForward};
     use pulp::WithSimd;
     use rand::{Rng, SeedableRng};
 
@@ -212,6 +288,63 @@ mod tests {
                         "h {h}, slice {k}, element {j}: {p} vs {q}"
                     );
                 }
+            }
+        }
+        // the backward kernel, from the activations just computed
+        let h = 37;
+        let mut v =
+            |lo: f32, hi: f32| -> Vec<f32> { (0..h).map(|_| rng.random_range(lo..hi)).collect() };
+        let acts = [v(0.0, 1.0), v(0.0, 1.0), v(-1.0, 1.0), v(0.0, 1.0)];
+        let cells = [v(-3.0, 3.0), v(-3.0, 3.0)];
+        let grads = [v(-1.0, 1.0), v(-1.0, 1.0)];
+        let carry = [v(-1.0, 1.0), v(-1.0, 1.0)];
+        let backward = |v4: bool| {
+            let mut d = vec![vec![0f32; h]; 4];
+            let mut cy = carry.clone();
+            let [a, b, c, e] = &mut d[..] else {
+                unreachable!()
+            };
+            let [dh, dc] = &mut cy[..] else {
+                unreachable!()
+            };
+            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+            let (cells, grads) = ([&cells[0][..], &cells[1]], [&grads[0][..], &grads[1]]);
+            if v4 {
+                pulp::Simd::vectorize(
+                    simd,
+                    GatesBackwardV4 {
+                        simd,
+                        acts,
+                        cells,
+                        grads,
+                        dgates: [a, b, c, e],
+                        carry: [dh, dc],
+                    },
+                );
+            } else {
+                GatesBackward {
+                    acts,
+                    cells,
+                    grads,
+                    dgates: [a, b, c, e],
+                    carry: [dh, dc],
+                }
+                .with_simd(pulp::Scalar::new());
+            }
+            (d, cy)
+        };
+        let (fast, portable) = (backward(true), backward(false));
+        for (x, y) in fast
+            .0
+            .iter()
+            .chain(&fast.1)
+            .zip(portable.0.iter().chain(&portable.1))
+        {
+            for (j, (p, q)) in x.iter().zip(y).enumerate() {
+                assert!(
+                    (p - q).abs() <= 4e-7 * (1.0 + q.abs()),
+                    "backward element {j}: {p} vs {q}"
+                );
             }
         }
         // NaN in, NaN out (not a clamped finite value)

@@ -215,6 +215,44 @@ fn run_gates_forward<T: Float>(op: GatesForward<'_, T>) {
     pulp::Arch::new().dispatch(op);
 }
 
+/// Runs a gate gradient step: the AVX-512 kernel for f32 where the CPU has it, else the portable
+/// loop compiled for the best instruction set.
+#[inline]
+fn run_gates_backward<T: Float>(op: GatesBackward<'_, T>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        if let Some(simd) = pulp::x86::V4::try_new() {
+            // T is f32 (checked above): these casts only change the static type
+            fn f<T: bytemuck::Pod>(s: &[T]) -> &[f32] {
+                bytemuck::cast_slice(s)
+            }
+            fn m<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
+                bytemuck::cast_slice_mut(s)
+            }
+            let GatesBackward {
+                acts: [a0, a1, a2, a3],
+                cells: [c0, c1],
+                grads: [g0, g1],
+                dgates: [d0, d1, d2, d3],
+                carry: [k0, k1],
+            } = op;
+            pulp::Simd::vectorize(
+                simd,
+                super::gates_v4::GatesBackwardV4 {
+                    simd,
+                    acts: [f(a0), f(a1), f(a2), f(a3)],
+                    cells: [f(c0), f(c1)],
+                    grads: [f(g0), f(g1)],
+                    dgates: [m(d0), m(d1), m(d2), m(d3)],
+                    carry: [m(k0), m(k1)],
+                },
+            );
+            return;
+        }
+    }
+    pulp::Arch::new().dispatch(op);
+}
+
 /// The gradients of one element of an LSTM cell `c = f·c_prev + i·g`, `h = o·tanh(c)`: from the
 /// activations `[i, f, g, o]` (`σ, σ, tanh, σ` of the pre-activations), `tanh(c)`, `c_prev`, the
 /// gradient `dh` of `h` and `dc` of `c` (from outside the `h` path), returns the gradients of the
@@ -236,12 +274,12 @@ fn cell_grads<T: Float>([i, f, g, o]: [T; 4], tc: T, cp: T, dh: T, dc: T) -> [T;
 /// gradients `grads` of the step's `h, c` outputs, plus the gradients `carry` (`dh, dc`) coming
 /// back from the next step, computes the pre-activation gradients `dgates` and replaces
 /// `carry`'s `dc` by the gradient of the previous cell state. Vectorised like [`GatesForward`].
-struct GatesBackward<'a, T> {
-    acts: [&'a [T]; 4],
-    cells: [&'a [T]; 2],
-    grads: [&'a [T]; 2],
-    dgates: [&'a mut [T]; 4],
-    carry: [&'a mut [T]; 2],
+pub(crate) struct GatesBackward<'a, T> {
+    pub acts: [&'a [T]; 4],
+    pub cells: [&'a [T]; 2],
+    pub grads: [&'a [T]; 2],
+    pub dgates: [&'a mut [T]; 4],
+    pub carry: [&'a mut [T]; 2],
 }
 
 impl<T: Float> pulp::WithSimd for GatesBackward<'_, T> {
@@ -417,7 +455,7 @@ fn lstm_backward<T: Float>(
             // the previous cell state, zeros before the first step
             let cp_all = &prev_c.unwrap_or(&zero_row)[..h];
             let (c_s, gh_s, gc_s) = (&c_s[..h], &gh_s[..h], &gc_s[..h]);
-            pulp::Arch::new().dispatch(GatesBackward {
+            run_gates_backward(GatesBackward {
                 acts: [ai, af, ag, ao],
                 cells: [c_s, cp_all],
                 grads: [gh_s, gc_s],
