@@ -8,6 +8,7 @@
 //! at run time with pulp; edges that do not fill a block, other types and other CPUs take the
 //! element loop. Both give the same values (a transpose only moves them).
 
+#[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
 use crate::ops::cpu::Float;
