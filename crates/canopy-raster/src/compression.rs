@@ -91,4 +91,6 @@ pub mod tag {
     pub const MODEL_TRANSFORMATION: u16 = 34264;
     pub const GDAL_METADATA: u16 = 42112;
     pub const GDAL_NODATA: u16 = 42113;
+    /// GDAL's LercParameters: LERC version, additional compression (0 none, 1 Deflate, 2 ZSTD).
+    pub const LERC_PARAMETERS: u16 = 50674;
 }

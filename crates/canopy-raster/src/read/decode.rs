@@ -22,6 +22,9 @@ pub(crate) struct ChunkCodec {
     pub photometric: u16,
     /// JPEGTables, for abbreviated JPEG streams.
     pub jpeg_tables: Option<Vec<u8>>,
+    /// LERC chunks: the compression around each blob (LercParameters' second value: 0 none,
+    /// 1 Deflate, 2 ZSTD).
+    pub lerc_wrap: u64,
 }
 
 /// Decodes `raw` (the chunk's bytes as stored) into `out`: `rows x cols x chunk_spp` samples
@@ -62,6 +65,11 @@ pub(crate) fn decode_chunk(
             decode_jpeg(codec, raw, out, rows, cols).map_err(fmt)?;
             return Ok(());
         }
+        Compression::Lerc => {
+            // (LERC stores samples in native order and has no predictor)
+            decode_lerc(codec, raw, out, rows, cols).map_err(fmt)?;
+            return Ok(());
+        }
         other => {
             return Err(Error::unsupported(
                 path,
@@ -94,6 +102,92 @@ pub(crate) fn decode_chunk(
                 path,
                 format!("predictor {p} (only 1 none, 2 horizontal, 3 floating point exist)"),
             ))
+        }
+    }
+    Ok(())
+}
+
+/// LERC (Esri's Limited Error Raster Compression; TIFF compression 34887 as GDAL writes it):
+/// each chunk is one LERC blob, optionally wrapped in Deflate or ZSTD; a pixel-interleaved
+/// chunk is one blob of depth `chunk_spp`, so the decoded values are already in the chunk's
+/// sample order. Blobs are decoded by the pure-Rust `lerc-reader` crate; pixels its validity
+/// mask marks invalid keep the value it decodes for them.
+fn decode_lerc(
+    codec: &ChunkCodec,
+    raw: &[u8],
+    out: &mut [u8],
+    rows: usize,
+    cols: usize,
+) -> std::result::Result<(), String> {
+    use std::io::Read;
+    // the unwrapped blob may not be much larger than the pixels it holds (header, mask and
+    // raw-mode overhead): a bound against decompression bombs
+    let limit = (2 * out.len() + (1 << 16)) as u64;
+    let unwrapped: Vec<u8>;
+    let blob: &[u8] = match codec.lerc_wrap {
+        0 => raw,
+        1 => {
+            let mut v = Vec::new();
+            flate2::read::ZlibDecoder::new(raw)
+                .take(limit)
+                .read_to_end(&mut v)
+                .map_err(|e| format!("LERC Deflate wrapper: {e}"))?;
+            unwrapped = v;
+            &unwrapped
+        }
+        2 => {
+            let mut v = Vec::new();
+            zstd::stream::read::Decoder::new(raw)
+                .map_err(|e| format!("LERC ZSTD wrapper: {e}"))?
+                .take(limit)
+                .read_to_end(&mut v)
+                .map_err(|e| format!("LERC ZSTD wrapper: {e}"))?;
+            unwrapped = v;
+            &unwrapped
+        }
+        w => {
+            return Err(format!(
+                "LERC additional compression {w} (0 none, 1 Deflate, 2 ZSTD exist)"
+            ))
+        }
+    };
+    let d = lerc_reader::decode_first(blob).map_err(|e| format!("LERC: {e}"))?;
+    let (w, h, depth) = (
+        d.info.width as usize,
+        d.info.height as usize,
+        d.info.depth as usize,
+    );
+    if w != cols || h != rows || depth != codec.chunk_spp {
+        return Err(format!(
+            "LERC blob is {w} x {h} x {depth}, the chunk {cols} x {rows} x {}",
+            codec.chunk_spp
+        ));
+    }
+    use lerc_core::PixelData as P;
+    let bytes: &[u8] = match &d.pixels {
+        P::I8(v) => bytemuck::cast_slice(v),
+        P::U8(v) => v,
+        P::I16(v) => bytemuck::cast_slice(v),
+        P::U16(v) => bytemuck::cast_slice(v),
+        P::I32(v) => bytemuck::cast_slice(v),
+        P::U32(v) => bytemuck::cast_slice(v),
+        P::F32(v) => bytemuck::cast_slice(v),
+        P::F64(v) => bytemuck::cast_slice(v),
+    };
+    let sample = bytes.len() / d.pixels.len().max(1);
+    if sample != codec.sample_size || bytes.len() != out.len() {
+        return Err(format!(
+            "LERC blob holds {} samples of {sample} bytes, the chunk {} of {}",
+            d.pixels.len(),
+            out.len() / codec.sample_size.max(1),
+            codec.sample_size
+        ));
+    }
+    // samples are native-endian in memory; the output is little-endian
+    out.copy_from_slice(bytes);
+    if cfg!(target_endian = "big") && sample > 1 {
+        for s in out.chunks_exact_mut(sample) {
+            s.reverse();
         }
     }
     Ok(())

@@ -210,6 +210,15 @@ pub(super) fn parse_image(
         .map(|v| v.into_u8_vec())
         .transpose()
         .map_err(te)?;
+    // LercParameters (GDAL): [LERC version, additional compression]
+    let lerc_wrap = tags
+        .find_tag(Tag::Unknown(tag::LERC_PARAMETERS))
+        .map_err(te)?
+        .map(|v| v.into_u64_vec())
+        .transpose()
+        .map_err(te)?
+        .and_then(|v| v.get(1).copied())
+        .unwrap_or(0);
     let f64v = |v: Option<tiff::decoder::ifd::Value>| v.map(|v| v.into_f64_vec()).transpose();
     let geotags = GeoTags {
         pixel_scale: f64v(
@@ -300,6 +309,7 @@ pub(super) fn parse_image(
             chunk_spp,
             photometric,
             jpeg_tables,
+            lerc_wrap,
         },
         ifd_index,
     }))

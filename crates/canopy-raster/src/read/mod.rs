@@ -5,8 +5,9 @@
 //! - Sample types u8, i8, u16, i16, u32, i32, f32, f64; any number of bands; pixel- and
 //!   band-interleaved layouts; strips and tiles; little- and big-endian; classic and BigTIFF.
 //! - Compression none, LZW, Deflate, PackBits, ZSTD, JPEG (YCbCr converted to RGB, as GDAL
-//!   does), WebP; predictors 2 (horizontal) and 3 (floating point). LERC and other codecs are a
-//!   typed [`Error::Unsupported`].
+//!   does), WebP, LERC (also wrapped in Deflate or ZSTD, GDAL's `LERC_DEFLATE` / `LERC_ZSTD`;
+//!   decoded by the pure-Rust `lerc-reader` crate); predictors 2 (horizontal) and 3 (floating
+//!   point). Other codecs (old-style JPEG, ...) are a typed [`Error::Unsupported`].
 //! - Georeferencing with GDAL's conventions (see [`crate::geo`]), `GDAL_NODATA` (NaN too),
 //!   band scale/offset from `GDAL_METADATA`, and reduced-resolution images (overviews).
 //!
@@ -422,11 +423,12 @@ impl GeoTiff {
                 | Compression::Zstd
                 | Compression::Jpeg
                 | Compression::WebP
+                | Compression::Lerc
         ) {
             return Err(Error::unsupported(
                 &self.path,
                 format!(
-                    "{} compression; readable: none, LZW, Deflate, PackBits, ZSTD, JPEG, WebP (convert with `gdal_translate -co COMPRESS=DEFLATE`)",
+                    "{} compression; readable: none, LZW, Deflate, PackBits, ZSTD, JPEG, WebP, LERC (convert with `gdal_translate -co COMPRESS=DEFLATE`)",
                     img.compression
                 ),
             ));
