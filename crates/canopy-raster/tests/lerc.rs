@@ -83,5 +83,8 @@ fn damaged_lerc_chunks_are_errors_not_panics() {
         }
     }
     // LERC2 blobs carry a checksum: the flipped bytes must be caught, not decoded as garbage
-    assert!(errors >= 18, "only {errors} of 36 damaged files were rejected");
+    assert!(
+        errors >= 18,
+        "only {errors} of 36 damaged files were rejected"
+    );
 }

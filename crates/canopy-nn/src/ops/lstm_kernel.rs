@@ -185,6 +185,19 @@ impl<T: Float> pulp::WithSimd for GatesForward<'_, T> {
     }
 }
 
+/// A slice of `T` as f32: only called after checking that `T` is f32, so the cast only changes
+/// the static type (it cannot fail).
+#[cfg(target_arch = "x86_64")]
+fn as_f32<T: bytemuck::Pod>(s: &[T]) -> &[f32] {
+    bytemuck::cast_slice(s)
+}
+
+/// Mutable [`as_f32`].
+#[cfg(target_arch = "x86_64")]
+fn as_f32_mut<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(s)
+}
+
 /// Runs a gate update: the AVX-512 kernel for f32 where the CPU has it, else the portable loop
 /// compiled for the best instruction set.
 #[inline]
@@ -193,20 +206,13 @@ fn run_gates_forward<T: Float>(op: GatesForward<'_, T>) {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         if let Some(simd) = pulp::x86::V4::try_new() {
             let GatesForward { gates, state, out } = op;
-            // T is f32 (checked above): these casts only change the static type
-            fn f<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
-                bytemuck::cast_slice_mut(s)
-            }
-            let [a, b, c, d] = gates;
-            let [e, g] = state;
-            let [o1, o2] = out;
             pulp::Simd::vectorize(
                 simd,
                 super::gates_v4::GatesForwardV4 {
                     simd,
-                    gates: [f(a), f(b), f(c), f(d)],
-                    state: [f(e), f(g)],
-                    out: [f(o1), f(o2)],
+                    gates: gates.map(as_f32_mut),
+                    state: state.map(as_f32_mut),
+                    out: out.map(as_f32_mut),
                 },
             );
             return;
@@ -222,29 +228,22 @@ fn run_gates_backward<T: Float>(op: GatesBackward<'_, T>) {
     #[cfg(target_arch = "x86_64")]
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         if let Some(simd) = pulp::x86::V4::try_new() {
-            // T is f32 (checked above): these casts only change the static type
-            fn f<T: bytemuck::Pod>(s: &[T]) -> &[f32] {
-                bytemuck::cast_slice(s)
-            }
-            fn m<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
-                bytemuck::cast_slice_mut(s)
-            }
             let GatesBackward {
-                acts: [a0, a1, a2, a3],
-                cells: [c0, c1],
-                grads: [g0, g1],
-                dgates: [d0, d1, d2, d3],
-                carry: [k0, k1],
+                acts,
+                cells,
+                grads,
+                dgates,
+                carry,
             } = op;
             pulp::Simd::vectorize(
                 simd,
                 super::gates_v4::GatesBackwardV4 {
                     simd,
-                    acts: [f(a0), f(a1), f(a2), f(a3)],
-                    cells: [f(c0), f(c1)],
-                    grads: [f(g0), f(g1)],
-                    dgates: [m(d0), m(d1), m(d2), m(d3)],
-                    carry: [m(k0), m(k1)],
+                    acts: acts.map(as_f32),
+                    cells: cells.map(as_f32),
+                    grads: grads.map(as_f32),
+                    dgates: dgates.map(as_f32_mut),
+                    carry: carry.map(as_f32_mut),
                 },
             );
             return;
