@@ -1,6 +1,6 @@
 """Writes the LERC fixtures of canopy-raster's tests with GDAL (through rasterio): a small
 seeded 3-band u8 and 1-band f32 image as LERC, LERC_DEFLATE and LERC_ZSTD GeoTIFFs (strips and
-tiles, pixel- and band-interleaved), and a JSON file with the SHA-256 of each file's decoded
+tiles, pixel- and band-interleaved), one f32 LERC file with NaN samples, and a JSON file with the SHA-256 of each file's decoded
 samples (little-endian, band-major, row-major: the convention of canopy's checksum).
 
     ~/.cache/canopy-peers/venv/bin/python tools/golden/raster_lerc.py
@@ -47,5 +47,21 @@ for comp in ["LERC", "LERC_DEFLATE", "LERC_ZSTD"]:
                     assert src.compression is not None
                 assert np.array_equal(back, data), fname  # MAX_Z_ERROR=0: lossless
                 expected[fname] = hashlib.sha256(back.astype(back.dtype.newbyteorder("<")).tobytes()).hexdigest()
+# NaN samples: LERC cannot hold them, GDAL stores them as invalid in the blob's mask and gives
+# them back as NaN
+nan = f32.copy()
+nan[0, 2, 3] = np.nan
+nan[0, 20, :] = np.nan
+fname = "f32_lerc_nan_strip_band.tif"
+with rasterio.open(
+    out / fname, "w", driver="GTiff", width=w, height=h, count=1, dtype="float32",
+    crs="EPSG:32618", transform=from_origin(500000, 4000000, 10, 10), compress="LERC",
+    MAX_Z_ERROR=0, blockysize=8,
+) as dst:
+    dst.write(nan)
+with rasterio.open(out / fname) as src:
+    back = src.read()
+assert np.array_equal(back, nan, equal_nan=True), fname
+expected[fname] = hashlib.sha256(back.astype("<f4").tobytes()).hexdigest()
 (out / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 print(f"{len(expected)} files in {out}")

@@ -16,6 +16,8 @@ pub(crate) struct ChunkCodec {
     pub big_endian: bool,
     /// Bytes per sample.
     pub sample_size: usize,
+    /// The image's sample type (LERC blobs carry their own, which must agree).
+    pub dtype: crate::DataType,
     /// Samples per pixel stored in one chunk (1 for band-interleaved files).
     pub chunk_spp: usize,
     /// TIFF Photometric: 6 = YCbCr.
@@ -110,8 +112,10 @@ pub(crate) fn decode_chunk(
 /// LERC (Esri's Limited Error Raster Compression; TIFF compression 34887 as GDAL writes it):
 /// each chunk is one LERC blob, optionally wrapped in Deflate or ZSTD; a pixel-interleaved
 /// chunk is one blob of depth `chunk_spp`, so the decoded values are already in the chunk's
-/// sample order. Blobs are decoded by the pure-Rust `lerc-reader` crate; pixels its validity
-/// mask marks invalid keep the value it decodes for them.
+/// sample order. Blobs are decoded by the pure-Rust `lerc-reader` crate. Pixels the blob's
+/// validity mask marks invalid are NaN in float images (GDAL stores NaN samples that way and
+/// reads them back as NaN); in integer images they keep the value the decoder gives them (the
+/// nodata value is what marks them there).
 fn decode_lerc(
     codec: &ChunkCodec,
     raw: &[u8],
@@ -163,31 +167,49 @@ fn decode_lerc(
             codec.chunk_spp
         ));
     }
+    use crate::DataType as D;
     use lerc_core::PixelData as P;
-    let bytes: &[u8] = match &d.pixels {
-        P::I8(v) => bytemuck::cast_slice(v),
-        P::U8(v) => v,
-        P::I16(v) => bytemuck::cast_slice(v),
-        P::U16(v) => bytemuck::cast_slice(v),
-        P::I32(v) => bytemuck::cast_slice(v),
-        P::U32(v) => bytemuck::cast_slice(v),
-        P::F32(v) => bytemuck::cast_slice(v),
-        P::F64(v) => bytemuck::cast_slice(v),
+    let (bytes, dtype): (&[u8], D) = match &d.pixels {
+        P::I8(v) => (bytemuck::cast_slice(v), D::I8),
+        P::U8(v) => (v, D::U8),
+        P::I16(v) => (bytemuck::cast_slice(v), D::I16),
+        P::U16(v) => (bytemuck::cast_slice(v), D::U16),
+        P::I32(v) => (bytemuck::cast_slice(v), D::I32),
+        P::U32(v) => (bytemuck::cast_slice(v), D::U32),
+        P::F32(v) => (bytemuck::cast_slice(v), D::F32),
+        P::F64(v) => (bytemuck::cast_slice(v), D::F64),
     };
-    let sample = bytes.len() / d.pixels.len().max(1);
-    if sample != codec.sample_size || bytes.len() != out.len() {
+    if dtype != codec.dtype || bytes.len() != out.len() {
         return Err(format!(
-            "LERC blob holds {} samples of {sample} bytes, the chunk {} of {}",
+            "LERC blob holds {} {} samples, the chunk {} {}",
             d.pixels.len(),
+            dtype.name(),
             out.len() / codec.sample_size.max(1),
-            codec.sample_size
+            codec.dtype.name()
         ));
     }
+    let sample = codec.sample_size;
     // samples are native-endian in memory; the output is little-endian
     out.copy_from_slice(bytes);
     if cfg!(target_endian = "big") && sample > 1 {
         for s in out.chunks_exact_mut(sample) {
             s.reverse();
+        }
+    }
+    // floats the mask marks invalid are NaN, as GDAL returns them (it writes NaN samples as
+    // invalid pixels, LERC having no NaN)
+    let nan: Option<&[u8]> = match &d.pixels {
+        P::F32(_) => Some(&[0x00, 0x00, 0xc0, 0x7f]),
+        P::F64(_) => Some(&[0, 0, 0, 0, 0, 0, 0xf8, 0x7f]),
+        _ => None,
+    };
+    if let (Some(mask), Some(nan)) = (&d.mask, nan) {
+        for (px, valid) in out.chunks_exact_mut(depth * sample).zip(mask) {
+            if *valid == 0 {
+                for s in px.chunks_exact_mut(sample) {
+                    s.copy_from_slice(nan);
+                }
+            }
         }
     }
     Ok(())
@@ -422,6 +444,80 @@ fn decode_jpeg(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A LERC chunk whose blob disagrees with the image's sample type, or with an unknown
+    /// wrapper, is an error that says so (the first strip of a GDAL-written u8 fixture).
+    #[test]
+    fn lerc_chunks_that_do_not_fit_the_image_are_errors() {
+        use tiff::tags::Tag;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lerc/u8_lerc_strip_band.tif");
+        let bytes = std::fs::read(&path).unwrap();
+        let mut dec = tiff::decoder::Decoder::new(std::io::Cursor::new(&bytes)).unwrap();
+        let off = dec.get_tag_u64_vec(Tag::StripOffsets).unwrap()[0] as usize;
+        let len = dec.get_tag_u64_vec(Tag::StripByteCounts).unwrap()[0] as usize;
+        let raw = &bytes[off..off + len];
+        let codec = |dtype: crate::DataType, lerc_wrap: u64| ChunkCodec {
+            compression: Compression::Lerc,
+            predictor: 1,
+            big_endian: false,
+            sample_size: dtype.size(),
+            dtype,
+            chunk_spp: 1,
+            photometric: 1,
+            jpeg_tables: None,
+            lerc_wrap,
+        };
+        // 8 rows of 45 (GDAL's strips of the fixture)
+        let mut out = vec![0u8; 8 * 45];
+        decode_chunk(
+            &codec(crate::DataType::U8, 0),
+            raw,
+            &mut out,
+            8,
+            45,
+            &path,
+            0,
+        )
+        .unwrap();
+        assert!(out.iter().any(|&v| v != 0));
+        let e = decode_chunk(
+            &codec(crate::DataType::I8, 0),
+            raw,
+            &mut out,
+            8,
+            45,
+            &path,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("uint8") && e.contains("int8"), "{e}");
+        let e = decode_chunk(
+            &codec(crate::DataType::U8, 3),
+            raw,
+            &mut out,
+            8,
+            45,
+            &path,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("additional compression 3"), "{e}");
+        let e = decode_chunk(
+            &codec(crate::DataType::U8, 0),
+            raw,
+            &mut out,
+            8,
+            44,
+            &path,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("45 x 8"), "{e}");
+    }
 
     #[test]
     fn packbits_matches_the_spec_example() {

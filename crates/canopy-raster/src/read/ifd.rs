@@ -306,6 +306,7 @@ pub(super) fn parse_image(
             predictor,
             big_endian,
             sample_size: dtype.size(),
+            dtype,
             chunk_spp,
             photometric,
             jpeg_tables,
