@@ -198,54 +198,65 @@ fn as_f32_mut<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
     bytemuck::cast_slice_mut(s)
 }
 
-/// Runs a gate update: the AVX-512 kernel for f32 where the CPU has it, else the portable loop
-/// compiled for the best instruction set.
-#[inline]
-fn run_gates_forward<T: Float>(op: GatesForward<'_, T>) {
+/// A portable gate kernel with an AVX-512 f32 twin in [`super::gates_v4`] over the same slices.
+trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
+    /// The twin.
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        if let Some(simd) = pulp::x86::V4::try_new() {
-            let GatesForward { gates, state, out } = op;
-            pulp::Simd::vectorize(
-                simd,
-                super::gates_v4::GatesForwardV4 {
-                    simd,
-                    gates: gates.map(as_f32_mut),
-                    state: state.map(as_f32_mut),
-                    out: out.map(as_f32_mut),
-                },
-            );
-            return;
-        }
-    }
-    pulp::Arch::new().dispatch(op);
+    type Twin: pulp::WithSimd<Output = ()>;
+    /// Whether the slices hold f32 (the twin's type).
+    #[cfg(target_arch = "x86_64")]
+    fn is_f32() -> bool;
+    /// The twin over the same slices; called only when [`Self::is_f32`].
+    #[cfg(target_arch = "x86_64")]
+    fn twin(self, simd: pulp::x86::V4) -> Self::Twin;
 }
 
-/// Runs a gate gradient step: the AVX-512 kernel for f32 where the CPU has it, else the portable
+impl<'a, T: Float> Avx512Twin for GatesForward<'a, T> {
+    #[cfg(target_arch = "x86_64")]
+    type Twin = super::gates_v4::GatesForwardV4<'a>;
+    #[cfg(target_arch = "x86_64")]
+    fn is_f32() -> bool {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
+        super::gates_v4::GatesForwardV4 {
+            simd,
+            gates: self.gates.map(as_f32_mut),
+            state: self.state.map(as_f32_mut),
+            out: self.out.map(as_f32_mut),
+        }
+    }
+}
+
+impl<'a, T: Float> Avx512Twin for GatesBackward<'a, T> {
+    #[cfg(target_arch = "x86_64")]
+    type Twin = super::gates_v4::GatesBackwardV4<'a>;
+    #[cfg(target_arch = "x86_64")]
+    fn is_f32() -> bool {
+        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
+        super::gates_v4::GatesBackwardV4 {
+            simd,
+            acts: self.acts.map(as_f32),
+            cells: self.cells.map(as_f32),
+            grads: self.grads.map(as_f32),
+            dgates: self.dgates.map(as_f32_mut),
+            carry: self.carry.map(as_f32_mut),
+        }
+    }
+}
+
+/// Runs a gate kernel: its AVX-512 twin for f32 where the CPU has AVX-512, else the portable
 /// loop compiled for the best instruction set.
 #[inline]
-fn run_gates_backward<T: Float>(op: GatesBackward<'_, T>) {
+fn run_gates<Op: Avx512Twin>(op: Op) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+    if Op::is_f32() {
         if let Some(simd) = pulp::x86::V4::try_new() {
-            let GatesBackward {
-                acts,
-                cells,
-                grads,
-                dgates,
-                carry,
-            } = op;
-            pulp::Simd::vectorize(
-                simd,
-                super::gates_v4::GatesBackwardV4 {
-                    simd,
-                    acts: acts.map(as_f32),
-                    cells: cells.map(as_f32),
-                    grads: grads.map(as_f32),
-                    dgates: dgates.map(as_f32_mut),
-                    carry: carry.map(as_f32_mut),
-                },
-            );
+            pulp::Simd::vectorize(simd, op.twin(simd));
             return;
         }
     }
@@ -378,7 +389,7 @@ fn lstm_forward<T: Float>(
             let (h_out, c_out) = (&mut *h_seq[s], &mut *c_seq[s]);
             let (ao, hs, cs) = (&mut ao[..h], &mut hs[..h], &mut cs[..h]);
             let (h_out, c_out) = (&mut h_out[..h], &mut c_out[..h]);
-            run_gates_forward(GatesForward {
+            run_gates(GatesForward {
                 gates: [ai, af, ag, ao],
                 state: [cs, hs],
                 out: [c_out, h_out],
@@ -454,7 +465,7 @@ fn lstm_backward<T: Float>(
             // the previous cell state, zeros before the first step
             let cp_all = &prev_c.unwrap_or(&zero_row)[..h];
             let (c_s, gh_s, gc_s) = (&c_s[..h], &gh_s[..h], &gc_s[..h]);
-            run_gates_backward(GatesBackward {
+            run_gates(GatesBackward {
                 acts: [ai, af, ag, ao],
                 cells: [c_s, cp_all],
                 grads: [gh_s, gc_s],
