@@ -218,17 +218,27 @@ impl pulp::WithSimd for GatesBackwardV4<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::lstm_kernel::{GatesBackward, GatesForward};
+    use crate::ops::lstm_kernel::{gates_backward_case, gates_forward_case, Avx512Twin};
     use pulp::WithSimd;
     use rand::{Rng, SeedableRng};
 
-    /// The AVX-512 kernel agrees with the portable loop to rounding, on a full vector and a
-    /// tail, for ordinary and saturating pre-activations, and keeps NaN.
+    /// The AVX-512 kernels agree with the portable loops to rounding, on a full vector and a
+    /// tail, for ordinary and saturating pre-activations, and keep NaN.
     #[test]
     fn avx512_gates_match_the_portable_loop() {
         let Some(simd) = V4::try_new() else {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
+        };
+        let close = |what: &str, fast: &[Vec<f32>], portable: &[Vec<f32>]| {
+            for (k, (x, y)) in fast.iter().zip(portable).enumerate() {
+                for (j, (p, q)) in x.iter().zip(y).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 4e-7 * (1.0 + q.abs()),
+                        "{what}, slice {k}, element {j}: {p} vs {q}"
+                    );
+                }
+            }
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         for h in [16usize, 37, 64] {
@@ -243,54 +253,16 @@ mod tests {
             let state: Vec<Vec<f32>> = (0..2)
                 .map(|_| (0..h).map(|_| rng.random_range(-3.0..3.0)).collect())
                 .collect();
-            let run = |v4: bool| {
-                let (mut g, mut s) = (pre.clone(), state.clone());
-                let mut out = vec![vec![0f32; h]; 2];
-                let [a, b, c, d] = &mut g[..] else {
-                    unreachable!()
-                };
-                let [cs, hs] = &mut s[..] else { unreachable!() };
-                let [co, ho] = &mut out[..] else {
-                    unreachable!()
-                };
-                if v4 {
-                    pulp::Simd::vectorize(
-                        simd,
-                        GatesForwardV4 {
-                            simd,
-                            gates: [a, b, c, d],
-                            state: [cs, hs],
-                            out: [co, ho],
-                        },
-                    );
-                } else {
-                    GatesForward {
-                        gates: [a, b, c, d],
-                        state: [cs, hs],
-                        out: [co, ho],
-                    }
-                    .with_simd(pulp::Scalar::new());
-                }
-                (g, s, out)
-            };
-            let (fast, portable) = (run(true), run(false));
-            let pairs = fast
-                .0
-                .iter()
-                .chain(&fast.1)
-                .chain(&fast.2)
-                .zip(portable.0.iter().chain(&portable.1).chain(&portable.2));
-            for (k, (x, y)) in pairs.enumerate() {
-                for (j, (p, q)) in x.iter().zip(y).enumerate() {
-                    let tol = 4e-7 * (1.0 + q.abs());
-                    assert!(
-                        (p - q).abs() <= tol,
-                        "h {h}, slice {k}, element {j}: {p} vs {q}"
-                    );
-                }
-            }
+            let fast = gates_forward_case(&pre, &state, |op| {
+                pulp::Simd::vectorize(simd, op.twin(simd))
+            });
+            let portable = gates_forward_case(&pre, &state, |op| op.with_simd(pulp::Scalar::new()));
+            let what = format!("forward, h {h}");
+            close(&what, &fast.0, &portable.0);
+            close(&what, &fast.1, &portable.1);
+            close(&what, &fast.2, &portable.2);
         }
-        // the backward kernel, from the activations just computed
+        // the backward kernel
         let h = 37;
         let mut v =
             |lo: f32, hi: f32| -> Vec<f32> { (0..h).map(|_| rng.random_range(lo..hi)).collect() };
@@ -298,80 +270,20 @@ mod tests {
         let cells = [v(-3.0, 3.0), v(-3.0, 3.0)];
         let grads = [v(-1.0, 1.0), v(-1.0, 1.0)];
         let carry = [v(-1.0, 1.0), v(-1.0, 1.0)];
-        let backward = |v4: bool| {
-            let mut d = vec![vec![0f32; h]; 4];
-            let mut cy = carry.clone();
-            let [a, b, c, e] = &mut d[..] else {
-                unreachable!()
-            };
-            let [dh, dc] = &mut cy[..] else {
-                unreachable!()
-            };
-            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
-            let (cells, grads) = ([&cells[0][..], &cells[1]], [&grads[0][..], &grads[1]]);
-            if v4 {
-                pulp::Simd::vectorize(
-                    simd,
-                    GatesBackwardV4 {
-                        simd,
-                        acts,
-                        cells,
-                        grads,
-                        dgates: [a, b, c, e],
-                        carry: [dh, dc],
-                    },
-                );
-            } else {
-                GatesBackward {
-                    acts,
-                    cells,
-                    grads,
-                    dgates: [a, b, c, e],
-                    carry: [dh, dc],
-                }
-                .with_simd(pulp::Scalar::new());
-            }
-            (d, cy)
-        };
-        let (fast, portable) = (backward(true), backward(false));
-        for (x, y) in fast
-            .0
-            .iter()
-            .chain(&fast.1)
-            .zip(portable.0.iter().chain(&portable.1))
-        {
-            for (j, (p, q)) in x.iter().zip(y).enumerate() {
-                assert!(
-                    (p - q).abs() <= 4e-7 * (1.0 + q.abs()),
-                    "backward element {j}: {p} vs {q}"
-                );
-            }
-        }
+        let fast = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+            pulp::Simd::vectorize(simd, op.twin(simd))
+        });
+        let portable = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+            op.with_simd(pulp::Scalar::new())
+        });
+        close("backward", &fast.0, &portable.0);
+        close("backward", &fast.1, &portable.1);
         // NaN in, NaN out (not a clamped finite value)
-        let mut g: Vec<Vec<f32>> = vec![
-            vec![f32::NAN; 16],
-            vec![0.0; 16],
-            vec![0.0; 16],
-            vec![0.0; 16],
-        ];
-        let mut s = vec![vec![0f32; 16]; 2];
-        let mut out = vec![vec![0f32; 16]; 2];
-        let [a, b, c, d] = &mut g[..] else {
-            unreachable!()
-        };
-        let [cs, hs] = &mut s[..] else { unreachable!() };
-        let [co, ho] = &mut out[..] else {
-            unreachable!()
-        };
-        pulp::Simd::vectorize(
-            simd,
-            GatesForwardV4 {
-                simd,
-                gates: [a, b, c, d],
-                state: [cs, hs],
-                out: [co, ho],
-            },
-        );
-        assert!(out[0].iter().chain(&out[1]).all(|v| v.is_nan()));
+        let mut pre = vec![vec![0f32; 16]; 4];
+        pre[0] = vec![f32::NAN; 16];
+        let (_, _, out) = gates_forward_case(&pre, &[vec![0f32; 16], vec![0f32; 16]], |op| {
+            pulp::Simd::vectorize(simd, op.twin(simd))
+        });
+        assert!(out.iter().flatten().all(|v| v.is_nan()));
     }
 }

@@ -199,7 +199,7 @@ fn as_f32_mut<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
 }
 
 /// A portable gate kernel with an AVX-512 f32 twin in [`super::gates_v4`] over the same slices.
-trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
+pub(crate) trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
     /// The twin.
     #[cfg(target_arch = "x86_64")]
     type Twin: pulp::WithSimd<Output = ()>;
@@ -1214,6 +1214,63 @@ impl CustomOp2 for LstmGatesOp {
     }
 }
 
+/// Test support: runs `run` on a forward gate op over copies of the pre-activations `pre` (4
+/// slices) and the state `state` (`c`, `h`); returns (activations, state, outputs `c`, `h`).
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn gates_forward_case(
+    pre: &[Vec<f32>],
+    state: &[Vec<f32>],
+    run: impl FnOnce(GatesForward<'_, f32>),
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let h = pre[0].len();
+    let (mut g, mut s, mut out) = (pre.to_vec(), state.to_vec(), vec![vec![0f32; h]; 2]);
+    let [a, b, c, d] = &mut g[..] else {
+        panic!("four gate slices expected")
+    };
+    let [cs, hs] = &mut s[..] else {
+        panic!("two state slices expected")
+    };
+    let [co, ho] = &mut out[..] else {
+        unreachable!()
+    };
+    run(GatesForward {
+        gates: [a, b, c, d],
+        state: [cs, hs],
+        out: [co, ho],
+    });
+    (g, s, out)
+}
+
+/// Test support: runs `run` on a backward gate step from `acts` (4 slices), `cells` (this
+/// step's and the previous one's), `grads` (`dh`, `dc`) and a copy of `carry`; returns (gate
+/// gradients, carry).
+#[cfg(test)]
+pub(crate) fn gates_backward_case(
+    acts: &[Vec<f32>],
+    cells: &[Vec<f32>],
+    grads: &[Vec<f32>],
+    carry: &[Vec<f32>],
+    run: impl FnOnce(GatesBackward<'_, f32>),
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let h = acts[0].len();
+    let (mut d, mut cy) = (vec![vec![0f32; h]; 4], carry.to_vec());
+    let [a, b, c, e] = &mut d[..] else {
+        unreachable!()
+    };
+    let [dh, dc] = &mut cy[..] else {
+        panic!("two carry slices expected")
+    };
+    run(GatesBackward {
+        acts: [&acts[0], &acts[1], &acts[2], &acts[3]],
+        cells: [&cells[0], &cells[1]],
+        grads: [&grads[0], &grads[1]],
+        dgates: [a, b, c, e],
+        carry: [dh, dc],
+    });
+    (d, cy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1231,22 +1288,7 @@ mod tests {
         let pre: Vec<Vec<f32>> = (0..4).map(|_| rand_vec(6.0)).collect();
         let state: Vec<Vec<f32>> = (0..2).map(|_| rand_vec(2.0)).collect();
         let forward = |dispatch: bool| {
-            let (mut g, mut s) = (pre.clone(), state.clone());
-            let mut out = vec![vec![0f32; h]; 2];
-            let [a, b, c, d] = &mut g[..] else {
-                unreachable!()
-            };
-            let [cs, hs] = &mut s[..] else { unreachable!() };
-            let [co, ho] = &mut out[..] else {
-                unreachable!()
-            };
-            let op = GatesForward {
-                gates: [a, b, c, d],
-                state: [cs, hs],
-                out: [co, ho],
-            };
-            crate::ops::cpu::run_simd(op, dispatch);
-            (g, s, out)
+            super::gates_forward_case(&pre, &state, |op| crate::ops::cpu::run_simd(op, dispatch))
         };
         let (fa, fb) = (forward(true), forward(false));
         assert_eq!(fa, fb);
@@ -1257,23 +1299,9 @@ mod tests {
             [rand_vec(1.0), rand_vec(1.0)],
         );
         let backward = |dispatch: bool| {
-            let mut d = vec![vec![0f32; h]; 4];
-            let mut cy = carry.clone();
-            let [a, b, c, e] = &mut d[..] else {
-                unreachable!()
-            };
-            let [dh, dc] = &mut cy[..] else {
-                unreachable!()
-            };
-            let op = GatesBackward {
-                acts: [&acts[0], &acts[1], &acts[2], &acts[3]],
-                cells: [&cells[0], &cells[1]],
-                grads: [&grads[0], &grads[1]],
-                dgates: [a, b, c, e],
-                carry: [dh, dc],
-            };
-            crate::ops::cpu::run_simd(op, dispatch);
-            (d, cy)
+            super::gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+                crate::ops::cpu::run_simd(op, dispatch)
+            })
         };
         assert_eq!(backward(true), backward(false));
     }

@@ -481,42 +481,28 @@ mod tests {
         )
         .unwrap();
         assert!(out.iter().any(|&v| v != 0));
-        let e = decode_chunk(
-            &codec(crate::DataType::I8, 0),
-            raw,
-            &mut out,
-            8,
-            45,
-            &path,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("uint8") && e.contains("int8"), "{e}");
-        let e = decode_chunk(
-            &codec(crate::DataType::U8, 3),
-            raw,
-            &mut out,
-            8,
-            45,
-            &path,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("additional compression 3"), "{e}");
-        let e = decode_chunk(
-            &codec(crate::DataType::U8, 0),
-            raw,
-            &mut out,
-            8,
-            44,
-            &path,
-            0,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("45 x 8"), "{e}");
+        for (c, cols, want) in [
+            (
+                codec(crate::DataType::I8, 0),
+                45,
+                "uint8 samples, the chunk 360 int8",
+            ),
+            (
+                codec(crate::DataType::U8, 3),
+                45,
+                "additional compression 3",
+            ),
+            (
+                codec(crate::DataType::U8, 0),
+                44,
+                "45 x 8 x 1, the chunk 44 x 8",
+            ),
+        ] {
+            let e = decode_chunk(&c, raw, &mut out[..8 * cols], 8, cols, &path, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]
