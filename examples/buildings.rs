@@ -324,6 +324,8 @@ fn keep_clean(i: usize, fraction: f64, seed: u64) -> bool {
 
 fn main() -> anyhow::Result<()> {
     canopy_nn::keep_freed_memory();
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let root = data_dir();
     if !root.exists() {
         bail!(

@@ -399,6 +399,8 @@ fn convlstm(
 }
 
 fn main() -> anyhow::Result<()> {
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let args = Args::parse();
     if args.trace.is_some() && !args.convlstm {
         bail!(

@@ -41,6 +41,8 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let args = Args::parse();
     let input = match &args.input {
         Some(p) => p.clone(),

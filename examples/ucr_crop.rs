@@ -192,6 +192,8 @@ fn write_trace(
 }
 
 fn main() -> anyhow::Result<()> {
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let args = Args::parse();
     if !args.data.exists() {
         println!(

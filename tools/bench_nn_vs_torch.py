@@ -73,6 +73,12 @@ def make(case):
             return h2 + c2
 
         return step, [x, h, c, *conv.parameters()]
+    if case == "batchnorm":
+        x = torch.randn(256, 32, 256, requires_grad=True)
+        w = (torch.randn(32) * 0.5).requires_grad_(True)
+        bias = (torch.randn(32) * 0.1).requires_grad_(True)
+        F = torch.nn.functional
+        return (lambda: F.relu(F.batch_norm(x, None, None, w, bias, training=True))), [x, w, bias]
     raise SystemExit(f"unknown case {case}")
 
 

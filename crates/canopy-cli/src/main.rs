@@ -59,6 +59,9 @@ fn main() -> anyhow::Result<()> {
     // Tensor buffers are allocated and freed on every tile and step: keep them in the process
     // instead of page-faulting them in again (see canopy_nn::allocator).
     canopy_nn::keep_freed_memory();
+    // the ops' parallel loops start on this thread instead of waking a pool and waiting for
+    // it on every op (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let cli = Cli::parse();
     match cli.command {
         Command::Info {

@@ -38,6 +38,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let a = Args::parse();
     let dev = Device::Cpu;
     let (b, c, s) = (a.batch, a.channels, a.size);

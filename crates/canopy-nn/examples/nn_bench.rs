@@ -14,6 +14,8 @@
 //! - `lstm`: one LSTM layer, 128 -> 128 hidden, on (256, 45, 128)
 //! - `attention`: self-attention, embed 64, 2 heads, on (256, 45, 64)
 //! - `convlstm`: one ConvLSTM step, 13 -> 64 hidden, 3x3, on (16, 13, 24, 24)
+//! - `batchnorm`: batch normalisation in training mode + ReLU on (256, 32, 256) (MS-ResNet's
+//!   stem; not in the default list)
 
 use std::time::Instant;
 
@@ -106,6 +108,8 @@ fn main() -> Result<()> {
         // as the training examples and the CLI do
         canopy_nn::allocator::keep_freed_memory();
     }
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let dev = Device::Cpu;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     for case in &a.cases {
@@ -188,8 +192,23 @@ fn main() -> Result<()> {
                     Ok((h2 + c2)?)
                 })?;
             }
+            "batchnorm" => {
+                let x = randn(&[256, 32, 256], 1.0, &dev)?;
+                let w = randn(&[32], 0.5, &dev)?;
+                let bias = randn(&[32], 0.1, &dev)?;
+                time_case(case, (a.repeat, a.forward_only), &[&x, &w, &bias], &|| {
+                    let (y, _, _) = canopy_nn::ops::batch_norm_train(
+                        x.as_tensor(),
+                        w.as_tensor(),
+                        bias.as_tensor(),
+                        1e-5,
+                        true,
+                    )?;
+                    Ok(y)
+                })?;
+            }
             other => anyhow::bail!(
-                "unknown case {other:?}: use conv2d, conv1d, lstm, attention, convlstm"
+                "unknown case {other:?}: use conv2d, conv1d, lstm, attention, convlstm, batchnorm"
             ),
         }
     }

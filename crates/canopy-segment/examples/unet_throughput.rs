@@ -34,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--system-malloc") {
         canopy_nn::keep_freed_memory();
     }
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     if std::env::args().any(|a| a == "--no-winograd") {
         canopy_nn::ops::set_winograd_enabled(false);
     }

@@ -231,6 +231,8 @@ fn breakdown_transformer(warm: usize, runs: usize) -> Result<()> {
 fn main() -> Result<()> {
     // as the training examples and the CLI do: freed tensor buffers stay in the process
     canopy_nn::allocator::keep_freed_memory();
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let breakdown = args.iter().any(|a| a == "--breakdown");

@@ -200,6 +200,8 @@ fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     // as the training examples and the CLI do: freed tensor buffers stay in the process
     canopy_nn::allocator::keep_freed_memory();
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let dev = Device::Cpu;
     let peers_path = args.peers_json.clone().or_else(|| {
         let home = std::env::var("PEERS_HOME")

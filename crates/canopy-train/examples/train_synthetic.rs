@@ -86,6 +86,8 @@ impl Module for Mlp {
 }
 
 fn main() -> Result<()> {
+    // the ops' parallel loops start on this thread (see canopy_nn::parallel)
+    canopy_nn::use_calling_thread();
     let args = Args::parse();
     let vm = SeededVarMap::new(args.seed);
     let model = Mlp::new(vm.var_builder(DType::F32, &Device::Cpu))?;
