@@ -1018,6 +1018,102 @@ fn dropout_mask_is_thread_count_independent_and_unbiased() {
     assert!((kept - 0.7).abs() < 0.005, "kept fraction {kept}");
 }
 
+/// A convolution whose input is plain data (a model's input: no variable behind it) skips the
+/// input gradient and candle gets none for it; the weight and bias gradients are those computed
+/// with the input as a variable. Covers the direct 1-D kernel (strided, dilated, gathered
+/// windows), the Winograd 1-D kernel, `conv1d_act`, 2-D im2col / Winograd / strided, and a 2-D
+/// convolution with plain weights (the input gradient alone, as for saliency maps).
+#[test]
+fn data_inputs_get_no_gradient_and_weights_the_same_one() {
+    let dev = Device::Cpu;
+    let c1d = |s, p, d| Conv1dConfig {
+        axis: Axis1 {
+            stride: s,
+            padding: p,
+            dilation: d,
+        },
+        groups: 1,
+    };
+    // (B, C_in, L, C_out, K, config, ReLU epilogue)
+    let cases_1d = [
+        (3usize, 2usize, 10usize, 3usize, 5usize, c1d(2, 2, 1), false),
+        (2, 4, 17, 2, 3, c1d(3, 0, 2), false),
+        (200, 3, 10, 4, 7, c1d(1, 1, 1), true),
+        (30, 8, 45, 8, 41, c1d(1, 20, 1), false),
+        (5, 16, 45, 16, 7, c1d(1, 3, 1), true),
+        (70, 16, 12, 20, 3, c1d(1, 1, 1), false),
+    ];
+    for (i, &(b, ci, l, co, k, cfg, act)) in cases_1d.iter().enumerate() {
+        let xt = random_f64(&[b, ci, l], 100 + i as u64, &dev).unwrap();
+        let w = Var::from_tensor(&random_f64(&[co, ci, k], 110 + i as u64, &dev).unwrap()).unwrap();
+        let bias = Var::from_tensor(&random_f64(&[co], 120 + i as u64, &dev).unwrap()).unwrap();
+        let grads = |x: &Tensor| {
+            let y = if act {
+                conv1d_act(x, w.as_tensor(), Some(bias.as_tensor()), cfg, true).unwrap()
+            } else {
+                conv1d(x, w.as_tensor(), Some(bias.as_tensor()), cfg).unwrap()
+            };
+            let r = random_f64(y.dims(), 130, &dev).unwrap();
+            (&y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        let xv = Var::from_tensor(&xt).unwrap();
+        let (plain, tracked) = (grads(&xt), grads(xv.as_tensor()));
+        assert!(
+            plain.get(&xt).is_none(),
+            "1-D case {i}: data got a gradient"
+        );
+        assert!(tracked.get(xv.as_tensor()).is_some(), "1-D case {i}");
+        for v in [&w, &bias] {
+            let (a, b) = (plain.get(v.as_tensor()), tracked.get(v.as_tensor()));
+            let diff = max_abs_diff(a.unwrap(), b.unwrap());
+            assert!(
+                diff == 0.0,
+                "1-D case {i}: parameter gradients differ by {diff}"
+            );
+        }
+    }
+    // (B, C, H, W, C_out, kernel, stride)
+    let cases_2d = [
+        (2usize, 3usize, 9usize, 8usize, 4usize, 3usize, 2usize),
+        (2, 16, 8, 8, 16, 3, 1),
+        (1, 2, 7, 6, 3, 5, 1),
+    ];
+    for (i, &(b, c, h, wd, co, k, s)) in cases_2d.iter().enumerate() {
+        let cfg = Conv2dConfig::square(s, k / 2, 1, 1);
+        let xt = random_f64(&[b, c, h, wd], 200 + i as u64, &dev).unwrap();
+        let wt = random_f64(&[co, c, k, k], 210 + i as u64, &dev).unwrap();
+        let grads = |x: &Tensor, w: &Tensor| {
+            let y = conv2d(x, w, None, cfg).unwrap();
+            let r = random_f64(y.dims(), 220, &dev).unwrap();
+            (&y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        let (xv, wv) = (
+            Var::from_tensor(&xt).unwrap(),
+            Var::from_tensor(&wt).unwrap(),
+        );
+        let both = grads(xv.as_tensor(), wv.as_tensor());
+        let only_w = grads(&xt, wv.as_tensor());
+        let only_x = grads(xv.as_tensor(), &wt);
+        assert!(
+            only_w.get(&xt).is_none(),
+            "2-D case {i}: data got a gradient"
+        );
+        assert!(
+            only_x.get(&wt).is_none(),
+            "2-D case {i}: plain weights got a gradient"
+        );
+        let dw = max_abs_diff(
+            only_w.get(wv.as_tensor()).unwrap(),
+            both.get(wv.as_tensor()).unwrap(),
+        );
+        let dx = max_abs_diff(
+            only_x.get(xv.as_tensor()).unwrap(),
+            both.get(xv.as_tensor()).unwrap(),
+        );
+        assert!(dw == 0.0 && dx == 0.0, "2-D case {i}: {dw} {dx}");
+    }
+}
+
 /// The direct 1-D convolution (strided views of time-major rows, or gathered windows where the
 /// view would waste many columns) equals the 2-D im2col path and the reference gather for
 /// strides 1-3, dilations 1-2, with and without padding, over batches spanning several blocks

@@ -47,6 +47,7 @@
 //! satellite time series (TempCNN, MS-ResNet, InceptionTime).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::ops::cpu::{
     par_zeroed, par_zeroed_map, slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float,
@@ -247,55 +248,61 @@ impl XwKernel for Conv1dOp {
         w: &[T],
         dy: &[T],
         d: Dims,
-    ) -> Result<(Vec<T>, Vec<T>), String> {
+        need_dx: bool,
+    ) -> Result<(Option<Vec<T>>, Vec<T>), String> {
         let kc = d.k * d.ci;
         if d.b == 0 || d.co == 0 || d.ci == 0 {
-            return Ok((zeros_par(d.b * d.ci * d.l), zeros_par(d.co * kc)));
+            let dx = need_dx.then(|| zeros_par(d.b * d.ci * d.l));
+            return Ok((dx, zeros_par(d.co * kc)));
         }
         let (s, dil) = (self.stride, self.dilation);
         if self.padding < d.k && winograd1d::applies(d.k, s, dil, d.ci, d.co) {
-            return self.winograd_backward(x, w, dy, d);
+            return self.winograd_backward(x, w, dy, d, need_dx);
         }
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
-        let (dx, partials) = par_zeroed_map(
-            d.b * d.ci * d.l,
-            per * d.nb * d.ci * d.l,
-            |part, dxp: &mut [T]| -> Result<Vec<T>, String> {
-                let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
-                let (mut cols, mut dcols) = (Vec::new(), Vec::new());
-                let mut dwt = zeros_par(d.co * kc);
-                for blk in part * per..((part + 1) * per).min(blocks) {
-                    let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
-                    let n = nbl * d.pitch();
-                    let total = d.block_rows(self, nbl);
-                    xr.resize(total * d.ci, T::ZERO);
-                    to_rows(
-                        x,
-                        (d.ci, d.l),
-                        (b0, nbl),
-                        (self.padding, d.lp, total),
-                        &mut xr,
-                    );
-                    // dY as time-major rows (n, C_out), zero past each sequence's outputs
-                    dyr.resize(n * d.co, T::ZERO);
-                    to_rows(dy, (d.co, d.lout), (b0, nbl), (0, d.pitch(), n), &mut dyr);
-                    let dym = Mat::row_major(&dyr[..n * d.co], n, d.co);
+                                                 // one task per part: its blocks' rows, its partial weight gradient, and (when wanted)
+                                                 // its chunk of the input gradient
+        let run_part = |part: usize, mut dxp: Option<&mut [T]>| -> Result<Vec<T>, String> {
+            let (mut xr, mut dyr, mut dxr) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut cols, mut dcols) = (Vec::new(), Vec::new());
+            let mut dwt = zeros_par(d.co * kc);
+            for blk in part * per..((part + 1) * per).min(blocks) {
+                let (b0, nbl) = (blk * d.nb, d.nb.min(d.b - blk * d.nb));
+                let n = nbl * d.pitch();
+                let total = d.block_rows(self, nbl);
+                xr.resize(total * d.ci, T::ZERO);
+                to_rows(
+                    x,
+                    (d.ci, d.l),
+                    (b0, nbl),
+                    (self.padding, d.lp, total),
+                    &mut xr,
+                );
+                // dY as time-major rows (n, C_out), zero past each sequence's outputs
+                dyr.resize(n * d.co, T::ZERO);
+                to_rows(dy, (d.co, d.lout), (b0, nbl), (0, d.pitch(), n), &mut dyr);
+                let dym = Mat::row_major(&dyr[..n * d.co], n, d.co);
+                if dxp.is_some() {
                     dxr.clear();
                     dxr.resize(total * d.ci, T::ZERO);
-                    if d.compact {
-                        cols.resize(n * kc, T::ZERO);
-                        gather_windows(&xr, d, s, nbl, &mut cols);
-                        let windows = Mat::row_major(&cols[..n * kc], n, kc);
-                        matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
+                }
+                if d.compact {
+                    cols.resize(n * kc, T::ZERO);
+                    gather_windows(&xr, d, s, nbl, &mut cols);
+                    let windows = Mat::row_major(&cols[..n * kc], n, kc);
+                    matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
+                    if dxp.is_some() {
                         dcols.resize(n * kc, T::ZERO);
                         let wm = Mat::row_major(&wt, d.co, kc);
                         matmul(&mut dcols, kc, dym, wm, false, 1)?;
                         scatter_windows(&dcols[..n * kc], d, s, nbl, &mut dxr);
-                    } else {
-                        for k in 0..d.k {
-                            let off = k * dil * d.ci;
+                    }
+                } else {
+                    for k in 0..d.k {
+                        let off = k * dil * d.ci;
+                        if dxp.is_some() {
                             let wk = Mat {
                                 data: &wt[k * d.ci..],
                                 rows: d.co,
@@ -305,29 +312,31 @@ impl XwKernel for Conv1dOp {
                             };
                             // rows j·s + k·d of dX
                             matmul(&mut dxr[off..], s * d.ci, dym, wk, true, 1)?;
-                            if dil > 1 {
-                                let xk = Mat {
-                                    data: &xr[off..],
-                                    rows: n,
-                                    cols: d.ci,
-                                    rs: s * d.ci,
-                                    cs: 1,
-                                };
-                                matmul(&mut dwt[k * d.ci..], kc, dym.t(), xk, true, 1)?;
-                            }
                         }
-                        if dil == 1 {
-                            // all taps in one product: a window is K·C_in contiguous values
-                            let windows = Mat {
-                                data: &xr,
+                        if dil > 1 {
+                            let xk = Mat {
+                                data: &xr[off..],
                                 rows: n,
-                                cols: kc,
+                                cols: d.ci,
                                 rs: s * d.ci,
                                 cs: 1,
                             };
-                            matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
+                            matmul(&mut dwt[k * d.ci..], kc, dym.t(), xk, true, 1)?;
                         }
                     }
+                    if dil == 1 {
+                        // all taps in one product: a window is K·C_in contiguous values
+                        let windows = Mat {
+                            data: &xr,
+                            rows: n,
+                            cols: kc,
+                            rs: s * d.ci,
+                            cs: 1,
+                        };
+                        matmul(&mut dwt, kc, dym.t(), windows, true, 1)?;
+                    }
+                }
+                if let Some(dxp) = dxp.as_deref_mut() {
                     let base = (blk - part * per) * d.nb;
                     for bl in 0..nbl {
                         // the sequence's L rows of C_in values, transposed into (C_in, L)
@@ -338,9 +347,23 @@ impl XwKernel for Conv1dOp {
                         );
                     }
                 }
-                Ok(dwt)
-            },
-        )?;
+            }
+            Ok(dwt)
+        };
+        let (dx, partials) = if need_dx {
+            let (dx, partials) = par_zeroed_map(
+                d.b * d.ci * d.l,
+                per * d.nb * d.ci * d.l,
+                |part, dxp: &mut [T]| run_part(part, Some(dxp)),
+            )?;
+            (Some(dx), partials)
+        } else {
+            let partials = (0..blocks.div_ceil(per))
+                .into_par_iter()
+                .map(|part| run_part(part, None))
+                .collect::<Result<Vec<_>, String>>()?;
+            (None, partials)
+        };
         let dwt = sum_in_order(partials, d.co * kc);
         let mut dw = zeros_par(d.co * kc);
         for o in 0..d.co {
@@ -510,7 +533,12 @@ impl Conv1dOp {
         w: &[T],
         dy: &[T],
         d: Dims,
-    ) -> Result<(Vec<T>, Vec<T>), String> {
+        need_dx: bool,
+    ) -> Result<(Option<Vec<T>>, Vec<T>), String> {
+        let dw = winograd1d::weight_grad(x, dy, self.winograd_dims(d))?;
+        if !need_dx {
+            return Ok((None, dw));
+        }
         // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
         let mut flipped = zeros_par(w.len());
         for (oc, taps) in w.chunks(d.k).enumerate() {
@@ -530,8 +558,8 @@ impl Conv1dOp {
             lout: d.l,
         };
         Ok((
-            winograd1d::forward(dy, &flipped, back, Epilogue::none())?,
-            winograd1d::weight_grad(x, dy, self.winograd_dims(d))?,
+            Some(winograd1d::forward(dy, &flipped, back, Epilogue::none())?),
+            dw,
         ))
     }
 

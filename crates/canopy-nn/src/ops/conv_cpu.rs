@@ -546,16 +546,30 @@ impl CustomOp2 for Conv2dOp {
         let grad = grad.contiguous()?;
         let with = |pass| Conv2dOp { cv: self.cv, pass };
         match self.pass {
+            // an operand that tracks no operation (data: a model's input, frozen weights) gets
+            // no gradient; candle would only add it to a zero tensor and drop it
             Pass::Forward => {
-                let dx = grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput))?;
-                let dw = x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight))?;
-                Ok((Some(dx), Some(dw)))
+                let dx = x
+                    .track_op()
+                    .then(|| grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput)))
+                    .transpose()?;
+                let dw = w
+                    .track_op()
+                    .then(|| x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight)))
+                    .transpose()?;
+                Ok((dx, dw))
             }
             // here `x` is the transposed convolution's input, the convolution's output
             Pass::Transposed => {
-                let dx = grad.apply_op2_no_bwd(w, &with(Pass::Forward))?;
-                let dw = grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight))?;
-                Ok((Some(dx), Some(dw)))
+                let dx = x
+                    .track_op()
+                    .then(|| grad.apply_op2_no_bwd(w, &with(Pass::Forward)))
+                    .transpose()?;
+                let dw = w
+                    .track_op()
+                    .then(|| grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight)))
+                    .transpose()?;
+                Ok((dx, dw))
             }
             Pass::BackwardInput | Pass::BackwardWeight => Err(candle_core::Error::Msg(format!(
                 "{}: second derivatives are not supported",

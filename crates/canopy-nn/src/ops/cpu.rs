@@ -37,14 +37,17 @@ pub(crate) trait XwKernel {
     fn out_shape(d: &Self::Dims) -> Shape;
     /// The output values.
     fn forward<T: Float>(&self, x: &[T], w: &[T], d: Self::Dims) -> Result<Vec<T>, String>;
-    /// `(dx, dw)` for the output gradient `dy`.
+    /// `(dx, dw)` for the output gradient `dy`. With `need_dx` false (`x` is data that
+    /// carries no gradient, e.g. a model's input) the kernel may skip the input gradient and
+    /// return `None` for it.
     fn backward<T: Float>(
         &self,
         x: &[T],
         w: &[T],
         dy: &[T],
         d: Self::Dims,
-    ) -> Result<(Vec<T>, Vec<T>), String>;
+        need_dx: bool,
+    ) -> Result<(Option<Vec<T>>, Vec<T>), String>;
 }
 
 /// `impl CustomOp2` for an [`XwKernel`] type, with the op name candle shows.
@@ -118,6 +121,9 @@ pub(crate) fn xw_backward<K: XwKernel>(
         return Err(err("CPU tensors only"));
     };
     let d = k.dims(lx, lw)?;
+    // an input that tracks no operation (data, not a variable or a result of one) gets no
+    // gradient: candle would compute nothing from it, but would still add it to a zero tensor
+    let need_dx = x.track_op();
     macro_rules! run {
         ($t:ty) => {{
             let (dx, dw) = k
@@ -126,12 +132,14 @@ pub(crate) fn xw_backward<K: XwKernel>(
                     slice(sw, lw, K::NAME)?,
                     slice(sg, lg, K::NAME)?,
                     d,
+                    need_dx,
                 )
                 .map_err(|m| err(&m))?;
-            (
-                Tensor::from_vec(dx, x.shape(), x.device())?,
-                Tensor::from_vec(dw, w.shape(), w.device())?,
-            )
+            let dx = match dx {
+                Some(dx) if need_dx => Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+                _ => None,
+            };
+            (dx, Tensor::from_vec(dw, w.shape(), w.device())?)
         }};
     }
     let (dx, dw) = match (sx, sw, sg) {
@@ -139,7 +147,8 @@ pub(crate) fn xw_backward<K: XwKernel>(
         (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => run!(f64),
         _ => return Err(err("x, w and the gradient must all be f32 or all f64")),
     };
-    Ok((Some(dx), Some(dw)))
+    // plain weights (frozen, or a saliency map's model) get none either
+    Ok((dx, w.track_op().then_some(dw)))
 }
 
 /// Values computed by a forward pass and kept for its backward pass (gate activations,

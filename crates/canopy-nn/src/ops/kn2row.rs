@@ -137,11 +137,12 @@ impl XwKernel for Kn2rowOp {
         w: &[T],
         dy: &[T],
         d: Dims,
-    ) -> Result<(Vec<T>, Vec<T>), String> {
+        _need_dx: bool, // dX and dW share the shifted gradient planes: both are computed
+    ) -> Result<(Option<Vec<T>>, Vec<T>), String> {
         let (hw, ohw, taps) = (d.h * d.w, d.ho * d.wo, d.kh * d.kw);
         let mut dx = zeros_par(d.b * d.c * hw);
         if d.b == 0 || d.c == 0 || d.co == 0 {
-            return Ok((dx, vec![T::ZERO; w.len()]));
+            return Ok((Some(dx), vec![T::ZERO; w.len()]));
         }
         let wr = rearranged(w, d);
         let partials: Vec<Vec<T>> = dx
@@ -189,7 +190,7 @@ impl XwKernel for Kn2rowOp {
                 }
             }
         }
-        Ok((dx, dw))
+        Ok((Some(dx), dw))
     }
 }
 
