@@ -1018,6 +1018,56 @@ fn dropout_mask_is_thread_count_independent_and_unbiased() {
     assert!((kept - 0.7).abs() < 0.005, "kept fraction {kept}");
 }
 
+/// The one-pass nearest resampling into channels-first layout equals `index_select` over time
+/// (PyTorch's nearest source steps `floor(d·T/L)`), a transpose and a copy, for stretching
+/// (MS-ResNet's 45 -> 512), shrinking and equal lengths, in f32 and f64; its gradient passes
+/// finite differences (several outputs copy the same input step when stretching).
+#[test]
+fn nearest_resample_to_channels_first_equals_the_composed_ops() {
+    let dev = Device::Cpu;
+    for (i, &(b, t, c, l)) in [
+        (3usize, 45usize, 13usize, 512usize),
+        (2, 10, 3, 4),
+        (4, 7, 2, 7),
+        (1, 1, 5, 6),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = random_f64(&[b, t, c], 300 + i as u64, &dev).unwrap();
+        let idx: Vec<u32> = (0..l).map(|d| (d * t / l) as u32).collect();
+        let idx = Tensor::from_vec(idx, l, &dev).unwrap();
+        let composed = x
+            .index_select(&idx, 1)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        for x in [x.clone(), x.to_dtype(candle_core::DType::F32).unwrap()] {
+            let y = nearest_resample_to_channels_first(&x, l).unwrap();
+            assert_eq!(y.dims(), &[b, c, l]);
+            let diff = max_abs_diff(&y.to_dtype(candle_core::DType::F64).unwrap(), &composed);
+            assert!(diff < 1e-6, "case {i}: {diff}");
+        }
+        if b * t * c <= 64 {
+            gradcheck(&[&[b, t, c]], |v| {
+                nearest_resample_to_channels_first(&v[0], l)
+            });
+        }
+    }
+    assert!(nearest_resample_to_channels_first(
+        &Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap(),
+        4
+    )
+    .is_err());
+    assert!(nearest_resample_to_channels_first(
+        &Tensor::zeros((2, 3, 1), candle_core::DType::F32, &dev).unwrap(),
+        0
+    )
+    .is_err());
+}
+
 /// A convolution whose input is plain data (a model's input: no variable behind it) skips the
 /// input gradient and candle gets none for it; the weight and bias gradients are those computed
 /// with the input as a variable. Covers the direct 1-D kernel (strided, dilated, gathered

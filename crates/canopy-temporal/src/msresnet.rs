@@ -292,14 +292,10 @@ impl MsResNet {
     /// # Errors
     /// As [`SeriesClassifier::forward_t`].
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, t, _) = check_series(MODEL, x, self.cfg.input_dim, None)?;
-        // nearest-neighbour stretch along time: step d <- floor(d * T / 512)
-        let idx: Vec<u32> = (0..STRETCH_LENGTH)
-            .map(|d| (d * t / STRETCH_LENGTH) as u32)
-            .collect();
-        let idx = Tensor::from_vec(idx, STRETCH_LENGTH, x.device())?;
-        let x = x.index_select(&idx, 1)?; // (B, T, C) -> (B, 512, C), rows of C copied whole
-        let x = x.transpose(1, 2)?.contiguous()?; // (B, 512, C) -> (B, C, 512)
+        check_series(MODEL, x, self.cfg.input_dim, None)?;
+        // nearest-neighbour stretch along time, step d <- floor(d * T / 512), and the move to
+        // channels-first in one pass: (B, T, C) -> (B, C, 512)
+        let x = canopy_nn::ops::nearest_resample_to_channels_first(x, STRETCH_LENGTH)?;
         let x = self.bn1.forward_conv_act_t(&self.conv1, &x, train, true)?; // (B, H, 256)
         let x0 = max_pool3(&x, 2)?; // (B, H, 256) -> (B, H, 128)
         let feats = self

@@ -36,8 +36,8 @@ pub use grid_sample::{grid_sample, GridPadding};
 pub use norm::{add_layer_norm, layer_norm, layer_norm_composed, LayerNorm};
 pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
 pub use resize::{
-    adaptive_avg_pool2d, interpolate_linear1d, upsample_bilinear2d, upsample_nearest2d,
-    AlignCorners,
+    adaptive_avg_pool2d, interpolate_linear1d, nearest_resample_to_channels_first,
+    upsample_bilinear2d, upsample_nearest2d, AlignCorners,
 };
 pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
 pub use winograd::set_winograd_enabled;

@@ -8,7 +8,9 @@
 //! 0, with `align_corners=True` samples `dst * (in-1)/(out-1)`; nearest takes
 //! `floor(dst * in/out)`; adaptive pooling averages `[floor(i*in/out), ceil((i+1)*in/out))`.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
+
+use crate::ops::cpu::{par_build, slice, Float};
 
 use crate::error::{invalid, shape};
 use crate::Result;
@@ -184,4 +186,139 @@ pub fn interpolate_linear1d(x: &Tensor, out_len: usize, align: AlignCorners) -> 
     Ok(x.reshape((b * c, l))?
         .matmul(&m)?
         .reshape((b, c, out_len))?)
+}
+
+/// Nearest-neighbour resampling along time of a time-major series into channels-first layout,
+/// in one pass: `y[b, c, d] = x[b, floor(d · T / L), c]`, i.e. PyTorch's
+/// `F.interpolate(x.transpose(1, 2), size=L)` (mode `"nearest"`), how MS-ResNet stretches its
+/// input to 512 steps. Composed from candle ops the same takes an `index_select` over time, a
+/// transposed view and candle's single-threaded strided copy of the whole stretched series
+/// (about 6 % of an MS-ResNet inference batch); here each sequence is read once from cache and
+/// its channel rows written whole, in parallel over the batch. The backward pass sums the
+/// gradient of every output step into the input step it copies.
+///
+/// # Shapes
+/// `x`: `(B, T, C)` -> `(B, C, L)`.
+///
+/// # Errors
+/// Shape errors; `T` or `L` zero; dtypes other than f32/f64. On devices other than the CPU it
+/// runs the composed candle ops instead.
+pub fn nearest_resample_to_channels_first(x: &Tensor, out_len: usize) -> Result<Tensor> {
+    let op = "nearest_resample_to_channels_first";
+    let (_, t, _) = x
+        .dims3()
+        .map_err(|_| shape(op, "input (B, T, C)", x.dims()))?;
+    if t == 0 || out_len == 0 {
+        return Err(invalid(
+            op,
+            format!("T ({t}) and L ({out_len}) must be positive"),
+        ));
+    }
+    if !x.device().is_cpu() {
+        let idx: Vec<u32> = nearest_sources(t, out_len).map(|s| s as u32).collect();
+        let idx = Tensor::from_vec(idx, out_len, x.device())?;
+        return Ok(x.index_select(&idx, 1)?.transpose(1, 2)?.contiguous()?);
+    }
+    Ok(x.contiguous()?
+        .apply_op1(NearestToChannelsFirst { out_len })?)
+}
+
+/// The input step of every output step of a nearest resampling from `t` to `l` steps
+/// (PyTorch's `floor(d · t / l)` for a given output size).
+fn nearest_sources(t: usize, l: usize) -> impl Iterator<Item = usize> {
+    (0..l).map(move |d| d * t / l)
+}
+
+/// [`nearest_resample_to_channels_first`] as a candle op.
+#[derive(Debug, Clone, Copy)]
+struct NearestToChannelsFirst {
+    out_len: usize,
+}
+
+/// `(B, T, C)` -> `(B, C, L)`, one task per block of sequences.
+fn nearest_forward<T: Float>(x: &[T], (t, c): (usize, usize), l: usize) -> Vec<T> {
+    let src: Vec<usize> = nearest_sources(t, l).collect();
+    let per_seq = c * l;
+    par_build(
+        x.len() / (t * c).max(1) * per_seq,
+        per_seq,
+        |b, yb: &mut [T]| {
+            let xb = &x[b * t * c..(b + 1) * t * c];
+            for (ch, row) in yb.chunks_mut(l).enumerate() {
+                for (v, &s) in row.iter_mut().zip(&src) {
+                    *v = xb[s * c + ch];
+                }
+            }
+        },
+    )
+}
+
+/// The gradient of [`nearest_forward`]: `dx[b, s, c] = Σ_{d: src(d) = s} g[b, c, d]`, summed
+/// in output order.
+fn nearest_backward<T: Float>(g: &[T], (t, c): (usize, usize), l: usize) -> Vec<T> {
+    let src: Vec<usize> = nearest_sources(t, l).collect();
+    par_build(
+        g.len() / (c * l).max(1) * t * c,
+        t * c,
+        |b, dxb: &mut [T]| {
+            let gb = &g[b * c * l..(b + 1) * c * l];
+            for (ch, row) in gb.chunks(l).enumerate() {
+                for (&v, &s) in row.iter().zip(&src) {
+                    dxb[s * c + ch] += v;
+                }
+            }
+        },
+    )
+}
+
+impl CustomOp1 for NearestToChannelsFirst {
+    fn name(&self) -> &'static str {
+        "canopy-nearest-to-channels-first"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let name = "nearest_resample_to_channels_first";
+        let (b, t, c) = l.shape().dims3()?;
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(nearest_forward(
+                slice::<f32>(s, l, name)?,
+                (t, c),
+                self.out_len,
+            )),
+            CpuStorage::F64(_) => CpuStorage::F64(nearest_forward(
+                slice::<f64>(s, l, name)?,
+                (t, c),
+                self.out_len,
+            )),
+            _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
+        };
+        Ok((out, Shape::from((b, c, self.out_len))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let name = "nearest_resample_to_channels_first backward";
+        if !x.track_op() {
+            return Ok(None);
+        }
+        let (_, t, c) = x.dims3()?;
+        let grad = grad.contiguous()?;
+        let (sg, lg) = grad.storage_and_layout();
+        let Storage::Cpu(sg) = &*sg else {
+            return Err(candle_core::Error::Msg(format!("{name}: CPU tensors only")));
+        };
+        let dx = match sg {
+            CpuStorage::F32(_) => Tensor::from_vec(
+                nearest_backward(slice::<f32>(sg, lg, name)?, (t, c), self.out_len),
+                x.shape(),
+                x.device(),
+            )?,
+            CpuStorage::F64(_) => Tensor::from_vec(
+                nearest_backward(slice::<f64>(sg, lg, name)?, (t, c), self.out_len),
+                x.shape(),
+                x.device(),
+            )?,
+            _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
+        };
+        Ok(Some(dx))
+    }
 }
