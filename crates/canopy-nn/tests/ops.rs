@@ -1200,6 +1200,10 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         (70, 16, 12, 20, 3, 1, 1, 1),
         (2, 16, 8, 16, 7, 1, 0, 1),
         (3, 16, 9, 16, 3, 1, 0, 1),
+        // pointwise with a stride (MS-ResNet's shortcuts): channel-major strided copies, odd
+        // and even lengths, padding, several blocks
+        (300, 5, 23, 6, 1, 2, 0, 1),
+        (3, 4, 16, 3, 1, 3, 1, 1),
     ];
     for (i, &(b, ci, l, co, k, s, p, d)) in cases.iter().enumerate() {
         let cfg = Conv1dConfig {

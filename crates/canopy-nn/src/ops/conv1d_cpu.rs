@@ -390,7 +390,9 @@ impl Conv1dOp {
             return winograd1d::forward(x, w, self.winograd_dims(d), epi);
         }
 
-        if self.stride == 1 {
+        // pointwise kernels with a stride (MS-ResNet's shortcuts) read their inputs as a strided
+        // copy of each channel row: no window overlaps, nothing is computed and dropped
+        if self.stride == 1 || d.k == 1 {
             return self.forward_channel_major(x, w, epi, d);
         }
         if d.b * d.co * d.lout == 0 {
