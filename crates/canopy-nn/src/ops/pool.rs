@@ -367,6 +367,18 @@ impl Window {
         }
         let inside = &mut y[j0..j1];
         let first = j0 * self.stride - self.padding;
+        if self.stride == 1 {
+            // contiguous taps: plain slices, which the compiler vectorises (InceptionTime's
+            // k3 s1 pools: a `step_by` iterator kept this loop scalar)
+            let n = inside.len();
+            inside.copy_from_slice(&x[first..first + n]);
+            for k in 1..self.kernel {
+                for (o, &v) in inside.iter_mut().zip(&x[first + k..first + k + n]) {
+                    *o = max_nan(*o, v);
+                }
+            }
+            return;
+        }
         for (o, &v) in inside
             .iter_mut()
             .zip(x[first..].iter().step_by(self.stride))
@@ -588,6 +600,8 @@ mod tests {
             (ax(2, 2, 0), ax(2, 2, 0), false),
             (ax(3, 1, 1), ax(5, 3, 2), true),
             (ax(1, 1, 0), ax(4, 4, 0), true),
+            // InceptionTime's k3 s1 p1 (the contiguous-tap loop of `row_max`)
+            (ax(2, 2, 0), ax(3, 1, 1), false),
         ];
         for (seed, (h, w, ceil)) in cases.into_iter().enumerate() {
             let x = random_f64(&[2, 3, 9, 8], seed as u64, &dev)?;
@@ -648,6 +662,13 @@ mod tests {
         assert_eq!(y[0], inf);
         assert_eq!(y[1], 2.0); // window [-inf, 2]
         assert!(y[2].is_nan());
+        // stride 1: NaN taken from any tap of an inside window, and kept once taken
+        let x = Tensor::new(&[[[1f32, f32::NAN, 0.0, 2.0, 3.0, -1.0]]], &dev)?;
+        let y: Vec<f32> = max_pool1d(&x, ax(3, 1, 1), false)?
+            .flatten_all()?
+            .to_vec1()?;
+        assert!(y[..3].iter().all(|v| v.is_nan()), "{y:?}");
+        assert_eq!(&y[3..], &[3.0, 3.0, 3.0]);
         let x64 = random_f64(&[3, 4, 10, 7], 9, &dev)?;
         let a = max_pool2d(&x64.to_dtype(DType::F32)?, ax(3, 2, 1), ax(3, 2, 1), false)?;
         let b = max_pool2d(&x64, ax(3, 2, 1), ax(3, 2, 1), false)?;
