@@ -545,32 +545,24 @@ impl CustomOp2 for Conv2dOp {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let with = |pass| Conv2dOp { cv: self.cv, pass };
+        // an operand that tracks no operation (data: a model's input, frozen weights) gets no
+        // gradient; candle would only add it to a zero tensor and drop it
+        let run = |operand: &Tensor, (a, b): (&Tensor, &Tensor), pass| {
+            operand
+                .track_op()
+                .then(|| a.apply_op2_no_bwd(b, &with(pass)))
+                .transpose()
+        };
         match self.pass {
-            // an operand that tracks no operation (data: a model's input, frozen weights) gets
-            // no gradient; candle would only add it to a zero tensor and drop it
-            Pass::Forward => {
-                let dx = x
-                    .track_op()
-                    .then(|| grad.apply_op2_no_bwd(w, &with(Pass::BackwardInput)))
-                    .transpose()?;
-                let dw = w
-                    .track_op()
-                    .then(|| x.apply_op2_no_bwd(&grad, &with(Pass::BackwardWeight)))
-                    .transpose()?;
-                Ok((dx, dw))
-            }
+            Pass::Forward => Ok((
+                run(x, (&grad, w), Pass::BackwardInput)?,
+                run(w, (x, &grad), Pass::BackwardWeight)?,
+            )),
             // here `x` is the transposed convolution's input, the convolution's output
-            Pass::Transposed => {
-                let dx = x
-                    .track_op()
-                    .then(|| grad.apply_op2_no_bwd(w, &with(Pass::Forward)))
-                    .transpose()?;
-                let dw = w
-                    .track_op()
-                    .then(|| grad.apply_op2_no_bwd(x, &with(Pass::BackwardWeight)))
-                    .transpose()?;
-                Ok((dx, dw))
-            }
+            Pass::Transposed => Ok((
+                run(x, (&grad, w), Pass::Forward)?,
+                run(w, (&grad, x), Pass::BackwardWeight)?,
+            )),
             Pass::BackwardInput | Pass::BackwardWeight => Err(candle_core::Error::Msg(format!(
                 "{}: second derivatives are not supported",
                 self.name()
