@@ -1090,8 +1090,8 @@ fn data_inputs_get_no_gradient_and_weights_the_same_one() {
         (2, 4, 17, 2, 3, c1d(3, 0, 2), false),
         (200, 3, 10, 4, 7, c1d(1, 1, 1), true),
         (30, 8, 45, 8, 41, c1d(1, 20, 1), false),
-        (5, 16, 45, 16, 7, c1d(1, 3, 1), true),
-        (70, 16, 12, 20, 3, c1d(1, 1, 1), false),
+        (5, 64, 45, 64, 7, c1d(1, 3, 1), true),
+        (70, 64, 12, 68, 3, c1d(1, 1, 1), false),
     ];
     for (i, &(b, ci, l, co, k, cfg, act)) in cases_1d.iter().enumerate() {
         let xt = random_f64(&[b, ci, l], 100 + i as u64, &dev).unwrap();
@@ -1193,13 +1193,15 @@ fn direct_conv1d_equals_the_im2col_path_and_the_reference() {
         (30, 8, 45, 8, 41, 1, 20, 1),
         (3, 4, 12, 5, 3, 1, 4, 2),
         (2, 3, 5, 2, 3, 1, 6, 1),
-        // >= 16 channels, stride 1, k 3/5/7: Winograd forward (odd and even lengths, several
+        // >= 64 channels, stride 1, k 3/5/7: Winograd forward (odd and even lengths, several
         // tasks, a single tile)
-        (5, 16, 45, 16, 7, 1, 3, 1),
-        (3, 18, 10, 17, 5, 1, 2, 1),
-        (70, 16, 12, 20, 3, 1, 1, 1),
-        (2, 16, 8, 16, 7, 1, 0, 1),
-        (3, 16, 9, 16, 3, 1, 0, 1),
+        (5, 64, 45, 64, 7, 1, 3, 1),
+        (3, 66, 10, 65, 5, 1, 2, 1),
+        (70, 64, 12, 68, 3, 1, 1, 1),
+        (2, 64, 8, 64, 7, 1, 0, 1),
+        (3, 64, 9, 64, 3, 1, 0, 1),
+        // 32 channels: the direct kernel (below the Winograd threshold)
+        (4, 32, 20, 32, 5, 1, 1, 1),
         // pointwise with a stride (MS-ResNet's shortcuts): channel-major strided copies, odd
         // and even lengths, padding, several blocks
         (300, 5, 23, 6, 1, 2, 0, 1),

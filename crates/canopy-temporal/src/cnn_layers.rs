@@ -395,11 +395,11 @@ mod tests {
     fn conv_bias_folded_into_the_batch_norm_equals_the_two_layers() -> anyhow::Result<()> {
         let dev = Device::Cpu;
         // (C_in, C_out, K, stride, padding, conv bias, ReLU): the direct kernels, the Winograd
-        // kernels (16 channels, stride 1) and a strided 1x1 shortcut (MS-ResNet's downsample)
+        // kernels (64 channels, stride 1) and a strided 1x1 shortcut (MS-ResNet's downsample)
         let cases = [
             (3, 4, 3, 1, 1, true, true),
-            (16, 16, 3, 1, 1, false, false),
-            (16, 24, 7, 1, 1, true, true),
+            (64, 64, 3, 1, 1, false, false),
+            (64, 72, 7, 1, 1, true, true),
             (5, 16, 1, 2, 0, false, false),
             (4, 6, 7, 2, 3, false, true),
         ];

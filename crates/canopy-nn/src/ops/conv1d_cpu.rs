@@ -38,7 +38,7 @@
 //! The weight gradient is summed over at most [`MAX_PARTIALS`] fixed groups of blocks in group
 //! order, so it does not depend on the number of threads.
 //!
-//! Kernels of 3, 5 or 7 taps with stride 1 and at least 16 channels in and out take the
+//! Kernels of 3, 5 or 7 taps with stride 1 and at least 64 channels in and out take the
 //! Winograd kernels of [`super::winograd1d`] for the forward pass and both gradients.
 //!
 //! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every

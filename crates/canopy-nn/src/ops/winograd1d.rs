@@ -1,6 +1,6 @@
 //! Winograd (Toom-Cook) `F(2, r)` 1-D convolutions with odd kernels of 3, 5 or
-//! 7 taps, unit stride and dilation, one group: the convolutions of TempCNN (k7, k5) and of
-//! MS-ResNet's stride-1 layers (k3, k5, k7).
+//! 7 taps, unit stride and dilation, one group, at least [`MIN_CHANNELS`] channels in and out:
+//! the convolutions of TempCNN (k7, k5) and of MS-ResNet's stride-1 layers from 64 channels on.
 //!
 //! Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), in one
 //! dimension: two outputs of an `r`-tap correlation over the `n = r + 1` inputs `d` under them
@@ -15,8 +15,9 @@
 //! transform on unit normal data errs by at most `5.8e-6` (root mean square `5.8e-7`) against
 //! `1.4e-6` for a direct f32 sum, measured when the point set was chosen (`±1/2, ±2` gave
 //! `7.1e-6`, `±1/2, ±3/4` `1.4e-5`). Summed over channels the difference stays at a few ulps of
-//! the output: the tests bound it against the direct convolution, and the 16-channel TempCNN
-//! golden case matches PyTorch to `2.6e-7` in log-probabilities.
+//! the output: the tests bound it against the direct convolution, and a 16-channel TempCNN
+//! golden case run through these kernels matched PyTorch to `2.6e-7` in log-probabilities
+//! (when the threshold was 16 channels).
 //!
 //! The backward pass of a convolution that ran here runs here too: the input gradient is the
 //! forward transform applied to `dY` with the flipped kernel, the weight gradient is computed in
@@ -39,14 +40,22 @@ const TASK_TILES: usize = 192;
 /// Partial weight gradients at most (fixed groups of blocks, summed in order).
 const MAX_PARTIALS: usize = 16;
 
+/// Channels in and out from which the Winograd kernels replace the direct ones. Below it the
+/// transforms (short vector passes along the channels, `n` output streams per tile) cost more
+/// than the products they save: MS-ResNet's 32 -> 32 layers (batch 256, ~60 steps) ran their
+/// forward pass in 0.94 / 1.36 / 1.93 ms (k3 / k5 / k7) here and 0.65 / 0.99 / 1.24 ms on the
+/// direct kernel, forward + backward 3.4 / 4.4 / 5.2 against 2.6 / 3.1 / 3.7 ms; at 64 -> 64
+/// (~30 steps) Winograd was ahead (forward 0.88 / 1.28 / 1.43 against 1.09 / 1.40 / 1.77 ms).
+pub(crate) const MIN_CHANNELS: usize = 64;
+
 /// Whether the Winograd forward pass applies to a 1-D convolution with these sizes.
 pub(crate) fn applies(k: usize, stride: usize, dilation: usize, c_in: usize, c_out: usize) -> bool {
     crate::ops::winograd::enabled()
         && matches!(k, 3 | 5 | 7)
         && stride == 1
         && dilation == 1
-        && c_in >= 16
-        && c_out >= 16
+        && c_in >= MIN_CHANNELS
+        && c_out >= MIN_CHANNELS
 }
 
 /// The three matrices of `F(2, r)`, row-major in f64: `at` (2 x n), `g` (n x r), `bt` (n x n).
