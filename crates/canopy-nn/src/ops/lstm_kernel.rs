@@ -203,9 +203,13 @@ pub(crate) trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
     /// The twin.
     #[cfg(target_arch = "x86_64")]
     type Twin: pulp::WithSimd<Output = ()>;
+    /// The element type of the portable kernel's slices.
+    type Elem: 'static;
     /// Whether the slices hold f32 (the twin's type).
     #[cfg(target_arch = "x86_64")]
-    fn is_f32() -> bool;
+    fn is_f32() -> bool {
+        std::any::TypeId::of::<Self::Elem>() == std::any::TypeId::of::<f32>()
+    }
     /// The twin over the same slices; called only when [`Self::is_f32`].
     #[cfg(target_arch = "x86_64")]
     fn twin(self, simd: pulp::x86::V4) -> Self::Twin;
@@ -214,10 +218,7 @@ pub(crate) trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
 impl<'a, T: Float> Avx512Twin for GatesForward<'a, T> {
     #[cfg(target_arch = "x86_64")]
     type Twin = super::gates_v4::GatesForwardV4<'a>;
-    #[cfg(target_arch = "x86_64")]
-    fn is_f32() -> bool {
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-    }
+    type Elem = T;
     #[cfg(target_arch = "x86_64")]
     fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
         super::gates_v4::GatesForwardV4 {
@@ -232,10 +233,7 @@ impl<'a, T: Float> Avx512Twin for GatesForward<'a, T> {
 impl<'a, T: Float> Avx512Twin for GatesBackward<'a, T> {
     #[cfg(target_arch = "x86_64")]
     type Twin = super::gates_v4::GatesBackwardV4<'a>;
-    #[cfg(target_arch = "x86_64")]
-    fn is_f32() -> bool {
-        std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-    }
+    type Elem = T;
     #[cfg(target_arch = "x86_64")]
     fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
         super::gates_v4::GatesBackwardV4 {
