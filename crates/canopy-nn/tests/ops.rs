@@ -732,6 +732,12 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
             (4, 4, 3, 3),
             Conv2dConfig::square(2, 0, 1, 2),
         ),
+        // Winograd (3x3, unit stride, 16 channels), odd sizes
+        (
+            (2, 16, 9, 11),
+            (16, 16, 3, 3),
+            Conv2dConfig::square(1, 1, 1, 1),
+        ),
     ];
     for (seed, (xs, ws, cfg)) in configs.into_iter().enumerate() {
         let x =
@@ -771,7 +777,86 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
         .unwrap();
         let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &fast.0);
         assert!(d < 1e-5, "config {seed}: f32 differs by {d:e}");
+
+        // the bias and the ReLU applied by the kernels as they store the outputs (im2col blocks,
+        // folded small images, Winograd rows; kn2row shapes fall back to the composed ops)
+        let b = Var::from_tensor(&random_f64(&[ws.0], 70 + seed as u64, &dev).unwrap()).unwrap();
+        for relu_on in [false, true] {
+            let run3 = |f: &dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>| {
+                let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
+                let r = random_f64(y.dims(), 98, &dev).unwrap();
+                let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+                let grad = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
+                [y.clone(), grad(&x), grad(&w), grad(&b)]
+            };
+            let fused = run3(&|x, w, b| conv2d_act(x, w, Some(b), cfg, relu_on));
+            let composed = run3(&|x, w, b| {
+                let y = conv2d_reference(x, w, Some(b), cfg)?;
+                if relu_on {
+                    relu(&y)
+                } else {
+                    Ok(y)
+                }
+            });
+            if relu_on {
+                let (lo, hi) = (fused[0].min_all().unwrap(), fused[0].max_all().unwrap());
+                assert_eq!(lo.to_scalar::<f64>().unwrap(), 0.0, "config {seed}");
+                assert!(hi.to_scalar::<f64>().unwrap() > 0.0, "config {seed}");
+            }
+            for (what, a, c) in ["y", "dx", "dw", "db"]
+                .iter()
+                .zip(&fused)
+                .zip(&composed)
+                .map(|((n, a), c)| (n, a, c))
+            {
+                let d = max_abs_diff(a, c);
+                assert!(
+                    d < 1e-11,
+                    "config {seed}, ReLU {relu_on}: conv2d_act {what} differs by {d:e}"
+                );
+            }
+            // and in f32, the kernels' own path
+            let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+            let y32 = conv2d_act(
+                &f32(x.as_tensor()),
+                &f32(w.as_tensor()),
+                Some(&f32(b.as_tensor())),
+                cfg,
+                relu_on,
+            )
+            .unwrap();
+            let d = max_abs_diff(
+                &y32.to_dtype(candle_core::DType::F64).unwrap(),
+                &composed[0],
+            );
+            assert!(
+                d < 1e-5,
+                "config {seed}, ReLU {relu_on}: f32 differs by {d:e}"
+            );
+        }
     }
+    // a wrong bias is an error that names it
+    let x = random_f64(&[1, 2, 5, 5], 1, &dev).unwrap();
+    let w = random_f64(&[3, 2, 3, 3], 2, &dev).unwrap();
+    let e = conv2d_act(
+        &x,
+        &w,
+        Some(&random_f64(&[2], 3, &dev).unwrap()),
+        Conv2dConfig::default(),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bias"), "{e}");
+    gradcheck(&[&[2, 3, 6, 5], &[4, 3, 3, 3], &[4]], |t| {
+        conv2d_act(
+            &t[0],
+            &t[1],
+            Some(&t[2]),
+            Conv2dConfig::square(2, 1, 1, 1),
+            true,
+        )
+    });
 }
 
 #[test]

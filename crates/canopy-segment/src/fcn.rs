@@ -27,7 +27,6 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use canopy_nn::ops::relu;
 use canopy_nn::ops::{avg_pool2d, upsample_bilinear2d, AlignCorners, PoolAxis, TransposeAxis};
 use serde::{Deserialize, Serialize};
 
@@ -86,9 +85,9 @@ impl Branch {
 
     /// `(B, C, H, W)` -> `(B, widths[2], H/4 + 1, W/4 + 1)` for `H, W` multiples of 4.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = relu(&self.conv1.forward(x)?)?;
-        let x = relu(&self.conv2.forward(&x)?)?;
-        Ok(relu(&self.conv3.forward(&x)?)?)
+        let x = self.conv1.forward_relu(x)?;
+        let x = self.conv2.forward_relu(&x)?;
+        self.conv3.forward_relu(&x)
     }
 }
 

@@ -5,7 +5,7 @@
 use candle_core::{Tensor, Var};
 use candle_nn::VarBuilder;
 use canopy_nn::ops::{
-    conv2d, conv_transpose2d, max_pool2d, Axis1, Conv2dConfig, PoolAxis, TransposeAxis,
+    conv2d, conv2d_act, conv_transpose2d, max_pool2d, Axis1, Conv2dConfig, PoolAxis, TransposeAxis,
 };
 use canopy_nn::pytorch_uniform;
 
@@ -142,6 +142,21 @@ impl Conv2d {
     /// `(B, C_in, H, W)` -> `(B, C_out, H_out, W_out)`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)?)
+    }
+
+    /// `relu(forward(x))`, the bias and the ReLU applied by the convolution kernel as it
+    /// stores its outputs ([`canopy_nn::ops::conv2d_act`]).
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub(crate) fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(conv2d_act(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.cfg,
+            true,
+        )?)
     }
 }
 

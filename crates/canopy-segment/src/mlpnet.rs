@@ -23,7 +23,6 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use canopy_nn::ops::relu;
 use canopy_nn::ops::{upsample_bilinear2d, AlignCorners};
 use serde::{Deserialize, Serialize};
 
@@ -148,7 +147,7 @@ impl MlpNet {
             if i > 0 {
                 x = max_pool2(&x)?;
             }
-            x = relu(&conv.forward(&x)?)?;
+            x = conv.forward_relu(&x)?;
             feats.push(if i == 0 {
                 x.clone()
             } else {
@@ -165,10 +164,12 @@ impl SegmentationModel for MlpNet {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         check_image("MlpNet", x, self.cfg.in_channels)?;
         let (x, size) = pad_to_multiple(x, self.size_multiple())?;
-        let mut z = self.mlp_hidden.forward(&self.feature_pool(&x)?)?;
-        if self.cfg.activation == MlpActivation::Relu {
-            z = relu(&z)?;
-        }
+        let features = self.feature_pool(&x)?;
+        let z = if self.cfg.activation == MlpActivation::Relu {
+            self.mlp_hidden.forward_relu(&features)?
+        } else {
+            self.mlp_hidden.forward(&features)?
+        };
         crop(&self.mlp_out.forward(&z)?, size)
     }
 

@@ -87,7 +87,7 @@ impl DecoderBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(relu(&self.up.forward(&relu(&self.conv.forward(x)?)?)?)?)
+        Ok(relu(&self.up.forward(&self.conv.forward_relu(x)?)?)?)
     }
 }
 
@@ -170,7 +170,7 @@ impl SegmentationModel for TernausNet {
         check_image("TernausNet", x, self.cfg.in_channels)?;
         let (x, size) = pad_to_multiple(x, self.size_multiple())?;
         let e = &self.encoder;
-        let conv = |i: usize, t: &Tensor| -> Result<Tensor> { Ok(relu(&e[i].forward(t)?)?) };
+        let conv = |i: usize, t: &Tensor| -> Result<Tensor> { e[i].forward_relu(t) };
         let c1 = conv(0, &x)?;
         let c2 = conv(1, &max_pool2(&c1)?)?;
         let c3 = conv(3, &conv(2, &max_pool2(&c2)?)?)?;
@@ -180,7 +180,7 @@ impl SegmentationModel for TernausNet {
         for (dec, skip) in self.decoders.iter().zip([&c5, &c4, &c3, &c2]) {
             y = dec.forward(&Tensor::cat(&[&y, skip], 1)?)?;
         }
-        let y = relu(&self.dec1.forward(&Tensor::cat(&[&y, &c1], 1)?)?)?;
+        let y = self.dec1.forward_relu(&Tensor::cat(&[&y, &c1], 1)?)?;
         crop(&self.last.forward(&y)?, size)
     }
 

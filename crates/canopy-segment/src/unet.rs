@@ -115,10 +115,9 @@ impl DoubleConv {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let conv_bn_relu = |conv: &Conv2d, bn: &Option<BatchNorm>, x: &Tensor| -> Result<Tensor> {
-            let y = conv.forward(x)?;
             match bn {
-                Some(bn) => Ok(bn.forward_fused_t(&y, train, true)?),
-                None => Ok(canopy_nn::ops::relu(&y)?),
+                Some(bn) => Ok(bn.forward_fused_t(&conv.forward(x)?, train, true)?),
+                None => conv.forward_relu(x),
             }
         };
         let y = conv_bn_relu(&self.conv_a, &self.bn_a, x)?;

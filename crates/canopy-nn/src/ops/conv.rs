@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{invalid, shape};
 use crate::ops::conv1d_cpu::{Conv1dActOp, Conv1dOp};
-use crate::ops::conv_cpu::{Conv2dOp, ConvGeom, Pass};
+use crate::ops::conv_cpu::{Conv2dActOp, Conv2dOp, ConvGeom, Pass};
 use crate::ops::im2col::Geometry;
 use crate::ops::kn2row::{self, Kn2rowOp};
 use crate::Result;
@@ -370,13 +370,48 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     cfg: Conv2dConfig,
 ) -> Result<Tensor> {
+    conv2d_then(x, weight, bias, cfg, false)
+}
+
+/// `conv2d(x, weight) + bias`, then a ReLU when `relu` is set. On the CPU kernels of
+/// [`conv2d`] (f32/f64) the bias and the ReLU are applied by the convolution as it stores its
+/// outputs, right after each block's product (no pass of their own over the output, no
+/// temporary); the backward pass masks the gradient by the ReLU and sums it per channel for the
+/// bias. Elsewhere (and for the kn2row score layers) it is [`conv2d`] followed by
+/// [`crate::ops::relu`]. Batch normalisation in evaluation folds into it: scale the weight per
+/// output channel, shift the bias.
+///
+/// # Shapes
+/// As [`conv2d`].
+///
+/// # Errors
+/// As [`conv2d`].
+pub fn conv2d_act(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dConfig,
+    relu: bool,
+) -> Result<Tensor> {
+    conv2d_then(x, weight, bias, cfg, relu)
+}
+
+/// [`conv2d`] with the bias and an optional ReLU.
+fn conv2d_then(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv2dConfig,
+    relu: bool,
+) -> Result<Tensor> {
+    let act = |y: Tensor| if relu { crate::ops::relu(&y) } else { Ok(y) };
     let fast = x.device().is_cpu()
         && weight.dtype() == x.dtype()
         && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
     if !fast {
-        return conv2d_reference(x, weight, bias, cfg);
+        return act(conv2d_reference(x, weight, bias, cfg)?);
     }
-    let op = "conv2d";
+    let op = if relu { "conv2d_act" } else { "conv2d" };
     let Plan2d {
         b,
         c,
@@ -403,7 +438,7 @@ pub fn conv2d(
                 pw: cfg.w.padding,
             },
         )?;
-        return add_bias(y, bias, c_out, op);
+        return act(add_bias(y, bias, c_out, op)?);
     }
     let geom = Geometry {
         b,
@@ -422,14 +457,20 @@ pub fn conv2d(
         c_out,
         groups: cfg.groups,
     };
-    let y = x.contiguous()?.apply_op2(
-        &weight.contiguous()?,
-        Conv2dOp {
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    if bias.is_none() && !relu {
+        let conv = Conv2dOp {
             cv,
             pass: Pass::Forward,
-        },
-    )?; // (B, C_out, H_out, W_out)
-    add_bias(y, bias, c_out, op)
+        };
+        return Ok(x.apply_op2(&weight, conv)?); // (B, C_out, H_out, W_out)
+    }
+    let bias = match bias {
+        Some(b) if b.dims() == [c_out] => b.to_dtype(x.dtype())?.contiguous()?,
+        Some(b) => return Err(shape(op, format!("bias ({c_out},)"), b.dims())),
+        None => Tensor::zeros(c_out, x.dtype(), x.device())?,
+    };
+    Ok(x.apply_op3(&weight, &bias, Conv2dActOp { cv, relu })?)
 }
 
 /// 2-D convolution, reference implementation (`index_select` gather; any device and dtype).
@@ -520,7 +561,6 @@ fn plan2d(x: &Tensor, weight: &Tensor, cfg: Conv2dConfig) -> Result<Plan2d> {
     })
 }
 
-/// Adds a `(C_out,)` bias to a `(B, C_out, H, W)` output.
 /// `x` `(B, C, L)` and `weight` `(C_out, C_in/groups, K)` by rank, or a shape error.
 fn check_ranks_1d(x: &Tensor, weight: &Tensor) -> Result<()> {
     let op = "conv1d";
@@ -532,6 +572,7 @@ fn check_ranks_1d(x: &Tensor, weight: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Adds a `(C_out,)` bias to a `(B, C_out, H, W)` output.
 fn add_bias(y: Tensor, bias: Option<&Tensor>, c_out: usize, op: &'static str) -> Result<Tensor> {
     match bias {
         None => Ok(y),

@@ -107,6 +107,32 @@ impl<'a, T: Float> Epilogue<'a, T> {
         }
     }
 
+    /// Whether values are stored as computed.
+    pub(crate) fn is_none(&self) -> bool {
+        self.bias.is_none() && !self.relu
+    }
+
+    /// The epilogue in place on consecutive values of output channel `o` (as
+    /// [`store_channel`](Self::store_channel): a NaN becomes 0 under the ReLU, like
+    /// [`crate::ops::relu`]).
+    pub(crate) fn apply_channel(&self, o: usize, v: &mut [T]) {
+        let b = self.bias.map_or(T::ZERO, |b| b[o]);
+        match (self.bias.is_some(), self.relu) {
+            (false, false) => {}
+            (true, false) => {
+                for x in v.iter_mut() {
+                    *x += b;
+                }
+            }
+            (_, true) => {
+                for x in v.iter_mut() {
+                    let t = *x + b;
+                    *x = if t > T::ZERO { t } else { T::ZERO };
+                }
+            }
+        }
+    }
+
     /// `yb (nbl, C_out, L_out) = epilogue(out)` for a product `out (C_out x n)` whose columns
     /// hold the sequences `pitch` apart (the first `L_out` of each are outputs).
     pub(crate) fn store_block(

@@ -22,9 +22,10 @@
 //! [`conv2d`](crate::ops::conv2d) only takes this path for CPU tensors). Second derivatives are
 //! not supported by the backward ops.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::ops::conv1d_cpu::Epilogue;
 use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 use crate::ops::im2col::Geometry;
@@ -60,22 +61,27 @@ impl ConvGeom {
         self.cg() * self.g.kk()
     }
 
-    /// Output positions per block.
-    fn block<T>(&self) -> usize {
+    /// Output columns a block aims for: about [`BLOCK_BYTES`] of gathered columns, at least 256.
+    fn target_block<T>(&self) -> usize {
         let per_col = self.rows().max(1) * std::mem::size_of::<T>();
-        let nb = (BLOCK_BYTES / per_col).clamp(256, 1 << 16);
-        nb.min(self.g.n()).max(1)
+        (BLOCK_BYTES / per_col).clamp(256, 1 << 16)
+    }
+
+    /// Output positions per block of one image.
+    fn block<T>(&self) -> usize {
+        self.target_block::<T>().min(self.g.n()).max(1)
     }
 
     /// Images whose columns share one block: more than one when an image has fewer output
     /// positions than a block (1-D series, small feature maps), so that each product has enough
-    /// columns to amortise packing the weights.
+    /// columns to amortise packing the weights. (Until 2026-12-03 this divided the block already
+    /// capped at one image's size, so it was always 1 and the shared blocks never ran.)
     fn images_per_block<T>(&self) -> usize {
         let n = self.g.n().max(1);
         if self.pointwise() || self.g.b < 2 {
             return 1;
         }
-        (self.block::<T>() / n).clamp(1, self.g.b)
+        (self.target_block::<T>() / n).clamp(1, self.g.b)
     }
 
     /// Columns of images `b0 .. b0 + m` for group `gi`, side by side: `(rows, m · N)`.
@@ -152,21 +158,28 @@ impl ConvGeom {
 /// A task owns a contiguous run of output channels of one image (all positions), so it writes
 /// straight into the output: images x groups x channel chunks, with enough chunks to keep every
 /// thread busy (at least 8 channels each).
-fn forward<T: Float + Send + Sync>(cv: &ConvGeom, x: &[T], w: &[T]) -> Result<Vec<T>, String> {
-    if winograd::enabled() && winograd::applies(cv) {
-        return winograd::forward(cv, x, w);
-    }
-    forward_im2col(cv, x, w)
-}
-
-/// [`forward`] through im2col blocks and gemm, for every convolution.
-pub(crate) fn forward_im2col<T: GemmScalar + Default>(
+fn forward<T: Float + Send + Sync>(
     cv: &ConvGeom,
     x: &[T],
     w: &[T],
+    epi: Epilogue<'_, T>,
+) -> Result<Vec<T>, String> {
+    if winograd::enabled() && winograd::applies(cv) {
+        return winograd::forward(cv, x, w, epi);
+    }
+    forward_im2col(cv, x, w, epi)
+}
+
+/// [`forward`] through im2col blocks and gemm, for every convolution; the epilogue is applied
+/// to each block of outputs right after its product, while it is in cache.
+pub(crate) fn forward_im2col<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
     if cv.images_per_block::<T>() > 1 {
-        return forward_folded(cv, x, w);
+        return forward_folded(cv, x, w, epi);
     }
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
@@ -213,6 +226,11 @@ pub(crate) fn forward_im2col<T: GemmScalar + Default>(
                     g.gather(img, gi * cg, cg, n0, len, cols);
                     matmul(dst, n, w_c, Mat::row_major(cols, rows, len), false, 1)?;
                 }
+                if !epi.is_none() {
+                    for r in 0..cc {
+                        epi.apply_channel(gi * og + co0 + r, &mut dst[r * n..r * n + len]);
+                    }
+                }
                 n0 += len;
             }
             Ok(())
@@ -223,10 +241,11 @@ pub(crate) fn forward_im2col<T: GemmScalar + Default>(
 
 /// [`forward`] for images smaller than a block: a task computes several images at once (one
 /// product over their side-by-side columns) and copies each image's rows into place.
-fn forward_folded<T: GemmScalar + Default>(
+fn forward_folded<T: Float + Send + Sync>(
     cv: &ConvGeom,
     x: &[T],
     w: &[T],
+    epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (n, og, rows) = (g.n(), cv.og(), cv.rows());
@@ -267,10 +286,14 @@ fn forward_folded<T: GemmScalar + Default>(
             let width = m * n;
             out.resize(cc * width, T::ZERO);
             matmul(out, width, w_c, Mat::row_major(cols, rows, width), false, 1)?;
+            let c0 = gi * og + k * chunk;
             for (j, seg) in segs.iter_mut().enumerate() {
                 for r in 0..cc {
-                    seg[r * n..(r + 1) * n]
-                        .copy_from_slice(&out[r * width + j * n..r * width + (j + 1) * n]);
+                    epi.store_channel(
+                        c0 + r,
+                        &out[r * width + j * n..r * width + (j + 1) * n],
+                        &mut seg[r * n..(r + 1) * n],
+                    );
                 }
             }
             Ok(())
@@ -394,7 +417,7 @@ fn backward_input<T: Float + Send + Sync>(
     w: &[T],
 ) -> Result<Vec<T>, String> {
     if let Some(flip) = cv.flipped() {
-        return forward(&flip, dy, &flipped_weight(cv, w));
+        return forward(&flip, dy, &flipped_weight(cv, w), Epilogue::none());
     }
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
@@ -571,6 +594,92 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+/// `act(conv2d(x, w) + b)`: the forward pass of [`Conv2dOp`] with a bias `(C_out,)` and an
+/// optional ReLU applied by the kernels as they store their outputs ([`Epilogue`]). The backward
+/// pass masks the output gradient where the ReLU cut, sums it per channel for the bias and runs
+/// the convolution's gradient passes on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv2dActOp {
+    pub cv: ConvGeom,
+    pub relu: bool,
+}
+
+impl CustomOp3 for Conv2dActOp {
+    fn name(&self) -> &'static str {
+        "canopy-conv2d-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        const NAME: &str = "conv2d_act";
+        let cv = self.cv;
+        let err = |m: String| candle_core::Error::Msg(format!("{NAME}: {m}"));
+        if lb.shape().dims() != [cv.c_out] {
+            return Err(err(format!(
+                "bias ({},) expected, got {:?}",
+                cv.c_out,
+                lb.shape()
+            )));
+        }
+        macro_rules! run {
+            ($t:ty) => {{
+                let epi = Epilogue {
+                    bias: Some(slice::<$t>(sb, lb, NAME)?),
+                    relu: self.relu,
+                };
+                forward(
+                    &cv,
+                    slice::<$t>(sx, lx, NAME)?,
+                    slice::<$t>(sw, lw, NAME)?,
+                    epi,
+                )
+                .map_err(err)?
+            }};
+        }
+        let out = match (sx, sw, sb) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(run!(f32))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(run!(f64))
+            }
+            _ => return Err(err("x, w and b must all be f32 or all f64".into())),
+        };
+        let g = cv.g;
+        Ok((out, Shape::from((g.b, cv.c_out, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = if self.relu {
+            crate::ops::activation::relu_grad(res, grad)?
+        } else {
+            grad.contiguous()?
+        };
+        let db = crate::ops::channel::channel_bias_grad(&g)?;
+        let conv = Conv2dOp {
+            cv: self.cv,
+            pass: Pass::Forward,
+        };
+        // the convolution's backward pass does not read its result
+        let (dx, dw) = conv.bwd(x, w, &g, &g)?;
+        Ok((dx, dw, Some(db)))
+    }
+}
+
 fn run_pass<T: Float + Send + Sync>(
     pass: Pass,
     cv: &ConvGeom,
@@ -578,7 +687,7 @@ fn run_pass<T: Float + Send + Sync>(
     b: &[T],
 ) -> Result<Vec<T>, String> {
     match pass {
-        Pass::Forward => forward(cv, a, b),
+        Pass::Forward => forward(cv, a, b, Epilogue::none()),
         Pass::BackwardInput | Pass::Transposed => backward_input(cv, a, b),
         Pass::BackwardWeight => backward_weight(cv, a, b),
     }

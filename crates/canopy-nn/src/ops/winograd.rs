@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
+use crate::ops::conv1d_cpu::Epilogue;
 use crate::ops::conv_cpu::ConvGeom;
 use crate::ops::cpu::{with_scratch, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
@@ -104,12 +105,14 @@ struct Task<'a, T> {
     out: Vec<&'a mut [T]>,
 }
 
-/// `y = conv(x, w)` (no bias) for a convolution [`applies`] accepts: `x` `(B, C, H, W)`, `w`
-/// `(C_out, C, 3, 3)`, both contiguous; returns `(B, C_out, H_out, W_out)`.
+/// `y = epi(conv(x, w))` for a convolution [`applies`] accepts: `x` `(B, C, H, W)`, `w`
+/// `(C_out, C, 3, 3)`, both contiguous; returns `(B, C_out, H_out, W_out)`. The epilogue (bias,
+/// ReLU) is applied to each output row as the output transform writes it.
 pub(crate) fn forward<T: Float + Send + Sync>(
     cv: &ConvGeom,
     x: &[T],
     w: &[T],
+    epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
@@ -164,7 +167,7 @@ pub(crate) fn forward<T: Float + Send + Sync>(
                         1,
                     )?;
                 }
-                output_transform(m, c_out, nt, tw, wo, &mut task.out);
+                output_transform(m, c_out, nt, tw, wo, &mut task.out, epi);
                 Ok(())
             })
         })?;
@@ -427,6 +430,7 @@ fn output_transform<T: Float>(
     tw: usize,
     wo: usize,
     out: &mut [&mut [T]],
+    epi: Epilogue<'_, T>,
 ) {
     // per output row pair: s[i][col][j] = (Aᵀ M)[i][col] of tile j
     let mut s = vec![T::ZERO; 8 * tw];
@@ -467,6 +471,7 @@ fn output_transform<T: Float>(
                 if let [last] = pairs.into_remainder() {
                     *last = even[tw - 1];
                 }
+                epi.apply_channel(co, row);
             }
         }
     }
@@ -537,8 +542,8 @@ mod tests {
             assert!(applies(&cv));
             let x = values(b * c * h * w, 1);
             let wt = values(co * c * 9, 2);
-            let want = forward_im2col(&cv, &x, &wt).unwrap();
-            let got = forward(&cv, &x, &wt).unwrap();
+            let want = forward_im2col(&cv, &x, &wt, Epilogue::none()).unwrap();
+            let got = forward(&cv, &x, &wt, Epilogue::none()).unwrap();
             assert_eq!(got.len(), want.len());
             let err = got
                 .iter()
@@ -549,8 +554,8 @@ mod tests {
             // f32: rounding comparable to the direct product's
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let w32: Vec<f32> = wt.iter().map(|&v| v as f32).collect();
-            let got32 = forward(&cv, &x32, &w32).unwrap();
-            let direct32 = forward_im2col(&cv, &x32, &w32).unwrap();
+            let got32 = forward(&cv, &x32, &w32, Epilogue::none()).unwrap();
+            let direct32 = forward_im2col(&cv, &x32, &w32, Epilogue::none()).unwrap();
             let err = |a: &[f32]| {
                 a.iter()
                     .zip(&want)
