@@ -149,10 +149,7 @@ impl BatchNorm {
         }
         let dt = x.dtype();
         if !train {
-            let mean = self.running_mean.as_tensor().to_dtype(dt)?;
-            let var = self.running_var.as_tensor().to_dtype(dt)?;
-            let scale = (self.weight.to_dtype(dt)? / (var + self.eps)?.sqrt()?)?;
-            let shift = (self.bias.to_dtype(dt)? - (mean * &scale)?)?;
+            let (scale, shift) = self.eval_scale_shift(dt)?;
             return crate::ops::scale_shift(x, &scale, &shift, relu);
         }
         let n = x.elem_count() / self.channels;
@@ -174,6 +171,28 @@ impl BatchNorm {
         self.num_batches_tracked
             .set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
         Ok(y)
+    }
+
+    /// The evaluation-mode normalisation as a per-channel affine map `y = scale·x + shift`:
+    /// `scale = γ / sqrt(σ²_running + eps)`, `shift = β - μ_running·scale`, both `(C,)` in
+    /// `dtype`, computed with candle ops on the parameters (so gradients reach `γ` and `β`).
+    /// A convolution followed by this norm folds into one convolution with its weight scaled per
+    /// output channel and `scale·bias + shift` as bias (see
+    /// [`conv2d_act`](crate::ops::conv2d_act)).
+    ///
+    /// # Errors
+    /// On backend failures.
+    pub fn eval_scale_shift(&self, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let mean = self.running_mean.as_tensor().to_dtype(dtype)?;
+        let var = self.running_var.as_tensor().to_dtype(dtype)?;
+        let scale = (self.weight.to_dtype(dtype)? / (var + self.eps)?.sqrt()?)?;
+        let shift = (self.bias.to_dtype(dtype)? - (mean * &scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// The number of channels (features) normalised.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
     /// The number of training batches seen.

@@ -2,8 +2,9 @@
 //! variable names and default initialisation, padding to a multiple of the model's stride and
 //! the input check.
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarBuilder;
+use canopy_nn::batch_norm::BatchNorm;
 use canopy_nn::ops::{
     conv2d, conv2d_act, conv_transpose2d, max_pool2d, Axis1, Conv2dConfig, PoolAxis, TransposeAxis,
 };
@@ -142,6 +143,42 @@ impl Conv2d {
     /// `(B, C_in, H, W)` -> `(B, C_out, H_out, W_out)`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(conv2d(x, &self.weight, self.bias.as_ref(), self.cfg)?)
+    }
+
+    /// `relu(bn(forward(x)))`. In evaluation on the CPU (f32/f64) the norm folds into the
+    /// convolution — weight scaled per output channel, bias `scale·b + shift`
+    /// ([`BatchNorm::eval_scale_shift`]) — and the bias and ReLU are applied by the kernel as it
+    /// stores its outputs: one pass instead of a convolution and a normalisation pass. Training
+    /// (batch statistics) runs the convolution, then the fused batch-norm kernel.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub(crate) fn forward_bn_relu(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+    ) -> Result<Tensor> {
+        let dt = x.dtype();
+        let foldable = !train
+            && x.device().is_cpu()
+            && matches!(dt, DType::F32 | DType::F64)
+            && bn.channels() == self.weight.dim(0)?;
+        if !foldable {
+            return Ok(bn.forward_fused_t(&self.forward(x)?, train, true)?);
+        }
+        let (scale, shift) = bn.eval_scale_shift(dt)?;
+        let weight = self.weight.to_dtype(dt)?.broadcast_mul(&scale.reshape((
+            scale.elem_count(),
+            1,
+            1,
+            1,
+        ))?)?;
+        let bias = match &self.bias {
+            Some(b) => (shift + (&scale * b.to_dtype(dt)?)?)?,
+            None => shift,
+        };
+        Ok(conv2d_act(x, &weight, Some(&bias), self.cfg, true)?)
     }
 
     /// `relu(forward(x))`, the bias and the ReLU applied by the convolution kernel as it

@@ -116,7 +116,7 @@ impl DoubleConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let conv_bn_relu = |conv: &Conv2d, bn: &Option<BatchNorm>, x: &Tensor| -> Result<Tensor> {
             match bn {
-                Some(bn) => Ok(bn.forward_fused_t(&conv.forward(x)?, train, true)?),
+                Some(bn) => conv.forward_bn_relu(x, bn, train),
                 None => conv.forward_relu(x),
             }
         };
