@@ -5,7 +5,7 @@
 //! cargo run --release --example buildings -- [--model unet|fcn|mlpnet] [--epochs 8] \
 //!     [--val-area 5] [--width 16] [--patch 128] [--batch 8] [--patches 256] \
 //!     [--schedule exp|cyclic] [--lr-decay 0.8] [--eval-batch 8] [--eval-val-only] [--seed 0] [--out buildings-run] \
-//!     [--noise-shift 8 --noise-omit 0.2] [--clean-fraction 0.1] [--finetune-epochs 4] \
+//!     [--noise-shift 8 --noise-omit 0.2] [--clean-fraction 0.1 | --clean-area 1] [--finetune-epochs 4] \
 //!     [--export-tiles tiles.safetensors] [--export-builtin model.safetensors] [--trace-steps 20]
 //! ```
 //!
@@ -32,6 +32,10 @@
 //! `--finetune-epochs K` then trains K epochs on the clean labels of a `--clean-fraction` of
 //! the training tiles (lr `--finetune-lr`, default 1e-4, x 0.8 per epoch). Without noise, `--clean-fraction` restricts
 //! the first stage to that clean subset too (the baseline without pretraining).
+//! `--clean-area N` takes the clean labels from training area N only (instead of a random
+//! fraction of tiles) and, with noise, gives stage 1 the noisy labels of the *other* training
+//! areas only: the imperfect labels cover ground the clean ones do not, the setting of
+//! Maggiori et al. (large-scale imperfect maps, a small manually labelled area).
 //!
 //! `--export-tiles` writes the loaded tiles and masks (u8) with their areas, the data
 //! `tools/train_buildings_torch.py` trains the PyTorch reference on. `--export-builtin` rounds
@@ -119,6 +123,10 @@ struct Args {
     /// without noise).
     #[arg(long, default_value_t = 1.0)]
     clean_fraction: f64,
+    /// Take the clean labels from this training area only (instead of `--clean-fraction`);
+    /// with noise, stage 1 trains on the noisy labels of the other training areas.
+    #[arg(long)]
+    clean_area: Option<usize>,
     /// Epochs of stage 2 (fine-tuning on the clean labels, lr `--finetune-lr` x 0.8 per epoch).
     #[arg(long, default_value_t = 0)]
     finetune_epochs: usize,
@@ -397,17 +405,33 @@ fn main() -> anyhow::Result<()> {
         export_tiles(export, &all, &val_group)?;
     }
     let stats = BandStats::compute(&train)?;
-    // the tiles whose clean labels stage 2 (and a run without noise) may use
-    let clean: Vec<LabelledImage> = train
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| keep_clean(*i, clean_fraction, seed))
-        .map(|(_, t)| t.clone())
-        .collect();
+    // the tiles whose clean labels stage 2 (and a run without noise) may use, and those whose
+    // noisy labels stage 1 trains on
+    let (clean, noisy_ground): (Vec<LabelledImage>, Vec<LabelledImage>) = match args.clean_area {
+        Some(a) if a == val_area => bail!("--clean-area {a} is the validation area"),
+        Some(a) if clean_fraction < 1.0 => {
+            bail!("--clean-area {a} and --clean-fraction {clean_fraction}: give one of them")
+        }
+        Some(a) => {
+            let group = format!("area{a}");
+            let (others, area) = split_by_groups(train.clone(), &[group.as_str()])
+                .with_context(|| format!("--clean-area {a}"))?;
+            (area, others)
+        }
+        None => (
+            train
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep_clean(*i, clean_fraction, seed))
+                .map(|(_, t)| t.clone())
+                .collect(),
+            train.clone(),
+        ),
+    };
     let stage1 = if let Some(noise) = &noise {
         let (mut objects, mut omitted, mut changed, mut class_px) = (0, 0, 0, 0);
-        let mut noisy = Vec::with_capacity(train.len());
-        for (i, tile) in train.iter().enumerate() {
+        let mut noisy = Vec::with_capacity(noisy_ground.len());
+        for (i, tile) in noisy_ground.iter().enumerate() {
             let (t, r) = add_label_noise(tile, i, noise)?;
             objects += r.objects;
             omitted += r.omitted;
@@ -416,7 +440,7 @@ fn main() -> anyhow::Result<()> {
             noisy.push(t);
         }
         println!(
-            "stage 1 on noisy labels of all {} training tiles: {omitted} of {objects} buildings \
+            "stage 1 on noisy labels of {} training tiles: {omitted} of {objects} buildings \
              omitted, labels shifted by up to {} + {} px, {changed} pixels changed ({:.0} % of the \
              {class_px} building pixels)",
             noisy.len(),
