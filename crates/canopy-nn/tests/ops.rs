@@ -190,6 +190,55 @@ fn resizing_matches_pytorch() {
     });
 }
 
+/// Integer upsampling factors take the block-copy kernel: equal to PyTorch's nearest rule
+/// (`src = floor(dst · in / out)`) written as two `index_select`s, for values and gradients
+/// (the backward pass sums each block), in f64 and f32, many planes per task and few.
+#[test]
+fn integer_nearest_upsampling_equals_the_index_rule() {
+    let dev = Device::Cpu;
+    for (i, &(b, c, h, w, fh, fw)) in [
+        (2usize, 3usize, 5usize, 7usize, 2usize, 2usize),
+        (1, 2, 4, 3, 3, 1),
+        (2, 1, 3, 5, 1, 4),
+        (1, 40, 9, 11, 2, 3),
+        (1, 1, 70, 300, 2, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x =
+            Var::from_tensor(&random_f64(&[b, c, h, w], 300 + i as u64, &dev).unwrap()).unwrap();
+        let idx = |n: usize, f: usize| {
+            Tensor::from_vec((0..n * f).map(|d| (d / f) as u32).collect(), n * f, &dev).unwrap()
+        };
+        let run = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+            let y = f(x.as_tensor()).unwrap();
+            let r = random_f64(y.dims(), 310, &dev).unwrap();
+            let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(x.as_tensor()).unwrap().clone())
+        };
+        let fast = run(&|x| upsample_nearest2d(x, h * fh, w * fw));
+        let rule = run(&|x| {
+            Ok(x.index_select(&idx(h, fh), 2)?
+                .index_select(&idx(w, fw), 3)?)
+        });
+        assert_eq!(fast.0.dims(), &[b, c, h * fh, w * fw]);
+        for (what, a, e) in [("y", &fast.0, &rule.0), ("dx", &fast.1, &rule.1)] {
+            let d = max_abs_diff(a, e);
+            assert!(d < 1e-12, "case {i}: {what} differs by {d:e}");
+        }
+        let y32 = upsample_nearest2d(
+            &x.as_tensor().to_dtype(candle_core::DType::F32).unwrap(),
+            h * fh,
+            w * fw,
+        )
+        .unwrap();
+        let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &rule.0);
+        assert!(d < 1e-6, "case {i}: f32 differs by {d:e}");
+    }
+    gradcheck(&[&[2, 3, 4, 5]], |t| upsample_nearest2d(&t[0], 8, 15));
+}
+
 #[test]
 fn softmax_and_layer_norm_match_pytorch_and_pass_gradient_checks() {
     golden("softmax", &["x"], |t| softmax(&t[0], 1));

@@ -132,6 +132,16 @@ pub fn upsample_bilinear2d(
 pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     check("upsample_nearest2d", x, out_h, out_w)?;
     let (_, _, h, w) = x.dims4()?;
+    let fast = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    if fast && out_h % h == 0 && out_w % w == 0 {
+        // integer factors: every value copied into its block, no interpolation matrices
+        let op = NearestRepeat {
+            fh: out_h / h,
+            fw: out_w / w,
+            backward: false,
+        };
+        return Ok(x.contiguous()?.apply_op1(op)?);
+    }
     apply(
         x,
         nearest_weights(h, out_h),
@@ -139,6 +149,124 @@ pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
         out_h,
         out_w,
     )
+}
+
+/// Nearest upsampling by integer factors `(f_h, f_w)` on the CPU: forward copies each value
+/// into its `f_h x f_w` block of the output, backward (`backward: true`, applied to the output
+/// gradient) sums each block. The same values as the interpolation-matrix products of
+/// [`upsample_nearest2d`]'s general path, with a copy instead of two dense products (a U-Net
+/// decoder's x2 upsampling of a 128 x 128 map costs 384 multiply-adds per output value there).
+#[derive(Debug, Clone, Copy)]
+struct NearestRepeat {
+    fh: usize,
+    fw: usize,
+    backward: bool,
+}
+
+/// Values per parallel task at least.
+const REPEAT_TASK: usize = 1 << 15;
+
+impl NearestRepeat {
+    /// `(B, C, H, W)` input plane size and output plane size of the forward pass, from the
+    /// operand's dims (the output gradient's when `backward`).
+    fn planes(&self, dims: &[usize]) -> candle_core::Result<(usize, usize, usize, usize)> {
+        let [_, _, a, b] = dims else {
+            return Err(candle_core::Error::Msg(format!(
+                "upsample_nearest2d: (B, C, H, W) expected, got {dims:?}"
+            )));
+        };
+        Ok(if self.backward {
+            (a / self.fh, b / self.fw, *a, *b)
+        } else {
+            (*a, *b, a * self.fh, b * self.fw)
+        })
+    }
+
+    fn run<T: Float>(&self, x: &[T], (h, w, oh, ow): (usize, usize, usize, usize)) -> Vec<T> {
+        let (fh, fw) = (self.fh, self.fw);
+        let (src_plane, dst_plane) = if self.backward {
+            (oh * ow, h * w)
+        } else {
+            (h * w, oh * ow)
+        };
+        let planes = x.len() / src_plane.max(1);
+        let per = (REPEAT_TASK / dst_plane.max(1)).max(1);
+        par_build(
+            planes * dst_plane,
+            per * dst_plane,
+            |task, out: &mut [T]| {
+                for (k, dst) in out.chunks_mut(dst_plane).enumerate() {
+                    let p = task * per + k;
+                    let src = &x[p * src_plane..(p + 1) * src_plane];
+                    if self.backward {
+                        // dst (h, w) = block sums of src (oh, ow)
+                        for (r, row) in src.chunks_exact(ow).enumerate() {
+                            let d = &mut dst[(r / fh) * w..(r / fh + 1) * w];
+                            for (o, block) in d.iter_mut().zip(row.chunks_exact(fw)) {
+                                for &v in block {
+                                    *o += v;
+                                }
+                            }
+                        }
+                    } else {
+                        for (r, row) in src.chunks_exact(w).enumerate() {
+                            let rows = &mut dst[r * fh * ow..(r + 1) * fh * ow];
+                            let (first, rest) = rows.split_at_mut(ow);
+                            for (block, &v) in first.chunks_exact_mut(fw).zip(row) {
+                                block.fill(v);
+                            }
+                            for copy in rest.chunks_exact_mut(ow) {
+                                copy.copy_from_slice(first);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+impl CustomOp1 for NearestRepeat {
+    fn name(&self) -> &'static str {
+        if self.backward {
+            "canopy-upsample-nearest-backward"
+        } else {
+            "canopy-upsample-nearest"
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = l.shape().dims();
+        let sizes = self.planes(dims)?;
+        let (h, w, oh, ow) = sizes;
+        let out_dims = if self.backward { (h, w) } else { (oh, ow) };
+        let shape = Shape::from((dims[0], dims[1], out_dims.0, out_dims.1));
+        let name = "upsample_nearest2d";
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice::<f32>(s, l, name)?, sizes)),
+            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice::<f64>(s, l, name)?, sizes)),
+            _ => return Err(candle_core::Error::Msg(format!("{name}: f32 or f64 only"))),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        if self.backward {
+            return Err(candle_core::Error::Msg(
+                "upsample_nearest2d: second derivatives are not supported".into(),
+            ));
+        }
+        let op = NearestRepeat {
+            backward: true,
+            ..*self
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
 }
 
 /// Adaptive average pooling to `(out_h, out_w)` (`F.adaptive_avg_pool2d`).
