@@ -1,12 +1,16 @@
 """Golden fixtures for canopy-segment's models: small PyTorch reference implementations of
 Maggiori et al.'s FCN (TGRS 2017, large-scale) and its two-scale variant, the multi-scale MLP
 network (Maggiori et al., TGRS 2017, high-resolution labelling), a plain U-Net (the layout of
-../shared/peers/bench_unet.py, with or without batch norm) and TernausNet's UNet11 (VGG11
-encoder; Iglovikov & Shvets 2018, github.com/ternaus/TernausNet ternausnet/models.py).
+../shared/peers/bench_unet.py, with or without batch norm), TernausNet's UNet11 (VGG11
+encoder; Iglovikov & Shvets 2018, github.com/ternaus/TernausNet ternausnet/models.py) and the
+U-Net with a ResNet encoder of segmentation_models_pytorch (smp 0.6.0, `smp.Unet`), written
+with any widths and checked here against smp itself at the ResNet-18 defaults (same keys,
+same logits) before the small case is exported.
 
 Run with the peer environment (../shared/peers/setup.sh) from the repository root:
-    ~/.cache/canopy-peers/venv/bin/python tools/golden/segment_models.py
-Pinned: torch 2.15.0, torchvision 0.29.2.
+    ~/.cache/canopy-peers/venv/bin/python tools/golden/segment_models.py [--only NAME,...]
+Pinned: torch 2.15.0, torchvision 0.29.2, segmentation-models-pytorch 0.6.0. `--only` writes
+just the named cases (and their defaults), leaving the other fixtures as they are.
 
 For every small case NAME it writes into crates/canopy-segment/tests/fixtures/:
   NAME.safetensors     the model's state_dict (float64; batch-norm running statistics made
@@ -236,6 +240,114 @@ class UNet11(nn.Module):
         return self.final(d1)[..., :h, :w]
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock with any widths."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNetEncoder(nn.Module):
+    def __init__(self, cin, widths, blocks):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        for s in range(4):
+            layer = [BasicBlock(widths[s] if j == 0 else widths[s + 1], widths[s + 1],
+                                (1 if s == 0 else 2) if j == 0 else 1) for j in range(blocks[s])]
+            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+
+    def forward(self, x):
+        f = [x, self.relu(self.bn1(self.conv1(x)))]
+        y = self.maxpool(f[-1])
+        for s in range(4):
+            y = getattr(self, f"layer{s + 1}")(y)
+            f.append(y)
+        return f
+
+
+def conv_bn_relu(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SmpDecoderBlock(nn.Module):
+    def __init__(self, cin, skip, cout):
+        super().__init__()
+        self.conv1 = conv_bn_relu(cin + skip, cout)
+        self.conv2 = conv_bn_relu(cout, cout)
+
+    def forward(self, x, size, skip):
+        x = F.interpolate(x, size=size, mode="nearest")
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv2(self.conv1(x))
+
+
+class SmpDecoder(nn.Module):
+    def __init__(self, enc, dec):
+        super().__init__()
+        ins = [enc[4]] + list(dec[:-1])
+        skips = [enc[3], enc[2], enc[1], enc[0], 0]
+        self.blocks = nn.ModuleList(SmpDecoderBlock(i, s, o) for i, s, o in zip(ins, skips, dec))
+
+    def forward(self, f):
+        sizes = [t.shape[2:] for t in f][::-1]
+        feats = f[1:][::-1]
+        x = feats[0]
+        for i, block in enumerate(self.blocks):
+            x = block(x, sizes[i + 1], feats[i + 1] if i + 1 < len(feats) else None)
+        return x
+
+
+class ResNetUNet(nn.Module):
+    """smp.Unet with a ResNet encoder of any widths (smp 0.6.0 module names); pads to 32."""
+
+    def __init__(self, cin, k, widths=(64, 64, 128, 256, 512), blocks=(2, 2, 2, 2), dec=(256, 128, 64, 32, 16)):
+        super().__init__()
+        self.encoder = ResNetEncoder(cin, widths, blocks)
+        self.decoder = SmpDecoder(widths, dec)
+        self.segmentation_head = nn.Sequential(nn.Conv2d(dec[-1], k, 3, padding=1))
+
+    def forward(self, x):
+        xp, (h, w) = pad_to(x, 32)
+        return self.segmentation_head(self.decoder(self.encoder(xp)))[..., :h, :w]
+
+
+def check_against_smp():
+    """The reference above at the ResNet-18 defaults is smp.Unet("resnet18"): same state_dict
+    keys and shapes (strict load both ways), same logits."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(11)
+    theirs = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=2).double()
+    ours = ResNetUNet(3, 2)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    randomize_bn(theirs, (2, 3, 64, 64))
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    ours.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        d = (theirs(x) - ours(x)).abs().max().item()
+    assert d < 1e-10, f"reference differs from smp by {d}"
+    print(f"resnet_unet reference equals smp {smp.__version__} Unet(resnet18): max |diff| {d:.1e}")
+    return theirs
+
+
 # ----------------------------------------------------------------------------- export
 def randomize_bn(model, shape):
     with torch.no_grad():
@@ -272,6 +384,22 @@ def export_defaults(name, model):
 
 
 def main():
+    import sys
+
+    only = None
+    if "--only" in sys.argv:
+        only = set(sys.argv[sys.argv.index("--only") + 1].split(","))
+    global export_case, export_defaults
+    all_case, all_defaults = export_case, export_defaults
+
+    def export_case(name, model, x):
+        if only is None or name in only:
+            all_case(name, model, x)
+
+    def export_defaults(name, model):
+        if only is None or name in only:
+            all_defaults(name, model)
+
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     export_case("fcn", MaggioriFcn(3, 2, widths=(8, 12, 10)), torch.randn(2, 3, 38, 50))
@@ -295,6 +423,12 @@ def main():
     export_defaults("unet_bench", UNet(3, 2, 32, 5, True))
     export_defaults("unet_original", UNet(3, 2, 64, 5, False))
     export_defaults("ternaus", UNet11(3, 1))
+    if only is None or "resnet_unet" in only:
+        smp_model = check_against_smp()
+        torch.manual_seed(8)
+        export_case("resnet_unet", ResNetUNet(3, 2, (4, 4, 6, 8, 10), (2, 1, 2, 1), (10, 8, 6, 4, 4)),
+                    torch.randn(2, 3, 40, 70))
+        export_defaults("resnet_unet", smp_model)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,36 @@ impl Conv2d {
         })
     }
 
+    /// A convolution with explicit initialisers for the weight and the bias (for the models
+    /// whose reference re-initialises PyTorch's default, e.g. torchvision's ResNet).
+    pub(crate) fn with_init(
+        (c_in, c_out, kernel): (usize, usize, usize),
+        (stride, padding): (usize, usize),
+        weight_init: candle_nn::Init,
+        bias_init: Option<candle_nn::Init>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", weight_init)?;
+        let bias = match bias_init {
+            Some(init) => Some(vb.get_with_hints(c_out, "bias", init)?),
+            None => None,
+        };
+        let axis = Axis1 {
+            stride,
+            padding,
+            dilation: 1,
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            cfg: Conv2dConfig {
+                h: axis,
+                w: axis,
+                groups: 1,
+            },
+        })
+    }
+
     /// A 3x3 convolution with padding 1 (same size).
     pub(crate) fn same3(c_in: usize, c_out: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         Conv2d::new(c_in, c_out, 3, 1, 1, bias, vb)
@@ -159,13 +189,28 @@ impl Conv2d {
         bn: &BatchNorm,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_bn(x, bn, train, true)
+    }
+
+    /// `bn(forward(x))`, then a ReLU when `relu`: [`forward_bn_relu`](Self::forward_bn_relu)
+    /// with the activation optional.
+    ///
+    /// # Shapes
+    /// As [`forward`](Self::forward).
+    pub(crate) fn forward_bn(
+        &self,
+        x: &Tensor,
+        bn: &BatchNorm,
+        train: bool,
+        relu: bool,
+    ) -> Result<Tensor> {
         let dt = x.dtype();
         let foldable = !train
             && x.device().is_cpu()
             && matches!(dt, DType::F32 | DType::F64)
             && bn.channels() == self.weight.dim(0)?;
         if !foldable {
-            return Ok(bn.forward_fused_t(&self.forward(x)?, train, true)?);
+            return Ok(bn.forward_fused_t(&self.forward(x)?, train, relu)?);
         }
         let (scale, shift) = bn.eval_scale_shift(dt)?;
         let weight = self.weight.to_dtype(dt)?.broadcast_mul(&scale.reshape((
@@ -178,7 +223,7 @@ impl Conv2d {
             Some(b) => (shift + (&scale * b.to_dtype(dt)?)?)?,
             None => shift,
         };
-        Ok(conv2d_act(x, &weight, Some(&bias), self.cfg, true)?)
+        Ok(conv2d_act(x, &weight, Some(&bias), self.cfg, relu)?)
     }
 
     /// `relu(forward(x))`, the bias and the ReLU applied by the convolution kernel as it

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fcn::{Fcn, FcnConfig};
 use crate::mlpnet::{MlpNet, MlpNetConfig};
+use crate::resnet_unet::{ResNetUNet, ResNetUNetConfig};
 use crate::ternaus::{TernausNet, TernausNetConfig};
 use crate::unet::{UNet, UNetConfig};
 use crate::{Error, Result};
@@ -52,6 +53,8 @@ pub enum ModelConfig {
     Unet(UNetConfig),
     /// [`TernausNet`] (U-Net with a VGG11 encoder).
     Ternaus(TernausNetConfig),
+    /// [`ResNetUNet`] (U-Net with a ResNet encoder, `segmentation_models_pytorch` layout).
+    ResnetUnet(ResNetUNetConfig),
 }
 
 impl ModelConfig {
@@ -66,10 +69,12 @@ impl ModelConfig {
             ModelConfig::MlpNet(c) => Box::new(MlpNet::new(c, vb)?),
             ModelConfig::Unet(c) => Box::new(UNet::new(c, vb)?),
             ModelConfig::Ternaus(c) => Box::new(TernausNet::new(c, vb)?),
+            ModelConfig::ResnetUnet(c) => Box::new(ResNetUNet::new(c, vb)?),
         })
     }
 
-    /// The short name used on the command line (`fcn`, `mlp_net`, `unet`, `ternaus`).
+    /// The short name used on the command line (`fcn`, `mlp_net`, `unet`, `ternaus`,
+    /// `resnet_unet`).
     pub fn name(&self) -> &'static str {
         match self {
             ModelConfig::Fcn(c) if c.two_scale => "fcn_two_scale",
@@ -77,6 +82,7 @@ impl ModelConfig {
             ModelConfig::MlpNet(_) => "mlp_net",
             ModelConfig::Unet(_) => "unet",
             ModelConfig::Ternaus(_) => "ternaus",
+            ModelConfig::ResnetUnet(_) => "resnet_unet",
         }
     }
 
@@ -87,6 +93,7 @@ impl ModelConfig {
             ModelConfig::MlpNet(c) => c.in_channels,
             ModelConfig::Unet(c) => c.in_channels,
             ModelConfig::Ternaus(c) => c.in_channels,
+            ModelConfig::ResnetUnet(c) => c.in_channels,
         }
     }
 
@@ -97,6 +104,7 @@ impl ModelConfig {
             ModelConfig::MlpNet(c) => c.classes,
             ModelConfig::Unet(c) => c.classes,
             ModelConfig::Ternaus(c) => c.classes,
+            ModelConfig::ResnetUnet(c) => c.classes,
         }
     }
 }

@@ -12,8 +12,8 @@ use candle_core::{DType, Device, Tensor};
 use canopy_nn::SeededVarMap;
 use canopy_segment::weights::{load_state_dict, state_dict_with_aliases};
 use canopy_segment::{
-    FcnConfig, MlpActivation, MlpNetConfig, ModelConfig, SegmentationModel, TernausNet,
-    TernausNetConfig, UNetConfig,
+    FcnConfig, MlpActivation, MlpNetConfig, ModelConfig, ResNetUNetConfig, SegmentationModel,
+    TernausNet, TernausNetConfig, UNetConfig,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -79,11 +79,18 @@ fn case(name: &str) -> ModelConfig {
             num_filters: 2,
             encoder_widths: [4, 6, 8, 8, 10],
         }),
+        "resnet_unet" => ModelConfig::ResnetUnet(ResNetUNetConfig {
+            in_channels: 3,
+            classes: 2,
+            encoder_widths: [4, 4, 6, 8, 10],
+            blocks: [2, 1, 2, 1],
+            decoder_channels: [10, 8, 6, 4, 4],
+        }),
         other => panic!("unknown case {other}"),
     }
 }
 
-const CASES: [&str; 7] = [
+const CASES: [&str; 8] = [
     "fcn",
     "fcn_two_scale",
     "mlpnet_relu",
@@ -91,6 +98,7 @@ const CASES: [&str; 7] = [
     "unet_bn",
     "unet_plain",
     "ternaus",
+    "resnet_unet",
 ];
 
 fn build(cfg: &ModelConfig, dtype: DType) -> (Box<dyn SegmentationModel>, SeededVarMap) {
@@ -153,7 +161,7 @@ fn logits_match_pytorch_in_f64_and_f32() {
 
 #[test]
 fn default_configurations_have_the_reference_keys_and_sizes() {
-    let defaults: [(&str, ModelConfig); 7] = [
+    let defaults: [(&str, ModelConfig); 8] = [
         ("fcn", ModelConfig::Fcn(FcnConfig::maggiori(3, 2))),
         (
             "fcn_two_scale",
@@ -169,6 +177,11 @@ fn default_configurations_have_the_reference_keys_and_sizes() {
         (
             "ternaus",
             ModelConfig::Ternaus(TernausNetConfig::unet11(3, 1)),
+        ),
+        // smp.Unet("resnet18") itself (the script checks its reference against it)
+        (
+            "resnet_unet",
+            ModelConfig::ResnetUnet(ResNetUNetConfig::resnet18(3, 2)),
         ),
     ];
     for (name, cfg) in defaults {
