@@ -1,13 +1,15 @@
 """canopy-segment vs PyTorch on the same CPU, one run, ratios printed.
 
 Run with the peer environment (../shared/peers/setup.sh), from the repository root:
-    ~/.cache/canopy-peers/venv/bin/python tools/bench_segment_vs_torch.py [--rounds N] [--repeat N] [--models bench,half,fcn,mlpnet]
+    ~/.cache/canopy-peers/venv/bin/python tools/bench_segment_vs_torch.py [--rounds N] [--repeat N] [--models bench,half,fcn,mlpnet,resnet18]
 
 Shapes and steps are ../shared/peers/bench_unet.py's: batch 4 x 3 x 256 x 256, f32, 2 threads;
 inference = eval-mode forward (Mpx/s); training step = train-mode forward, cross-entropy over 2
 classes, backward, Adam lr 1e-3 (ms). "bench" is bench_unet.py's plain U-Net (32-512, batch
 norm); "half" the same widths without batch norm; "fcn" Maggiori's FCN; "mlpnet" the MLP net —
-each built in PyTorch from tools/golden/segment_models.py, the reference the golden tests use.
+each built in PyTorch from tools/golden/segment_models.py, the reference the golden tests use;
+"resnet18" is bench_unet.py's smp-style model, `smp.Unet("resnet18", encoder_weights=None)`
+from segmentation-models-pytorch itself, against canopy's ResNetUNet::resnet18.
 Rounds alternate canopy (`cargo run --release -p canopy-segment --example unet_throughput`) and
 PyTorch; the table shows medians over rounds of per-round medians and ratios torch_time /
 canopy_time (> 1: canopy is faster).
@@ -51,6 +53,10 @@ def torch_model(name):
         return sm.MaggioriFcn(3, 2)
     if name == "mlpnet":
         return sm.MlpNet(3, 2, (32, 64, 96, 128), (5, 5, 3, 3), 100, True)
+    if name == "resnet18":
+        import segmentation_models_pytorch as smp
+
+        return smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=2)
     raise SystemExit(f"unknown model {name}")
 
 

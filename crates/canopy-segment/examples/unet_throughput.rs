@@ -2,7 +2,7 @@
 //! JSON line per measurement (read by `tools/bench_segment_vs_torch.py`, which runs the same
 //! work in PyTorch and prints ratios).
 //!
-//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet] [--size 256] [--batch 4] [--system-malloc] [--inference-only] [--no-winograd] [--no-kn2row]`
+//! `cargo run --release -p canopy-segment --example unet_throughput -- [--repeat N] [--model bench|half|fcn|mlpnet|resnet18] [--size 256] [--batch 4] [--system-malloc] [--inference-only] [--no-winograd] [--no-kn2row]`
 //!
 //! Inference: eval mode, `(B, 3, S, S)` -> logits, Mpx/s. Training step: train mode forward,
 //! cross-entropy over 2 classes, backward, Adam (lr 1e-3) — `bench_unet.py`'s step. Like the
@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use canopy_nn::SeededVarMap;
-use canopy_segment::{FcnConfig, MlpNetConfig, ModelConfig, UNetConfig};
+use canopy_segment::{FcnConfig, MlpNetConfig, ModelConfig, ResNetUNetConfig, UNetConfig};
 use canopy_train::loss::{cross_entropy, CrossEntropyConfig};
 use canopy_train::optim::{param_groups, Adam, AdamConfig, Optimizer};
 
@@ -52,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         "half" => ModelConfig::Unet(UNetConfig::half(3, 2)),
         "fcn" => ModelConfig::Fcn(FcnConfig::maggiori(3, 2)),
         "mlpnet" => ModelConfig::MlpNet(MlpNetConfig::maggiori(3, 2)),
+        "resnet18" => ModelConfig::ResnetUnet(ResNetUNetConfig::resnet18(3, 2)),
         other => anyhow::bail!("unknown --model {other}"),
     };
     let dev = Device::Cpu;
