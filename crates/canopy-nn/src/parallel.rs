@@ -19,6 +19,13 @@
 //! (the `canopy` CLI, the examples and the benchmarks call it first thing in `main`, as they
 //! call [`crate::keep_freed_memory`]).
 //!
+//! candle 0.11 runs its own element-wise ops (binary and unary maps over large tensors: the
+//! optimiser's updates, gradient accumulation) on a second pool of its own, whose workers spin
+//! for 25,000 iterations after each job before they sleep, on the cores rayon's workers need
+//! next. [`use_calling_thread`] therefore also calls [`limit_candle_spinning`]: training steps
+//! 5-9 % faster on the 2-core machine (MS-ResNet 209 -> 200 ms, Transformer 246 -> 220 ms,
+//! the smp-style ResNet-18 U-Net 1.11 -> 1.05 s; docs/benchmarks.md, 2026-12-03).
+//!
 //! # Caveats
 //! The thread that called it is then part of the pool: it runs rayon jobs while it waits inside
 //! a parallel op (as every worker does), and a `rayon::broadcast` started from *another* thread
@@ -31,7 +38,29 @@
 /// rule it out when a program that embeds canopy hangs).
 pub const OPT_OUT: &str = "CANOPY_CALLING_THREAD_IN_POOL";
 
-/// Builds rayon's global thread pool with the calling thread as worker 0 (see the module docs).
+/// candle's environment variable for the spin count of its element-wise worker pool.
+pub const CANDLE_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Spins after a job before candle's pool workers sleep, when [`limit_candle_spinning`] sets
+/// it (candle's default is 25,000; 0 and 2,000 measured the same).
+pub const CANDLE_SPINS: u32 = 2000;
+
+/// Sets [`CANDLE_SPIN_LIMIT`] to [`CANDLE_SPINS`] unless the environment already sets it, so
+/// that candle's element-wise worker pool sleeps soon after each op instead of spinning on a
+/// core the rayon workers need (see the module docs). candle reads the variable once, when its
+/// pool starts (at the first large element-wise op): call this first thing in `main`, before
+/// other threads exist (it changes the process environment). Returns whether it set the
+/// variable. [`use_calling_thread`] calls it.
+pub fn limit_candle_spinning() -> bool {
+    if std::env::var_os(CANDLE_SPIN_LIMIT).is_some() {
+        return false;
+    }
+    std::env::set_var(CANDLE_SPIN_LIMIT, CANDLE_SPINS.to_string());
+    true
+}
+
+/// Builds rayon's global thread pool with the calling thread as worker 0 (see the module docs),
+/// after [`limit_candle_spinning`].
 ///
 /// The pool gets the number of threads rayon would choose itself (`RAYON_NUM_THREADS` when set
 /// to a positive number, else the number of logical CPUs). Returns `true` when the pool was
@@ -40,6 +69,7 @@ pub const OPT_OUT: &str = "CANOPY_CALLING_THREAD_IN_POOL";
 /// the global pool already exists (it is built on first use: call this first thing in `main`),
 /// or when the environment variable [`OPT_OUT`] is `0`.
 pub fn use_calling_thread() -> bool {
+    limit_candle_spinning();
     let var = |name| std::env::var(name).ok();
     if var(OPT_OUT).as_deref() == Some("0") {
         return false;

@@ -42,7 +42,16 @@ fn calling_thread_is_worker_zero_and_batches_still_arrive() {
         .unwrap();
     let expected = separate.install(|| conv(&x, &w));
 
+    let preset = std::env::var(canopy_nn::parallel::CANDLE_SPIN_LIMIT).ok();
     assert!(canopy_nn::use_calling_thread());
+    // candle's element-wise pool is told to sleep soon after each op, unless the caller said
+    // otherwise
+    let expected_spins = preset.unwrap_or_else(|| canopy_nn::parallel::CANDLE_SPINS.to_string());
+    assert_eq!(
+        std::env::var(canopy_nn::parallel::CANDLE_SPIN_LIMIT).ok(),
+        Some(expected_spins)
+    );
+    assert!(!canopy_nn::parallel::limit_candle_spinning());
     assert_eq!(rayon::current_thread_index(), Some(0));
     assert_eq!(rayon::current_num_threads(), 2);
     // the pool exists now: a second call changes nothing
