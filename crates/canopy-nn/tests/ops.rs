@@ -781,10 +781,16 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
             (4, 4, 3, 3),
             Conv2dConfig::square(2, 0, 1, 2),
         ),
-        // Winograd (3x3, unit stride, 16 channels), odd sizes
+        // Winograd (3x3, unit stride, 16 channels), odd sizes: small images (all images'
+        // tiles in one product per frequency) and a larger one (tasks of tile rows)
         (
             (2, 16, 9, 11),
             (16, 16, 3, 3),
+            Conv2dConfig::square(1, 1, 1, 1),
+        ),
+        (
+            (1, 16, 24, 27),
+            (17, 16, 3, 3),
             Conv2dConfig::square(1, 1, 1, 1),
         ),
     ];

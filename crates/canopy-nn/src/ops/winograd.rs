@@ -61,31 +61,45 @@ pub(crate) fn applies(cv: &ConvGeom) -> bool {
 }
 
 /// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` for every kernel `g = w[co, ci]`: 16 matrices `C_out x C`.
-fn weight_transform<T: Float>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
+/// Computed per output channel in parallel into `(C_out, 16, C)`, then regrouped by frequency
+/// (a 512 -> 512 layer has 262,144 kernels: several milliseconds on one core, as much as the
+/// products of a small image).
+fn weight_transform<T: Float + Send + Sync>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
     let half = T::from_f64(0.5);
-    let mut u = vec![T::ZERO; 16 * c_out * c];
-    for co in 0..c_out {
-        for ci in 0..c {
-            let g = &w[(co * c + ci) * 9..(co * c + ci) * 9 + 9];
-            // G g: 4 x 3
-            let mut t = [[T::ZERO; 3]; 4];
-            for j in 0..3 {
-                let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
-                t[0][j] = a;
-                t[1][j] = (a + b + d) * half;
-                t[2][j] = (a - b + d) * half;
-                t[3][j] = d;
-            }
-            // (G g) Gᵀ: 4 x 4
-            for (r, row) in t.iter().enumerate() {
-                let (a, b, d) = (row[0], row[1], row[2]);
-                let vals = [a, (a + b + d) * half, (a - b + d) * half, d];
-                for (k, &v) in vals.iter().enumerate() {
-                    u[((r * 4 + k) * c_out + co) * c + ci] = v;
+    let mut by_channel = zeros_par(16 * c_out * c);
+    by_channel
+        .par_chunks_mut((16 * c).max(1))
+        .enumerate()
+        .for_each(|(co, tc)| {
+            for ci in 0..c {
+                let g = &w[(co * c + ci) * 9..(co * c + ci) * 9 + 9];
+                // G g: 4 x 3
+                let mut t = [[T::ZERO; 3]; 4];
+                for j in 0..3 {
+                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                    t[0][j] = a;
+                    t[1][j] = (a + b + d) * half;
+                    t[2][j] = (a - b + d) * half;
+                    t[3][j] = d;
+                }
+                // (G g) Gᵀ: 4 x 4
+                for (r, row) in t.iter().enumerate() {
+                    let (a, b, d) = (row[0], row[1], row[2]);
+                    let vals = [a, (a + b + d) * half, (a - b + d) * half, d];
+                    for (k, &v) in vals.iter().enumerate() {
+                        tc[(r * 4 + k) * c + ci] = v;
+                    }
                 }
             }
-        }
-    }
+        });
+    let mut u = zeros_par(16 * c_out * c);
+    u.par_chunks_mut((c_out * c).max(1))
+        .enumerate()
+        .for_each(|(xi, ux)| {
+            for (co, row) in ux.chunks_exact_mut(c.max(1)).enumerate() {
+                row.copy_from_slice(&by_channel[(co * 16 + xi) * c..(co * 16 + xi + 1) * c]);
+            }
+        });
     u
 }
 
@@ -118,6 +132,9 @@ pub(crate) fn forward<T: Float + Send + Sync>(
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
     let u = weight_transform(w, c_out, c);
+    if th * tw < BATCHED_TILES {
+        return forward_batched(cv, x, &u, epi);
+    }
     // filled by all threads (a serial `vec![0; n]` of a U-Net activation is tens of MB on one
     // core); the tasks own per-plane segments, not contiguous chunks, so not `par_zeroed`
     let mut y = zeros_par(g.b * c_out * ho * wo);
@@ -171,6 +188,96 @@ pub(crate) fn forward<T: Float + Send + Sync>(
                 Ok(())
             })
         })?;
+    Ok(y)
+}
+
+/// Tiles per image below which [`forward`] transforms all images of a group together and runs
+/// one product per frequency over all their tiles ([`forward_batched`]).
+const BATCHED_TILES: usize = 128;
+/// Bytes of transformed input (or output) a group of [`forward_batched`] takes at most (64 KB
+/// in unit tests, so that they run several groups).
+const BATCHED_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
+
+/// [`forward`] for small images (deep layers of a U-Net or ResNet: 8 x 8 or 16 x 16 outputs).
+/// Per image, the products `U_ξ · V_ξ` would have only a few dozen columns, and every task
+/// would stream all 16 transformed weight matrices (16 MB for 512 -> 512 channels) for them.
+/// Here the images of a group are transformed together, in three parallel phases: the input
+/// transform by channel chunks into `V (C, 16, N)` (`N` = the group's tiles), one product per
+/// frequency `M_ξ = U_ξ V_ξ` (each `U_ξ` read once per group), and the output transform by
+/// image and channel chunk, which applies the epilogue.
+fn forward_batched<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    u: &[T],
+    epi: Epilogue<'_, T>,
+) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
+    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+    let nt = th * tw;
+    let plane = ho * wo;
+    let mut y = zeros_par(g.b * c_out * plane);
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let per_image = 16 * c.max(c_out) * nt * std::mem::size_of::<T>();
+    let group = (BATCHED_BYTES / per_image.max(1)).clamp(1, g.b);
+    let threads = rayon::current_num_threads();
+    let img_len = c * g.h * g.w;
+    let out_len = c_out * plane;
+    for (gi, y_group) in y.chunks_mut(group * out_len).enumerate() {
+        let b0 = gi * group;
+        let m_imgs = y_group.len() / out_len;
+        let n = m_imgs * nt;
+        let cc = c.div_ceil(4 * threads).max(1);
+        with_scratch(c * 16 * n, 16 * c_out * n, |v: &mut [T], m: &mut [T]| {
+            // V (C, 16, N): a task owns a run of input channels of every image in the group
+            v.par_chunks_mut(cc * 16 * n)
+                .enumerate()
+                .for_each(|(k, vk)| {
+                    let c0 = k * cc;
+                    for j in 0..m_imgs {
+                        let layout = VLayout {
+                            channels: c0..(c0 + cc).min(c),
+                            xi_stride: n,
+                            ci_stride: 16 * n,
+                            col0: j * nt,
+                        };
+                        let img = &x[(b0 + j) * img_len..(b0 + j + 1) * img_len];
+                        input_transform_into(cv, img, (0, th, tw), &layout, vk);
+                    }
+                });
+            // M (16, C_out, N): one product per frequency
+            let v: &[T] = v;
+            m.par_chunks_mut(c_out * n)
+                .enumerate()
+                .try_for_each(|(xi, mx)| {
+                    let rhs = Mat {
+                        data: &v[xi * n..],
+                        rows: c,
+                        cols: n,
+                        rs: 16 * n,
+                        cs: 1,
+                    };
+                    let lhs = Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c);
+                    matmul(mx, n, lhs, rhs, false, 1)
+                })?;
+            // outputs: a task owns a run of output channels of one image
+            let m: &[T] = m;
+            let oc = c_out.div_ceil((4 * threads).div_ceil(m_imgs)).max(1);
+            let mut tasks = Vec::new();
+            for (j, y_img) in y_group.chunks_mut(out_len).enumerate() {
+                for (k, seg) in y_img.chunks_mut(oc * plane).enumerate() {
+                    tasks.push((j, k * oc, seg));
+                }
+            }
+            tasks.into_par_iter().for_each(|(j, co0, seg)| {
+                let mut planes: Vec<&mut [T]> = seg.chunks_mut(plane).collect();
+                output_transform_from(m, (c_out, n, j * nt, co0), tw, wo, &mut planes, epi);
+            });
+            Ok::<(), String>(())
+        })?;
+    }
     Ok(y)
 }
 
@@ -346,10 +453,38 @@ fn input_transform<T: Float>(
     tw: usize,
     v: &mut [T],
 ) {
-    let g = &cv.g;
-    let (c, h, w) = (g.c, g.h, g.w);
-    let (ph, pw) = (g.ah.padding as isize, g.aw.padding);
     let nt = (r1 - r0) * tw;
+    let layout = VLayout {
+        channels: 0..cv.g.c,
+        xi_stride: cv.g.c * nt,
+        ci_stride: nt,
+        col0: 0,
+    };
+    input_transform_into(cv, img, (r0, r1, tw), &layout, v);
+}
+
+/// Where [`input_transform_into`] writes: the value of frequency `ξ`, channel `ci` (from
+/// `channels`) and tile `t` of the image goes to `v[ξ·xi_stride + (ci - channels.start)·
+/// ci_stride + col0 + t]`.
+struct VLayout {
+    channels: std::ops::Range<usize>,
+    xi_stride: usize,
+    ci_stride: usize,
+    col0: usize,
+}
+
+/// [`input_transform`] of the channels `layout.channels` of tile rows `r0 .. r1` into any
+/// layout.
+fn input_transform_into<T: Float>(
+    cv: &ConvGeom,
+    img: &[T],
+    (r0, r1, tw): (usize, usize, usize),
+    layout: &VLayout,
+    v: &mut [T],
+) {
+    let g = &cv.g;
+    let (h, w) = (g.h, g.w);
+    let (ph, pw) = (g.ah.padding as isize, g.aw.padding);
     let pad_w = 2 * tw + 2;
     let half = tw + 1;
     let mut buf = vec![T::ZERO; pad_w];
@@ -359,8 +494,9 @@ fn input_transform<T: Float>(
     let mut te = vec![T::ZERO; 4 * half];
     let mut to = vec![T::ZERO; 4 * half];
     let n_copy = w.min(pad_w.saturating_sub(pw));
-    for ci in 0..c {
+    for ci in layout.channels.clone() {
         let plane = &img[ci * h * w..(ci + 1) * h * w];
+        let ci_at = (ci - layout.channels.start) * layout.ci_stride + layout.col0;
         for tr in r0..r1 {
             let y0 = 2 * tr as isize - ph;
             for k in 0..4 {
@@ -402,7 +538,7 @@ fn input_transform<T: Float>(
             for r in 0..4 {
                 let (e, o) = (&te[r * half..(r + 1) * half], &to[r * half..(r + 1) * half]);
                 let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
-                let at = |k: usize| ((r * 4 + k) * c + ci) * nt + base;
+                let at = |k: usize| (r * 4 + k) * layout.xi_stride + ci_at + base;
                 let (k0, k1, k2, k3) = (at(0), at(1), at(2), at(3));
                 for ((dst, &a), &b) in v[k0..k0 + tw].iter_mut().zip(e0).zip(e1) {
                     *dst = a - b;
@@ -432,15 +568,29 @@ fn output_transform<T: Float>(
     out: &mut [&mut [T]],
     epi: Epilogue<'_, T>,
 ) {
+    output_transform_from(m, (c_out, nt, 0, 0), tw, wo, out, epi);
+}
+
+/// [`output_transform`] reading `M` of frequency `ξ`, output channel `co0 + k` (for `out[k]`)
+/// and tile `t` at `m[(ξ·C_out + co0 + k)·stride + col0 + t]`.
+fn output_transform_from<T: Float>(
+    m: &[T],
+    (c_out, stride, col0, co0): (usize, usize, usize, usize),
+    tw: usize,
+    wo: usize,
+    out: &mut [&mut [T]],
+    epi: Epilogue<'_, T>,
+) {
     // per output row pair: s[i][col][j] = (Aᵀ M)[i][col] of tile j
     let mut s = vec![T::ZERO; 8 * tw];
     let mut even = vec![T::ZERO; tw];
     let mut odd = vec![T::ZERO; tw];
-    for (co, seg) in out.iter_mut().enumerate() {
+    for (k, seg) in out.iter_mut().enumerate() {
+        let co = co0 + k;
         let rows_here = seg.len() / wo;
         for ti in 0..rows_here.div_ceil(2) {
             let q = |xi: usize| {
-                let at = (xi * c_out + co) * nt + ti * tw;
+                let at = (xi * c_out + co) * stride + col0 + ti * tw;
                 &m[at..at + tw]
             };
             for col in 0..4 {
@@ -530,13 +680,16 @@ mod tests {
 
     #[test]
     fn equals_the_im2col_convolution_for_odd_sizes_and_every_padding() {
-        // odd and even sizes, paddings 0..2 per axis, a single-row tile grid, several tasks
+        // odd and even sizes, paddings 0..2 per axis, a single-row tile grid, several tasks;
+        // fewer than BATCHED_TILES tiles per image take `forward_batched`, 33 x 31 does not
         for &(b, c, co, h, w, ph, pw) in &[
             (2, 16, 17, 9, 8, 1, 1),
             (1, 19, 16, 7, 11, 0, 2),
             (3, 16, 16, 4, 5, 2, 0),
             (2, 32, 24, 33, 31, 1, 1),
             (1, 16, 16, 3, 40, 1, 1),
+            // small images in groups of 2 (f64) or 4 (f32) images
+            (5, 16, 16, 8, 8, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             assert!(applies(&cv));
