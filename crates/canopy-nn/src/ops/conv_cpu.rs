@@ -255,7 +255,10 @@ fn forward_folded<T: Float + Send + Sync>(
         return Ok(y);
     }
     let image_groups = g.b.div_ceil(ib);
-    let want = (2 * rayon::current_num_threads()).div_ceil(image_groups * cv.groups);
+    // one task per thread: every channel chunk of an image group gathers that group's columns
+    // again (256 -> 512 channels, 3x3 stride 2 on 16 x 16, batch 4: 4.5 -> 3.3 ms with half
+    // the chunks)
+    let want = rayon::current_num_threads().div_ceil(image_groups * cv.groups);
     let splits = want.clamp(1, (og / 8).max(1));
     let chunk = og.div_ceil(splits);
     let chunks = og.div_ceil(chunk);
