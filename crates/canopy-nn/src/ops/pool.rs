@@ -348,15 +348,6 @@ impl Window {
     /// clipped window (`cols`, from [`MaxPoolOp::ranges`]).
     fn row_max<T: Float>(&self, x: &[T], y: &mut [T], cols: &[Span]) {
         let (j0, j1) = self.interior(x.len());
-        let max_nan = |m: T, v: T| {
-            #[allow(clippy::eq_op)]
-            let nan = v != v;
-            if v > m || nan {
-                v
-            } else {
-                m
-            }
-        };
         for (j, (o, &(c0, c1))) in y.iter_mut().zip(cols).enumerate() {
             if j < j0 || j >= j1 {
                 *o = x[c0 + 1..c1].iter().fold(x[c0], |m, &v| max_nan(m, v));
@@ -391,6 +382,18 @@ impl Window {
                 *o = max_nan(*o, v);
             }
         }
+    }
+}
+
+/// `max(m, v)`, or `v` when it is NaN (a NaN in `m` stays: `v > NaN` is false).
+#[inline(always)]
+fn max_nan<T: Float>(m: T, v: T) -> T {
+    #[allow(clippy::eq_op)]
+    let nan = v != v;
+    if v > m || nan {
+        v
+    } else {
+        m
     }
 }
 
@@ -456,14 +459,24 @@ impl MaxPoolOp {
         let per = Self::planes_per_task(plane);
         par_build(n, per * oh * ow, |task, yt: &mut [T]| {
             let xt = chunk_at(x, per * plane, task);
+            // separable: the window maxima along each input row, then the maxima of those over
+            // each output row's input rows (contiguous rows: vectorised); the same values as a
+            // scan of each window (max is associative, NaN propagates through both passes)
+            let mut across = vec![T::ZERO; hw.0 * ow];
             for (yp, xp) in yt.chunks_mut(oh * ow).zip(xt.chunks(plane)) {
                 if hw.0 == 1 && oh == 1 {
                     self.w.row_max(xp, yp, &cols); // 1-D pooling
                     continue;
                 }
-                for (yr, &r) in yp.chunks_mut(ow).zip(&rows) {
-                    for (o, &c) in yr.iter_mut().zip(&cols) {
-                        *o = xp[Self::argmax(xp, hw.1, r, c)];
+                for (xr, ar) in xp.chunks(hw.1).zip(across.chunks_mut(ow)) {
+                    self.w.row_max(xr, ar, &cols);
+                }
+                for (yr, &(r0, r1)) in yp.chunks_mut(ow).zip(&rows) {
+                    yr.copy_from_slice(&across[r0 * ow..(r0 + 1) * ow]);
+                    for r in r0 + 1..r1 {
+                        for (o, &v) in yr.iter_mut().zip(&across[r * ow..(r + 1) * ow]) {
+                            *o = max_nan(*o, v);
+                        }
                     }
                 }
             }
@@ -669,6 +682,33 @@ mod tests {
             .to_vec1()?;
         assert!(y[..3].iter().all(|v| v.is_nan()), "{y:?}");
         assert_eq!(&y[3..], &[3.0, 3.0, 3.0]);
+        // 2-D (separable passes): a NaN anywhere in a window makes that output NaN; the other
+        // outputs are the reference's (whose candle max does not propagate NaN: the windows
+        // holding one are found by pooling a NaN indicator)
+        let mut vals: Vec<f64> = random_f64(&[2, 3, 9, 8], 5, &dev)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut flags = vec![0f64; vals.len()];
+        for i in [4, 37, 80, 150, 201, 215] {
+            vals[i] = f64::NAN;
+            flags[i] = 1.0;
+        }
+        let xn = Tensor::from_vec(vals, (2, 3, 9, 8), &dev)?;
+        let flags = Tensor::from_vec(flags, (2, 3, 9, 8), &dev)?;
+        for (h, w) in [(ax(3, 2, 1), ax(2, 1, 1)), (ax(2, 2, 0), ax(3, 3, 1))] {
+            let flat = |t: Tensor| -> Result<Vec<f64>> { Ok(t.flatten_all()?.to_vec1()?) };
+            let got = flat(max_pool2d(&xn, h, w, false)?)?;
+            let values = flat(max_pool_gather(&xn, &[h, w], false)?)?;
+            let has_nan = flat(max_pool_gather(&flags, &[h, w], false)?)?;
+            assert!(has_nan.iter().any(|&f| f > 0.0) && has_nan.iter().any(|&f| f == 0.0));
+            for ((g, v), f) in got.iter().zip(&values).zip(&has_nan) {
+                if *f > 0.0 {
+                    assert!(g.is_nan(), "{g} where the window holds a NaN");
+                } else {
+                    assert_eq!(g, v);
+                }
+            }
+        }
         let x64 = random_f64(&[3, 4, 10, 7], 9, &dev)?;
         let a = max_pool2d(&x64.to_dtype(DType::F32)?, ax(3, 2, 1), ax(3, 2, 1), false)?;
         let b = max_pool2d(&x64, ax(3, 2, 1), ax(3, 2, 1), false)?;
