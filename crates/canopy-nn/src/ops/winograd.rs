@@ -281,6 +281,84 @@ fn forward_batched<T: Float + Send + Sync>(
     Ok(y)
 }
 
+/// [`backward_weight`] for small images, in the layout of [`forward_batched`]: per group of
+/// images, the input transform `V (C, 16, N)` and the output-gradient transform
+/// `dM (C_out, 16, N)` by channel chunks, then one product per frequency
+/// `dU_ξ += dM_ξ V_ξᵀ` over all the group's tiles (groups added in order: the result does not
+/// depend on the thread count). Per image, each task would fill and add a partial `dU` of
+/// `16·C_out·C` values (16 MB for 512 -> 512 channels) for a few dozen tiles.
+fn backward_weight_batched<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    dy: &[T],
+) -> Result<Vec<T>, String> {
+    let g = &cv.g;
+    let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
+    let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+    let nt = th * tw;
+    let mut du = zeros_par(16 * c_out * c);
+    if g.b == 0 || du.is_empty() {
+        return Ok(weight_adjoint(&du, c_out, c));
+    }
+    let per_image = 16 * c.max(c_out) * nt * std::mem::size_of::<T>();
+    let group = (BATCHED_BYTES / per_image.max(1)).clamp(1, g.b);
+    let threads = rayon::current_num_threads();
+    let (img_len, out_len) = (c * g.h * g.w, c_out * ho * wo);
+    for (gi, b0) in (0..g.b).step_by(group).enumerate() {
+        let m_imgs = group.min(g.b - b0);
+        let n = m_imgs * nt;
+        with_scratch(c * 16 * n, c_out * 16 * n, |v: &mut [T], dm: &mut [T]| {
+            // V (C, 16, N) and dM (C_out, 16, N), by channel chunks of every image
+            let transform = |chunks: usize, total: usize, buf: &mut [T], is_input: bool| {
+                buf.par_chunks_mut(chunks * 16 * n)
+                    .enumerate()
+                    .for_each(|(k, part)| {
+                        let c0 = k * chunks;
+                        for j in 0..m_imgs {
+                            let layout = VLayout {
+                                channels: c0..(c0 + chunks).min(total),
+                                xi_stride: n,
+                                ci_stride: 16 * n,
+                                col0: j * nt,
+                            };
+                            let b = b0 + j;
+                            if is_input {
+                                let img = &x[b * img_len..(b + 1) * img_len];
+                                input_transform_into(cv, img, (0, th, tw), &layout, part);
+                            } else {
+                                let dy_img = &dy[b * out_len..(b + 1) * out_len];
+                                output_adjoint_into(dy_img, (ho, wo), (0, th, tw), &layout, part);
+                            }
+                        }
+                    });
+            };
+            transform(c.div_ceil(4 * threads).max(1), c, v, true);
+            transform(c_out.div_ceil(4 * threads).max(1), c_out, dm, false);
+            let (v, dm): (&[T], &[T]) = (v, dm);
+            du.par_chunks_mut(c_out * c)
+                .enumerate()
+                .try_for_each(|(xi, du_xi)| {
+                    let lhs = Mat {
+                        data: &dm[xi * n..],
+                        rows: c_out,
+                        cols: n,
+                        rs: 16 * n,
+                        cs: 1,
+                    };
+                    let rhs = Mat {
+                        data: &v[xi * n..],
+                        rows: c,
+                        cols: n,
+                        rs: 16 * n,
+                        cs: 1,
+                    };
+                    matmul(du_xi, c, lhs, rhs.t(), gi > 0, 1)
+                })
+        })?;
+    }
+    Ok(weight_adjoint(&du, c_out, c))
+}
+
 /// Number of partial weight gradients summed in a fixed order (as in the im2col kernel, so the
 /// result does not depend on the thread count), limited so that they take at most 64 MiB.
 fn weight_partials<T>(c_out: usize, c: usize, tasks: usize) -> usize {
@@ -300,6 +378,9 @@ pub(crate) fn backward_weight<T: Float + Send + Sync>(
     let g = &cv.g;
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
+    if th * tw < BATCHED_TILES {
+        return backward_weight_batched(cv, x, dy);
+    }
     // independent of the thread count, so that the partial sums are too
     let rows = rows_per_task::<T>(c.max(c_out), tw, th);
     let tasks_per_image = th.div_ceil(rows);
@@ -364,10 +445,30 @@ fn output_adjoint<T: Float>(
     dm: &mut [T],
 ) {
     let nt = (r1 - r0) * tw;
+    let layout = VLayout {
+        channels: 0..c_out,
+        xi_stride: c_out * nt,
+        ci_stride: nt,
+        col0: 0,
+    };
+    output_adjoint_into(dy, (ho, wo), (r0, r1, tw), &layout, dm);
+}
+
+/// [`output_adjoint`] of the output channels `layout.channels` into any layout (as
+/// [`input_transform_into`]: frequency `ξ`, channel `co`, tile `t` at `ξ·xi_stride +
+/// (co - channels.start)·ci_stride + col0 + t`).
+fn output_adjoint_into<T: Float>(
+    dy: &[T],
+    (ho, wo): (usize, usize),
+    (r0, r1, tw): (usize, usize, usize),
+    layout: &VLayout,
+    dm: &mut [T],
+) {
     // even / odd columns of the two output rows of a tile row
     let mut eo = vec![T::ZERO; 4 * tw];
-    for co in 0..c_out {
+    for co in layout.channels.clone() {
         let plane = &dy[co * ho * wo..(co + 1) * ho * wo];
+        let co_at = (co - layout.channels.start) * layout.ci_stride + layout.col0;
         for tr in r0..r1 {
             for i in 0..2 {
                 let (e, o) = eo[2 * i * tw..(2 * i + 2) * tw].split_at_mut(tw);
@@ -395,7 +496,7 @@ fn output_adjoint<T: Float>(
             // P = A dY: rows (e0, o0), (e0 + e1, o0 + o1), (e0 - e1, o0 - o1), (-e1, -o1);
             // dM[r] = P[r] Aᵀ: (p_e, p_e + p_o, p_e - p_o, -p_o)
             for r in 0..4 {
-                let at = |k: usize| ((r * 4 + k) * c_out + co) * nt + base;
+                let at = |k: usize| (r * 4 + k) * layout.xi_stride + co_at + base;
                 for j in 0..tw {
                     let (pe, po) = match r {
                         0 => (e0[j], o0[j]),
@@ -414,28 +515,30 @@ fn output_adjoint<T: Float>(
 }
 
 /// `dg = Gᵀ dU[·][co][ci] G` for every kernel: the adjoint of [`weight_transform`].
-fn weight_adjoint<T: Float>(du: &[T], c_out: usize, c: usize) -> Vec<T> {
+fn weight_adjoint<T: Float + Send + Sync>(du: &[T], c_out: usize, c: usize) -> Vec<T> {
     let half = T::from_f64(0.5);
-    let mut dw = vec![T::ZERO; c_out * c * 9];
-    for co in 0..c_out {
-        for ci in 0..c {
-            let q = |r: usize, k: usize| du[((r * 4 + k) * c_out + co) * c + ci];
-            // dU G: 4 x 3, G = [[1,0,0],[½,½,½],[½,-½,½],[0,0,1]]
-            let mut t = [[T::ZERO; 3]; 4];
-            for (r, row) in t.iter_mut().enumerate() {
-                let (a, b, d, e) = (q(r, 0), q(r, 1), q(r, 2), q(r, 3));
-                *row = [a + (b + d) * half, (b - d) * half, (b + d) * half + e];
+    let mut dw = zeros_par(c_out * c * 9);
+    dw.par_chunks_mut((c * 9).max(1))
+        .enumerate()
+        .for_each(|(co, dw_co)| {
+            for ci in 0..c {
+                let q = |r: usize, k: usize| du[((r * 4 + k) * c_out + co) * c + ci];
+                // dU G: 4 x 3, G = [[1,0,0],[½,½,½],[½,-½,½],[0,0,1]]
+                let mut t = [[T::ZERO; 3]; 4];
+                for (r, row) in t.iter_mut().enumerate() {
+                    let (a, b, d, e) = (q(r, 0), q(r, 1), q(r, 2), q(r, 3));
+                    *row = [a + (b + d) * half, (b - d) * half, (b + d) * half + e];
+                }
+                // Gᵀ (dU G): 3 x 3
+                let out = &mut dw_co[ci * 9..ci * 9 + 9];
+                for j in 0..3 {
+                    let (a, b, d, e) = (t[0][j], t[1][j], t[2][j], t[3][j]);
+                    out[j] = a + (b + d) * half;
+                    out[3 + j] = (b - d) * half;
+                    out[6 + j] = (b + d) * half + e;
+                }
             }
-            // Gᵀ (dU G): 3 x 3
-            let out = &mut dw[(co * c + ci) * 9..(co * c + ci) * 9 + 9];
-            for j in 0..3 {
-                let (a, b, d, e) = (t[0][j], t[1][j], t[2][j], t[3][j]);
-                out[j] = a + (b + d) * half;
-                out[3 + j] = (b - d) * half;
-                out[6 + j] = (b + d) * half + e;
-            }
-        }
-    }
+        });
     dw
 }
 
@@ -731,6 +834,8 @@ mod tests {
             (1, 19, 16, 7, 11, 0, 2),
             (3, 16, 16, 4, 5, 2, 0),
             (2, 32, 24, 33, 31, 1, 1),
+            // small images in groups of 2 (`backward_weight_batched`, 3 groups)
+            (5, 16, 16, 8, 8, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             let x = values(b * c * h * w, 3);
