@@ -107,26 +107,13 @@ impl Conv2d {
         vb: VarBuilder,
     ) -> Result<Self> {
         let init = pytorch_uniform(c_in * kernel * kernel);
-        let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", init)?;
-        let bias = if bias {
-            Some(vb.get_with_hints(c_out, "bias", init)?)
-        } else {
-            None
-        };
-        let axis = Axis1 {
-            stride,
-            padding,
-            dilation: 1,
-        };
-        Ok(Conv2d {
-            weight,
-            bias,
-            cfg: Conv2dConfig {
-                h: axis,
-                w: axis,
-                groups: 1,
-            },
-        })
+        Conv2d::with_init(
+            (c_in, c_out, kernel),
+            (stride, padding),
+            init,
+            bias.then_some(init),
+            vb,
+        )
     }
 
     /// A convolution with explicit initialisers for the weight and the bias (for the models

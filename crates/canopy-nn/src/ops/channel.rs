@@ -354,6 +354,23 @@ impl candle_core::CustomOp2 for ChannelBias {
 
 /// The gradient of a per-channel bias from the output gradient `grad` `(N, C, ...)`: its sum
 /// over every axis but 1, as a parallel sum over contiguous channel planes.
+/// For `y = act(z + b)` with a per-channel bias `b` and an optional ReLU (`res` is `y`): the
+/// gradient of `z` (the output gradient masked where the ReLU cut) and the bias gradient (its
+/// sum per channel), as the convolution epilogues' backward passes need them.
+pub(crate) fn bias_act_grads(
+    relu: bool,
+    res: &Tensor,
+    grad: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let g = if relu {
+        crate::ops::activation::relu_grad(res, grad)?
+    } else {
+        grad.contiguous()?
+    };
+    let db = channel_bias_grad(&g)?;
+    Ok((g, db))
+}
+
 pub(crate) fn channel_bias_grad(grad: &Tensor) -> candle_core::Result<Tensor> {
     let name = "channel bias backward";
     let grad = grad.contiguous()?;

@@ -255,11 +255,7 @@ pub fn conv1d_act(
     let (c_out, w_in, k) = weight.dims3()?;
     check_groups(op, c, c_out, w_in, 1)?;
     cfg.axis.out_len(op, l, k)?;
-    let bias = match bias {
-        Some(b) if b.dims() == [c_out] => b.to_dtype(dt)?.contiguous()?,
-        Some(b) => return Err(shape(op, format!("bias ({c_out},)"), b.dims())),
-        None => Tensor::zeros(c_out, dt, x.device())?,
-    };
+    let bias = bias_or_zeros(bias, c_out, x, op)?;
     let a = cfg.axis;
     let conv = Conv1dOp {
         stride: a.stride,
@@ -465,11 +461,7 @@ fn conv2d_then(
         };
         return Ok(x.apply_op2(&weight, conv)?); // (B, C_out, H_out, W_out)
     }
-    let bias = match bias {
-        Some(b) if b.dims() == [c_out] => b.to_dtype(x.dtype())?.contiguous()?,
-        Some(b) => return Err(shape(op, format!("bias ({c_out},)"), b.dims())),
-        None => Tensor::zeros(c_out, x.dtype(), x.device())?,
-    };
+    let bias = bias_or_zeros(bias, c_out, &x, op)?;
     Ok(x.apply_op3(&weight, &bias, Conv2dActOp { cv, relu })?)
 }
 
@@ -570,6 +562,21 @@ fn check_ranks_1d(x: &Tensor, weight: &Tensor) -> Result<()> {
         .dims3()
         .map_err(|_| shape(op, "weight (C_out, C_in/groups, K)", weight.dims()))?;
     Ok(())
+}
+
+/// The `(C_out,)` bias in `x`'s dtype, contiguous, or zeros when there is none (the epilogue
+/// ops always take one); a shape error naming `op` for any other length.
+fn bias_or_zeros(
+    bias: Option<&Tensor>,
+    c_out: usize,
+    x: &Tensor,
+    op: &'static str,
+) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) if b.dims() == [c_out] => b.to_dtype(x.dtype())?.contiguous()?,
+        Some(b) => return Err(shape(op, format!("bias ({c_out},)"), b.dims())),
+        None => Tensor::zeros(c_out, x.dtype(), x.device())?,
+    })
 }
 
 /// Adds a `(C_out,)` bias to a `(B, C_out, H, W)` output.

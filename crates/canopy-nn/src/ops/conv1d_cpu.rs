@@ -742,12 +742,7 @@ impl CustomOp3 for Conv1dActOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = if self.relu {
-            crate::ops::activation::relu_grad(res, grad)?
-        } else {
-            grad.contiguous()?
-        };
-        let db = crate::ops::channel::channel_bias_grad(&g)?;
+        let (g, db) = crate::ops::channel::bias_act_grads(self.relu, res, grad)?;
         let (dx, dw) = xw_backward(&self.conv, x, w, &g)?;
         Ok((dx, dw, Some(db)))
     }

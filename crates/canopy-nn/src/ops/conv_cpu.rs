@@ -667,12 +667,7 @@ impl CustomOp3 for Conv2dActOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = if self.relu {
-            crate::ops::activation::relu_grad(res, grad)?
-        } else {
-            grad.contiguous()?
-        };
-        let db = crate::ops::channel::channel_bias_grad(&g)?;
+        let (g, db) = crate::ops::channel::bias_act_grads(self.relu, res, grad)?;
         let conv = Conv2dOp {
             cv: self.cv,
             pass: Pass::Forward,

@@ -232,21 +232,10 @@ fn forward_batched<T: Float + Send + Sync>(
         let cc = c.div_ceil(4 * threads).max(1);
         with_scratch(c * 16 * n, 16 * c_out * n, |v: &mut [T], m: &mut [T]| {
             // V (C, 16, N): a task owns a run of input channels of every image in the group
-            v.par_chunks_mut(cc * 16 * n)
-                .enumerate()
-                .for_each(|(k, vk)| {
-                    let c0 = k * cc;
-                    for j in 0..m_imgs {
-                        let layout = VLayout {
-                            channels: c0..(c0 + cc).min(c),
-                            xi_stride: n,
-                            ci_stride: 16 * n,
-                            col0: j * nt,
-                        };
-                        let img = &x[(b0 + j) * img_len..(b0 + j + 1) * img_len];
-                        input_transform_into(cv, img, (0, th, tw), &layout, vk);
-                    }
-                });
+            by_channel_runs(v, (c, cc), (m_imgs, nt), |j, layout, part| {
+                let img = &x[(b0 + j) * img_len..(b0 + j + 1) * img_len];
+                input_transform_into(cv, img, (0, th, tw), layout, part);
+            });
             // M (16, C_out, N): one product per frequency
             let v: &[T] = v;
             m.par_chunks_mut(c_out * n)
@@ -281,6 +270,32 @@ fn forward_batched<T: Float + Send + Sync>(
     Ok(y)
 }
 
+/// Fills `buf`, laid out `(channels, 16, N)` with `N = images · nt`, in parallel by runs of
+/// `run` channels: `fill(j, layout, part)` writes image `j`'s transform (its tiles from column
+/// `j · nt`) into the task's part of `buf`.
+fn by_channel_runs<T: Float + Send + Sync>(
+    buf: &mut [T],
+    (total, run): (usize, usize),
+    (images, nt): (usize, usize),
+    fill: impl Fn(usize, &VLayout, &mut [T]) + Sync,
+) {
+    let n = images * nt;
+    buf.par_chunks_mut(run * 16 * n)
+        .enumerate()
+        .for_each(|(k, part)| {
+            let c0 = k * run;
+            for j in 0..images {
+                let layout = VLayout {
+                    channels: c0..(c0 + run).min(total),
+                    xi_stride: n,
+                    ci_stride: 16 * n,
+                    col0: j * nt,
+                };
+                fill(j, &layout, part);
+            }
+        });
+}
+
 /// [`backward_weight`] for small images, in the layout of [`forward_batched`]: per group of
 /// images, the input transform `V (C, 16, N)` and the output-gradient transform
 /// `dM (C_out, 16, N)` by channel chunks, then one product per frequency
@@ -308,32 +323,16 @@ fn backward_weight_batched<T: Float + Send + Sync>(
         let m_imgs = group.min(g.b - b0);
         let n = m_imgs * nt;
         with_scratch(c * 16 * n, c_out * 16 * n, |v: &mut [T], dm: &mut [T]| {
-            // V (C, 16, N) and dM (C_out, 16, N), by channel chunks of every image
-            let transform = |chunks: usize, total: usize, buf: &mut [T], is_input: bool| {
-                buf.par_chunks_mut(chunks * 16 * n)
-                    .enumerate()
-                    .for_each(|(k, part)| {
-                        let c0 = k * chunks;
-                        for j in 0..m_imgs {
-                            let layout = VLayout {
-                                channels: c0..(c0 + chunks).min(total),
-                                xi_stride: n,
-                                ci_stride: 16 * n,
-                                col0: j * nt,
-                            };
-                            let b = b0 + j;
-                            if is_input {
-                                let img = &x[b * img_len..(b + 1) * img_len];
-                                input_transform_into(cv, img, (0, th, tw), &layout, part);
-                            } else {
-                                let dy_img = &dy[b * out_len..(b + 1) * out_len];
-                                output_adjoint_into(dy_img, (ho, wo), (0, th, tw), &layout, part);
-                            }
-                        }
-                    });
-            };
-            transform(c.div_ceil(4 * threads).max(1), c, v, true);
-            transform(c_out.div_ceil(4 * threads).max(1), c_out, dm, false);
+            // V (C, 16, N) and dM (C_out, 16, N), by channel runs of every image
+            let runs = |total: usize| (total, total.div_ceil(4 * threads).max(1));
+            by_channel_runs(v, runs(c), (m_imgs, nt), |j, layout, part| {
+                let img = &x[(b0 + j) * img_len..(b0 + j + 1) * img_len];
+                input_transform_into(cv, img, (0, th, tw), layout, part);
+            });
+            by_channel_runs(dm, runs(c_out), (m_imgs, nt), |j, layout, part| {
+                let dy_img = &dy[(b0 + j) * out_len..(b0 + j + 1) * out_len];
+                output_adjoint_into(dy_img, (ho, wo), (0, th, tw), layout, part);
+            });
             let (v, dm): (&[T], &[T]) = (v, dm);
             du.par_chunks_mut(c_out * c)
                 .enumerate()
