@@ -241,15 +241,8 @@ fn forward_batched<T: Float + Send + Sync>(
             m.par_chunks_mut(c_out * n)
                 .enumerate()
                 .try_for_each(|(xi, mx)| {
-                    let rhs = Mat {
-                        data: &v[xi * n..],
-                        rows: c,
-                        cols: n,
-                        rs: 16 * n,
-                        cs: 1,
-                    };
                     let lhs = Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c);
-                    matmul(mx, n, lhs, rhs, false, 1)
+                    matmul(mx, n, lhs, frequency(v, xi, c, n), false, 1)
                 })?;
             // outputs: a task owns a run of output channels of one image
             let m: &[T] = m;
@@ -268,6 +261,17 @@ fn forward_batched<T: Float + Send + Sync>(
         })?;
     }
     Ok(y)
+}
+
+/// Frequency `ξ` of a `(rows, 16, N)` buffer as a `rows x N` matrix.
+fn frequency<T>(buf: &[T], xi: usize, rows: usize, n: usize) -> Mat<'_, T> {
+    Mat {
+        data: &buf[xi * n..],
+        rows,
+        cols: n,
+        rs: 16 * n,
+        cs: 1,
+    }
 }
 
 /// Fills `buf`, laid out `(channels, 16, N)` with `N = images · nt`, in parallel by runs of
@@ -337,20 +341,7 @@ fn backward_weight_batched<T: Float + Send + Sync>(
             du.par_chunks_mut(c_out * c)
                 .enumerate()
                 .try_for_each(|(xi, du_xi)| {
-                    let lhs = Mat {
-                        data: &dm[xi * n..],
-                        rows: c_out,
-                        cols: n,
-                        rs: 16 * n,
-                        cs: 1,
-                    };
-                    let rhs = Mat {
-                        data: &v[xi * n..],
-                        rows: c,
-                        cols: n,
-                        rs: 16 * n,
-                        cs: 1,
-                    };
+                    let (lhs, rhs) = (frequency(dm, xi, c_out, n), frequency(v, xi, c, n));
                     matmul(du_xi, c, lhs, rhs.t(), gi > 0, 1)
                 })
         })?;
