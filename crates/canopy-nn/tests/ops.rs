@@ -781,6 +781,16 @@ fn fast_and_reference_convolutions_agree_with_gradients() {
             (4, 4, 3, 3),
             Conv2dConfig::square(2, 0, 1, 2),
         ),
+        // strided gathers in blocks that start inside an output row
+        (
+            (2, 8, 40, 70),
+            (5, 8, 3, 3),
+            Conv2dConfig {
+                h: c1(2, 1, 1),
+                w: c1(3, 2, 1),
+                groups: 1,
+            },
+        ),
         // Winograd (3x3, unit stride, 16 channels), odd sizes: small images (all images'
         // tiles in one product per frequency) and a larger one (tasks of tile rows)
         (

@@ -33,15 +33,19 @@ fn src(o: usize, t: usize, a: Axis1, len: usize) -> Option<usize> {
     (p >= 0 && (p as usize) < len).then_some(p as usize)
 }
 
-/// For tap `t` of a stride-1, dilation-1 axis: the output range `[lo, hi)` that reads inside the
-/// input, and the input index of output `lo`.
+/// For tap `t` of an axis: the output range `[lo, hi)` that reads inside the input (output `o`
+/// reads input `o·stride + t·dilation - padding`), and the input index of output `lo`.
 #[inline]
-fn unit_span(t: usize, a: Axis1, len_in: usize, len_out: usize) -> (usize, usize, usize) {
-    let start = t as isize - a.padding as isize;
-    let lo = (-start).max(0) as usize;
-    let hi = ((len_in as isize - start).min(len_out as isize)).max(0) as usize;
-    let lo = lo.min(hi);
-    (lo, hi, (start + lo as isize).max(0) as usize)
+fn tap_span(t: usize, a: Axis1, len_in: usize, len_out: usize) -> (usize, usize, usize) {
+    let s = a.stride.max(1) as isize;
+    let start = (t * a.dilation) as isize - a.padding as isize;
+    // first o with start + o·s >= 0, and one past the last with start + o·s < len_in
+    let lo = if start >= 0 { 0 } else { (-start + s - 1) / s };
+    let last = len_in as isize - 1 - start;
+    let hi = if last < 0 { 0 } else { last / s + 1 };
+    let hi = hi.min(len_out as isize).max(0) as usize;
+    let lo = (lo as usize).min(hi);
+    (lo, hi, (start + lo as isize * s).max(0) as usize)
 }
 
 impl Geometry {
@@ -82,14 +86,14 @@ impl Geometry {
         dst: &mut [T],
     ) {
         let plane_len = self.h * self.w;
-        let unit_w = self.aw.stride == 1 && self.aw.dilation == 1;
+        let step = self.aw.stride;
         for ci in 0..cn {
             let plane = &img[(c0 + ci) * plane_len..(c0 + ci + 1) * plane_len];
             for i in 0..self.kh {
                 for j in 0..self.kw {
                     let row0 = (ci * self.kk() + i * self.kw + j) * len;
                     let row = &mut dst[row0..row0 + len];
-                    let span = unit_span(j, self.aw, self.w, self.wo);
+                    let span = tap_span(j, self.aw, self.w, self.wo);
                     self.runs(n0, len, |oy, ox0, run, off| {
                         let out = &mut row[off..off + run];
                         let Some(y) = src(oy, i, self.ah, self.h) else {
@@ -97,25 +101,27 @@ impl Geometry {
                             return;
                         };
                         let src_row = &plane[y * self.w..(y + 1) * self.w];
-                        if unit_w {
-                            let (lo, hi, s0) = span;
-                            // clip the valid span [lo, hi) to this run [ox0, ox0 + run)
-                            let a = lo.max(ox0).min(ox0 + run);
-                            let b = hi.min(ox0 + run).max(a);
-                            out[..a - ox0].fill(T::default());
-                            if b > a {
-                                out[a - ox0..b - ox0]
-                                    .copy_from_slice(&src_row[s0 + (a - lo)..s0 + (b - lo)]);
-                            }
-                            out[b - ox0..].fill(T::default());
-                        } else {
-                            for (k, d) in out.iter_mut().enumerate() {
-                                *d = match src(ox0 + k, j, self.aw, self.w) {
-                                    Some(x) => src_row[x],
-                                    None => T::default(),
-                                };
+                        let (lo, hi, s0) = span;
+                        // clip the valid span [lo, hi) to this run [ox0, ox0 + run)
+                        let a = lo.max(ox0).min(ox0 + run);
+                        let b = hi.min(ox0 + run).max(a);
+                        out[..a - ox0].fill(T::default());
+                        if b > a {
+                            let first = s0 + (a - lo) * step;
+                            let dst = &mut out[a - ox0..b - ox0];
+                            if step == 1 {
+                                dst.copy_from_slice(&src_row[first..first + dst.len()]);
+                            } else {
+                                // strided taps (the FCN's stride-4 first layer): no bounds
+                                // test per value inside the valid span
+                                for (d, &v) in
+                                    dst.iter_mut().zip(src_row[first..].iter().step_by(step))
+                                {
+                                    *d = v;
+                                }
                             }
                         }
+                        out[b - ox0..].fill(T::default());
                     });
                 }
             }
