@@ -168,7 +168,7 @@ impl ConvLstmCell {
                 x.dims(),
             ));
         }
-        let gates = self.conv.forward(&Tensor::cat(&[x, h], 1)?)?;
+        let gates = self.conv.forward(&crate::ops::cat_channels(x, h)?)?;
         let hd = self.hidden;
         if let Some(norm) = &self.norm {
             return self.normalised_gates(norm, &gates, c);
@@ -318,10 +318,15 @@ impl ConvGruCell {
             Some(n) => n.apply(&y, k),
             None => Ok(y),
         };
-        let xh = Tensor::cat(&[x, h], 1)?;
+        let xh = crate::ops::cat_channels(x, h)?;
         let r = candle_nn::ops::sigmoid(&norm(self.reset_gate.forward(&xh)?, 0)?)?;
         let z = candle_nn::ops::sigmoid(&norm(self.update_gate.forward(&xh)?, 1)?)?;
-        let n = norm(self.out_gate.forward(&Tensor::cat(&[x, &(h * r)?], 1)?)?, 2)?.tanh()?;
+        let n = norm(
+            self.out_gate
+                .forward(&crate::ops::cat_channels(x, &(h * r)?)?)?,
+            2,
+        )?
+        .tanh()?;
         Ok(((h - (&z * h)?)? + (z * n)?)?)
     }
 }

@@ -1552,3 +1552,58 @@ fn kn2row_convolution_equals_the_reference() {
     )
     .is_err());
 }
+
+/// `cat_channels` equals `Tensor::cat(.., 1)` for values and both gradients (tasks that
+/// straddle the two operands and batch items), skips the gradient of an untracked operand, and
+/// names a mismatch.
+#[test]
+fn cat_channels_equals_candles_cat() {
+    let dev = Device::Cpu;
+    for (i, (da, db)) in [
+        (vec![3usize, 5, 70, 90], vec![3usize, 2, 70, 90]),
+        (vec![2, 1, 7], vec![2, 4, 7]),
+        (vec![1, 3, 4, 4], vec![1, 3, 4, 4]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = Var::from_tensor(&random_f64(&da, 400 + i as u64, &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&random_f64(&db, 410 + i as u64, &dev).unwrap()).unwrap();
+        let run = |f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>| {
+            let y = f(a.as_tensor(), b.as_tensor()).unwrap();
+            let r = random_f64(y.dims(), 420, &dev).unwrap();
+            let g = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            let grad = |v: &Var| g.get(v.as_tensor()).unwrap().clone();
+            [y.clone(), grad(&a), grad(&b)]
+        };
+        let ours = run(&|a, b| cat_channels(a, b));
+        let theirs = run(&|a, b| Ok(Tensor::cat(&[a, b], 1)?));
+        for (what, u, v) in [
+            ("y", &ours[0], &theirs[0]),
+            ("da", &ours[1], &theirs[1]),
+            ("db", &ours[2], &theirs[2]),
+        ] {
+            assert_eq!(u.dims(), v.dims(), "case {i} {what}");
+            assert_eq!(max_abs_diff(u, v), 0.0, "case {i} {what}");
+        }
+        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+        let y32 = cat_channels(&f32(a.as_tensor()), &f32(b.as_tensor())).unwrap();
+        let d = max_abs_diff(&y32.to_dtype(candle_core::DType::F64).unwrap(), &ours[0]);
+        assert!(d < 1e-6, "case {i}: f32 {d:e}");
+    }
+    // an untracked operand (data) gets no gradient
+    let a = Var::from_tensor(&random_f64(&[2, 3, 5], 1, &dev).unwrap()).unwrap();
+    let data = random_f64(&[2, 2, 5], 2, &dev).unwrap();
+    let g = cat_channels(a.as_tensor(), &data)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(&data).is_none());
+    assert_eq!(g.get(a.as_tensor()).unwrap().dims(), a.as_tensor().dims());
+    let e = cat_channels(&data, &random_f64(&[2, 2, 6], 3, &dev).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cat_channels"), "{e}");
+}

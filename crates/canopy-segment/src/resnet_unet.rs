@@ -37,7 +37,7 @@ use candle_core::Tensor;
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{Init, VarBuilder};
 use canopy_nn::batch_norm::BatchNorm;
-use canopy_nn::ops::{add_relu, max_pool2d, upsample_nearest2d, PoolAxis};
+use canopy_nn::ops::{add_relu, cat_channels, max_pool2d, upsample_nearest2d, PoolAxis};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{check_image, crop, pad_to_multiple, Conv2d, BN_EPS, BN_MOMENTUM};
@@ -191,7 +191,7 @@ impl DecoderBlock {
         let (_, _, h, w) = x.dims4()?;
         let up = upsample_nearest2d(x, 2 * h, 2 * w)?;
         let y = match skip {
-            Some(s) => Tensor::cat(&[&up, s], 1)?,
+            Some(s) => cat_channels(&up, s)?,
             None => up,
         };
         let y = self.conv1.forward_t(&y, train, true)?;

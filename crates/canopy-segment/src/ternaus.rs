@@ -178,9 +178,11 @@ impl SegmentationModel for TernausNet {
         let c5 = conv(7, &conv(6, &max_pool2(&c4)?)?)?;
         let mut y = self.center.forward(&max_pool2(&c5)?)?;
         for (dec, skip) in self.decoders.iter().zip([&c5, &c4, &c3, &c2]) {
-            y = dec.forward(&Tensor::cat(&[&y, skip], 1)?)?;
+            y = dec.forward(&canopy_nn::ops::cat_channels(&y, skip)?)?;
         }
-        let y = self.dec1.forward_relu(&Tensor::cat(&[&y, &c1], 1)?)?;
+        let y = self
+            .dec1
+            .forward_relu(&canopy_nn::ops::cat_channels(&y, &c1)?)?;
         crop(&self.last.forward(&y)?, size)
     }
 

@@ -224,7 +224,7 @@ impl SegmentationModel for UNet {
         }
         for ((up, conv), skip) in self.ups.iter().zip(&self.up_convs).zip(skips.iter().rev()) {
             let u = up.forward(&x)?;
-            x = conv.forward_t(&Tensor::cat(&[&u, skip], 1)?, train)?;
+            x = conv.forward_t(&canopy_nn::ops::cat_channels(&u, skip)?, train)?;
         }
         crop(&self.head.forward(&x)?, size)
     }

@@ -4,6 +4,7 @@
 pub mod activation;
 pub(crate) mod attention_kernel;
 pub mod channel;
+pub mod concat;
 pub mod conv;
 mod conv1d_cpu;
 mod conv_cpu;
@@ -27,6 +28,7 @@ mod winograd1d;
 
 pub use activation::{add_relu, gelu, relu};
 pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
+pub use concat::cat_channels;
 pub use conv::{
     conv1d, conv1d_act, conv1d_as_2d, conv1d_reference, conv2d, conv2d_act, conv2d_reference,
     set_kn2row_enabled, Axis1, Conv1dConfig, Conv2dConfig,
