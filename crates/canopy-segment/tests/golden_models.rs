@@ -289,6 +289,32 @@ fn wrong_inputs_and_weights_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope.safetensors"), "{e}");
+    // a zero size in a configuration is a configuration error naming the field
+    for (cfg, field) in [
+        (
+            ResNetUNetConfig {
+                blocks: [2, 0, 2, 2],
+                ..ResNetUNetConfig::resnet18(3, 2)
+            },
+            "blocks",
+        ),
+        (
+            ResNetUNetConfig {
+                decoder_channels: [256, 128, 0, 32, 16],
+                ..ResNetUNetConfig::resnet18(3, 2)
+            },
+            "decoder_channels",
+        ),
+        (ResNetUNetConfig::resnet18(0, 2), "in_channels"),
+    ] {
+        let vm = SeededVarMap::new(0);
+        let e = ModelConfig::ResnetUnet(cfg)
+            .build(vm.var_builder(DType::F32, &Device::Cpu))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("ResNetUNet") && e.contains(field), "{e}");
+    }
 }
 
 #[test]

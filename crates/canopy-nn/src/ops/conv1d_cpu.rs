@@ -173,6 +173,63 @@ impl<'a, T: Float> Epilogue<'a, T> {
     }
 }
 
+/// A convolution kernel that stores its outputs through an [`Epilogue`], for
+/// [`forward_with_epilogue`].
+pub(crate) trait EpilogueKernel {
+    /// `epi(conv(x, w))` on contiguous operands.
+    fn run<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        w: &[T],
+        epi: Epilogue<'_, T>,
+    ) -> Result<Vec<T>, String>;
+}
+
+impl EpilogueKernel for (Conv1dOp, Dims) {
+    fn run<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        w: &[T],
+        epi: Epilogue<'_, T>,
+    ) -> Result<Vec<T>, String> {
+        self.0.forward_epilogue(x, w, epi, self.1)
+    }
+}
+
+/// The forward pass of a bias-and-activation convolution op (`conv1d_act`, `conv2d_act`):
+/// checks that the bias is `(C_out,)`, then runs `kernel` with the bias and the ReLU as its
+/// epilogue on three f32 or three f64 operands `[x, w, b]`; errors name `name`.
+pub(crate) fn forward_with_epilogue<K: EpilogueKernel>(
+    kernel: &K,
+    name: &str,
+    c_out: usize,
+    relu: bool,
+    [(sx, lx), (sw, lw), (sb, lb)]: [(&CpuStorage, &Layout); 3],
+) -> candle_core::Result<CpuStorage> {
+    let err = |m: String| candle_core::Error::Msg(format!("{name}: {m}"));
+    if lb.shape().dims() != [c_out] {
+        return Err(err(format!(
+            "bias ({c_out},) expected, got {:?}",
+            lb.shape()
+        )));
+    }
+    macro_rules! run {
+        ($t:ty) => {{
+            let epi = Epilogue {
+                bias: Some(slice::<$t>(sb, lb, name)?),
+                relu,
+            };
+            let (x, w) = (slice::<$t>(sx, lx, name)?, slice::<$t>(sw, lw, name)?);
+            kernel.run(x, w, epi).map_err(err)?
+        }};
+    }
+    Ok(match (sx, sw, sb) {
+        (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(run!(f32)),
+        (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(run!(f64)),
+        _ => return Err(err("x, w and b must all be f32 or all f64".into())),
+    })
+}
+
 /// `(x (B, C_in, L), w (C_out, C_in, K)) -> (B, C_out, L_out)`, one group.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Conv1dOp {
@@ -701,36 +758,10 @@ impl CustomOp3 for Conv1dActOp {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        const NAME: &str = "conv1d_act";
         let d = self.conv.dims(lx, lw)?;
-        if lb.shape().dims() != [d.co] {
-            return Err(candle_core::Error::Msg(format!(
-                "{NAME}: bias ({},) expected, got {:?}",
-                d.co,
-                lb.shape()
-            )));
-        }
-        let err = |m: String| candle_core::Error::Msg(format!("{NAME}: {m}"));
-        macro_rules! run {
-            ($t:ty) => {{
-                let epi = Epilogue {
-                    bias: Some(slice::<$t>(sb, lb, NAME)?),
-                    relu: self.relu,
-                };
-                let x = slice::<$t>(sx, lx, NAME)?;
-                let w = slice::<$t>(sw, lw, NAME)?;
-                self.conv.forward_epilogue(x, w, epi, d).map_err(err)?
-            }};
-        }
-        let out = match (sx, sw, sb) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(run!(f32))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(run!(f64))
-            }
-            _ => return Err(err("x, w and b must all be f32 or all f64".into())),
-        };
+        let kernel = (self.conv, d);
+        let operands = [(sx, lx), (sw, lw), (sb, lb)];
+        let out = forward_with_epilogue(&kernel, "conv1d_act", d.co, self.relu, operands)?;
         Ok((out, Conv1dOp::out_shape(&d)))
     }
 

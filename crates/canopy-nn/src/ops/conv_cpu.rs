@@ -25,7 +25,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::conv1d_cpu::Epilogue;
+use crate::ops::conv1d_cpu::{forward_with_epilogue, Epilogue, EpilogueKernel};
 use crate::ops::cpu::{slice, zeros_par, Float};
 use crate::ops::gemm::{matmul, GemmScalar, Mat};
 use crate::ops::im2col::Geometry;
@@ -597,6 +597,17 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+impl EpilogueKernel for ConvGeom {
+    fn run<T: Float + Send + Sync>(
+        &self,
+        x: &[T],
+        w: &[T],
+        epi: Epilogue<'_, T>,
+    ) -> Result<Vec<T>, String> {
+        forward(self, x, w, epi)
+    }
+}
+
 /// `act(conv2d(x, w) + b)`: the forward pass of [`Conv2dOp`] with a bias `(C_out,)` and an
 /// optional ReLU applied by the kernels as they store their outputs ([`Epilogue`]). The backward
 /// pass masks the output gradient where the ReLU cut, sums it per channel for the bias and runs
@@ -621,40 +632,9 @@ impl CustomOp3 for Conv2dActOp {
         sb: &CpuStorage,
         lb: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        const NAME: &str = "conv2d_act";
         let cv = self.cv;
-        let err = |m: String| candle_core::Error::Msg(format!("{NAME}: {m}"));
-        if lb.shape().dims() != [cv.c_out] {
-            return Err(err(format!(
-                "bias ({},) expected, got {:?}",
-                cv.c_out,
-                lb.shape()
-            )));
-        }
-        macro_rules! run {
-            ($t:ty) => {{
-                let epi = Epilogue {
-                    bias: Some(slice::<$t>(sb, lb, NAME)?),
-                    relu: self.relu,
-                };
-                forward(
-                    &cv,
-                    slice::<$t>(sx, lx, NAME)?,
-                    slice::<$t>(sw, lw, NAME)?,
-                    epi,
-                )
-                .map_err(err)?
-            }};
-        }
-        let out = match (sx, sw, sb) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(run!(f32))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(run!(f64))
-            }
-            _ => return Err(err("x, w and b must all be f32 or all f64".into())),
-        };
+        let operands = [(sx, lx), (sw, lw), (sb, lb)];
+        let out = forward_with_epilogue(&cv, "conv2d_act", cv.c_out, self.relu, operands)?;
         let g = cv.g;
         Ok((out, Shape::from((g.b, cv.c_out, g.ho, g.wo))))
     }

@@ -2,9 +2,10 @@
 //! gradients. candle's `max_pool2d` gradient is scaled by 1/k² and missing when kernel !=
 //! stride; `avg_pool2d` likewise.
 //!
-//! Max pooling of f32/f64 CPU tensors is one parallel op ([`MaxPoolOp`]): each output cell scans
-//! its window clipped to the input and keeps the first maximum; the backward pass finds the same
-//! cell again and adds the output gradient there (PyTorch's rule: one gradient per window, to
+//! Max pooling of f32/f64 CPU tensors is one parallel op ([`MaxPoolOp`]): the forward pass takes
+//! the window maxima along each input row, then the maxima of those over each window's rows
+//! (NaN propagates); the backward pass scans each window clipped to the input for its first
+//! maximum and adds the output gradient there (PyTorch's rule: one gradient per window, to
 //! its first maximum in row-major order). Other devices and dtypes, and average pooling, gather
 //! every window with `index_select` and reduce it ([`gather_windows`]; the gather is also the
 //! reference the op is tested against).

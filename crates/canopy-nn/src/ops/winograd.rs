@@ -14,6 +14,10 @@
 //! The work is cut into tasks of whole tile rows of one image, sized so that a task's transformed
 //! input and products (16 x C x tiles and 16 x C_out x tiles values) stay in cache; each task
 //! transforms its patches, runs its 16 single-threaded products and writes its output rows.
+//! Small images (fewer than [`BATCHED_TILES`] tiles: the deep layers of a U-Net or ResNet) are
+//! instead transformed a group of images at a time and multiplied once per frequency over all
+//! their tiles ([`forward_batched`], [`backward_weight_batched`]), so that each transformed
+//! weight matrix is read once per group rather than once per image.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
