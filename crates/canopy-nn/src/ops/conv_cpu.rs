@@ -420,7 +420,10 @@ fn backward_input<T: Float + Send + Sync>(
     w: &[T],
 ) -> Result<Vec<T>, String> {
     if let Some(flip) = cv.flipped() {
-        return forward(&flip, dy, &flipped_weight(cv, w), Epilogue::none());
+        if winograd::enabled() && winograd::applies(&flip) {
+            return winograd::backward_input(&flip, dy, w);
+        }
+        return forward_im2col(&flip, dy, &flipped_weight(cv, w), Epilogue::none());
     }
     let g = &cv.g;
     let (n, cg, og, rows) = (g.n(), cv.cg(), cv.og(), cv.rows());
@@ -461,23 +464,24 @@ fn backward_input<T: Float + Send + Sync>(
 
 /// `w'[g·cg + ci, co, i, j] = w[g·og + co, ci, K_h-1-i, K_w-1-j]`: the kernel of the flipped
 /// convolution, `(C, C_out/groups, K_h, K_w)`.
-fn flipped_weight<T: Copy + Default>(cv: &ConvGeom, w: &[T]) -> Vec<T> {
+fn flipped_weight<T: Copy + Default + Send + Sync>(cv: &ConvGeom, w: &[T]) -> Vec<T> {
     let (cg, og, kh, kw) = (cv.cg(), cv.og(), cv.g.kh, cv.g.kw);
     let mut out = vec![T::default(); w.len()];
-    for gi in 0..cv.groups {
-        for co in 0..og {
-            for ci in 0..cg {
+    // one row of the flipped kernel `(C_out/groups, K_h, K_w)` per input channel, in parallel
+    out.par_chunks_mut((og * kh * kw).max(1))
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (gi, ci) = (row / cg.max(1), row % cg.max(1));
+            for co in 0..og {
                 for i in 0..kh {
                     for j in 0..kw {
                         let src =
                             (((gi * og + co) * cg + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j);
-                        let dst = (((gi * cg + ci) * og + co) * kh + i) * kw + j;
-                        out[dst] = w[src];
+                        dst[(co * kh + i) * kw + j] = w[src];
                     }
                 }
             }
-        }
-    }
+        });
     out
 }
 

@@ -17,7 +17,14 @@
 //! Small images (fewer than [`BATCHED_TILES`] tiles: the deep layers of a U-Net or ResNet) are
 //! instead transformed a group of images at a time and multiplied once per frequency over all
 //! their tiles ([`forward_batched`], [`backward_weight_batched`]), so that each transformed
-//! weight matrix is read once per group rather than once per image.
+//! weight matrix is read once per group rather than once per image; the weight gradient also
+//! takes the grouped path when a task's tile rows would hold fewer than [`BATCHED_TILES`] tiles
+//! (many channels on a medium image).
+//!
+//! The weights are transformed by one product with `G ⊗ G` ([`weight_transform`]), and the
+//! input gradient (the forward pass of the flipped convolution) reads the same transform with
+//! its frequencies permuted and its matrices transposed ([`Weights`]): no flipped copy and no
+//! second transform of the weights.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,47 +71,96 @@ pub(crate) fn applies(cv: &ConvGeom) -> bool {
         && g.wo >= 2
 }
 
-/// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` for every kernel `g = w[co, ci]`: 16 matrices `C_out x C`.
-/// Computed per output channel in parallel into `(C_out, 16, C)`, then regrouped by frequency
-/// (a 512 -> 512 layer has 262,144 kernels: several milliseconds on one core, as much as the
-/// products of a small image).
-fn weight_transform<T: Float + Send + Sync>(w: &[T], c_out: usize, c: usize) -> Vec<T> {
-    let half = T::from_f64(0.5);
-    let mut by_channel = zeros_par(16 * c_out * c);
-    by_channel
-        .par_chunks_mut((16 * c).max(1))
-        .enumerate()
-        .for_each(|(co, tc)| {
-            for ci in 0..c {
-                let g = &w[(co * c + ci) * 9..(co * c + ci) * 9 + 9];
-                // G g: 4 x 3
-                let mut t = [[T::ZERO; 3]; 4];
-                for j in 0..3 {
-                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
-                    t[0][j] = a;
-                    t[1][j] = (a + b + d) * half;
-                    t[2][j] = (a - b + d) * half;
-                    t[3][j] = d;
-                }
-                // (G g) Gᵀ: 4 x 4
-                for (r, row) in t.iter().enumerate() {
-                    let (a, b, d) = (row[0], row[1], row[2]);
-                    let vals = [a, (a + b + d) * half, (a - b + d) * half, d];
-                    for (k, &v) in vals.iter().enumerate() {
-                        tc[(r * 4 + k) * c + ci] = v;
-                    }
-                }
-            }
-        });
-    let mut u = zeros_par(16 * c_out * c);
-    u.par_chunks_mut((c_out * c).max(1))
-        .enumerate()
-        .for_each(|(xi, ux)| {
-            for (co, row) in ux.chunks_exact_mut(c.max(1)).enumerate() {
-                row.copy_from_slice(&by_channel[(co * 16 + xi) * c..(co * 16 + xi + 1) * c]);
-            }
-        });
-    u
+/// `K = G ⊗ G` (16 x 9, row-major): frequency `ξ = (r, k)` of the transform `G g Gᵀ` of a 3x3
+/// kernel `g` is `Σ_tap K[ξ][tap] g[tap]` over taps `(i, j)`, with `K[ξ][(i, j)] = G[r][i]
+/// G[k][j]` and `G = [[1, 0, 0], [½, ½, ½], [½, -½, ½], [0, 0, 1]]`. Its entries are 0, ±1, ±½,
+/// ±¼, so every product with it is exact and only the sums round.
+fn kron_g<T: Float>() -> [T; 144] {
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    std::array::from_fn(|e| {
+        let (xi, tap) = (e / 9, e % 9);
+        T::from_f64(G[xi / 4][tap / 3] * G[xi % 4][tap % 3])
+    })
+}
+
+/// `U[ξ][co][ci] = (G g Gᵀ)[ξ]` for every kernel `g = w[co, ci]`: 16 matrices `C_out x C`,
+/// laid out `(16, C_out, C)`. One product `K · W` with the kernels as the 9-row columns of `W`
+/// (gemm's packing does the transposition; a 512 -> 512 layer has 262,144 kernels, and a loop
+/// over them took as long as the small-image products themselves).
+fn weight_transform<T: Float + Send + Sync>(
+    w: &[T],
+    c_out: usize,
+    c: usize,
+) -> Result<Vec<T>, String> {
+    let n = c_out * c;
+    let mut u = zeros_par(16 * n);
+    let k = kron_g::<T>();
+    let kernels = Mat {
+        data: w,
+        rows: 9,
+        cols: n,
+        rs: 1,
+        cs: 9,
+    };
+    let threads = rayon::current_num_threads();
+    matmul(
+        &mut u,
+        n,
+        Mat::row_major(&k, 16, 9),
+        kernels,
+        false,
+        threads,
+    )?;
+    Ok(u)
+}
+
+/// Frequency `(p(r), p(k))` for frequency `(r, k)`, `p` swapping 0 and 3 (see [`Weights`]).
+const FLIP: [usize; 16] = [15, 13, 14, 12, 7, 5, 6, 4, 11, 9, 10, 8, 3, 1, 2, 0];
+
+/// The transformed weights a forward pass multiplies with: a convolution's own
+/// ([`weight_transform`]), or, `flipped`, those of its flipped convolution (its input
+/// gradient, kernel `w'[ci][co] = rot180(w[co][ci])`) read from the same transform. As
+/// `G J = P G` for the column reversal `J` and the permutation `P` that swaps rows 0 and 3,
+/// `G w' Gᵀ = P (G g Gᵀ) Pᵀ`: frequency `(r, k)` of the flipped kernels is frequency
+/// `(p(r), p(k))` of the convolution's, transposed. No flipped copy of the weights is made.
+#[derive(Debug, Clone, Copy)]
+struct Weights<'a, T> {
+    /// `(16, C_out, C)` of the convolution the transform was computed for.
+    u: &'a [T],
+    c_out: usize,
+    c: usize,
+    flipped: bool,
+}
+
+impl<'a, T> Weights<'a, T> {
+    /// The `C_out' x C'` matrix of frequency `ξ` for the convolution being run.
+    fn freq(&self, xi: usize) -> Mat<'a, T> {
+        let n = self.c_out * self.c;
+        if self.flipped {
+            Mat::row_major(
+                &self.u[FLIP[xi] * n..(FLIP[xi] + 1) * n],
+                self.c_out,
+                self.c,
+            )
+            .t()
+        } else {
+            Mat::row_major(&self.u[xi * n..(xi + 1) * n], self.c_out, self.c)
+        }
+    }
+
+    /// Output and input channels of the convolution being run.
+    fn channels(&self) -> (usize, usize) {
+        if self.flipped {
+            (self.c, self.c_out)
+        } else {
+            (self.c_out, self.c)
+        }
+    }
 }
 
 /// Tile rows per task so that a task's transformed operands (16 values per tile and channel,
@@ -132,12 +188,54 @@ pub(crate) fn forward<T: Float + Send + Sync>(
     w: &[T],
     epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
+    let u = weight_transform(w, cv.c_out, cv.g.c)?;
+    let weights = Weights {
+        u: &u,
+        c_out: cv.c_out,
+        c: cv.g.c,
+        flipped: false,
+    };
+    forward_transformed(cv, x, weights, epi)
+}
+
+/// The input gradient `dx` `(B, C, H, W)` of a convolution with weights `w`
+/// `(C_out, C, 3, 3)`, as the forward pass of its flipped convolution `flip` (which [`applies`]
+/// must accept) on `dy`, with the transform of `w` read as the flipped kernels' (see
+/// [`Weights`]).
+pub(crate) fn backward_input<T: Float + Send + Sync>(
+    flip: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+) -> Result<Vec<T>, String> {
+    let (c_out, c) = (flip.g.c, flip.c_out);
+    let u = weight_transform(w, c_out, c)?;
+    let weights = Weights {
+        u: &u,
+        c_out,
+        c,
+        flipped: true,
+    };
+    forward_transformed(flip, dy, weights, Epilogue::none())
+}
+
+/// [`forward`] with transformed weights.
+fn forward_transformed<T: Float + Send + Sync>(
+    cv: &ConvGeom,
+    x: &[T],
+    u: Weights<'_, T>,
+    epi: Epilogue<'_, T>,
+) -> Result<Vec<T>, String> {
     let g = &cv.g;
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    let u = weight_transform(w, c_out, c);
+    if u.channels() != (c_out, c) || u.u.len() != 16 * c_out * c {
+        return Err(format!(
+            "winograd: {} transformed weights for {c_out} x {c} channels",
+            u.u.len()
+        ));
+    }
     if th * tw < BATCHED_TILES {
-        return forward_batched(cv, x, &u, epi);
+        return forward_batched(cv, x, u, epi);
     }
     // filled by all threads (a serial `vec![0; n]` of a U-Net activation is tens of MB on one
     // core); the tasks own per-plane segments, not contiguous chunks, so not `par_zeroed`
@@ -182,7 +280,7 @@ pub(crate) fn forward<T: Float + Send + Sync>(
                     matmul(
                         &mut m[xi * c_out * nt..(xi + 1) * c_out * nt],
                         nt,
-                        Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c),
+                        u.freq(xi),
                         Mat::row_major(&v[xi * c * nt..(xi + 1) * c * nt], c, nt),
                         false,
                         1,
@@ -212,7 +310,7 @@ const BATCHED_BYTES: usize = if cfg!(test) { 64 << 10 } else { 16 << 20 };
 fn forward_batched<T: Float + Send + Sync>(
     cv: &ConvGeom,
     x: &[T],
-    u: &[T],
+    u: Weights<'_, T>,
     epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
     let g = &cv.g;
@@ -245,8 +343,7 @@ fn forward_batched<T: Float + Send + Sync>(
             m.par_chunks_mut(c_out * n)
                 .enumerate()
                 .try_for_each(|(xi, mx)| {
-                    let lhs = Mat::row_major(&u[xi * c_out * c..(xi + 1) * c_out * c], c_out, c);
-                    matmul(mx, n, lhs, frequency(v, xi, c, n), false, 1)
+                    matmul(mx, n, u.freq(xi), frequency(v, xi, c, n), false, 1)
                 })?;
             // outputs: a task owns a run of output channels of one image
             let m: &[T] = m;
@@ -321,7 +418,7 @@ fn backward_weight_batched<T: Float + Send + Sync>(
     let nt = th * tw;
     let mut du = zeros_par(16 * c_out * c);
     if g.b == 0 || du.is_empty() {
-        return Ok(weight_adjoint(&du, c_out, c));
+        return weight_adjoint(&du, c_out, c);
     }
     let per_image = 16 * c.max(c_out) * nt * std::mem::size_of::<T>();
     let group = (BATCHED_BYTES / per_image.max(1)).clamp(1, g.b);
@@ -350,7 +447,7 @@ fn backward_weight_batched<T: Float + Send + Sync>(
                 })
         })?;
     }
-    Ok(weight_adjoint(&du, c_out, c))
+    weight_adjoint(&du, c_out, c)
 }
 
 /// Number of partial weight gradients summed in a fixed order (as in the im2col kernel, so the
@@ -372,11 +469,15 @@ pub(crate) fn backward_weight<T: Float + Send + Sync>(
     let g = &cv.g;
     let (c, c_out, ho, wo) = (g.c, cv.c_out, g.ho, g.wo);
     let (th, tw) = (ho.div_ceil(2), wo.div_ceil(2));
-    if th * tw < BATCHED_TILES {
-        return backward_weight_batched(cv, x, dy);
-    }
     // independent of the thread count, so that the partial sums are too
     let rows = rows_per_task::<T>(c.max(c_out), tw, th);
+    // the tiles of a task are the inner dimension of its products, which accumulate into the
+    // whole `C_out x C` partial: with fewer than BATCHED_TILES of them (many channels on a
+    // medium image, 384 -> 128 channels on 32 x 32: 32 tiles) the groups of images are faster
+    // (that layer's forward + backward 46 -> 37 ms), with more (128 -> 32 on 128 x 128) slower
+    if th * tw < BATCHED_TILES || rows * tw < BATCHED_TILES {
+        return backward_weight_batched(cv, x, dy);
+    }
     let tasks_per_image = th.div_ceil(rows);
     let tasks: Vec<(usize, usize, usize)> = (0..g.b * tasks_per_image)
         .map(|i| {
@@ -422,7 +523,7 @@ pub(crate) fn backward_weight<T: Float + Send + Sync>(
             *a += v;
         }
     }
-    Ok(weight_adjoint(&du, c_out, c))
+    weight_adjoint(&du, c_out, c)
 }
 
 /// `dM[ξ][co][t] = (A dY_t Aᵀ)[ξ]` for the 2x2 output-gradient block `dY_t` of every tile of tile
@@ -508,32 +609,26 @@ fn output_adjoint_into<T: Float>(
     }
 }
 
-/// `dg = Gᵀ dU[·][co][ci] G` for every kernel: the adjoint of [`weight_transform`].
-fn weight_adjoint<T: Float + Send + Sync>(du: &[T], c_out: usize, c: usize) -> Vec<T> {
-    let half = T::from_f64(0.5);
-    let mut dw = zeros_par(c_out * c * 9);
-    dw.par_chunks_mut((c * 9).max(1))
-        .enumerate()
-        .for_each(|(co, dw_co)| {
-            for ci in 0..c {
-                let q = |r: usize, k: usize| du[((r * 4 + k) * c_out + co) * c + ci];
-                // dU G: 4 x 3, G = [[1,0,0],[½,½,½],[½,-½,½],[0,0,1]]
-                let mut t = [[T::ZERO; 3]; 4];
-                for (r, row) in t.iter_mut().enumerate() {
-                    let (a, b, d, e) = (q(r, 0), q(r, 1), q(r, 2), q(r, 3));
-                    *row = [a + (b + d) * half, (b - d) * half, (b + d) * half + e];
-                }
-                // Gᵀ (dU G): 3 x 3
-                let out = &mut dw_co[ci * 9..ci * 9 + 9];
-                for j in 0..3 {
-                    let (a, b, d, e) = (t[0][j], t[1][j], t[2][j], t[3][j]);
-                    out[j] = a + (b + d) * half;
-                    out[3 + j] = (b - d) * half;
-                    out[6 + j] = (b + d) * half + e;
-                }
-            }
-        });
-    dw
+/// `dg = Gᵀ dU[·][co][ci] G` for every kernel: the adjoint of [`weight_transform`], one
+/// product `dUᵀ K` `(C_out·C, 16) x (16, 9)` straight into the `(C_out, C, 3, 3)` layout.
+fn weight_adjoint<T: Float + Send + Sync>(
+    du: &[T],
+    c_out: usize,
+    c: usize,
+) -> Result<Vec<T>, String> {
+    let n = c_out * c;
+    let mut dw = zeros_par(9 * n);
+    let k = kron_g::<T>();
+    let threads = rayon::current_num_threads();
+    matmul(
+        &mut dw,
+        9,
+        Mat::row_major(du, 16, n).t(),
+        Mat::row_major(&k, 16, 9),
+        false,
+        threads,
+    )?;
+    Ok(dw)
 }
 
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of tile rows `r0 .. r1`
@@ -830,6 +925,8 @@ mod tests {
             (2, 32, 24, 33, 31, 1, 1),
             // small images in groups of 2 (`backward_weight_batched`, 3 groups)
             (5, 16, 16, 8, 8, 1, 1),
+            // 144 tiles per image, but tasks of 2 tile rows (24 tiles): grouped as well
+            (2, 256, 16, 24, 24, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             let x = values(b * c * h * w, 3);
@@ -842,6 +939,51 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
             assert!(err < 1e-11, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
+        }
+    }
+
+    #[test]
+    fn input_gradient_equals_the_direct_adjoint() {
+        // unequal channel counts (a transposed frequency matrix shows), every padding, tiles
+        // per image above and below BATCHED_TILES
+        for &(b, c, co, h, w, ph, pw) in &[
+            (2, 16, 19, 9, 8, 1, 1),
+            (1, 17, 16, 7, 11, 0, 2),
+            (3, 16, 18, 6, 5, 2, 0),
+            (1, 16, 20, 30, 29, 1, 1),
+        ] {
+            let cv = geom(b, c, co, h, w, ph, pw);
+            let (ho, wo) = (cv.g.ho, cv.g.wo);
+            let flip = geom(b, co, c, ho, wo, 2 - ph, 2 - pw);
+            assert!(applies(&flip) && flip.g.ho == h && flip.g.wo == w);
+            let dy = values(b * co * ho * wo, 5);
+            let wt = values(co * c * 9, 6);
+            let mut want = vec![0.0; b * c * h * w];
+            for bi in 0..b {
+                for o in 0..co {
+                    for ci in 0..c {
+                        for (oy, ox) in (0..ho).flat_map(|y| (0..wo).map(move |x| (y, x))) {
+                            let g = dy[((bi * co + o) * ho + oy) * wo + ox];
+                            for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
+                                let (y, x) = (oy + i, ox + j);
+                                if y < ph || x < pw || y - ph >= h || x - pw >= w {
+                                    continue;
+                                }
+                                want[((bi * c + ci) * h + y - ph) * w + x - pw] +=
+                                    g * wt[((o * c + ci) * 3 + i) * 3 + j];
+                            }
+                        }
+                    }
+                }
+            }
+            let got = backward_input(&flip, &dy, &wt).unwrap();
+            assert_eq!(got.len(), want.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-12, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
         }
     }
 
