@@ -337,6 +337,10 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
     let wlen = cv.c_out * rows;
     let img_len = g.c * g.h * g.w;
     let per_part = total.div_ceil(WEIGHT_PARTIALS).max(1);
+    // fewer partials than threads (a batch of a few small images is one task): the products
+    // use the idle threads (gemm splits rows and columns, not the inner sum, so the result
+    // does not depend on the thread count)
+    let gemm_threads = (rayon::current_num_threads() / total.div_ceil(per_part)).max(1);
     let task_ids: Vec<usize> = (0..total).collect();
     let partials: Vec<Vec<T>> = task_ids
         .par_chunks(per_part)
@@ -365,7 +369,7 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
                             Mat::row_major(&dyt, og, width),
                             Mat::row_major(&cols, rows, width).t(),
                             true,
-                            1,
+                            gemm_threads,
                         )?;
                     }
                     continue;
@@ -397,7 +401,7 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
                         Mat::row_major(&cols, rows, len).t()
                     };
                     let dst = &mut acc[gi * og * rows..(gi + 1) * og * rows];
-                    matmul(dst, rows, dy_g, cols_t, true, 1)?;
+                    matmul(dst, rows, dy_g, cols_t, true, gemm_threads)?;
                 }
             }
             Ok(acc)

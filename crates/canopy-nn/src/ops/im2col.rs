@@ -48,6 +48,59 @@ fn tap_span(t: usize, a: Axis1, len_in: usize, len_out: usize) -> (usize, usize,
     (lo, hi, (start + lo as isize * s).max(0) as usize)
 }
 
+/// `dst[k] = src[k · step]` for every `k` of `dst` (`src` must reach that far). Stride 1 is a
+/// copy; stride 2 (the down-sampling convolutions of a ResNet) takes the even entries of pairs,
+/// which vectorises where a `step_by` loop stays scalar; other strides (the FCN's stride-4 first
+/// layer) one value at a time, without a bounds test per value.
+#[inline]
+fn copy_strided<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+    match step {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            let (last, head) = match dst.split_last_mut() {
+                Some(split) => split,
+                None => return,
+            };
+            for (d, pair) in head.iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            *last = src[2 * head.len()];
+        }
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// `dst[k · step] += vals[k]` for every `k` of `vals`: the adjoint of [`copy_strided`].
+#[inline]
+fn add_strided<T: Copy + AddAssign>(dst: &mut [T], vals: &[T], step: usize) {
+    match step {
+        1 => {
+            for (d, &v) in dst.iter_mut().zip(vals) {
+                *d += v;
+            }
+        }
+        2 => {
+            let (last, head) = match vals.split_last() {
+                Some(split) => split,
+                None => return,
+            };
+            for (pair, &v) in dst.chunks_exact_mut(2).zip(head) {
+                pair[0] += v;
+            }
+            dst[2 * head.len()] += *last;
+        }
+        _ => {
+            for (d, &v) in dst.iter_mut().step_by(step).zip(vals) {
+                *d += v;
+            }
+        }
+    }
+}
+
 impl Geometry {
     /// Kernel taps per channel.
     pub fn kk(&self) -> usize {
@@ -108,18 +161,7 @@ impl Geometry {
                         out[..a - ox0].fill(T::default());
                         if b > a {
                             let first = s0 + (a - lo) * step;
-                            let dst = &mut out[a - ox0..b - ox0];
-                            if step == 1 {
-                                dst.copy_from_slice(&src_row[first..first + dst.len()]);
-                            } else {
-                                // strided taps (the FCN's stride-4 first layer): no bounds
-                                // test per value inside the valid span
-                                for (d, &v) in
-                                    dst.iter_mut().zip(src_row[first..].iter().step_by(step))
-                                {
-                                    *d = v;
-                                }
-                            }
+                            copy_strided(&mut out[a - ox0..b - ox0], &src_row[first..], step);
                         }
                         out[b - ox0..].fill(T::default());
                     });
@@ -140,21 +182,26 @@ impl Geometry {
         img: &mut [T],
     ) {
         let plane_len = self.h * self.w;
+        let step = self.aw.stride;
         for ci in 0..cn {
             let plane = &mut img[(c0 + ci) * plane_len..(c0 + ci + 1) * plane_len];
             for i in 0..self.kh {
                 for j in 0..self.kw {
                     let row0 = (ci * self.kk() + i * self.kw + j) * len;
                     let row = &cols[row0..row0 + len];
+                    let (lo, hi, s0) = tap_span(j, self.aw, self.w, self.wo);
                     self.runs(n0, len, |oy, ox0, run, off| {
                         let Some(y) = src(oy, i, self.ah, self.h) else {
                             return;
                         };
                         let dst_row = &mut plane[y * self.w..(y + 1) * self.w];
-                        for (k, &v) in row[off..off + run].iter().enumerate() {
-                            if let Some(x) = src(ox0 + k, j, self.aw, self.w) {
-                                dst_row[x] += v;
-                            }
+                        // only the outputs of the valid span read the input
+                        let a = lo.max(ox0).min(ox0 + run);
+                        let b = hi.min(ox0 + run).max(a);
+                        if b > a {
+                            let first = s0 + (a - lo) * step;
+                            let vals = &row[off + a - ox0..off + b - ox0];
+                            add_strided(&mut dst_row[first..], vals, step);
                         }
                     });
                 }
@@ -226,10 +273,25 @@ mod tests {
                 padding: 0,
                 dilation: 1,
             },
+            // a ResNet's down-sampling convolution, and the FCN's stride 4
+            Axis1 {
+                stride: 2,
+                padding: 1,
+                dilation: 1,
+            },
+            Axis1 {
+                stride: 4,
+                padding: 1,
+                dilation: 1,
+            },
         ];
-        for ah in axes {
-            for aw in axes {
-                let g = geom(7, 9, 3, ah, aw);
+        for (ah, aw, (h, w)) in axes
+            .iter()
+            .flat_map(|&ah| axes.iter().map(move |&aw| (ah, aw)))
+            .flat_map(|(ah, aw)| [(7, 9), (8, 10)].map(|hw| (ah, aw, hw)))
+        {
+            {
+                let g = geom(h, w, 3, ah, aw);
                 let img: Vec<f64> = (0..g.c * g.h * g.w).map(|v| v as f64 + 1.0).collect();
                 let want = naive(&g, &img);
                 let n = g.n();
