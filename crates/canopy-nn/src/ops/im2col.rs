@@ -49,29 +49,34 @@ fn tap_span(t: usize, a: Axis1, len_in: usize, len_out: usize) -> (usize, usize,
 }
 
 /// `dst[k] = src[k · step]` for every `k` of `dst` (`src` must reach that far). Stride 1 is a
-/// copy; stride 2 (the down-sampling convolutions of a ResNet) takes the even entries of pairs,
-/// which vectorises where a `step_by` loop stays scalar; other strides (the FCN's stride-4 first
-/// layer) one value at a time, without a bounds test per value.
+/// copy; strides 2 (the down-sampling convolutions of a ResNet) and 4 (the FCN's first layer)
+/// take the first entry of each group, which vectorises where a `step_by` loop stays scalar;
+/// other strides one value at a time, without a bounds test per value.
 #[inline]
 fn copy_strided<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     match step {
         1 => dst.copy_from_slice(&src[..dst.len()]),
-        2 => {
-            let (last, head) = match dst.split_last_mut() {
-                Some(split) => split,
-                None => return,
-            };
-            for (d, pair) in head.iter_mut().zip(src.chunks_exact(2)) {
-                *d = pair[0];
-            }
-            *last = src[2 * head.len()];
-        }
+        2 => copy_every::<T, 2>(dst, src),
+        4 => copy_every::<T, 4>(dst, src),
         _ => {
             for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
                 *d = v;
             }
         }
     }
+}
+
+/// [`copy_strided`] for a stride known at compile time: the first entry of each group of `S`
+/// (the last value on its own, as its group may end past `src`).
+#[inline]
+fn copy_every<T: Copy, const S: usize>(dst: &mut [T], src: &[T]) {
+    let Some((last, head)) = dst.split_last_mut() else {
+        return;
+    };
+    for (d, group) in head.iter_mut().zip(src.chunks_exact(S)) {
+        *d = group[0];
+    }
+    *last = src[S * head.len()];
 }
 
 /// `dst[k · step] += vals[k]` for every `k` of `vals`: the adjoint of [`copy_strided`].
