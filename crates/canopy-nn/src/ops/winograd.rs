@@ -552,7 +552,8 @@ fn output_adjoint<T: Float>(
 /// [`output_adjoint`] of the output channels `layout.channels` into any layout (as
 /// [`input_transform_into`]: frequency `ξ`, channel `co`, tile `t` at `ξ·xi_stride +
 /// (co - channels.start)·ci_stride + col0 + t`).
-fn output_adjoint_into<T: Float>(
+#[inline(always)]
+fn output_adjoint_into_body<T: Float>(
     dy: &[T],
     (ho, wo): (usize, usize),
     (r0, r1, tw): (usize, usize, usize),
@@ -667,7 +668,8 @@ struct VLayout {
 
 /// [`input_transform`] of the channels `layout.channels` of tile rows `r0 .. r1` into any
 /// layout.
-fn input_transform_into<T: Float>(
+#[inline(always)]
+fn input_transform_into_body<T: Float>(
     cv: &ConvGeom,
     img: &[T],
     (r0, r1, tw): (usize, usize, usize),
@@ -765,7 +767,8 @@ fn output_transform<T: Float>(
 
 /// [`output_transform`] reading `M` of frequency `ξ`, output channel `co0 + k` (for `out[k]`)
 /// and tile `t` at `m[(ξ·C_out + co0 + k)·stride + col0 + t]`.
-fn output_transform_from<T: Float>(
+#[inline(always)]
+fn output_transform_from_body<T: Float>(
     m: &[T],
     (c_out, stride, col0, co0): (usize, usize, usize, usize),
     tw: usize,
@@ -817,6 +820,103 @@ fn output_transform_from<T: Float>(
             }
         }
     }
+}
+
+/// [`input_transform_into_body`] compiled for the widest instruction set the CPU has (pulp's
+/// run-time dispatch; the crate's baseline build vectorises its loops with SSE2 only).
+fn input_transform_into<T: Float>(
+    cv: &ConvGeom,
+    img: &[T],
+    rows: (usize, usize, usize),
+    layout: &VLayout,
+    v: &mut [T],
+) {
+    struct Op<'a, T> {
+        cv: &'a ConvGeom,
+        img: &'a [T],
+        rows: (usize, usize, usize),
+        layout: &'a VLayout,
+        v: &'a mut [T],
+    }
+    impl<T: Float> pulp::WithSimd for Op<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            input_transform_into_body(self.cv, self.img, self.rows, self.layout, self.v);
+        }
+    }
+    pulp::Arch::new().dispatch(Op {
+        cv,
+        img,
+        rows,
+        layout,
+        v,
+    });
+}
+
+/// [`output_transform_from_body`], dispatched like [`input_transform_into`].
+fn output_transform_from<T: Float>(
+    m: &[T],
+    at: (usize, usize, usize, usize),
+    tw: usize,
+    wo: usize,
+    out: &mut [&mut [T]],
+    epi: Epilogue<'_, T>,
+) {
+    struct Op<'a, 'b, T> {
+        m: &'a [T],
+        at: (usize, usize, usize, usize),
+        tw: usize,
+        wo: usize,
+        out: &'a mut [&'b mut [T]],
+        epi: Epilogue<'a, T>,
+    }
+    impl<T: Float> pulp::WithSimd for Op<'_, '_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            output_transform_from_body(self.m, self.at, self.tw, self.wo, self.out, self.epi);
+        }
+    }
+    pulp::Arch::new().dispatch(Op {
+        m,
+        at,
+        tw,
+        wo,
+        out,
+        epi,
+    });
+}
+
+/// [`output_adjoint_into_body`], dispatched like [`input_transform_into`].
+fn output_adjoint_into<T: Float>(
+    dy: &[T],
+    size: (usize, usize),
+    rows: (usize, usize, usize),
+    layout: &VLayout,
+    dm: &mut [T],
+) {
+    struct Op<'a, T> {
+        dy: &'a [T],
+        size: (usize, usize),
+        rows: (usize, usize, usize),
+        layout: &'a VLayout,
+        dm: &'a mut [T],
+    }
+    impl<T: Float> pulp::WithSimd for Op<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            output_adjoint_into_body(self.dy, self.size, self.rows, self.layout, self.dm);
+        }
+    }
+    pulp::Arch::new().dispatch(Op {
+        dy,
+        size,
+        rows,
+        layout,
+        dm,
+    });
 }
 
 #[cfg(test)]
