@@ -547,7 +547,6 @@ impl BatchNormTrain {
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let relu = self.relu;
         let (mean, inv) = (&stats[..c], &stats[c..2 * c]);
-        let masked = |v: T, u: T| if relu && v <= T::ZERO { T::ZERO } else { u };
         // per plane: Σ g and Σ g (x - μ) over the unmasked elements
         let per = per_task(inner);
         let mut sums = vec![(T::ZERO, T::ZERO); x.len() / inner.max(1)];
@@ -557,32 +556,14 @@ impl BatchNormTrain {
             .zip(g.par_chunks(per * inner))
             .enumerate()
             .for_each(|(task, (((st, xt), yt), gt))| {
-                let planes = xt.chunks(inner).zip(yt.chunks(inner)).zip(gt.chunks(inner));
-                let planes = planes.zip(channels(task * per, c)).enumerate();
-                for (q, (((xp, yp), gp), ch)) in planes {
-                    let m = mean[ch];
-                    let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
-                    let mut i = 0;
-                    while i + 8 <= xp.len() {
-                        for k in 0..8 {
-                            let gv = masked(yp[i + k], gp[i + k]);
-                            sg[k] += gv;
-                            sgx[k] += gv * (xp[i + k] - m);
-                        }
-                        i += 8;
-                    }
-                    let (mut a, mut b) = (T::ZERO, T::ZERO);
-                    while i < xp.len() {
-                        let gv = masked(yp[i], gp[i]);
-                        a += gv;
-                        b += gv * (xp[i] - m);
-                        i += 1;
-                    }
-                    st[q] = (
-                        sg.iter().fold(a, |s, &v| s + v),
-                        sgx.iter().fold(b, |s, &v| s + v),
-                    );
-                }
+                pulp::Arch::new().dispatch(BnGradSums {
+                    st,
+                    planes: [xt, yt, gt],
+                    inner,
+                    mean,
+                    first: (task * per, c),
+                    relu,
+                });
             });
         let n = (x.len() / c) as f64;
         let sg = channel_totals(&sums.iter().map(|s| s.0).collect::<Vec<_>>(), c);
@@ -609,16 +590,104 @@ impl BatchNormTrain {
             .zip(g.par_chunks(per * inner))
             .enumerate()
             .for_each(|(task, (((dt, xt), yt), gt))| {
-                let planes = dt.chunks_mut(inner).zip(xt.chunks(inner));
-                let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
-                for ((((dp, xp), yp), gp), ch) in planes.zip(channels(task * per, c)) {
-                    let (a, bx, o) = coef[ch];
-                    for (((d, &u), &v), &gv) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
-                        *d = a * masked(v, gv) + bx * u + o;
-                    }
-                }
+                pulp::Arch::new().dispatch(BnGradInput {
+                    dt,
+                    planes: [xt, yt, gt],
+                    inner,
+                    coef: &coef,
+                    first: (task * per, c),
+                    relu,
+                });
             });
         (dx, dweight, dbias)
+    }
+}
+
+/// `g`, or 0 where the ReLU after the norm was inactive (`y <= 0`).
+#[inline(always)]
+fn masked<T: Float>(relu: bool, y: T, g: T) -> T {
+    if relu && y <= T::ZERO {
+        T::ZERO
+    } else {
+        g
+    }
+}
+
+/// Batch-norm backward, first pass of one task: `Σ g` and `Σ g (x - μ)` over the unmasked
+/// elements of each of its planes (`x`, `y`, `g` in `planes`), into `st`. A pulp op: its loops
+/// are compiled for the CPU's widest SIMD (the baseline build has SSE2 only).
+struct BnGradSums<'a, T> {
+    st: &'a mut [(T, T)],
+    planes: [&'a [T]; 3],
+    inner: usize,
+    mean: &'a [T],
+    /// First plane of the task, channel count.
+    first: (usize, usize),
+    relu: bool,
+}
+
+impl<T: Float> pulp::WithSimd for BnGradSums<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let [xt, yt, gt] = self.planes;
+        let (inner, relu) = (self.inner, self.relu);
+        let planes = xt.chunks(inner).zip(yt.chunks(inner)).zip(gt.chunks(inner));
+        let planes = planes.zip(channels(self.first.0, self.first.1)).enumerate();
+        for (q, (((xp, yp), gp), ch)) in planes {
+            let m = self.mean[ch];
+            let (mut sg, mut sgx) = ([T::ZERO; 8], [T::ZERO; 8]);
+            let mut i = 0;
+            while i + 8 <= xp.len() {
+                for k in 0..8 {
+                    let gv = masked(relu, yp[i + k], gp[i + k]);
+                    sg[k] += gv;
+                    sgx[k] += gv * (xp[i + k] - m);
+                }
+                i += 8;
+            }
+            let (mut a, mut b) = (T::ZERO, T::ZERO);
+            while i < xp.len() {
+                let gv = masked(relu, yp[i], gp[i]);
+                a += gv;
+                b += gv * (xp[i] - m);
+                i += 1;
+            }
+            self.st[q] = (
+                sg.iter().fold(a, |s, &v| s + v),
+                sgx.iter().fold(b, |s, &v| s + v),
+            );
+        }
+    }
+}
+
+/// Batch-norm backward, second pass of one task: `dx = a·g + b·x + o` per plane (`g` masked by
+/// the ReLU), with the channel coefficients `coef`. A pulp op like [`BnGradSums`].
+struct BnGradInput<'a, T> {
+    dt: &'a mut [T],
+    planes: [&'a [T]; 3],
+    inner: usize,
+    coef: &'a [(T, T, T)],
+    first: (usize, usize),
+    relu: bool,
+}
+
+impl<T: Float> pulp::WithSimd for BnGradInput<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let [xt, yt, gt] = self.planes;
+        let (inner, relu) = (self.inner, self.relu);
+        let planes = self.dt.chunks_mut(inner).zip(xt.chunks(inner));
+        let planes = planes.zip(yt.chunks(inner)).zip(gt.chunks(inner));
+        for ((((dp, xp), yp), gp), ch) in planes.zip(channels(self.first.0, self.first.1)) {
+            let (a, bx, o) = self.coef[ch];
+            for (((d, &u), &v), &gv) in dp.iter_mut().zip(xp).zip(yp).zip(gp) {
+                *d = a * masked(relu, v, gv) + bx * u + o;
+            }
+        }
     }
 }
 
