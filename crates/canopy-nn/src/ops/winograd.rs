@@ -998,6 +998,8 @@ mod tests {
             (1, 16, 16, 3, 40, 1, 1),
             // small images in groups of 2 (f64) or 4 (f32) images
             (5, 16, 16, 8, 8, 1, 1),
+            // rows of 35 tiles: the wide-SIMD transforms
+            (1, 16, 17, 9, 70, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             assert!(applies(&cv));
@@ -1043,6 +1045,8 @@ mod tests {
             (5, 16, 16, 8, 8, 1, 1),
             // 144 tiles per image, but tasks of 2 tile rows (24 tiles): grouped as well
             (2, 256, 16, 24, 24, 1, 1),
+            // rows of 35 tiles: the wide-SIMD transforms
+            (1, 16, 17, 9, 70, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             let x = values(b * c * h * w, 3);
@@ -1067,6 +1071,7 @@ mod tests {
             (1, 17, 16, 7, 11, 0, 2),
             (3, 16, 18, 6, 5, 2, 0),
             (1, 16, 20, 30, 29, 1, 1),
+            (1, 16, 17, 9, 70, 1, 1),
         ] {
             let cv = geom(b, c, co, h, w, ph, pw);
             let (ho, wo) = (cv.g.ho, cv.g.wo);
