@@ -828,9 +828,84 @@ fn output_transform_from_body<T: Float>(
 /// backward 48.5 -> 50.8 ms with the wide loops on every row length).
 const WIDE_ROWS: usize = 32;
 
-/// [`input_transform_into_body`] compiled for the widest instruction set the CPU has (pulp's
+/// One call of a transform, run compiled for the widest instruction set the CPU has (pulp's
 /// run-time dispatch; the crate's baseline build vectorises its loops with SSE2 only) when tile
-/// rows have at least [`WIDE_ROWS`] tiles.
+/// rows have at least [`WIDE_ROWS`] tiles, for the baseline otherwise.
+enum Transform<'a, 'b, T> {
+    /// [`input_transform_into_body`].
+    Input {
+        cv: &'a ConvGeom,
+        img: &'a [T],
+        rows: (usize, usize, usize),
+        layout: &'a VLayout,
+        v: &'a mut [T],
+    },
+    /// [`output_transform_from_body`].
+    Output {
+        m: &'a [T],
+        at: (usize, usize, usize, usize),
+        tw: usize,
+        wo: usize,
+        out: &'a mut [&'b mut [T]],
+        epi: Epilogue<'a, T>,
+    },
+    /// [`output_adjoint_into_body`].
+    Adjoint {
+        dy: &'a [T],
+        size: (usize, usize),
+        rows: (usize, usize, usize),
+        layout: &'a VLayout,
+        dm: &'a mut [T],
+    },
+}
+
+impl<T: Float> pulp::WithSimd for Transform<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        match self {
+            Transform::Input {
+                cv,
+                img,
+                rows,
+                layout,
+                v,
+            } => input_transform_into_body(cv, img, rows, layout, v),
+            Transform::Output {
+                m,
+                at,
+                tw,
+                wo,
+                out,
+                epi,
+            } => output_transform_from_body(m, at, tw, wo, out, epi),
+            Transform::Adjoint {
+                dy,
+                size,
+                rows,
+                layout,
+                dm,
+            } => output_adjoint_into_body(dy, size, rows, layout, dm),
+        }
+    }
+}
+
+impl<T: Float> Transform<'_, '_, T> {
+    fn run(self) {
+        let tw = match &self {
+            Transform::Input { rows, .. } | Transform::Adjoint { rows, .. } => rows.2,
+            Transform::Output { tw, .. } => *tw,
+        };
+        if tw < WIDE_ROWS {
+            pulp::WithSimd::with_simd(self, pulp::Scalar::new());
+        } else {
+            pulp::Arch::new().dispatch(self);
+        }
+    }
+}
+
+/// [`input_transform_into_body`], see [`Transform`].
 fn input_transform_into<T: Float>(
     cv: &ConvGeom,
     img: &[T],
@@ -838,33 +913,17 @@ fn input_transform_into<T: Float>(
     layout: &VLayout,
     v: &mut [T],
 ) {
-    struct Op<'a, T> {
-        cv: &'a ConvGeom,
-        img: &'a [T],
-        rows: (usize, usize, usize),
-        layout: &'a VLayout,
-        v: &'a mut [T],
-    }
-    impl<T: Float> pulp::WithSimd for Op<'_, T> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) {
-            input_transform_into_body(self.cv, self.img, self.rows, self.layout, self.v);
-        }
-    }
-    if rows.2 < WIDE_ROWS {
-        return input_transform_into_body(cv, img, rows, layout, v);
-    }
-    pulp::Arch::new().dispatch(Op {
+    Transform::Input {
         cv,
         img,
         rows,
         layout,
         v,
-    });
+    }
+    .run();
 }
 
-/// [`output_transform_from_body`], dispatched like [`input_transform_into`].
+/// [`output_transform_from_body`], see [`Transform`].
 fn output_transform_from<T: Float>(
     m: &[T],
     at: (usize, usize, usize, usize),
@@ -873,35 +932,18 @@ fn output_transform_from<T: Float>(
     out: &mut [&mut [T]],
     epi: Epilogue<'_, T>,
 ) {
-    struct Op<'a, 'b, T> {
-        m: &'a [T],
-        at: (usize, usize, usize, usize),
-        tw: usize,
-        wo: usize,
-        out: &'a mut [&'b mut [T]],
-        epi: Epilogue<'a, T>,
-    }
-    impl<T: Float> pulp::WithSimd for Op<'_, '_, T> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) {
-            output_transform_from_body(self.m, self.at, self.tw, self.wo, self.out, self.epi);
-        }
-    }
-    if tw < WIDE_ROWS {
-        return output_transform_from_body(m, at, tw, wo, out, epi);
-    }
-    pulp::Arch::new().dispatch(Op {
+    Transform::Output {
         m,
         at,
         tw,
         wo,
         out,
         epi,
-    });
+    }
+    .run();
 }
 
-/// [`output_adjoint_into_body`], dispatched like [`input_transform_into`].
+/// [`output_adjoint_into_body`], see [`Transform`].
 fn output_adjoint_into<T: Float>(
     dy: &[T],
     size: (usize, usize),
@@ -909,30 +951,14 @@ fn output_adjoint_into<T: Float>(
     layout: &VLayout,
     dm: &mut [T],
 ) {
-    struct Op<'a, T> {
-        dy: &'a [T],
-        size: (usize, usize),
-        rows: (usize, usize, usize),
-        layout: &'a VLayout,
-        dm: &'a mut [T],
-    }
-    impl<T: Float> pulp::WithSimd for Op<'_, T> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) {
-            output_adjoint_into_body(self.dy, self.size, self.rows, self.layout, self.dm);
-        }
-    }
-    if rows.2 < WIDE_ROWS {
-        return output_adjoint_into_body(dy, size, rows, layout, dm);
-    }
-    pulp::Arch::new().dispatch(Op {
+    Transform::Adjoint {
         dy,
         size,
         rows,
         layout,
         dm,
-    });
+    }
+    .run();
 }
 
 #[cfg(test)]
