@@ -1012,6 +1012,15 @@ mod tests {
             .collect()
     }
 
+    /// Largest absolute difference of two equally long vectors.
+    fn max_err(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(u, v)| (u - v).abs())
+            .fold(0.0, f64::max)
+    }
+
     #[test]
     fn equals_the_im2col_convolution_for_odd_sizes_and_every_padding() {
         // odd and even sizes, paddings 0..2 per axis, a single-row tile grid, several tasks;
@@ -1034,11 +1043,7 @@ mod tests {
             let want = forward_im2col(&cv, &x, &wt, Epilogue::none()).unwrap();
             let got = forward(&cv, &x, &wt, Epilogue::none()).unwrap();
             assert_eq!(got.len(), want.len());
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = max_err(&got, &want);
             assert!(err < 1e-12, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
             // f32: rounding comparable to the direct product's
             let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
@@ -1079,11 +1084,7 @@ mod tests {
             let dy = values(b * co * cv.g.ho * cv.g.wo, 4);
             let want = backward_weight_im2col(&cv, &x, &dy).unwrap();
             let got = backward_weight(&cv, &x, &dy).unwrap();
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = max_err(&got, &want);
             assert!(err < 1e-11, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
         }
     }
@@ -1125,11 +1126,7 @@ mod tests {
             }
             let got = backward_input(&flip, &dy, &wt).unwrap();
             assert_eq!(got.len(), want.len());
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = max_err(&got, &want);
             assert!(err < 1e-12, "{b}x{c}x{h}x{w} pad {ph},{pw}: {err:e}");
         }
     }
