@@ -1607,3 +1607,30 @@ fn cat_channels_equals_candles_cat() {
         .to_string();
     assert!(e.contains("cat_channels"), "{e}");
 }
+
+#[test]
+fn an_empty_batch_gives_empty_outputs_and_zero_weight_gradients() {
+    // the Winograd path (3x3, stride 1, 16 channels), the shared-block im2col path (stride 2)
+    // and the plain im2col path (4x4); a batch of zero images once divided by zero
+    for (stride, k) in [(1, 3), (2, 3), (1, 4)] {
+        let x = Tensor::zeros((0, 16, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&x).unwrap();
+        let w = Var::from_tensor(
+            &Tensor::ones((16, 16, k, k), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let y = conv2d(
+            x.as_tensor(),
+            w.as_tensor(),
+            None,
+            Conv2dConfig::square(stride, 1, 1, 1),
+        )
+        .unwrap();
+        assert_eq!(y.dims()[0], 0);
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let dw = grads.get(w.as_tensor()).expect("a weight gradient");
+        assert_eq!(dw.dims(), &[16, 16, k, k]);
+        let total: f32 = dw.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert_eq!(total, 0.0, "stride {stride}, {k}x{k}");
+    }
+}

@@ -340,7 +340,7 @@ pub(crate) fn backward_weight_im2col<T: GemmScalar + Default + std::ops::AddAssi
     // fewer partials than threads (a batch of a few small images is one task): the products
     // use the idle threads (gemm splits rows and columns, not the inner sum, so the result
     // does not depend on the thread count)
-    let gemm_threads = (rayon::current_num_threads() / total.div_ceil(per_part)).max(1);
+    let gemm_threads = (rayon::current_num_threads() / total.div_ceil(per_part).max(1)).max(1);
     let task_ids: Vec<usize> = (0..total).collect();
     let partials: Vec<Vec<T>> = task_ids
         .par_chunks(per_part)
