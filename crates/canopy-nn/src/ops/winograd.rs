@@ -53,6 +53,12 @@ pub(crate) fn enabled() -> bool {
 
 /// Bytes of transformed input a task aims for.
 const TASK_BYTES: usize = 1 << 20;
+/// Fewest tiles a forward task takes (whole images below that), even past [`TASK_BYTES`]: the
+/// tiles are the width of its products, and narrow products lose more than the cache saves.
+/// A ConvLSTM gate convolution (77 -> 256 channels on 24 x 24) had tasks of 60 and 24 tiles:
+/// forward 14.8 -> 12.8 ms, with backward 54 -> 50 ms; 384 -> 128 channels on 32 x 32 (32
+/// tiles per task before) forward + backward 41 -> 34.5 ms. 128 tiles were not enough.
+const TASK_TILES: usize = 256;
 
 /// Whether [`forward`] applies: 3x3 kernel, unit stride and dilation, one group, padding of at
 /// most 2 on each axis, and enough channels for the products to pay off (the 3-channel first
@@ -243,9 +249,12 @@ fn forward_transformed<T: Float + Send + Sync>(
     if y.is_empty() {
         return Ok(y);
     }
-    // tile rows per task: about TASK_BYTES of transformed input, and at least two tasks per
-    // thread overall when the batch allows
-    let mut rows = rows_per_task::<T>(c.max(c_out), tw, th);
+    // tile rows per task: about TASK_BYTES of transformed input, but at least TASK_TILES tiles
+    // (the width of the task's 16 products), and at least two tasks per thread overall when the
+    // batch allows
+    let mut rows = rows_per_task::<T>(c.max(c_out), tw, th)
+        .max(TASK_TILES.div_ceil(tw.max(1)))
+        .min(th.max(1));
     let want = 2 * rayon::current_num_threads();
     while rows > 1 && g.b * th.div_ceil(rows) < want {
         rows = rows.div_ceil(2);
