@@ -104,8 +104,6 @@ fn weight_transform<T: Float + Send + Sync>(
     c: usize,
 ) -> Result<Vec<T>, String> {
     let n = c_out * c;
-    let mut u = zeros_par(16 * n);
-    let k = kron_g::<T>();
     let kernels = Mat {
         data: w,
         rows: 9,
@@ -113,16 +111,15 @@ fn weight_transform<T: Float + Send + Sync>(
         rs: 1,
         cs: 9,
     };
+    new_product(Mat::row_major(&kron_g::<T>(), 16, 9), kernels)
+}
+
+/// `lhs · rhs` into a new row-major matrix, on all threads.
+fn new_product<T: Float + Send + Sync>(lhs: Mat<'_, T>, rhs: Mat<'_, T>) -> Result<Vec<T>, String> {
+    let mut out = zeros_par(lhs.rows * rhs.cols);
     let threads = rayon::current_num_threads();
-    matmul(
-        &mut u,
-        n,
-        Mat::row_major(&k, 16, 9),
-        kernels,
-        false,
-        threads,
-    )?;
-    Ok(u)
+    matmul(&mut out, rhs.cols, lhs, rhs, false, threads)?;
+    Ok(out)
 }
 
 /// Frequency `(p(r), p(k))` for frequency `(r, k)`, `p` swapping 0 and 3 (see [`Weights`]).
@@ -627,18 +624,10 @@ fn weight_adjoint<T: Float + Send + Sync>(
     c: usize,
 ) -> Result<Vec<T>, String> {
     let n = c_out * c;
-    let mut dw = zeros_par(9 * n);
-    let k = kron_g::<T>();
-    let threads = rayon::current_num_threads();
-    matmul(
-        &mut dw,
-        9,
+    new_product(
         Mat::row_major(du, 16, n).t(),
-        Mat::row_major(&k, 16, 9),
-        false,
-        threads,
-    )?;
-    Ok(dw)
+        Mat::row_major(&kron_g::<T>(), 16, 9),
+    )
 }
 
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of tile rows `r0 .. r1`
@@ -841,31 +830,31 @@ const WIDE_ROWS: usize = 32;
 /// run-time dispatch; the crate's baseline build vectorises its loops with SSE2 only) when tile
 /// rows have at least [`WIDE_ROWS`] tiles, for the baseline otherwise.
 enum Transform<'a, 'b, T> {
-    /// [`input_transform_into_body`].
-    Input {
-        cv: &'a ConvGeom,
-        img: &'a [T],
-        rows: (usize, usize, usize),
-        layout: &'a VLayout,
-        v: &'a mut [T],
-    },
-    /// [`output_transform_from_body`].
-    Output {
-        m: &'a [T],
-        at: (usize, usize, usize, usize),
-        tw: usize,
-        wo: usize,
-        out: &'a mut [&'b mut [T]],
-        epi: Epilogue<'a, T>,
-    },
-    /// [`output_adjoint_into_body`].
-    Adjoint {
-        dy: &'a [T],
-        size: (usize, usize),
-        rows: (usize, usize, usize),
-        layout: &'a VLayout,
-        dm: &'a mut [T],
-    },
+    /// [`input_transform_into_body`]`(cv, img, (r0, r1, tw), layout, v)`.
+    Input(
+        &'a ConvGeom,
+        &'a [T],
+        (usize, usize, usize),
+        &'a VLayout,
+        &'a mut [T],
+    ),
+    /// [`output_transform_from_body`]`(m, at, tw, wo, out, epi)`.
+    Output(
+        &'a [T],
+        (usize, usize, usize, usize),
+        usize,
+        usize,
+        &'a mut [&'b mut [T]],
+        Epilogue<'a, T>,
+    ),
+    /// [`output_adjoint_into_body`]`(dy, (ho, wo), (r0, r1, tw), layout, dm)`.
+    Adjoint(
+        &'a [T],
+        (usize, usize),
+        (usize, usize, usize),
+        &'a VLayout,
+        &'a mut [T],
+    ),
 }
 
 impl<T: Float> pulp::WithSimd for Transform<'_, '_, T> {
@@ -874,28 +863,15 @@ impl<T: Float> pulp::WithSimd for Transform<'_, '_, T> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         match self {
-            Transform::Input {
-                cv,
-                img,
-                rows,
-                layout,
-                v,
-            } => input_transform_into_body(cv, img, rows, layout, v),
-            Transform::Output {
-                m,
-                at,
-                tw,
-                wo,
-                out,
-                epi,
-            } => output_transform_from_body(m, at, tw, wo, out, epi),
-            Transform::Adjoint {
-                dy,
-                size,
-                rows,
-                layout,
-                dm,
-            } => output_adjoint_into_body(dy, size, rows, layout, dm),
+            Transform::Input(cv, img, rows, layout, v) => {
+                input_transform_into_body(cv, img, rows, layout, v)
+            }
+            Transform::Output(m, at, tw, wo, out, epi) => {
+                output_transform_from_body(m, at, tw, wo, out, epi)
+            }
+            Transform::Adjoint(dy, size, rows, layout, dm) => {
+                output_adjoint_into_body(dy, size, rows, layout, dm)
+            }
         }
     }
 }
@@ -903,8 +879,8 @@ impl<T: Float> pulp::WithSimd for Transform<'_, '_, T> {
 impl<T: Float> Transform<'_, '_, T> {
     fn run(self) {
         let tw = match &self {
-            Transform::Input { rows, .. } | Transform::Adjoint { rows, .. } => rows.2,
-            Transform::Output { tw, .. } => *tw,
+            Transform::Input(_, _, rows, ..) | Transform::Adjoint(_, _, rows, ..) => rows.2,
+            Transform::Output(_, _, tw, ..) => *tw,
         };
         if tw < WIDE_ROWS {
             pulp::WithSimd::with_simd(self, pulp::Scalar::new());
@@ -922,14 +898,7 @@ fn input_transform_into<T: Float>(
     layout: &VLayout,
     v: &mut [T],
 ) {
-    Transform::Input {
-        cv,
-        img,
-        rows,
-        layout,
-        v,
-    }
-    .run();
+    Transform::Input(cv, img, rows, layout, v).run();
 }
 
 /// [`output_transform_from_body`], see [`Transform`].
@@ -941,15 +910,7 @@ fn output_transform_from<T: Float>(
     out: &mut [&mut [T]],
     epi: Epilogue<'_, T>,
 ) {
-    Transform::Output {
-        m,
-        at,
-        tw,
-        wo,
-        out,
-        epi,
-    }
-    .run();
+    Transform::Output(m, at, tw, wo, out, epi).run();
 }
 
 /// [`output_adjoint_into_body`], see [`Transform`].
@@ -960,14 +921,7 @@ fn output_adjoint_into<T: Float>(
     layout: &VLayout,
     dm: &mut [T],
 ) {
-    Transform::Adjoint {
-        dy,
-        size,
-        rows,
-        layout,
-        dm,
-    }
-    .run();
+    Transform::Adjoint(dy, size, rows, layout, dm).run();
 }
 
 #[cfg(test)]
@@ -1021,6 +975,24 @@ mod tests {
             .collect()
     }
 
+    /// `(B, C, C_out, H, W, p_h, p_w)` for every test: odd and even sizes, unequal channel
+    /// counts (a transposed frequency matrix shows), paddings 0..2 per axis, a single-row tile
+    /// grid; fewer than BATCHED_TILES tiles per image take the grouped paths (groups of 2 (f64)
+    /// or 4 (f32) images for 5 x 8 x 8), 33 x 31 does not; 256 channels on 24 x 24 have 144
+    /// tiles per image but tasks of 2 tile rows (24 tiles), so the weight gradient groups them
+    /// too; rows of 35 tiles run the wide-SIMD transforms.
+    const CASES: &[(usize, usize, usize, usize, usize, usize, usize)] = &[
+        (2, 16, 19, 9, 8, 1, 1),
+        (1, 19, 16, 7, 11, 0, 2),
+        (3, 16, 18, 4, 5, 2, 0),
+        (2, 32, 24, 33, 31, 1, 1),
+        (1, 16, 16, 3, 40, 1, 1),
+        (5, 16, 16, 8, 8, 1, 1),
+        (1, 256, 16, 24, 24, 1, 1),
+        (1, 16, 20, 30, 29, 1, 1),
+        (1, 16, 17, 9, 70, 1, 1),
+    ];
+
     /// Largest absolute difference of two equally long vectors.
     fn max_err(a: &[f64], b: &[f64]) -> f64 {
         assert_eq!(a.len(), b.len());
@@ -1032,19 +1004,7 @@ mod tests {
 
     #[test]
     fn equals_the_im2col_convolution_for_odd_sizes_and_every_padding() {
-        // odd and even sizes, paddings 0..2 per axis, a single-row tile grid, several tasks;
-        // fewer than BATCHED_TILES tiles per image take `forward_batched`, 33 x 31 does not
-        for &(b, c, co, h, w, ph, pw) in &[
-            (2, 16, 17, 9, 8, 1, 1),
-            (1, 19, 16, 7, 11, 0, 2),
-            (3, 16, 16, 4, 5, 2, 0),
-            (2, 32, 24, 33, 31, 1, 1),
-            (1, 16, 16, 3, 40, 1, 1),
-            // small images in groups of 2 (f64) or 4 (f32) images
-            (5, 16, 16, 8, 8, 1, 1),
-            // rows of 35 tiles: the wide-SIMD transforms
-            (1, 16, 17, 9, 70, 1, 1),
-        ] {
+        for &(b, c, co, h, w, ph, pw) in CASES {
             let cv = geom(b, c, co, h, w, ph, pw);
             assert!(applies(&cv));
             let x = values(b * c * h * w, 1);
@@ -1076,18 +1036,7 @@ mod tests {
     #[test]
     fn weight_gradient_equals_the_im2col_one() {
         use crate::ops::conv_cpu::backward_weight_im2col;
-        for &(b, c, co, h, w, ph, pw) in &[
-            (2, 16, 17, 9, 8, 1, 1),
-            (1, 19, 16, 7, 11, 0, 2),
-            (3, 16, 16, 4, 5, 2, 0),
-            (2, 32, 24, 33, 31, 1, 1),
-            // small images in groups of 2 (`backward_weight_batched`, 3 groups)
-            (5, 16, 16, 8, 8, 1, 1),
-            // 144 tiles per image, but tasks of 2 tile rows (24 tiles): grouped as well
-            (2, 256, 16, 24, 24, 1, 1),
-            // rows of 35 tiles: the wide-SIMD transforms
-            (1, 16, 17, 9, 70, 1, 1),
-        ] {
+        for &(b, c, co, h, w, ph, pw) in CASES {
             let cv = geom(b, c, co, h, w, ph, pw);
             let x = values(b * c * h * w, 3);
             let dy = values(b * co * cv.g.ho * cv.g.wo, 4);
@@ -1100,15 +1049,7 @@ mod tests {
 
     #[test]
     fn input_gradient_equals_the_direct_adjoint() {
-        // unequal channel counts (a transposed frequency matrix shows), every padding, tiles
-        // per image above and below BATCHED_TILES
-        for &(b, c, co, h, w, ph, pw) in &[
-            (2, 16, 19, 9, 8, 1, 1),
-            (1, 17, 16, 7, 11, 0, 2),
-            (3, 16, 18, 6, 5, 2, 0),
-            (1, 16, 20, 30, 29, 1, 1),
-            (1, 16, 17, 9, 70, 1, 1),
-        ] {
+        for &(b, c, co, h, w, ph, pw) in CASES {
             let cv = geom(b, c, co, h, w, ph, pw);
             let (ho, wo) = (cv.g.ho, cv.g.wo);
             let flip = geom(b, co, c, ho, wo, 2 - ph, 2 - pw);
