@@ -29,9 +29,9 @@
 //!
 //! f32 and f64 on the CPU; exponentials go through
 //! [`exp_approx`](crate::ops::cpu::exp_approx) in f32 (vectorisable, relative error below 2e-7)
-//! and `f64::exp` in f64. On CPUs with AVX-512 the f32 forward gate update runs the kernel of
-//! [`super::gates_v4`] instead (FMA polynomial, `vscalefps`, reciprocals from `vrcp14ps`; the
-//! same values to rounding). No CUDA implementation and no second
+//! and `f64::exp` in f64. On CPUs with AVX-512, or AVX2 with FMA, the f32 gate updates run the
+//! kernels of [`super::gates_fast`] instead (FMA polynomial, reciprocal estimates refined by one
+//! Newton step; the same values to rounding). No CUDA implementation and no second
 //! derivatives; [`crate::rnn::Lstm`] falls back to composed candle ops elsewhere.
 
 use std::sync::Arc;
@@ -40,6 +40,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tens
 use rayon::prelude::*;
 
 use crate::ops::cpu::{fill_rows, par_zeroed, slice, zeros_par, Float, Saved, SavedCell};
+#[cfg(target_arch = "x86_64")]
+use crate::ops::gates_fast::{Lanes, Narrow, Wide};
 use crate::ops::gemm::{matmul, Mat};
 
 /// One direction of a [`LstmBiLayerOp`]: its hidden size, whether it runs in reverse and the
@@ -198,11 +200,12 @@ fn as_f32_mut<T: bytemuck::Pod>(s: &mut [T]) -> &mut [f32] {
     bytemuck::cast_slice_mut(s)
 }
 
-/// A portable gate kernel with an AVX-512 f32 twin in [`super::gates_v4`] over the same slices.
-pub(crate) trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
-    /// The twin.
+/// A portable gate kernel with f32 twins in [`super::gates_fast`] over the same slices, one per
+/// vector width.
+pub(crate) trait FastTwin: pulp::WithSimd<Output = ()> + Sized {
+    /// The twin at the width of `L`.
     #[cfg(target_arch = "x86_64")]
-    type Twin: pulp::WithSimd<Output = ()>;
+    type Twin<L: Lanes>: pulp::WithSimd<Output = ()>;
     /// The element type of the portable kernel's slices.
     type Elem: 'static;
     /// Whether the slices hold f32 (the twin's type).
@@ -212,17 +215,17 @@ pub(crate) trait Avx512Twin: pulp::WithSimd<Output = ()> + Sized {
     }
     /// The twin over the same slices; called only when [`Self::is_f32`].
     #[cfg(target_arch = "x86_64")]
-    fn twin(self, simd: pulp::x86::V4) -> Self::Twin;
+    fn twin<L: Lanes>(self, lanes: L) -> Self::Twin<L>;
 }
 
-impl<'a, T: Float> Avx512Twin for GatesForward<'a, T> {
+impl<'a, T: Float> FastTwin for GatesForward<'a, T> {
     #[cfg(target_arch = "x86_64")]
-    type Twin = super::gates_v4::GatesForwardV4<'a>;
+    type Twin<L: Lanes> = super::gates_fast::GatesForwardFast<'a, L>;
     type Elem = T;
     #[cfg(target_arch = "x86_64")]
-    fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
-        super::gates_v4::GatesForwardV4 {
-            simd,
+    fn twin<L: Lanes>(self, lanes: L) -> Self::Twin<L> {
+        super::gates_fast::GatesForwardFast {
+            lanes,
             gates: self.gates.map(as_f32_mut),
             state: self.state.map(as_f32_mut),
             out: self.out.map(as_f32_mut),
@@ -230,14 +233,14 @@ impl<'a, T: Float> Avx512Twin for GatesForward<'a, T> {
     }
 }
 
-impl<'a, T: Float> Avx512Twin for GatesBackward<'a, T> {
+impl<'a, T: Float> FastTwin for GatesBackward<'a, T> {
     #[cfg(target_arch = "x86_64")]
-    type Twin = super::gates_v4::GatesBackwardV4<'a>;
+    type Twin<L: Lanes> = super::gates_fast::GatesBackwardFast<'a, L>;
     type Elem = T;
     #[cfg(target_arch = "x86_64")]
-    fn twin(self, simd: pulp::x86::V4) -> Self::Twin {
-        super::gates_v4::GatesBackwardV4 {
-            simd,
+    fn twin<L: Lanes>(self, lanes: L) -> Self::Twin<L> {
+        super::gates_fast::GatesBackwardFast {
+            lanes,
             acts: self.acts.map(as_f32),
             cells: self.cells.map(as_f32),
             grads: self.grads.map(as_f32),
@@ -247,14 +250,18 @@ impl<'a, T: Float> Avx512Twin for GatesBackward<'a, T> {
     }
 }
 
-/// Runs a gate kernel: its AVX-512 twin for f32 where the CPU has AVX-512, else the portable
-/// loop compiled for the best instruction set.
+/// Runs a gate kernel: for f32 its twin at the widest vectors the CPU has (AVX-512, else AVX2
+/// with FMA), else the portable loop compiled for the best instruction set.
 #[inline]
-fn run_gates<Op: Avx512Twin>(op: Op) {
+fn run_gates<Op: FastTwin>(op: Op) {
     #[cfg(target_arch = "x86_64")]
     if Op::is_f32() {
         if let Some(simd) = pulp::x86::V4::try_new() {
-            pulp::Simd::vectorize(simd, op.twin(simd));
+            pulp::Simd::vectorize(simd, op.twin(Wide(simd)));
+            return;
+        }
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            pulp::Simd::vectorize(simd, op.twin(Narrow(simd)));
             return;
         }
     }

@@ -11,7 +11,7 @@ mod conv_cpu;
 pub mod conv_transpose;
 pub(crate) mod cpu;
 #[cfg(target_arch = "x86_64")]
-mod gates_v4;
+mod gates_fast;
 mod gemm;
 pub mod grid_sample;
 mod im2col;

@@ -1,0 +1,417 @@
+//! The LSTM gate update written with x86 intrinsics for f32, at two widths: AVX-512 (16 lanes;
+//! `2^n` by `vscalefps`, reciprocals from `vrcp14ps`) and AVX2 + FMA (8 lanes; `2^n` built in the
+//! exponent bits, reciprocals from `vrcpps`), each followed by one Newton step. Exponentials are
+//! the Cephes polynomial of [`super::cpu::exp_approx`] evaluated with FMAs. The portable loops in
+//! [`super::lstm_kernel`] divide and round separately (Rust does not contract `a * b + c` into an
+//! FMA), and that is what these kernels save.
+//!
+//! The values differ from the portable loop's by rounding (both are within a few ulps of the
+//! exact functions; checked in the tests, for every width the CPU has).
+
+use core::arch::x86_64::{__m256, __m512};
+
+use pulp::x86::{V3, V4};
+
+/// The f32 vector arithmetic the gate kernels need, at one width. Implemented for
+/// [`Wide`] (AVX-512) and [`Narrow`] (AVX2 + FMA).
+pub(crate) trait Lanes: Copy {
+    /// One vector of [`Self::N`] f32.
+    type V: Copy;
+    /// The lanes per vector.
+    const N: usize;
+    fn splat(self, x: f32) -> Self::V;
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a·b + c`, one rounding.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `c - a·b`, one rounding.
+    fn fnma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `x` clamped to `[lo, hi]`; NaN stays NaN.
+    fn clamp(self, x: Self::V, lo: f32, hi: f32) -> Self::V;
+    /// `x` rounded to the nearest integer (ties to even).
+    fn round(self, x: Self::V) -> Self::V;
+    /// `p·2^n` for integral `n` in `[-126, 127]`.
+    fn scale2(self, p: Self::V, n: Self::V) -> Self::V;
+    /// An approximation of `1 / d` good to at least 11 bits (one Newton step follows).
+    fn recip_estimate(self, d: Self::V) -> Self::V;
+    /// The first [`Self::N`] values of `s`.
+    fn load(self, s: &[f32]) -> Self::V;
+    /// Stores `v` into the first [`Self::N`] values of `d`.
+    fn store(self, d: &mut [f32], v: Self::V);
+
+    /// `e^x`: `x = n ln2 + r`, Cephes' polynomial for `e^r` (the coefficients of
+    /// [`super::cpu::exp_approx`]), then `2^n`.
+    #[inline(always)]
+    fn exp(self, x: Self::V) -> Self::V {
+        let x = self.clamp(x, -87.3, 88.0);
+        let n = self.round(self.mul(x, self.splat(std::f32::consts::LOG2_E)));
+        let r = self.fma(n, self.splat(-0.693_359_4), x);
+        let r = self.fma(n, self.splat(2.121_944_4e-4), r);
+        let mut q = self.splat(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            q = self.fma(q, r, self.splat(c));
+        }
+        let r2 = self.mul(r, r);
+        let p = self.fma(q, r2, self.add(r, self.splat(1.0)));
+        self.scale2(p, n)
+    }
+
+    /// `1 / d`: the estimate and one Newton step.
+    #[inline(always)]
+    fn recip(self, d: Self::V) -> Self::V {
+        let y = self.recip_estimate(d);
+        let e = self.fnma(d, y, self.splat(1.0));
+        self.fma(y, e, y)
+    }
+
+    /// `σ'` from `σ`: `s (1 - s)`.
+    #[inline(always)]
+    fn dsigmoid(self, s: Self::V) -> Self::V {
+        self.mul(s, self.sub(self.splat(1.0), s))
+    }
+
+    #[inline(always)]
+    fn sigmoid(self, x: Self::V) -> Self::V {
+        let e = self.exp(self.sub(self.splat(0.0), x));
+        self.recip(self.add(e, self.splat(1.0)))
+    }
+
+    /// `1 - 2 / (e^{2x} + 1)`.
+    #[inline(always)]
+    fn tanh(self, x: Self::V) -> Self::V {
+        let e = self.exp(self.add(x, x));
+        let r = self.recip(self.add(e, self.splat(1.0)));
+        self.fnma(self.splat(2.0), r, self.splat(1.0))
+    }
+}
+
+/// 16 lanes of AVX-512.
+#[derive(Clone, Copy)]
+pub(crate) struct Wide(pub V4);
+
+impl Lanes for Wide {
+    type V = __m512;
+    const N: usize = 16;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        self.0.avx512f._mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        self.0.avx512f._mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        self.0.avx512f._mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        self.0.avx512f._mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        self.0.avx512f._mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    fn fnma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        self.0.avx512f._mm512_fnmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    fn clamp(self, x: __m512, lo: f32, hi: f32) -> __m512 {
+        // (max / min return their second operand when either is NaN: NaN stays NaN)
+        let f = self.0.avx512f;
+        f._mm512_min_ps(self.splat(hi), f._mm512_max_ps(self.splat(lo), x))
+    }
+    #[inline(always)]
+    fn round(self, x: __m512) -> __m512 {
+        self.0.avx512f._mm512_roundscale_ps::<0x08>(x)
+    }
+    #[inline(always)]
+    fn scale2(self, p: __m512, n: __m512) -> __m512 {
+        self.0.avx512f._mm512_scalef_ps(p, n)
+    }
+    #[inline(always)]
+    fn recip_estimate(self, d: __m512) -> __m512 {
+        self.0.avx512f._mm512_rcp14_ps(d)
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m512 {
+        let mut a = [0.0f32; 16];
+        a.copy_from_slice(&s[..16]);
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f32], v: __m512) {
+        d[..16].copy_from_slice(&pulp::cast::<__m512, [f32; 16]>(v));
+    }
+}
+
+/// 8 lanes of AVX2 + FMA.
+#[derive(Clone, Copy)]
+pub(crate) struct Narrow(pub V3);
+
+impl Lanes for Narrow {
+    type V = __m256;
+    const N: usize = 8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m256 {
+        self.0.avx._mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        self.0.avx._mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        self.0.avx._mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        self.0.avx._mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        self.0.fma._mm256_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    fn fnma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        self.0.fma._mm256_fnmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    fn clamp(self, x: __m256, lo: f32, hi: f32) -> __m256 {
+        // (max / min return their second operand when either is NaN: NaN stays NaN)
+        let f = self.0.avx;
+        f._mm256_min_ps(self.splat(hi), f._mm256_max_ps(self.splat(lo), x))
+    }
+    #[inline(always)]
+    fn round(self, x: __m256) -> __m256 {
+        self.0.avx._mm256_round_ps::<0x08>(x)
+    }
+    #[inline(always)]
+    fn scale2(self, p: __m256, n: __m256) -> __m256 {
+        // 2^n from its exponent bits: (n + 127) << 23 (n is integral and in range after the
+        // clamp in `exp`; a NaN `n` gives some finite scale, and `p` is NaN then too)
+        let (avx, avx2) = (self.0.avx, self.0.avx2);
+        let bits = avx2._mm256_add_epi32(avx._mm256_cvtps_epi32(n), avx._mm256_set1_epi32(127));
+        avx._mm256_mul_ps(
+            p,
+            avx._mm256_castsi256_ps(avx2._mm256_slli_epi32::<23>(bits)),
+        )
+    }
+    #[inline(always)]
+    fn recip_estimate(self, d: __m256) -> __m256 {
+        self.0.avx._mm256_rcp_ps(d)
+    }
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m256 {
+        let mut a = [0.0f32; 8];
+        a.copy_from_slice(&s[..8]);
+        pulp::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, d: &mut [f32], v: __m256) {
+        d[..8].copy_from_slice(&pulp::cast::<__m256, [f32; 8]>(v));
+    }
+}
+
+/// One step's gate update for one sequence, as [`super::lstm_kernel::GatesForward`] (same slices,
+/// same results up to rounding), [`Lanes::N`] values at a time.
+pub(crate) struct GatesForwardFast<'a, L> {
+    pub lanes: L,
+    pub gates: [&'a mut [f32]; 4],
+    pub state: [&'a mut [f32]; 2],
+    pub out: [&'a mut [f32]; 2],
+}
+
+impl<L: Lanes> pulp::WithSimd for GatesForwardFast<'_, L> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let l = self.lanes;
+        let [ai, af, ag, ao] = self.gates;
+        let [cs, hs] = self.state;
+        let [c_out, h_out] = self.out;
+        let h = ai.len();
+        let full = h / L::N * L::N;
+        let mut k = 0;
+        while k < full {
+            let i = l.sigmoid(l.load(&ai[k..]));
+            let fg = l.sigmoid(l.load(&af[k..]));
+            let g = l.tanh(l.load(&ag[k..]));
+            let o = l.sigmoid(l.load(&ao[k..]));
+            let c = l.fma(fg, l.load(&cs[k..]), l.mul(i, g));
+            let hv = l.mul(o, l.tanh(c));
+            l.store(&mut ai[k..], i);
+            l.store(&mut af[k..], fg);
+            l.store(&mut ag[k..], g);
+            l.store(&mut ao[k..], o);
+            l.store(&mut c_out[k..], c);
+            l.store(&mut h_out[k..], hv);
+            l.store(&mut cs[k..], c);
+            l.store(&mut hs[k..], hv);
+            k += L::N;
+        }
+        if k < h {
+            // the tail through the portable loop
+            super::lstm_kernel::GatesForward {
+                gates: [&mut ai[k..], &mut af[k..h], &mut ag[k..h], &mut ao[k..h]],
+                state: [&mut cs[k..h], &mut hs[k..h]],
+                out: [&mut c_out[k..h], &mut h_out[k..h]],
+            }
+            .with_simd(pulp::Scalar::new());
+        }
+    }
+}
+
+/// One step's gate gradients for one sequence, as [`super::lstm_kernel::GatesBackward`] (same
+/// slices, same results up to rounding), [`Lanes::N`] values at a time.
+pub(crate) struct GatesBackwardFast<'a, L> {
+    pub lanes: L,
+    pub acts: [&'a [f32]; 4],
+    pub cells: [&'a [f32]; 2],
+    pub grads: [&'a [f32]; 2],
+    pub dgates: [&'a mut [f32]; 4],
+    pub carry: [&'a mut [f32]; 2],
+}
+
+impl<L: Lanes> pulp::WithSimd for GatesBackwardFast<'_, L> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let l = self.lanes;
+        let [ai, af, ag, ao] = self.acts;
+        let [c_s, cp] = self.cells;
+        let [gh, gc] = self.grads;
+        let [di, df, dg, d_o] = self.dgates;
+        let [dhb, dcb] = self.carry;
+        let h = ai.len();
+        let full = h / L::N * L::N;
+        let one = l.splat(1.0);
+        let mut k = 0;
+        while k < full {
+            let (i, fg) = (l.load(&ai[k..]), l.load(&af[k..]));
+            let (g, o) = (l.load(&ag[k..]), l.load(&ao[k..]));
+            let tc = l.tanh(l.load(&c_s[k..]));
+            let dh = l.add(l.load(&gh[k..]), l.load(&dhb[k..]));
+            let dc = l.add(l.load(&gc[k..]), l.load(&dcb[k..]));
+            // dc_total = dc + dh·o·(1 - tanh²c)
+            let dho = l.mul(dh, o);
+            let dct = l.fma(dho, l.fnma(tc, tc, one), dc);
+            l.store(&mut di[k..], l.mul(l.mul(dct, g), l.dsigmoid(i)));
+            l.store(
+                &mut df[k..],
+                l.mul(l.mul(dct, l.load(&cp[k..])), l.dsigmoid(fg)),
+            );
+            l.store(&mut dg[k..], l.mul(l.mul(dct, i), l.fnma(g, g, one)));
+            l.store(&mut d_o[k..], l.mul(l.mul(dh, tc), l.dsigmoid(o)));
+            l.store(&mut dcb[k..], l.mul(dct, fg));
+            k += L::N;
+        }
+        if k < h {
+            // the tail through the portable loop
+            super::lstm_kernel::GatesBackward {
+                acts: [&ai[k..], &af[k..h], &ag[k..h], &ao[k..h]],
+                cells: [&c_s[k..h], &cp[k..h]],
+                grads: [&gh[k..h], &gc[k..h]],
+                dgates: [&mut di[k..], &mut df[k..h], &mut dg[k..h], &mut d_o[k..h]],
+                carry: [&mut dhb[k..h], &mut dcb[k..h]],
+            }
+            .with_simd(pulp::Scalar::new());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::lstm_kernel::{gates_backward_case, gates_forward_case, FastTwin};
+    use pulp::WithSimd;
+    use rand::{Rng, SeedableRng};
+
+    /// The kernels of every width this CPU has agree with the portable loops.
+    #[test]
+    fn fast_gates_match_the_portable_loop() {
+        let mut widths = 0;
+        if let Some(simd) = V4::try_new() {
+            matches_the_portable_loop(simd, Wide(simd));
+            widths += 1;
+        }
+        if let Some(simd) = V3::try_new() {
+            matches_the_portable_loop(simd, Narrow(simd));
+            widths += 1;
+        }
+        if widths == 0 {
+            eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 with FMA");
+        }
+    }
+
+    /// The kernels of one width agree with the portable loops to rounding, on full vectors and
+    /// a tail, for ordinary and saturating pre-activations, and keep NaN.
+    fn matches_the_portable_loop<S: pulp::Simd, L: Lanes>(simd: S, lanes: L) {
+        let close = |what: &str, fast: &[Vec<f32>], portable: &[Vec<f32>]| {
+            for (k, (x, y)) in fast.iter().zip(portable).enumerate() {
+                for (j, (p, q)) in x.iter().zip(y).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 4e-7 * (1.0 + q.abs()),
+                        "{} lanes, {what}, slice {k}, element {j}: {p} vs {q}",
+                        L::N
+                    );
+                }
+            }
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for h in [16usize, 37, 64] {
+            let mut pre: Vec<Vec<f32>> = (0..4)
+                .map(|_| (0..h).map(|_| rng.random_range(-12.0..12.0)).collect())
+                .collect();
+            // saturating and extreme inputs
+            pre[0][0] = 100.0;
+            pre[1][1] = -100.0;
+            pre[2][2] = 40.0;
+            pre[3][3] = -95.0;
+            let state: Vec<Vec<f32>> = (0..2)
+                .map(|_| (0..h).map(|_| rng.random_range(-3.0..3.0)).collect())
+                .collect();
+            let fast = gates_forward_case(&pre, &state, |op| simd.vectorize(op.twin(lanes)));
+            let portable = gates_forward_case(&pre, &state, |op| op.with_simd(pulp::Scalar::new()));
+            let what = format!("forward, h {h}");
+            close(&what, &fast.0, &portable.0);
+            close(&what, &fast.1, &portable.1);
+            close(&what, &fast.2, &portable.2);
+        }
+        // the backward kernel
+        let h = 37;
+        let mut v =
+            |lo: f32, hi: f32| -> Vec<f32> { (0..h).map(|_| rng.random_range(lo..hi)).collect() };
+        let acts = [v(0.0, 1.0), v(0.0, 1.0), v(-1.0, 1.0), v(0.0, 1.0)];
+        let cells = [v(-3.0, 3.0), v(-3.0, 3.0)];
+        let grads = [v(-1.0, 1.0), v(-1.0, 1.0)];
+        let carry = [v(-1.0, 1.0), v(-1.0, 1.0)];
+        let fast = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+            simd.vectorize(op.twin(lanes))
+        });
+        let portable = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+            op.with_simd(pulp::Scalar::new())
+        });
+        close("backward", &fast.0, &portable.0);
+        close("backward", &fast.1, &portable.1);
+        // NaN in, NaN out (not a clamped finite value)
+        let mut pre = vec![vec![0f32; 16]; 4];
+        pre[0] = vec![f32::NAN; 16];
+        let (_, _, out) = gates_forward_case(&pre, &[vec![0f32; 16], vec![0f32; 16]], |op| {
+            simd.vectorize(op.twin(lanes))
+        });
+        assert!(out.iter().flatten().all(|v| v.is_nan()));
+    }
+}
