@@ -44,11 +44,35 @@ pub(crate) trait Lanes: Copy {
     /// [`super::cpu::exp_approx`]), then `2^n`.
     #[inline(always)]
     fn exp(self, x: Self::V) -> Self::V {
-        let x = self.clamp(x, -87.3, 88.0);
-        let n = self.round(self.mul(x, self.splat(std::f32::consts::LOG2_E)));
-        let r = self.fma(n, self.splat(-0.693_359_4), x);
-        let r = self.fma(n, self.splat(2.121_944_4e-4), r);
-        let mut q = self.splat(1.987_569_1e-4);
+        let [e] = self.exp_n([x]);
+        e
+    }
+
+    /// [`Self::exp`] of `M` vectors, each step applied to all of them before the next: the
+    /// exponential is one long chain of dependent operations, and interleaving `M` independent
+    /// chains lets the CPU overlap them where it could not across loop iterations (its
+    /// reorder window holds about one iteration of the gate update). The same values as `M`
+    /// calls of [`Self::exp`], bit for bit.
+    #[inline(always)]
+    fn exp_n<const M: usize>(self, x: [Self::V; M]) -> [Self::V; M] {
+        // (plain loops: closures, as in `array::map`, lose the caller's target features and
+        // turn every intrinsic into a call)
+        let mut x = x;
+        for x in &mut x {
+            *x = self.clamp(*x, -87.3, 88.0);
+        }
+        let mut n = x;
+        for n in &mut n {
+            *n = self.round(self.mul(*n, self.splat(std::f32::consts::LOG2_E)));
+        }
+        let mut r = x;
+        for (r, &n) in r.iter_mut().zip(&n) {
+            *r = self.fma(n, self.splat(-0.693_359_4), *r);
+        }
+        for (r, &n) in r.iter_mut().zip(&n) {
+            *r = self.fma(n, self.splat(2.121_944_4e-4), *r);
+        }
+        let mut q = [self.splat(1.987_569_1e-4); M];
         for c in [
             1.398_199_9e-3,
             8.333_452e-3,
@@ -56,31 +80,63 @@ pub(crate) trait Lanes: Copy {
             1.666_666_5e-1,
             0.5,
         ] {
-            q = self.fma(q, r, self.splat(c));
+            for (q, &r) in q.iter_mut().zip(&r) {
+                *q = self.fma(*q, r, self.splat(c));
+            }
         }
-        let r2 = self.mul(r, r);
-        let p = self.fma(q, r2, self.add(r, self.splat(1.0)));
-        self.scale2(p, n)
+        let mut p = q;
+        for (p, &r) in p.iter_mut().zip(&r) {
+            *p = self.fma(*p, self.mul(r, r), self.add(r, self.splat(1.0)));
+        }
+        for (p, &n) in p.iter_mut().zip(&n) {
+            *p = self.scale2(*p, n);
+        }
+        p
     }
 
     /// `1 / d`: the estimate and one Newton step.
     #[inline(always)]
     fn recip(self, d: Self::V) -> Self::V {
-        let y = self.recip_estimate(d);
-        let e = self.fnma(d, y, self.splat(1.0));
-        self.fma(y, e, y)
+        let [r] = self.recip_n([d]);
+        r
+    }
+
+    /// [`Self::recip`] of `M` vectors, interleaved as in [`Self::exp_n`].
+    #[inline(always)]
+    fn recip_n<const M: usize>(self, d: [Self::V; M]) -> [Self::V; M] {
+        let mut out = d;
+        for o in &mut out {
+            *o = self.recip_estimate(*o);
+        }
+        for (o, &d) in out.iter_mut().zip(&d) {
+            let e = self.fnma(d, *o, self.splat(1.0));
+            *o = self.fma(*o, e, *o);
+        }
+        out
+    }
+
+    /// [`Self::tanh`] of `M` vectors, interleaved as in [`Self::exp_n`] (bit for bit).
+    #[inline(always)]
+    fn tanh_n<const M: usize>(self, x: [Self::V; M]) -> [Self::V; M] {
+        let mut x = x;
+        for x in &mut x {
+            *x = self.add(*x, *x);
+        }
+        let mut e = self.exp_n(x);
+        for e in &mut e {
+            *e = self.add(*e, self.splat(1.0));
+        }
+        let mut r = self.recip_n(e);
+        for r in &mut r {
+            *r = self.fnma(self.splat(2.0), *r, self.splat(1.0));
+        }
+        r
     }
 
     /// `σ'` from `σ`: `s (1 - s)`.
     #[inline(always)]
     fn dsigmoid(self, s: Self::V) -> Self::V {
         self.mul(s, self.sub(self.splat(1.0), s))
-    }
-
-    #[inline(always)]
-    fn sigmoid(self, x: Self::V) -> Self::V {
-        let e = self.exp(self.sub(self.splat(0.0), x));
-        self.recip(self.add(e, self.splat(1.0)))
     }
 
     /// `1 - 2 / (e^{2x} + 1)`.
@@ -242,24 +298,19 @@ impl<L: Lanes> pulp::WithSimd for GatesForwardFast<'_, L> {
         let [cs, hs] = self.state;
         let [c_out, h_out] = self.out;
         let h = ai.len();
-        let full = h / L::N * L::N;
         let mut k = 0;
-        while k < full {
-            let i = l.sigmoid(l.load(&ai[k..]));
-            let fg = l.sigmoid(l.load(&af[k..]));
-            let g = l.tanh(l.load(&ag[k..]));
-            let o = l.sigmoid(l.load(&ao[k..]));
-            let c = l.fma(fg, l.load(&cs[k..]), l.mul(i, g));
-            let hv = l.mul(o, l.tanh(c));
-            l.store(&mut ai[k..], i);
-            l.store(&mut af[k..], fg);
-            l.store(&mut ag[k..], g);
-            l.store(&mut ao[k..], o);
-            l.store(&mut c_out[k..], c);
-            l.store(&mut h_out[k..], hv);
-            l.store(&mut cs[k..], c);
-            l.store(&mut hs[k..], hv);
-            k += L::N;
+        {
+            let mut gates = [&mut *ai, &mut *af, &mut *ag, &mut *ao];
+            let mut state = [&mut *cs, &mut *hs, &mut *c_out, &mut *h_out];
+            // two vectors of every gate at a time, then one
+            while k + 2 * L::N <= h {
+                forward_blocks::<L, 2, 8>(l, k, &mut gates, &mut state);
+                k += 2 * L::N;
+            }
+            while k + L::N <= h {
+                forward_blocks::<L, 1, 4>(l, k, &mut gates, &mut state);
+                k += L::N;
+            }
         }
         if k < h {
             // the tail through the portable loop
@@ -269,6 +320,55 @@ impl<L: Lanes> pulp::WithSimd for GatesForwardFast<'_, L> {
                 out: [&mut c_out[k..h], &mut h_out[k..h]],
             }
             .with_simd(pulp::Scalar::new());
+        }
+    }
+}
+
+/// The gate update of `M` vectors of hidden units from `k` on (`G` = `4M` gate vectors):
+/// `gates` `[i, f, g, o]` (pre-activations in, activations out), `state` `[c, h, c_out, h_out]`.
+/// Every exponential and reciprocal of the `G` gate vectors is evaluated interleaved
+/// ([`Lanes::exp_n`]), then the `M` cell tanh's; the values are those of the one-vector
+/// functions, bit for bit.
+#[inline(always)]
+fn forward_blocks<L: Lanes, const M: usize, const G: usize>(
+    l: L,
+    k: usize,
+    gates: &mut [&mut [f32]; 4],
+    state: &mut [&mut [f32]; 4],
+) {
+    // (plain loops, no closures: see `Lanes::exp_n`)
+    // σ(x) = 1 / (1 + e^{-x}); tanh(x) = 1 - 2 / (e^{2x} + 1) for the g gate
+    let mut v = [l.splat(0.0); G];
+    for (j, v) in v.iter_mut().enumerate() {
+        let x = l.load(&gates[j % 4][k + (j / 4) * L::N..]);
+        *v = if j % 4 == 2 {
+            l.add(x, x)
+        } else {
+            l.sub(l.splat(0.0), x)
+        };
+    }
+    let mut v = l.exp_n(v);
+    for v in &mut v {
+        *v = l.add(*v, l.splat(1.0));
+    }
+    let mut act = l.recip_n(v);
+    for (j, a) in act.iter_mut().enumerate() {
+        if j % 4 == 2 {
+            *a = l.fnma(l.splat(2.0), *a, l.splat(1.0));
+        }
+        l.store(&mut gates[j % 4][k + (j / 4) * L::N..], *a);
+    }
+    let mut c = [l.splat(0.0); M];
+    for (m, c) in c.iter_mut().enumerate() {
+        let (i, f, g) = (act[4 * m], act[4 * m + 1], act[4 * m + 2]);
+        *c = l.fma(f, l.load(&state[0][k + m * L::N..]), l.mul(i, g));
+    }
+    let tc = l.tanh_n(c);
+    for m in 0..M {
+        let o = m * L::N + k;
+        let hv = l.mul(act[4 * m + 3], tc[m]);
+        for (q, v) in [c[m], hv, c[m], hv].into_iter().enumerate() {
+            l.store(&mut state[q][o..], v);
         }
     }
 }
@@ -296,27 +396,26 @@ impl<L: Lanes> pulp::WithSimd for GatesBackwardFast<'_, L> {
         let [di, df, dg, d_o] = self.dgates;
         let [dhb, dcb] = self.carry;
         let h = ai.len();
-        let full = h / L::N * L::N;
-        let one = l.splat(1.0);
         let mut k = 0;
-        while k < full {
-            let (i, fg) = (l.load(&ai[k..]), l.load(&af[k..]));
-            let (g, o) = (l.load(&ag[k..]), l.load(&ao[k..]));
-            let tc = l.tanh(l.load(&c_s[k..]));
-            let dh = l.add(l.load(&gh[k..]), l.load(&dhb[k..]));
-            let dc = l.add(l.load(&gc[k..]), l.load(&dcb[k..]));
-            // dc_total = dc + dh·o·(1 - tanh²c)
-            let dho = l.mul(dh, o);
-            let dct = l.fma(dho, l.fnma(tc, tc, one), dc);
-            l.store(&mut di[k..], l.mul(l.mul(dct, g), l.dsigmoid(i)));
-            l.store(
-                &mut df[k..],
-                l.mul(l.mul(dct, l.load(&cp[k..])), l.dsigmoid(fg)),
-            );
-            l.store(&mut dg[k..], l.mul(l.mul(dct, i), l.fnma(g, g, one)));
-            l.store(&mut d_o[k..], l.mul(l.mul(dh, tc), l.dsigmoid(o)));
-            l.store(&mut dcb[k..], l.mul(dct, fg));
-            k += L::N;
+        {
+            let acts = [ai, af, ag, ao];
+            let grads = [gh, gc];
+            let mut dgates = [&mut *di, &mut *df, &mut *dg, &mut *d_o];
+            let mut carry = [&mut *dhb, &mut *dcb];
+            // two vectors at a time (their tanh(c) interleaved, see `Lanes::exp_n`), then one
+            while k + 2 * L::N <= h {
+                let tc = l.tanh_n([l.load(&c_s[k..]), l.load(&c_s[k + L::N..])]);
+                for (m, &tc) in tc.iter().enumerate() {
+                    let at = k + m * L::N;
+                    backward_vector(l, at, tc, &acts, cp, &grads, &mut dgates, &mut carry);
+                }
+                k += 2 * L::N;
+            }
+            while k + L::N <= h {
+                let tc = l.tanh(l.load(&c_s[k..]));
+                backward_vector(l, k, tc, &acts, cp, &grads, &mut dgates, &mut carry);
+                k += L::N;
+            }
         }
         if k < h {
             // the tail through the portable loop
@@ -330,6 +429,39 @@ impl<L: Lanes> pulp::WithSimd for GatesBackwardFast<'_, L> {
             .with_simd(pulp::Scalar::new());
         }
     }
+}
+
+/// The gate gradients of one vector of hidden units at `k`, given `tanh(c)` there; the slices
+/// are [`GatesBackwardFast`]'s (`acts` `[i, f, g, o]`, `cp` the previous cell state, `grads`
+/// `[dh, dc]`, `dgates` `[di, df, dg, do]`, `carry` `[dh, dc]` from the next step).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_vector<L: Lanes>(
+    l: L,
+    k: usize,
+    tc: L::V,
+    acts: &[&[f32]; 4],
+    cp: &[f32],
+    grads: &[&[f32]; 2],
+    dgates: &mut [&mut [f32]; 4],
+    carry: &mut [&mut [f32]; 2],
+) {
+    let one = l.splat(1.0);
+    let (i, fg) = (l.load(&acts[0][k..]), l.load(&acts[1][k..]));
+    let (g, o) = (l.load(&acts[2][k..]), l.load(&acts[3][k..]));
+    let dh = l.add(l.load(&grads[0][k..]), l.load(&carry[0][k..]));
+    let dc = l.add(l.load(&grads[1][k..]), l.load(&carry[1][k..]));
+    // dc_total = dc + dh·o·(1 - tanh²c)
+    let dho = l.mul(dh, o);
+    let dct = l.fma(dho, l.fnma(tc, tc, one), dc);
+    l.store(&mut dgates[0][k..], l.mul(l.mul(dct, g), l.dsigmoid(i)));
+    l.store(
+        &mut dgates[1][k..],
+        l.mul(l.mul(dct, l.load(&cp[k..])), l.dsigmoid(fg)),
+    );
+    l.store(&mut dgates[2][k..], l.mul(l.mul(dct, i), l.fnma(g, g, one)));
+    l.store(&mut dgates[3][k..], l.mul(l.mul(dh, tc), l.dsigmoid(o)));
+    l.store(&mut carry[1][k..], l.mul(dct, fg));
 }
 
 #[cfg(test)]
@@ -371,7 +503,7 @@ mod tests {
             }
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        for h in [16usize, 37, 64] {
+        for h in [16usize, 24, 37, 64] {
             let mut pre: Vec<Vec<f32>> = (0..4)
                 .map(|_| (0..h).map(|_| rng.random_range(-12.0..12.0)).collect())
                 .collect();
@@ -390,22 +522,25 @@ mod tests {
             close(&what, &fast.1, &portable.1);
             close(&what, &fast.2, &portable.2);
         }
-        // the backward kernel
-        let h = 37;
-        let mut v =
-            |lo: f32, hi: f32| -> Vec<f32> { (0..h).map(|_| rng.random_range(lo..hi)).collect() };
-        let acts = [v(0.0, 1.0), v(0.0, 1.0), v(-1.0, 1.0), v(0.0, 1.0)];
-        let cells = [v(-3.0, 3.0), v(-3.0, 3.0)];
-        let grads = [v(-1.0, 1.0), v(-1.0, 1.0)];
-        let carry = [v(-1.0, 1.0), v(-1.0, 1.0)];
-        let fast = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
-            simd.vectorize(op.twin(lanes))
-        });
-        let portable = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
-            op.with_simd(pulp::Scalar::new())
-        });
-        close("backward", &fast.0, &portable.0);
-        close("backward", &fast.1, &portable.1);
+        // the backward kernel: two vectors at a time, one, and a tail
+        for h in [24usize, 37] {
+            let mut v = |lo: f32, hi: f32| -> Vec<f32> {
+                (0..h).map(|_| rng.random_range(lo..hi)).collect()
+            };
+            let acts = [v(0.0, 1.0), v(0.0, 1.0), v(-1.0, 1.0), v(0.0, 1.0)];
+            let cells = [v(-3.0, 3.0), v(-3.0, 3.0)];
+            let grads = [v(-1.0, 1.0), v(-1.0, 1.0)];
+            let carry = [v(-1.0, 1.0), v(-1.0, 1.0)];
+            let fast = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+                simd.vectorize(op.twin(lanes))
+            });
+            let portable = gates_backward_case(&acts, &cells, &grads, &carry, |op| {
+                op.with_simd(pulp::Scalar::new())
+            });
+            let what = format!("backward, h {h}");
+            close(&what, &fast.0, &portable.0);
+            close(&what, &fast.1, &portable.1);
+        }
         // NaN in, NaN out (not a clamped finite value)
         let mut pre = vec![vec![0f32; 16]; 4];
         pre[0] = vec![f32::NAN; 16];
