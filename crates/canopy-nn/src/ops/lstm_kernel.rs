@@ -39,7 +39,9 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{fill_rows, par_zeroed, slice, zeros_par, Float, Saved, SavedCell};
+use crate::ops::cpu::{
+    fill_rows, par_zeroed, slice, sum_in_order, zeros_par, Float, Saved, SavedCell,
+};
 #[cfg(target_arch = "x86_64")]
 use crate::ops::gates_fast::{Lanes, Narrow, Wide};
 use crate::ops::gemm::{matmul, Mat};
@@ -516,17 +518,20 @@ fn lstm_backward<T: Float>(
     Ok(())
 }
 
-/// Fewest rows per part when the weight-gradient product is split over threads by rows.
+/// Fewest rows per part of the weight-gradient product (see [`weight_grads`]).
 const WGRAD_MIN_ROWS: usize = 256;
+/// Most parts the weight-gradient product is split into.
+const WGRAD_MAX_PARTS: usize = 16;
 
 /// The weight and bias gradients of one direction from its `dxw` `(B·T, 4H)`:
 /// `d[W_ih | W_hh | bias] = dxwᵀ [x | h_prev | 1]`, one product, split into `dw` `(4H, C + H)`
 /// and `db` `(4H)` (one pass over `dxw` instead of three: one layer 128 -> 128 on (256, 45),
 /// forward + backward at 1 thread 121.7 -> 114.7 ms).
 ///
-/// With several threads the `B·T` rows (the product's inner dimension) are split into one
-/// contiguous part per thread, each part's product runs single-threaded and the partial sums
-/// are added: `gemm`'s own threading splits the small `4H x (C + H + 1)` output instead and
+/// The `B·T` rows (the product's inner dimension) are split into fixed parts of at least
+/// [`WGRAD_MIN_ROWS`] rows (at most [`WGRAD_MAX_PARTS`]), each part's product runs on one
+/// thread and the partial sums are added in order, so the result does not depend on the
+/// thread count. `gemm`'s own threading splits the small `4H x (C + H + 1)` output instead and
 /// barely gains from a second thread on this shape (512 x 257 x 11520 on the AMD EPYC: 46 ms
 /// on one thread, 31-50 ms on two; split by rows, 25-30 ms).
 #[allow(clippy::too_many_arguments)]
@@ -575,25 +580,14 @@ fn weight_grads<T: Float>(
             x.len()
         ));
     }
-    let parts = if bt >= 2 * WGRAD_MIN_ROWS {
-        threads.clamp(1, bt / WGRAD_MIN_ROWS)
-    } else {
-        1
-    };
+    let per = bt.div_ceil(WGRAD_MAX_PARTS).max(WGRAD_MIN_ROWS).min(bt);
+    let parts = bt.div_ceil(per.max(1));
     let g = if parts > 1 {
-        let per = bt.div_ceil(parts);
         let sums = (0..parts)
             .into_par_iter()
             .map(|k| partial(k * per, ((k + 1) * per).min(bt), 1))
             .collect::<Result<Vec<_>, String>>()?;
-        let mut sums = sums.into_iter();
-        let mut g = sums.next().unwrap_or_default();
-        for p in sums {
-            for (a, b) in g.iter_mut().zip(&p) {
-                *a += *b;
-            }
-        }
-        g
+        sum_in_order(sums, g4 * ch1)
     } else {
         partial(0, bt, threads)?
     };
@@ -1354,10 +1348,10 @@ mod tests {
         assert_eq!(backward(true), backward(false));
     }
 
-    /// The weight gradients split over threads by rows (several parts, uneven last part,
-    /// padded steps in both directions) equal the single product.
+    /// The weight gradients, computed in parts of rows (three here, the last one short),
+    /// equal the sums written out, with padded steps in both directions, for any thread count.
     #[test]
-    fn weight_gradients_split_by_rows_equal_one_product() {
+    fn weight_gradients_in_parts_equal_the_sums() {
         let (b, t, c, h) = (13usize, 47usize, 5usize, 4usize);
         let (bt, g4) = (b * t, 4 * h);
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -1365,6 +1359,7 @@ mod tests {
             |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
         let (x, dxw, states) = (v(bt * c), v(bt * g4), v(2 * bt * h));
         let lengths: Vec<usize> = (0..b).map(|i| t - (i * 7) % t).collect();
+        assert!(bt > 2 * WGRAD_MIN_ROWS, "the test must take the split path");
         for reverse in [false, true] {
             let op = LstmLayerOp::new(h, reverse, Some(lengths.clone()));
             let h_all = DirRows::new(&states, 0, 0, (bt, 1, h));
@@ -1373,37 +1368,41 @@ mod tests {
                 weight_grads(&op, &x, h_all, &dxw, (&mut dw, &mut db), (b, t, c), threads).unwrap();
                 (dw, db)
             };
-            assert!(
-                bt >= 2 * WGRAD_MIN_ROWS,
-                "the test must take the split path"
+            let (dw, db) = grads(2);
+            assert_eq!(
+                (dw.clone(), db.clone()),
+                grads(1),
+                "thread count changed the sums"
             );
-            let (one, split) = (grads(1), grads(2));
-            let (split3, _) = grads(3);
-            for (k, (p, q)) in one
-                .0
-                .iter()
-                .zip(&split.0)
-                .chain(one.0.iter().zip(&split3))
-                .enumerate()
-            {
-                assert!(
-                    (p - q).abs() < 1e-12,
-                    "reverse {reverse}, dw[{k}]: {p} vs {q}"
-                );
-            }
-            for (p, q) in one.1.iter().zip(&split.1) {
-                assert!((p - q).abs() < 1e-12, "reverse {reverse}, db: {p} vs {q}");
-            }
-            // and the product is the gradient: dW_hh row 0, column 0 by hand
-            let mut want = 0.0;
-            for bi in 0..b {
-                for s in 0..lengths[bi] {
-                    if let Some(p) = op.prev(s, lengths[bi], t) {
-                        want += dxw[(bi * t + s) * g4] * states[(bi * t + p) * h];
+            // d[W_ih | W_hh][q][j] = Σ_rows dxw[row][q] [x | h_prev][row][j], db = Σ dxw
+            for q in 0..g4 {
+                for j in 0..=c + h {
+                    let mut want = 0.0;
+                    for bi in 0..b {
+                        for s in 0..t {
+                            let r = bi * t + s;
+                            let input = if j < c {
+                                x[r * c + j]
+                            } else if j < c + h {
+                                let prev = op.prev(s, lengths[bi], t).filter(|_| s < lengths[bi]);
+                                prev.map_or(0.0, |p| states[(bi * t + p) * h + j - c])
+                            } else {
+                                1.0
+                            };
+                            want += dxw[r * g4 + q] * input;
+                        }
                     }
+                    let got = if j < c + h {
+                        dw[q * (c + h) + j]
+                    } else {
+                        db[q]
+                    };
+                    assert!(
+                        (got - want).abs() < 1e-11,
+                        "reverse {reverse}, [{q}][{j}]: {got} vs {want}"
+                    );
                 }
             }
-            assert!((one.0[c] - want).abs() < 1e-12, "{} vs {want}", one.0[c]);
         }
     }
 
