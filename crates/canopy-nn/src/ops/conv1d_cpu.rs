@@ -595,6 +595,17 @@ impl Conv1dOp {
                         let first = lo * s + shift - p;
                         if s == 1 {
                             dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        } else if s == 2 {
+                            // the first halves of pairs (de-interleaved with shuffles, where
+                            // `step_by` stays scalar); the last value's pair may reach past
+                            // the row, so it is copied on its own
+                            let m = hi - lo;
+                            for (v, pair) in
+                                dst[lo..hi - 1].iter_mut().zip(src[first..].chunks_exact(2))
+                            {
+                                *v = pair[0];
+                            }
+                            dst[hi - 1] = src[first + 2 * (m - 1)];
                         } else {
                             for (v, &u) in
                                 dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(s))
