@@ -53,7 +53,7 @@ fn tap_span(t: usize, a: Axis1, len_in: usize, len_out: usize) -> (usize, usize,
 /// take the first entry of each group, which vectorises where a `step_by` loop stays scalar;
 /// other strides one value at a time, without a bounds test per value.
 #[inline]
-fn copy_strided<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+pub(crate) fn copy_strided<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     match step {
         1 => dst.copy_from_slice(&src[..dst.len()]),
         2 => copy_every::<T, 2>(dst, src),
