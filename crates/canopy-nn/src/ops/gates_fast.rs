@@ -3,7 +3,10 @@
 //! exponent bits, reciprocals from `vrcpps`), each followed by one Newton step. Exponentials are
 //! the Cephes polynomial of [`super::cpu::exp_approx`] evaluated with FMAs. The portable loops in
 //! [`super::lstm_kernel`] divide and round separately (Rust does not contract `a * b + c` into an
-//! FMA), and that is what these kernels save.
+//! FMA), and that is what these kernels save. Each exponential is a long chain of dependent
+//! operations, so the kernels evaluate those of several vectors interleaved ([`Lanes::exp_n`]:
+//! the four gates of two vectors at once in the forward update), which lets the CPU overlap
+//! the chains.
 //!
 //! The values differ from the portable loop's by rounding (both are within a few ulps of the
 //! exact functions; checked in the tests, for every width the CPU has).

@@ -17,8 +17,9 @@
 //! and all cell states as one `(2, B, T, D·H)` tensor (so both halves are contiguous views);
 //! every direction writes its states straight into its columns and the backward pass reads
 //! them, and their gradients, in place: there is no per-direction copy. Padded steps (lengths)
-//! keep the state and output zeros, as `pack_padded_sequence` does. The weight gradients are
-//! single matrix products over all steps after the loop.
+//! keep the state and output zeros, as `pack_padded_sequence` does. The input gradient is one
+//! matrix product over all steps after the loop, the weight and bias gradients one product per
+//! fixed part of the rows, summed in order (see `weight_grads`).
 //!
 //! Sequences of a batch never interact, so the time loop runs as independent rayon tasks, one
 //! per (direction, block of sequences), each single-threaded: with two threads a

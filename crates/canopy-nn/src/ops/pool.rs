@@ -345,8 +345,9 @@ impl Window {
     }
 
     /// The window maxima of one row `x` into `y` (NaN propagates). Inside cells take `kernel`
-    /// strided passes over the row (one per window offset); the few cells at the ends scan their
-    /// clipped window (`cols`, from [`MaxPoolOp::ranges`]).
+    /// passes over the row (one per window offset: contiguous slices at stride 1, pairs of taps
+    /// at stride 2, strided iterators otherwise); the few cells at the ends scan their clipped
+    /// window (`cols`, from [`MaxPoolOp::ranges`]).
     fn row_max<T: Float>(&self, x: &[T], y: &mut [T], cols: &[Span]) {
         let (j0, j1) = self.interior(x.len());
         for (j, (o, &(c0, c1))) in y.iter_mut().zip(cols).enumerate() {
