@@ -348,6 +348,20 @@ fn kn2row_enabled() -> bool {
     KN2ROW.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+static DIRECT_1D: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether [`conv1d`] and [`conv1d_act`] may run the forward pass of f32 convolutions with few
+/// input channels on the register-tiled direct kernel (AVX2 / AVX-512; on by default;
+/// process-wide). Off, they take the `gemm` paths like every other shape: for comparisons and
+/// tests.
+pub fn set_direct_conv1d_enabled(on: bool) {
+    DIRECT_1D.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn direct_conv1d_enabled() -> bool {
+    DIRECT_1D.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// 2-D convolution (cross-correlation) like `torch.nn.functional.conv2d`, with stride, padding
 /// and dilation given per axis. CPU f32/f64 inputs take the blocked im2col + gemm kernels of
 /// [`conv_cpu`](crate::ops::conv_cpu) (backward included), Winograd kernels for 3x3 layers, or

@@ -39,7 +39,10 @@
 //! order, so it does not depend on the number of threads.
 //!
 //! Kernels of 3, 5 or 7 taps with stride 1 and at least 64 channels in and out take the
-//! Winograd kernels of [`super::winograd1d`] for the forward pass and both gradients.
+//! Winograd kernels of [`super::winograd1d`] for the forward pass and both gradients. The f32
+//! forward pass of kernels with more than one tap and fewer than 64 input channels runs on the
+//! register-tiled direct kernel of [`super::conv1d_direct`] where the CPU has AVX2 + FMA (their
+//! backward passes stay here).
 //!
 //! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every
 //! configuration before), this saves the gather of `K` copies of the input and runs products as
@@ -472,6 +475,25 @@ impl Conv1dOp {
     ) -> Result<Vec<T>, String> {
         if winograd1d::applies(d.k, self.stride, self.dilation, d.ci, d.co) {
             return winograd1d::forward(x, w, self.winograd_dims(d), epi);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let g = crate::ops::conv1d_direct::Geometry {
+                b: d.b,
+                ci: d.ci,
+                l: d.l,
+                co: d.co,
+                k: d.k,
+                stride: self.stride,
+                pad: self.padding,
+                dil: self.dilation,
+                lout: d.lout,
+            };
+            if g.applies() && crate::ops::conv::direct_conv1d_enabled() {
+                if let Some(y) = crate::ops::conv1d_direct::forward(x, w, g, epi) {
+                    return y;
+                }
+            }
         }
 
         // pointwise kernels with a stride (MS-ResNet's shortcuts) read their inputs as a strided

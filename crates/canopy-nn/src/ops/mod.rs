@@ -7,6 +7,8 @@ pub mod channel;
 pub mod concat;
 pub mod conv;
 mod conv1d_cpu;
+#[cfg(target_arch = "x86_64")]
+mod conv1d_direct;
 mod conv_cpu;
 pub mod conv_transpose;
 pub(crate) mod cpu;
@@ -31,7 +33,7 @@ pub use channel::{add_channel_bias, batch_norm_train, scale_shift};
 pub use concat::cat_channels;
 pub use conv::{
     conv1d, conv1d_act, conv1d_as_2d, conv1d_reference, conv2d, conv2d_act, conv2d_reference,
-    set_kn2row_enabled, Axis1, Conv1dConfig, Conv2dConfig,
+    set_direct_conv1d_enabled, set_kn2row_enabled, Axis1, Conv1dConfig, Conv2dConfig,
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
