@@ -53,8 +53,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::ops::cpu::{
-    par_zeroed, par_zeroed_map, slice, sum_in_order, with_scratch, xw_backward, zeros_par, Float,
-    XwKernel,
+    par_appended, par_zeroed_map, slice, sum_in_order, with_scratch, xw_backward, zeros_par,
+    Appender, Float, XwKernel,
 };
 use crate::ops::gemm::{matmul, Mat};
 use crate::ops::im2col::copy_strided;
@@ -137,24 +137,34 @@ impl<'a, T: Float> Epilogue<'a, T> {
         }
     }
 
-    /// `yb (nbl, C_out, L_out) = epilogue(out)` for a product `out (C_out x n)` whose columns
-    /// hold the sequences `pitch` apart (the first `L_out` of each are outputs).
+    /// Appends `epilogue(out)` to `yb` as `(nbl, C_out, L_out)` for a product
+    /// `out (C_out x n)` whose columns hold the sequences `pitch` apart (the first `L_out` of
+    /// each are outputs).
     pub(crate) fn store_block(
         &self,
         out: &[T],
         pitch: usize,
         (nbl, lout): (usize, usize),
-        yb: &mut [T],
+        yb: &mut Appender<'_, T>,
     ) {
-        let co = yb.len() / (nbl * lout).max(1);
+        let co = yb.capacity() / (nbl * lout).max(1);
         let n = out.len() / co.max(1);
         for bl in 0..nbl {
             for o in 0..co {
-                self.store_channel(
-                    o,
-                    &out[o * n + bl * pitch..][..lout],
-                    &mut yb[(bl * co + o) * lout..][..lout],
-                );
+                let src = &out[o * n + bl * pitch..][..lout];
+                let b = self.bias.map_or(T::ZERO, |b| b[o]);
+                match (self.bias.is_some(), self.relu) {
+                    (false, false) => yb.extend_map(src, |u| u),
+                    (true, false) => yb.extend_map(src, |u| u + b),
+                    (_, true) => yb.extend_map(src, |u| {
+                        let t = u + b;
+                        if t > T::ZERO {
+                            t
+                        } else {
+                            T::ZERO
+                        }
+                    }),
+                }
             }
         }
     }
@@ -507,11 +517,11 @@ impl Conv1dOp {
         let wt = taps(w, d);
         let (s, dil) = (self.stride, self.dilation);
         let kc = d.k * d.ci;
-        par_zeroed(
+        par_appended(
             d.b * d.co * d.lout,
             d.nb * d.co * d.lout,
-            |blk, yb: &mut [T]| -> Result<(), String> {
-                let nbl = yb.len() / (d.co * d.lout);
+            |blk, yb: &mut Appender<'_, T>| -> Result<(), String> {
+                let nbl = yb.capacity() / (d.co * d.lout);
                 let total = d.block_rows(self, nbl);
                 let n = nbl * d.pitch();
                 let cols_len = if d.compact { n * kc } else { 0 };
@@ -567,11 +577,11 @@ impl Conv1dOp {
         let wt = taps(w, d);
         let kc = d.k * d.ci;
         let nb = COLS_BLOCK.div_ceil(d.lout).clamp(1, d.b.max(1));
-        par_zeroed(
+        par_appended(
             d.b * d.co * d.lout,
             nb * d.co * d.lout,
-            |blk, yb: &mut [T]| -> Result<(), String> {
-                let nbl = yb.len() / (d.co * d.lout);
+            |blk, yb: &mut Appender<'_, T>| -> Result<(), String> {
+                let nbl = yb.capacity() / (d.co * d.lout);
                 // a multiple of 16 columns: gemm then reads the columns in place (no packing)
                 let n = (nbl * d.lout).next_multiple_of(16);
                 with_scratch(kc * n, d.co * n, |cols: &mut [T], out| {

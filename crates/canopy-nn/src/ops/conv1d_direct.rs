@@ -43,7 +43,7 @@
 use std::any::TypeId;
 
 use crate::ops::conv1d_cpu::Epilogue;
-use crate::ops::cpu::{par_zeroed, with_scratch, Float};
+use crate::ops::cpu::{par_appended, with_scratch, Appender, Float};
 use crate::ops::gates_fast::{Lanes, Narrow, Wide};
 use crate::ops::im2col::copy_strided;
 
@@ -130,10 +130,6 @@ pub(crate) fn forward<T: Float>(
     }
     // (T is f32: the casts only change the static type)
     let (x, w): (&[f32], &[f32]) = (bytemuck::cast_slice(x), bytemuck::cast_slice(w));
-    let epi = Epilogue {
-        bias: epi.bias.map(bytemuck::cast_slice::<T, f32>),
-        relu: epi.relu,
-    };
     if let Some(simd) = pulp::x86::V4::try_new() {
         return Some(forward_with::<T, _, _>(Wide(simd), simd, x, w, g, epi));
     }
@@ -149,7 +145,7 @@ fn forward_with<T: Float, L: Lanes + Send + Sync, S: pulp::Simd>(
     x: &[f32],
     w: &[f32],
     g: Geometry,
-    epi: Epilogue<'_, f32>,
+    epi: Epilogue<'_, T>,
 ) -> Result<Vec<T>, String> {
     let (s, d, kc) = (g.stride, g.dil, g.k * g.ci);
     let span = d * g.k.saturating_sub(1);
@@ -188,28 +184,33 @@ fn forward_with<T: Float, L: Lanes + Send + Sync, S: pulp::Simd>(
             (c * s + (k * d) % s) * wrow + (k * d) / s
         })
         .collect();
-    par_zeroed(
+    par_appended(
         g.b * g.co * g.lout,
         nb * g.co * g.lout,
-        |blk, yb: &mut [T]| {
-            let yb: &mut [f32] = bytemuck::cast_slice_mut(yb);
-            let nbl = yb.len() / (g.co * g.lout);
+        |blk, yb: &mut Appender<'_, T>| {
+            let nbl = yb.capacity() / (g.co * g.lout);
             // columns up to the last valid output of the block, in whole tiles
             let cols = ((nbl - 1) * lq + g.lout).next_multiple_of(width);
-            with_scratch(g.ci * s * wrow, g.co * cols, |rows: &mut [f32], out| {
-                phase_rows(x, g, (blk * nb, nbl), wrow, rows);
-                simd.vectorize(Tiles {
-                    lanes,
-                    rows,
-                    offsets: &offsets,
-                    wp: &wp,
-                    kc,
-                    co: g.co,
-                    cols,
-                    out,
-                });
-                epi.store_block(&out[..g.co * cols], lq, (nbl, g.lout), yb);
-            });
+            with_scratch(
+                g.ci * s * wrow,
+                g.co * cols,
+                |rows: &mut [T], out: &mut [T]| {
+                    let rows: &mut [f32] = bytemuck::cast_slice_mut(rows);
+                    let out32: &mut [f32] = bytemuck::cast_slice_mut(out);
+                    phase_rows(x, g, (blk * nb, nbl), wrow, rows);
+                    simd.vectorize(Tiles {
+                        lanes,
+                        rows,
+                        offsets: &offsets,
+                        wp: &wp,
+                        kc,
+                        co: g.co,
+                        cols,
+                        out: out32,
+                    });
+                    epi.store_block(&out[..g.co * cols], lq, (nbl, g.lout), yb);
+                },
+            );
             Ok::<(), String>(())
         },
     )
