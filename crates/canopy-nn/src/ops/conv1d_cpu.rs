@@ -41,8 +41,9 @@
 //! Kernels of 3, 5 or 7 taps with stride 1 and at least 64 channels in and out take the
 //! Winograd kernels of [`super::winograd1d`] for the forward pass and both gradients. The f32
 //! forward pass of kernels with more than one tap and fewer than 64 input channels runs on the
-//! register-tiled direct kernel of [`super::conv1d_direct`] where the CPU has AVX2 + FMA (their
-//! backward passes stay here).
+//! register-tiled direct kernel of [`super::conv1d_direct`] where the CPU has AVX2 + FMA; so
+//! does the input gradient of a unit-stride convolution with fewer than 64 output channels (a
+//! convolution of `dY` with the flipped kernel), whose weight gradient is then computed here.
 //!
 //! Compared with the im2col path of 2-D convolutions (which `conv1d` used for every
 //! configuration before), this saves the gather of `K` copies of the input and runs products as
@@ -356,6 +357,33 @@ impl XwKernel for Conv1dOp {
         if self.padding < d.k && winograd1d::applies(d.k, s, dil, d.ci, d.co) {
             return self.winograd_backward(x, w, dy, d, need_dx);
         }
+        // with unit stride the input gradient is the convolution of dY with the flipped kernel
+        // (padding d(K - 1) - p): on the direct kernel where that applies, and the products
+        // below compute the weight gradient only
+        #[cfg(target_arch = "x86_64")]
+        if need_dx && s == 1 && self.padding <= dil * (d.k - 1) {
+            let g = crate::ops::conv1d_direct::Geometry {
+                b: d.b,
+                ci: d.co,
+                l: d.lout,
+                co: d.ci,
+                k: d.k,
+                stride: 1,
+                pad: dil * (d.k - 1) - self.padding,
+                dil,
+                lout: d.l,
+            };
+            if g.applies() && crate::ops::conv::direct_conv1d_enabled() {
+                let flipped = flipped_kernel(w, d);
+                if let Some(dx) =
+                    crate::ops::conv1d_direct::forward(dy, &flipped, g, Epilogue::none())
+                {
+                    let dx = dx?;
+                    let (_, dw) = self.backward(x, w, dy, d, false)?;
+                    return Ok((Some(dx), dw));
+                }
+            }
+        }
         let wt = taps(w, d);
         let blocks = d.b.div_ceil(d.nb);
         let per = blocks.div_ceil(MAX_PARTIALS); // blocks per partial
@@ -652,14 +680,7 @@ impl Conv1dOp {
             return Ok((None, dw));
         }
         // dX[c, i] = Σ_o Σ_j dY[o, i + (K - 1 - p) - j] · W[o, c, K - 1 - j]
-        let mut flipped = zeros_par(w.len());
-        for (oc, taps) in w.chunks(d.k).enumerate() {
-            let (o, c) = (oc / d.ci, oc % d.ci);
-            let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
-            for (f, &v) in dst.iter_mut().rev().zip(taps) {
-                *f = v;
-            }
-        }
+        let flipped = flipped_kernel(w, d);
         let back = Dims1 {
             b: d.b,
             c_in: d.co,
@@ -687,6 +708,20 @@ impl Conv1dOp {
             lout: d.lout,
         }
     }
+}
+
+/// `F[c, o, j] = W[o, c, K - 1 - j]`, `(C_in, C_out, K)`: the kernel whose convolution of `dY`
+/// (unit stride, padding `d(K - 1) - p`) is the input gradient of a unit-stride convolution.
+fn flipped_kernel<T: Float>(w: &[T], d: Dims) -> Vec<T> {
+    let mut flipped = zeros_par(w.len());
+    for (oc, taps) in w.chunks(d.k).enumerate() {
+        let (o, c) = (oc / d.ci, oc % d.ci);
+        let dst = &mut flipped[(c * d.co + o) * d.k..][..d.k];
+        for (f, &v) in dst.iter_mut().rev().zip(taps) {
+            *f = v;
+        }
+    }
+    flipped
 }
 
 /// Sequences `src[b0..b0 + nb]` (`(·, c, len)`) as `total` time-major rows of `c` values,

@@ -42,6 +42,12 @@
 //! A task takes a block of sequences and, per [`DEPTH`] taps, runs each weight panel (6 KB,
 //! in L1) over all column tiles of the block, adding to the partial sums of the taps before.
 //!
+//! The input gradient of a unit-stride convolution is the convolution of `dY` with the flipped
+//! kernel (`F[c, o, j] = W[o, c, K - 1 - j]`, padding `d(K - 1) - p`), so the backward pass of
+//! [`super::conv1d_cpu`] runs it here too when that convolution qualifies (fewer than 64
+//! *output* channels in the layer); strided layers' input gradients and all weight gradients
+//! stay on `gemm`.
+//!
 //! Each output is one sum in a fixed order (over `c`, then `k`), whatever the number of
 //! threads. f64, and CPUs without AVX2 + FMA, take the `gemm` paths.
 
@@ -527,6 +533,81 @@ mod tests {
                     (f64::from(u) - v).abs() <= tol,
                     "op case {i}: output {j} is {u}, want {v}"
                 );
+            }
+        }
+        // the input gradient of unit-stride convolutions with fewer than 64 output channels
+        // (the flipped kernel on dY, padding d(K - 1) - p) against the f64 gemm path; the
+        // weight gradient comes from the gemm path in both
+        for (i, g) in [
+            geometry((7, 20, 30, 32, 5, 1, 2, 1)),
+            geometry((5, 8, 40, 16, 3, 1, 1, 2)),
+            geometry((4, 6, 45, 32, 41, 1, 20, 1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let flipped = Geometry {
+                ci: g.co,
+                l: g.lout,
+                co: g.ci,
+                pad: g.dil * (g.k - 1) - g.pad,
+                lout: g.l,
+                ..g
+            };
+            assert!(flipped.applies(), "gradient case {i}");
+            let x: Vec<f32> = (0..g.b * g.ci * g.l)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let w: Vec<f32> = (0..g.co * g.ci * g.k)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let r: Vec<f32> = (0..g.b * g.co * g.lout)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let cfg = crate::ops::Conv1dConfig {
+                axis: crate::ops::Axis1 {
+                    stride: 1,
+                    padding: g.pad,
+                    dilation: g.dil,
+                },
+                groups: 1,
+            };
+            let grads = |dt: candle_core::DType| {
+                let t = |v: &[f32], shape: (usize, usize, usize)| {
+                    let t = candle_core::Tensor::from_slice(v, shape, &dev).unwrap();
+                    candle_core::Var::from_tensor(&t.to_dtype(dt).unwrap()).unwrap()
+                };
+                let (xv, wv) = (t(&x, (g.b, g.ci, g.l)), t(&w, (g.co, g.ci, g.k)));
+                let rt = t(&r, (g.b, g.co, g.lout));
+                let y = crate::ops::conv1d(xv.as_tensor(), wv.as_tensor(), None, cfg).unwrap();
+                let gr = (&y * rt.as_tensor())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                [&xv, &wv].map(|v| {
+                    let gv = gr.get(v.as_tensor()).unwrap();
+                    let gv = gv.to_dtype(candle_core::DType::F64).unwrap();
+                    gv.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+                })
+            };
+            let (got, want) = (
+                grads(candle_core::DType::F32),
+                grads(candle_core::DType::F64),
+            );
+            for (name, u, v, terms) in [
+                ("dx", &got[0], &want[0], g.co * g.k),
+                ("dw", &got[1], &want[1], g.b * g.lout),
+            ] {
+                assert_eq!(u.len(), v.len());
+                let tol = 2e-6 * terms as f64;
+                for (j, (a, b)) in u.iter().zip(v.iter()).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "gradient case {i} {name}[{j}]: {a} vs {b}"
+                    );
+                }
             }
         }
         // f64 is not this kernel's
