@@ -389,6 +389,11 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// `n` values drawn uniformly from [-1, 1).
+    fn uniform(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
     /// `epi(conv1d(x, w))` summed in f64, one output at a time.
     fn reference(x: &[f32], w: &[f32], g: Geometry, bias: &[f32], relu: bool) -> Vec<f64> {
         let mut y = vec![0.0; g.b * g.co * g.lout];
@@ -459,13 +464,9 @@ mod tests {
         ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for (i, &g) in cases.iter().enumerate() {
-            let x: Vec<f32> = (0..g.b * g.ci * g.l)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..g.co * g.ci * g.k)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let bias: Vec<f32> = (0..g.co).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = uniform(&mut rng, g.b * g.ci * g.l);
+            let w = uniform(&mut rng, g.co * g.ci * g.k);
+            let bias = uniform(&mut rng, g.co);
             for relu in [false, true] {
                 let epi = Epilogue {
                     bias: Some(&bias),
@@ -505,13 +506,9 @@ mod tests {
         .enumerate()
         {
             assert_eq!(g.applies(), i < 2, "case {i}");
-            let x: Vec<f32> = (0..g.b * g.ci * g.l)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..g.co * g.ci * g.k)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let bias: Vec<f32> = (0..g.co).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = uniform(&mut rng, g.b * g.ci * g.l);
+            let w = uniform(&mut rng, g.co * g.ci * g.k);
+            let bias = uniform(&mut rng, g.co);
             let xt = candle_core::Tensor::from_slice(&x, (g.b, g.ci, g.l), &dev).unwrap();
             let wt = candle_core::Tensor::from_slice(&w, (g.co, g.ci, g.k), &dev).unwrap();
             let bt = candle_core::Tensor::from_slice(&bias, g.co, &dev).unwrap();
@@ -555,15 +552,9 @@ mod tests {
                 ..g
             };
             assert!(flipped.applies(), "gradient case {i}");
-            let x: Vec<f32> = (0..g.b * g.ci * g.l)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let w: Vec<f32> = (0..g.co * g.ci * g.k)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
-            let r: Vec<f32> = (0..g.b * g.co * g.lout)
-                .map(|_| rng.random_range(-1.0..1.0))
-                .collect();
+            let x = uniform(&mut rng, g.b * g.ci * g.l);
+            let w = uniform(&mut rng, g.co * g.ci * g.k);
+            let r = uniform(&mut rng, g.b * g.co * g.lout);
             let cfg = crate::ops::Conv1dConfig {
                 axis: crate::ops::Axis1 {
                     stride: 1,
