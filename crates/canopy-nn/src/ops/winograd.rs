@@ -566,54 +566,77 @@ fn output_adjoint_into_body<T: Float>(
     layout: &VLayout,
     dm: &mut [T],
 ) {
-    // even / odd columns of the two output rows of a tile row
-    let mut eo = vec![T::ZERO; 4 * tw];
+    // per chunk of tile rows c0 .. c1 (see CHUNK_TILES), h[(2k + i)·np + t]: the row product
+    // `· Aᵀ` (e, e + o, e - o, -o) of the even / odd columns of output row i of tile t's block
+    let rows = chunk_rows(tw);
+    let np = rows * tw;
+    let mut h = vec![T::ZERO; 8 * np];
     for co in layout.channels.clone() {
         let plane = &dy[co * ho * wo..(co + 1) * ho * wo];
         let co_at = (co - layout.channels.start) * layout.ci_stride + layout.col0;
-        for tr in r0..r1 {
-            for i in 0..2 {
-                let (e, o) = eo[2 * i * tw..(2 * i + 2) * tw].split_at_mut(tw);
-                let oy = 2 * tr + i;
+        for c0 in (r0..r1).step_by(rows) {
+            let c1 = (c0 + rows).min(r1);
+            let nt = (c1 - c0) * tw;
+            for q in 0..2 * (c1 - c0) {
+                let oy = 2 * c0 + q;
+                let [h0, h1, h2, h3] = runs4(&mut h, (q % 2) * np + (q / 2) * tw, 2 * np, tw);
                 if oy >= ho {
-                    e.fill(T::ZERO);
-                    o.fill(T::ZERO);
+                    for hk in [h0, h1, h2, h3] {
+                        hk.fill(T::ZERO);
+                    }
                     continue;
                 }
                 let row = &plane[oy * wo..(oy + 1) * wo];
                 let mut pairs = row.chunks_exact(2);
-                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(&mut pairs) {
-                    *e = pair[0];
-                    *o = pair[1];
+                for ((((pair, a), b), c), d) in (&mut pairs)
+                    .zip(h0.iter_mut())
+                    .zip(h1.iter_mut())
+                    .zip(h2.iter_mut())
+                    .zip(h3.iter_mut())
+                {
+                    let (e, o) = (pair[0], pair[1]);
+                    *a = e;
+                    *b = e + o;
+                    *c = e - o;
+                    *d = T::ZERO - o;
                 }
                 if let [last] = pairs.remainder() {
-                    e[tw - 1] = *last;
-                    o[tw - 1] = T::ZERO;
+                    (h0[tw - 1], h1[tw - 1], h2[tw - 1], h3[tw - 1]) =
+                        (*last, *last, *last, T::ZERO);
                 }
             }
-            let (e0, rest) = eo.split_at(tw);
-            let (o0, rest) = rest.split_at(tw);
-            let (e1, o1) = rest.split_at(tw);
-            let base = (tr - r0) * tw;
-            // P = A dY: rows (e0, o0), (e0 + e1, o0 + o1), (e0 - e1, o0 - o1), (-e1, -o1);
-            // dM[r] = P[r] Aᵀ: (p_e, p_e + p_o, p_e - p_o, -p_o)
-            for r in 0..4 {
-                let at = |k: usize| (r * 4 + k) * layout.xi_stride + co_at + base;
-                for j in 0..tw {
-                    let (pe, po) = match r {
-                        0 => (e0[j], o0[j]),
-                        1 => (e0[j] + e1[j], o0[j] + o1[j]),
-                        2 => (e0[j] - e1[j], o0[j] - o1[j]),
-                        _ => (T::ZERO - e1[j], T::ZERO - o1[j]),
-                    };
-                    dm[at(0) + j] = pe;
-                    dm[at(1) + j] = pe + po;
-                    dm[at(2) + j] = pe - po;
-                    dm[at(3) + j] = T::ZERO - po;
+            // the column product `A ·`: dM[4r + k] = (h_k0, h_k0 + h_k1, h_k0 - h_k1,
+            // -h_k1)[r], each a contiguous run over the chunk's tiles
+            let base = co_at + (c0 - r0) * tw;
+            for k in 0..4 {
+                let (e, o) = h[2 * k * np..(2 * k + 2) * np].split_at(np);
+                let (e, o) = (&e[..nt], &o[..nt]);
+                let at = |r: usize| (r * 4 + k) * layout.xi_stride + base;
+                for (d, &e) in dm[at(0)..][..nt].iter_mut().zip(e) {
+                    *d = e;
+                }
+                for ((d, &e), &o) in dm[at(1)..][..nt].iter_mut().zip(e).zip(o) {
+                    *d = e + o;
+                }
+                for ((d, &e), &o) in dm[at(2)..][..nt].iter_mut().zip(e).zip(o) {
+                    *d = e - o;
+                }
+                for (d, &o) in dm[at(3)..][..nt].iter_mut().zip(o) {
+                    *d = T::ZERO - o;
                 }
             }
         }
     }
+}
+
+/// The four runs of `len` values of `buf` at `first`, `first + step`, `first + 2·step` and
+/// `first + 3·step` (`step >= len`), borrowed together.
+#[inline(always)]
+fn runs4<T>(buf: &mut [T], first: usize, step: usize, len: usize) -> [&mut [T]; 4] {
+    let (a, rest) = buf[first..].split_at_mut(step);
+    let (b, rest) = rest.split_at_mut(step);
+    let (c, d) = rest.split_at_mut(step);
+    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
 }
 
 /// `dg = Gᵀ dU[·][co][ci] G` for every kernel: the adjoint of [`weight_transform`], one
@@ -678,71 +701,67 @@ fn input_transform_into_body<T: Float>(
     let (h, w) = (g.h, g.w);
     let (ph, pw) = (g.ah.padding as isize, g.aw.padding);
     let pad_w = 2 * tw + 2;
-    let half = tw + 1;
-    let mut buf = vec![T::ZERO; pad_w];
-    // even / odd columns of the four rows, then of their column transform
-    let mut ev = vec![T::ZERO; 4 * half];
-    let mut od = vec![T::ZERO; 4 * half];
-    let mut te = vec![T::ZERO; 4 * half];
-    let mut to = vec![T::ZERO; 4 * half];
     let n_copy = w.min(pad_w.saturating_sub(pw));
+    // per chunk of tile rows c0 .. c1 (see CHUNK_TILES), the tiles read the 2·(c1 - c0) + 2
+    // input rows from 2·c0 - ph; row q's product `· B` (d0 - d2, d1 + d2, d2 - d1, d1 - d3
+    // over columns 2j .. 2j + 3) for tile column j goes to hb[(2k + q % 2)·np + (q / 2)·tw +
+    // j], so that the rows under tile t are at t and t + tw of the even and odd planes
+    let rows = chunk_rows(tw);
+    let np = (rows + 1) * tw;
+    let mut hb = vec![T::ZERO; 8 * np];
+    let mut buf = vec![T::ZERO; pad_w];
     for ci in layout.channels.clone() {
         let plane = &img[ci * h * w..(ci + 1) * h * w];
         let ci_at = (ci - layout.channels.start) * layout.ci_stride + layout.col0;
-        for tr in r0..r1 {
-            let y0 = 2 * tr as isize - ph;
-            for k in 0..4 {
-                let yy = y0 + k as isize;
-                let (e, o) = (
-                    &mut ev[k * half..(k + 1) * half],
-                    &mut od[k * half..(k + 1) * half],
-                );
+        for c0 in (r0..r1).step_by(rows) {
+            let c1 = (c0 + rows).min(r1);
+            let nt = (c1 - c0) * tw;
+            for q in 0..2 * (c1 - c0) + 2 {
+                let yy = (2 * c0 + q) as isize - ph;
+                let [h0, h1, h2, h3] = runs4(&mut hb, (q % 2) * np + (q / 2) * tw, 2 * np, tw);
                 if yy < 0 || yy >= h as isize {
-                    e.fill(T::ZERO);
-                    o.fill(T::ZERO);
+                    for hk in [h0, h1, h2, h3] {
+                        hk.fill(T::ZERO);
+                    }
                     continue;
                 }
                 let row = &plane[yy as usize * w..(yy as usize + 1) * w];
-                buf.fill(T::ZERO);
                 buf[pw..pw + n_copy].copy_from_slice(&row[..n_copy]);
-                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(buf.chunks_exact(2)) {
-                    *e = pair[0];
-                    *o = pair[1];
+                // tile column j reads the pairs (2j, 2j + 1) and (2j + 2, 2j + 3)
+                let pairs = buf.chunks_exact(2).zip(buf[2..].chunks_exact(2));
+                for (((((p, q), a), b), c), e) in pairs
+                    .zip(h0.iter_mut())
+                    .zip(h1.iter_mut())
+                    .zip(h2.iter_mut())
+                    .zip(h3.iter_mut())
+                {
+                    let (d0, d1, d2, d3) = (p[0], p[1], q[0], q[1]);
+                    *a = d0 - d2;
+                    *b = d1 + d2;
+                    *c = d2 - d1;
+                    *e = d1 - d3;
                 }
             }
-            // column transform Bᵀ d: t0 = d0 - d2, t1 = d1 + d2, t2 = d2 - d1, t3 = d1 - d3
-            for (src, dst) in [(&ev, &mut te), (&od, &mut to)] {
-                let (d0, rest) = src.split_at(half);
-                let (d1, rest) = rest.split_at(half);
-                let (d2, d3) = rest.split_at(half);
-                let (t0, rest) = dst.split_at_mut(half);
-                let (t1, rest) = rest.split_at_mut(half);
-                let (t2, t3) = rest.split_at_mut(half);
-                for j in 0..half {
-                    t0[j] = d0[j] - d2[j];
-                    t1[j] = d1[j] + d2[j];
-                    t2[j] = d2[j] - d1[j];
-                    t3[j] = d1[j] - d3[j];
+            // the column product `Bᵀ ·` over the rows of each tile, a contiguous run over the
+            // chunk's tiles per frequency: V[4r + k] = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)[r]
+            // of the rows d0 .. d3 = even[t], odd[t], even[t + tw], odd[t + tw] of plane k
+            let base = ci_at + (c0 - r0) * tw;
+            for k in 0..4 {
+                let (even, odd) = hb[2 * k * np..(2 * k + 2) * np].split_at(np);
+                let (d0, d2) = (&even[..nt], &even[tw..]);
+                let (d1, d3) = (&odd[..nt], &odd[tw..]);
+                let at = |r: usize| (r * 4 + k) * layout.xi_stride + base;
+                for ((o, &a), &b) in v[at(0)..][..nt].iter_mut().zip(d0).zip(d2) {
+                    *o = a - b;
                 }
-            }
-            // row transform (· B) for all tiles of the row at once
-            let base = (tr - r0) * tw;
-            for r in 0..4 {
-                let (e, o) = (&te[r * half..(r + 1) * half], &to[r * half..(r + 1) * half]);
-                let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
-                let at = |k: usize| (r * 4 + k) * layout.xi_stride + ci_at + base;
-                let (k0, k1, k2, k3) = (at(0), at(1), at(2), at(3));
-                for ((dst, &a), &b) in v[k0..k0 + tw].iter_mut().zip(e0).zip(e1) {
-                    *dst = a - b;
+                for ((o, &a), &b) in v[at(1)..][..nt].iter_mut().zip(d1).zip(d2) {
+                    *o = a + b;
                 }
-                for ((dst, &a), &b) in v[k1..k1 + tw].iter_mut().zip(o0).zip(e1) {
-                    *dst = a + b;
+                for ((o, &a), &b) in v[at(2)..][..nt].iter_mut().zip(d2).zip(d1) {
+                    *o = a - b;
                 }
-                for ((dst, &a), &b) in v[k2..k2 + tw].iter_mut().zip(e1).zip(o0) {
-                    *dst = a - b;
-                }
-                for ((dst, &a), &b) in v[k3..k3 + tw].iter_mut().zip(o0).zip(o1) {
-                    *dst = a - b;
+                for ((o, &a), &b) in v[at(3)..][..nt].iter_mut().zip(d1).zip(d3) {
+                    *o = a - b;
                 }
             }
         }
@@ -774,61 +793,75 @@ fn output_transform_from_body<T: Float>(
     out: &mut [&mut [T]],
     epi: Epilogue<'_, T>,
 ) {
-    // per output row pair: s[i][col][j] = (Aᵀ M)[i][col] of tile j
-    let mut s = vec![T::ZERO; 8 * tw];
-    let mut even = vec![T::ZERO; tw];
-    let mut odd = vec![T::ZERO; tw];
+    let rows = chunk_rows(tw);
+    let np = rows * tw;
+    // per chunk of tile rows: s[(2c + i)·np + t] = (q0 + q1 + q2, q1 - q2 - q3)[i] of
+    // frequencies c, 4 + c, 8 + c, 12 + c (the column product `Aᵀ ·`)
+    let mut s = vec![T::ZERO; 8 * np];
     for (k, seg) in out.iter_mut().enumerate() {
         let co = co0 + k;
-        let rows_here = seg.len() / wo;
-        for ti in 0..rows_here.div_ceil(2) {
-            let q = |xi: usize| {
-                let at = (xi * c_out + co) * stride + col0 + ti * tw;
-                &m[at..at + tw]
-            };
+        for (chunk, ys) in seg.chunks_mut(2 * rows * wo).enumerate() {
+            let rows_here = ys.len() / wo;
+            let nt = rows_here.div_ceil(2) * tw;
+            let first = (co * stride) + col0 + chunk * np;
             for col in 0..4 {
+                let q = |xi: usize| &m[xi * c_out * stride + first..][..nt];
                 let (q0, q1, q2, q3) = (q(col), q(4 + col), q(8 + col), q(12 + col));
-                let (s0, s1) = s[col * 2 * tw..(col + 1) * 2 * tw].split_at_mut(tw);
-                for j in 0..tw {
-                    s0[j] = q0[j] + q1[j] + q2[j];
-                    s1[j] = q1[j] - q2[j] - q3[j];
+                let (s0, s1) = s[2 * col * np..(2 * col + 2) * np].split_at_mut(np);
+                let q = q0.iter().zip(q1).zip(q2).zip(q3);
+                for ((s0, s1), (((&a, &b), &c), &d)) in s0.iter_mut().zip(s1).zip(q) {
+                    *s0 = a + b + c;
+                    *s1 = b - c - d;
                 }
             }
+            // the row product `· A`, in place: the even / odd output columns of row i of
+            // every tile's block into the runs of c = 0 and 1
             for i in 0..2 {
-                let oy = 2 * ti + i;
-                if oy >= rows_here {
-                    continue;
+                let [a, b, c, d] = runs4(&mut s, i * np, 2 * np, nt);
+                for (((a, b), &c), &d) in a.iter_mut().zip(b.iter_mut()).zip(&*c).zip(&*d) {
+                    let (e, o) = (*a + *b + c, *b - c - d);
+                    (*a, *b) = (e, o);
                 }
-                let sc = |col: usize| &s[(col * 2 + i) * tw..(col * 2 + i + 1) * tw];
-                let (a, b, c, d) = (sc(0), sc(1), sc(2), sc(3));
-                for j in 0..tw {
-                    even[j] = a[j] + b[j] + c[j];
-                    odd[j] = b[j] - c[j] - d[j];
-                }
-                let row = &mut seg[oy * wo..(oy + 1) * wo];
+            }
+            for (oy, row) in ys.chunks_exact_mut(wo).enumerate() {
+                let (ti, i) = (oy / 2, oy % 2);
+                let even = &s[i * np + ti * tw..][..tw];
+                let odd = &s[(2 + i) * np + ti * tw..][..tw];
                 let mut pairs = row.chunks_exact_mut(2);
-                for ((pair, &e), &o) in (&mut pairs).zip(&even).zip(&odd) {
+                for ((pair, &e), &o) in (&mut pairs).zip(even).zip(odd) {
                     pair[0] = e;
                     pair[1] = o;
                 }
                 if let [last] = pairs.into_remainder() {
                     *last = even[tw - 1];
                 }
-                epi.apply_channel(co, row);
             }
         }
+        epi.apply_channel(co, seg);
     }
 }
 
-/// Tiles per row from which the transforms run compiled for the CPU's widest SIMD: their loops
-/// run along tile rows, and a 16-lane loop leaves a row of 12 tiles (a 24 x 24 map) entirely to
-/// its scalar tail, where the baseline build's 4-lane loops cover it (ConvLSTM step forward +
-/// backward 48.5 -> 50.8 ms with the wide loops on every row length).
+/// Tiles the transforms take together (whole tile rows, at least one): their column passes run
+/// over all of a chunk's tiles at once, and its row passes' results stay in the L1 cache (40
+/// in unit tests, so that their images take several chunks, the last one partial).
+const CHUNK_TILES: usize = if cfg!(test) { 40 } else { 256 };
+
+/// Tile rows per chunk of the transforms (see [`CHUNK_TILES`]).
+fn chunk_rows(tw: usize) -> usize {
+    (CHUNK_TILES / tw.max(1)).max(1)
+}
+
+/// Tiles per row from which the transforms run compiled for the CPU's widest SIMD. Their
+/// column passes run over all the tiles of a task, but the row passes run along one tile row,
+/// and a 16-lane loop leaves a row of 12 tiles (a 24 x 24 map) entirely to its scalar tail;
+/// shorter rows run at AVX2 width (8 lanes) where the CPU has it, the baseline build otherwise.
 const WIDE_ROWS: usize = 32;
 
-/// One call of a transform, run compiled for the widest instruction set the CPU has (pulp's
-/// run-time dispatch; the crate's baseline build vectorises its loops with SSE2 only) when tile
-/// rows have at least [`WIDE_ROWS`] tiles, for the baseline otherwise.
+/// One call of a transform, run compiled for the instruction set that suits its rows (pulp's
+/// run-time dispatch; the crate's baseline build vectorises its loops with SSE2 only), see
+/// [`WIDE_ROWS`]. ConvLSTM step (16 x 77 -> 256 channels, 24 x 24), transform samples per
+/// sample of the `gemm` microkernel, one thread: 0.42 on the baseline build, 0.37 at AVX2 width
+/// (Zen 3).
 enum Transform<'a, 'b, T> {
     /// [`input_transform_into_body`]`(cv, img, (r0, r1, tw), layout, v)`.
     Input(
@@ -882,11 +915,16 @@ impl<T: Float> Transform<'_, '_, T> {
             Transform::Input(_, _, rows, ..) | Transform::Adjoint(_, _, rows, ..) => rows.2,
             Transform::Output(_, _, tw, ..) => *tw,
         };
-        if tw < WIDE_ROWS {
-            pulp::WithSimd::with_simd(self, pulp::Scalar::new());
-        } else {
+        if tw >= WIDE_ROWS {
             pulp::Arch::new().dispatch(self);
+            return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            pulp::Simd::vectorize(simd, self);
+            return;
+        }
+        pulp::WithSimd::with_simd(self, pulp::Scalar::new());
     }
 }
 
