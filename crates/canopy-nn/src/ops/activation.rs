@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
 
-use crate::ops::cpu::{chunk_at, par_build, slice, Float};
+use crate::ops::cpu::{chunk_at, par_build, par_build_appended, slice, Float};
 use crate::Result;
 
 /// Elements per parallel task.
@@ -187,14 +187,19 @@ fn add_relu_rows<T: Float>(
         return Vec::new();
     }
     let rows_per_task = (CHUNK / len.max(1)).max(1);
-    par_build(rows * len, rows_per_task * len, |task, yc: &mut [T]| {
+    // every value is written: appended, not zero-filled first
+    par_build_appended(rows * len, rows_per_task * len, |task, yc| {
         let ac = chunk_at(a, rows_per_task * len, task);
-        for (r, (yr, ar)) in yc.chunks_mut(len).zip(ac.chunks(len)).enumerate() {
+        for (r, ar) in ac.chunks(len).enumerate() {
             let br = &b[off + (task * rows_per_task + r) * step..][..len];
-            for ((o, &u), &v) in yr.iter_mut().zip(ar).zip(br) {
+            yc.extend(ar.iter().zip(br).map(|(&u, &v)| {
                 let s = u + v;
-                *o = if s > T::ZERO { s } else { T::ZERO };
-            }
+                if s > T::ZERO {
+                    s
+                } else {
+                    T::ZERO
+                }
+            }));
         }
     })
 }

@@ -309,6 +309,18 @@ impl<T: Copy> Appender<'_, T> {
         self.buf.len()
     }
 
+    /// Appends the values of `values` (as many as there is room for).
+    #[inline]
+    pub(crate) fn extend(&mut self, values: impl IntoIterator<Item = T>) {
+        let room = &mut self.buf[self.len..];
+        let mut n = 0;
+        for (d, v) in room.iter_mut().zip(values) {
+            d.write(v);
+            n += 1;
+        }
+        self.len += n;
+    }
+
     /// Appends `f(v)` for each `v` of `src` (as many as there is room for).
     #[inline]
     pub(crate) fn extend_map(&mut self, src: &[T], f: impl Fn(T) -> T) {
@@ -358,6 +370,21 @@ pub(crate) fn par_appended<T: GemmScalar, E: Send>(
     #[allow(unsafe_code)]
     let v = unsafe { v.assume_init() };
     Ok(v.into_vec())
+}
+
+/// [`par_appended`] for an `f` that cannot fail.
+pub(crate) fn par_build_appended<T: GemmScalar>(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut Appender<'_, T>) + Sync,
+) -> Vec<T> {
+    match par_appended(n, chunk, |i, app| {
+        f(i, app);
+        Ok::<(), std::convert::Infallible>(())
+    }) {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
 }
 
 /// [`par_zeroed`] for an `f` that cannot fail.
@@ -645,7 +672,7 @@ mod tests {
             let len = app.capacity() - i % 3;
             let part = &src[i * chunk..i * chunk + len];
             app.extend_map(&part[..len / 2], |x| 2.0 * x);
-            app.extend_map(&part[len / 2..], |x| 2.0 * x);
+            app.extend(part[len / 2..].iter().map(|x| 2.0 * x));
             Ok(())
         })
         .unwrap();

@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 
-use crate::ops::cpu::{par_build, slice, Float};
+use crate::ops::cpu::{par_build, par_build_appended, slice, Float};
 
 use crate::error::{invalid, shape};
 use crate::Result;
@@ -367,18 +367,13 @@ struct NearestToChannelsFirst {
 fn nearest_forward<T: Float>(x: &[T], (t, c): (usize, usize), l: usize) -> Vec<T> {
     let src: Vec<usize> = nearest_sources(t, l).collect();
     let per_seq = c * l;
-    par_build(
-        x.len() / (t * c).max(1) * per_seq,
-        per_seq,
-        |b, yb: &mut [T]| {
-            let xb = &x[b * t * c..(b + 1) * t * c];
-            for (ch, row) in yb.chunks_mut(l).enumerate() {
-                for (v, &s) in row.iter_mut().zip(&src) {
-                    *v = xb[s * c + ch];
-                }
-            }
-        },
-    )
+    // every value is written: appended, not zero-filled first
+    par_build_appended(x.len() / (t * c).max(1) * per_seq, per_seq, |b, yb| {
+        let xb = &x[b * t * c..(b + 1) * t * c];
+        for ch in 0..c {
+            yb.extend(src.iter().map(|&s| xb[s * c + ch]));
+        }
+    })
 }
 
 /// The gradient of [`nearest_forward`]: `dx[b, s, c] = Σ_{d: src(d) = s} g[b, c, d]`, summed
