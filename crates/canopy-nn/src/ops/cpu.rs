@@ -321,6 +321,18 @@ impl<T: Copy> Appender<'_, T> {
         self.len += n;
     }
 
+    /// The values appended so far, to be updated in place (a product accumulated onto rows
+    /// appended as its initial value, say).
+    pub(crate) fn written(&mut self) -> &mut [T] {
+        let done = &mut self.buf[..self.len];
+        // SAFETY: the first `len` values were written by `extend` / `extend_map`;
+        // `MaybeUninit<T>` has the layout of `T`.
+        #[allow(unsafe_code)]
+        unsafe {
+            &mut *(done as *mut [std::mem::MaybeUninit<T>] as *mut [T])
+        }
+    }
+
     /// Appends `f(v)` for each `v` of `src` (as many as there is room for).
     #[inline]
     pub(crate) fn extend_map(&mut self, src: &[T], f: impl Fn(T) -> T) {
@@ -673,6 +685,13 @@ mod tests {
             let part = &src[i * chunk..i * chunk + len];
             app.extend_map(&part[..len / 2], |x| 2.0 * x);
             app.extend(part[len / 2..].iter().map(|x| 2.0 * x));
+            // what was appended, read back and updated in place
+            let w = app.written();
+            assert_eq!(w.len(), len);
+            if let Some(first) = w.first_mut() {
+                assert_eq!(*first, 2.0 * part[0]);
+                *first += 1.0;
+            }
             Ok(())
         })
         .unwrap();
@@ -680,7 +699,11 @@ mod tests {
         for (k, &x) in v.iter().enumerate() {
             let (i, j) = (k / chunk, k % chunk);
             let len = if i < 10 { 1000 } else { 7 } - i % 3;
-            let expect = if j < len { 2.0 * src[k] } else { 0.0 };
+            let expect = match j {
+                0 if len > 0 => 2.0 * src[k] + 1.0,
+                _ if j < len => 2.0 * src[k],
+                _ => 0.0,
+            };
             assert_eq!(x, expect, "value {k}");
         }
         let failed = par_appended::<f64, String>(5_000, 64, |i, _| {

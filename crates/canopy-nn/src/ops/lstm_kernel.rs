@@ -40,9 +40,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{
-    fill_rows, par_zeroed, slice, sum_in_order, zeros_par, Float, Saved, SavedCell,
-};
+use crate::ops::cpu::{par_appended, slice, sum_in_order, zeros_par, Float, Saved, SavedCell};
 #[cfg(target_arch = "x86_64")]
 use crate::ops::gates_fast::{Lanes, Narrow, Wide};
 use crate::ops::gemm::{matmul, Mat};
@@ -708,15 +706,19 @@ fn bi_forward<T: Float>(
     // product added to it while the block is in cache (a separate pass adding the bias to the
     // finished `(D, B·T, 4H)` product cost ~13 % of a one-layer forward)
     let proj_threads = if nd * bt <= PROJ_ROWS { threads } else { 1 };
-    let mut acts = par_zeroed(nd * bt * g4, PROJ_ROWS * g4, |blk, ab: &mut [T]| {
-        let (r0, rows) = (blk * PROJ_ROWS, ab.len() / g4.max(1));
+    // (the bias rows are appended, not written over a zero-filled block)
+    let mut acts = par_appended(nd * bt * g4, PROJ_ROWS * g4, |blk, ab| {
+        let (r0, rows) = (blk * PROJ_ROWS, ab.capacity() / g4.max(1));
         let mut done = 0;
         while done < rows {
             let (d, local) = ((r0 + done) / bt, (r0 + done) % bt);
             let take = (bt - local).min(rows - done);
             let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
-            let seg = &mut ab[done * g4..(done + take) * g4];
-            fill_rows(seg, &bias[d * g4..(d + 1) * g4]);
+            let bias_row = &bias[d * g4..(d + 1) * g4];
+            for _ in 0..take {
+                ab.extend_map(bias_row, |v| v);
+            }
+            let seg = &mut ab.written()[done * g4..(done + take) * g4];
             let xs = Mat::row_major(&x[local * c..(local + take) * c], take, c);
             matmul(seg, g4, xs, w_ih.t(), true, proj_threads)?;
             done += take;
