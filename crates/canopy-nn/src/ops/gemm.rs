@@ -4,8 +4,9 @@
 //! `gemm::gemm` takes raw pointers and strides; this wrapper takes slices, checks that every
 //! element the strides can reach lies inside them (and that the destination does not overlap
 //! the operands, which `&mut` already guarantees), and only then calls it. canopy-nn has
-//! `unsafe` code in two places only: here, and in `cpu::par_zeroed` (an output vector built from
-//! zero-filled chunks without a separate zeroing pass).
+//! `unsafe` code in three modules only: here; in `cpu` (`par_zeroed`, `par_appended` and its
+//! `Appender`: output vectors built from chunks that are zero-filled or written front to back,
+//! without a separate zeroing pass); and in `allocator` (glibc's `mallopt`).
 //!
 //! canopy-nn depends on `gemm` 0.19 with the `x86-v4` feature: it adds AVX-512 micro-kernels,
 //! chosen at run time when the CPU has them (safe on CPUs without). Because candle-core uses the
