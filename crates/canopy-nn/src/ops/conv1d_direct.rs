@@ -438,6 +438,18 @@ mod tests {
     /// The kernel equals the f64 sum to f32 rounding for strides 1-3, dilations 1-3, padding
     /// beyond the kernel span, channel counts that do not fill a panel, one and many blocks,
     /// with and without the epilogue; the bits do not depend on the number of threads.
+    /// The public op's configuration of `g` (one group).
+    fn config(g: Geometry) -> crate::ops::Conv1dConfig {
+        crate::ops::Conv1dConfig {
+            axis: crate::ops::Axis1 {
+                stride: g.stride,
+                padding: g.pad,
+                dilation: g.dil,
+            },
+            groups: 1,
+        }
+    }
+
     #[test]
     fn direct_kernel_equals_the_sum() {
         if !available() {
@@ -512,14 +524,7 @@ mod tests {
             let xt = candle_core::Tensor::from_slice(&x, (g.b, g.ci, g.l), &dev).unwrap();
             let wt = candle_core::Tensor::from_slice(&w, (g.co, g.ci, g.k), &dev).unwrap();
             let bt = candle_core::Tensor::from_slice(&bias, g.co, &dev).unwrap();
-            let cfg = crate::ops::Conv1dConfig {
-                axis: crate::ops::Axis1 {
-                    stride: g.stride,
-                    padding: g.pad,
-                    dilation: g.dil,
-                },
-                groups: 1,
-            };
+            let cfg = config(g);
             let y = crate::ops::conv1d_act(&xt, &wt, Some(&bt), cfg, true).unwrap();
             assert_eq!(y.dims(), [g.b, g.co, g.lout]);
             let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -555,14 +560,7 @@ mod tests {
             let x = uniform(&mut rng, g.b * g.ci * g.l);
             let w = uniform(&mut rng, g.co * g.ci * g.k);
             let r = uniform(&mut rng, g.b * g.co * g.lout);
-            let cfg = crate::ops::Conv1dConfig {
-                axis: crate::ops::Axis1 {
-                    stride: 1,
-                    padding: g.pad,
-                    dilation: g.dil,
-                },
-                groups: 1,
-            };
+            let cfg = config(g);
             let grads = |dt: candle_core::DType| {
                 let t = |v: &[f32], shape: (usize, usize, usize)| {
                     let t = candle_core::Tensor::from_slice(v, shape, &dev).unwrap();

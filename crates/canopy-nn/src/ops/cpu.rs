@@ -390,10 +390,15 @@ pub(crate) fn par_build_appended<T: GemmScalar>(
     chunk: usize,
     f: impl Fn(usize, &mut Appender<'_, T>) + Sync,
 ) -> Vec<T> {
-    match par_appended(n, chunk, |i, app| {
+    infallible(par_appended(n, chunk, |i, app| {
         f(i, app);
-        Ok::<(), std::convert::Infallible>(())
-    }) {
+        Ok(())
+    }))
+}
+
+/// The value of a result that cannot be an error.
+fn infallible<T>(r: Result<T, std::convert::Infallible>) -> T {
+    match r {
         Ok(v) => v,
         Err(never) => match never {},
     }
@@ -405,13 +410,10 @@ pub(crate) fn par_build<T: GemmScalar>(
     chunk: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) -> Vec<T> {
-    match par_zeroed(n, chunk, |i, c| {
+    infallible(par_zeroed(n, chunk, |i, c| {
         f(i, c);
-        Ok::<(), std::convert::Infallible>(())
-    }) {
-        Ok(v) => v,
-        Err(never) => match never {},
-    }
+        Ok(())
+    }))
 }
 
 /// Chunk `i` of `x` in chunks of `len` values (the last one shorter), as `x.chunks(len)` would

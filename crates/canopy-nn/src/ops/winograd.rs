@@ -656,9 +656,10 @@ fn weight_adjoint<T: Float + Send + Sync>(
 /// `V[ξ][ci][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of tile rows `r0 .. r1`
 /// and every channel (zeros where the patch reads padding).
 ///
-/// Vectorised along tile rows: the four input rows under a tile row are split into their even
-/// and odd columns (tile `j` reads columns `2j .. 2j + 3` of the padded row, i.e. even and odd
-/// entries `j` and `j + 1`), both transforms are then element-wise over `j`.
+/// Two passes per channel and chunk of whole tile rows ([`CHUNK_TILES`]): the row product
+/// `· B` once per input row (tile `j` reads columns `2j .. 2j + 3` of the padded row), into
+/// planes of even and odd rows; then the column product `Bᵀ ·` element-wise over all of the
+/// chunk's tiles at once (contiguous runs, whatever the width of a tile row).
 fn input_transform<T: Float>(
     cv: &ConvGeom,
     img: &[T],
@@ -768,8 +769,10 @@ fn input_transform_into_body<T: Float>(
     }
 }
 
-/// `y = Aᵀ M A` for every tile and output channel, written into the task's output rows
-/// (vectorised along tile rows like [`input_transform`]).
+/// `y = Aᵀ M A` for every tile and output channel, written into the task's output rows (in
+/// two passes per chunk of tile rows like [`input_transform`]: the column product over all of
+/// the chunk's tiles, then the row product, then the even and odd columns interleaved into the
+/// output rows).
 fn output_transform<T: Float>(
     m: &[T],
     c_out: usize,
