@@ -333,6 +333,35 @@ impl<T: Copy> Appender<'_, T> {
         }
     }
 
+    /// Appends the product `lhs · rhs` (`lhs.rows x rhs.cols`, row-major), computed by gemm
+    /// straight into the chunk (no zero-fill or copy first); `threads` as for
+    /// [`matmul`](crate::ops::gemm::matmul).
+    ///
+    /// # Errors
+    /// When the product does not fit in the room left, or gemm's checks fail.
+    pub(crate) fn extend_product(
+        &mut self,
+        lhs: crate::ops::gemm::Mat<'_, T>,
+        rhs: crate::ops::gemm::Mat<'_, T>,
+        threads: usize,
+    ) -> Result<(), String>
+    where
+        T: GemmScalar,
+    {
+        let n = lhs.rows * rhs.cols;
+        let room = self.buf.len() - self.len;
+        if n > room {
+            return Err(format!(
+                "a {}x{} product does not fit in the {room} values left of the chunk",
+                lhs.rows, rhs.cols
+            ));
+        }
+        let dst = &mut self.buf[self.len..self.len + n];
+        crate::ops::gemm::matmul_uninit(dst, rhs.cols, lhs, rhs, threads)?;
+        self.len += n;
+        Ok(())
+    }
+
     /// Appends `f(v)` for each `v` of `src` (as many as there is room for).
     #[inline]
     pub(crate) fn extend_map(&mut self, src: &[T], f: impl Fn(T) -> T) {

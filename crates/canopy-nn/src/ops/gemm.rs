@@ -90,6 +90,74 @@ pub(crate) fn matmul<T: GemmScalar>(
     accumulate: bool,
     threads: usize,
 ) -> Result<(), String> {
+    let (m, n) = check(dst.len(), dst_rs, lhs, rhs)?;
+    if lhs.cols == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(T::ZERO);
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: `check` verified that every index the views can reach lies inside its slice;
+    // `dst` is a unique borrow of initialised values, so it cannot alias `lhs` or `rhs`.
+    #[allow(unsafe_code)]
+    unsafe {
+        product(dst.as_mut_ptr(), dst_rs, lhs, rhs, accumulate, threads)
+    };
+    Ok(())
+}
+
+/// [`matmul`] without `accumulate`, into memory that may be uninitialised: `dst` (m x n,
+/// row-major with row stride `dst_rs`) `= lhs · rhs`. Every value of the `m x n` view is
+/// written; values between rows (when `dst_rs > n`) are left as they are.
+///
+/// gemm never reads the destination when it is told not to accumulate (its micro-kernels then
+/// store `beta · acc` only, and later depth blocks add to values the first one stored), so a
+/// product can fill a fresh buffer without a zero-fill before it.
+///
+/// # Errors
+/// As [`matmul`].
+pub(crate) fn matmul_uninit<T: GemmScalar>(
+    dst: &mut [std::mem::MaybeUninit<T>],
+    dst_rs: usize,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    threads: usize,
+) -> Result<(), String> {
+    let (m, n) = check(dst.len(), dst_rs, lhs, rhs)?;
+    if lhs.cols == 0 {
+        for r in 0..m {
+            for v in &mut dst[r * dst_rs..r * dst_rs + n] {
+                v.write(T::ZERO);
+            }
+        }
+        return Ok(());
+    }
+    // SAFETY: as in `matmul`; `MaybeUninit<T>` has the layout of `T`, and without
+    // `accumulate` gemm only writes the destination (see above).
+    #[allow(unsafe_code)]
+    unsafe {
+        product(
+            dst.as_mut_ptr().cast::<T>(),
+            dst_rs,
+            lhs,
+            rhs,
+            false,
+            threads,
+        )
+    };
+    Ok(())
+}
+
+/// Checks the sizes and that every index the three views can reach lies inside its slice
+/// (`dst_len` values for the destination); returns `(m, n)`.
+fn check<T>(
+    dst_len: usize,
+    dst_rs: usize,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+) -> Result<(usize, usize), String> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k {
         return Err(format!(
@@ -103,35 +171,44 @@ pub(crate) fn matmul<T: GemmScalar>(
     if extent(k, n, rhs.rs, rhs.cs) > rhs.data.len() {
         return Err(format!("gemm: rhs {k}x{n} reaches outside its buffer"));
     }
-    if (m > 1 && dst_rs < n) || extent(m, n, dst_rs, 1) > dst.len() {
+    if (m > 1 && dst_rs < n) || extent(m, n, dst_rs, 1) > dst_len {
         return Err(format!("gemm: dst {m}x{n} reaches outside its buffer"));
     }
+    Ok((m, n))
+}
+
+/// The call into gemm.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads of initialised values) at every
+/// index of the `m x n` view with row stride `dst_rs`, must not overlap the operands, and the
+/// views must have passed [`check`].
+#[allow(unsafe_code)]
+unsafe fn product<T: GemmScalar>(
+    dst: *mut T,
+    dst_rs: usize,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(T::ZERO);
-            }
-        }
-        return Ok(());
+        return;
     }
     let par = if threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
     };
-    // SAFETY: every index the three views can reach was checked above to lie inside its slice;
-    // `dst` is a unique borrow, so it cannot alias `lhs` or `rhs`; strides fit in isize because
-    // the extents fit in slice lengths.
-    #[allow(unsafe_code)]
+    // SAFETY: the caller's contract; strides fit in isize because the extents fit in slice
+    // lengths.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -149,7 +226,6 @@ pub(crate) fn matmul<T: GemmScalar>(
             par,
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +281,35 @@ mod tests {
             .map(|(x, y)| (x - 2.0 * y).abs())
             .fold(0.0, f64::max);
         assert!(err < 1e-12, "{err}");
+    }
+
+    #[test]
+    fn uninit_product_writes_every_value_of_its_view_and_nothing_between_rows() {
+        let (m, k, n, rs) = (5, 9, 70, 73);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();
+        let want = naive(&a, &b, m, k, n);
+        for (inner, lhs) in [(k, Mat::row_major(&a, m, k)), (0, Mat::row_major(&a, m, 0))] {
+            let mut dst = vec![std::mem::MaybeUninit::new(-7.0f64); (m - 1) * rs + n];
+            let rhs = Mat::row_major(&b[..inner * n], inner, n);
+            matmul_uninit(&mut dst, rs, lhs, rhs, 2).unwrap();
+            for r in 0..m {
+                for j in 0..rs.min(dst.len() - r * rs) {
+                    // SAFETY (test): every value was initialised to -7 above
+                    #[allow(unsafe_code)]
+                    let got = unsafe { dst[r * rs + j].assume_init() };
+                    let expect = match (j < n, inner) {
+                        (false, _) => -7.0,
+                        (true, 0) => 0.0,
+                        (true, _) => want[r * n + j],
+                    };
+                    assert!(
+                        (got - expect).abs() < 1e-12,
+                        "row {r} col {j}: {got} vs {expect}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

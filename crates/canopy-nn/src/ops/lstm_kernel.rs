@@ -701,26 +701,42 @@ fn bi_forward<T: Float>(
             bias.len()
         ));
     }
+    // [W_ih | W_hh]ᵀ of each direction, row-major (C + H, 4H): its first C rows are W_ihᵀ and
+    // its last H rows W_hhᵀ, which the products read as they are, where `W_ih` or `W_hh` inside
+    // `[W_ih | W_hh]` would be packed again by `gemm` at every call: at every step for the
+    // recurrent products (~5 % faster, 128 sequences x 128 -> 512, AVX2) and for every block of
+    // `PROJ_ROWS` rows in the input projection (packing was 6.5 % of a one-layer forward,
+    // 128 -> 128, AVX-512)
+    let wn = (c + h) * g4;
+    let mut w_t = vec![T::ZERO; nd * wn];
+    for (d, wt) in w_t.chunks_mut(wn).enumerate() {
+        crate::ops::transpose::transpose(direction_weights(w, d, c, h)?, (g4, c + h), wt);
+    }
     // the input projections x W_ihᵀ + b of every direction, in blocks of rows (a block may end
-    // one direction and start the next): each block is filled with its bias rows and the
-    // product added to it while the block is in cache (a separate pass adding the bias to the
-    // finished `(D, B·T, 4H)` product cost ~13 % of a one-layer forward)
+    // one direction and start the next): gemm writes each block's product straight into the
+    // fresh buffer, and the bias rows are added to it while the block is in cache (a separate
+    // pass adding the bias to the finished `(D, B·T, 4H)` product cost ~13 % of a one-layer
+    // forward; appending the bias rows first and accumulating the product onto them, ~3 %), or
+    // not at all when the bias is zero (BreizhCrops' LSTM has none)
+    let has_bias = bias.iter().any(|&v| v != T::ZERO);
     let proj_threads = if nd * bt <= PROJ_ROWS { threads } else { 1 };
-    // (the bias rows are appended, not written over a zero-filled block)
     let mut acts = par_appended(nd * bt * g4, PROJ_ROWS * g4, |blk, ab| {
         let (r0, rows) = (blk * PROJ_ROWS, ab.capacity() / g4.max(1));
         let mut done = 0;
         while done < rows {
             let (d, local) = ((r0 + done) / bt, (r0 + done) % bt);
             let take = (bt - local).min(rows - done);
-            let (w_ih, _) = weight_views(direction_weights(w, d, c, h)?, c, h);
-            let bias_row = &bias[d * g4..(d + 1) * g4];
-            for _ in 0..take {
-                ab.extend_map(bias_row, |v| v);
-            }
-            let seg = &mut ab.written()[done * g4..(done + take) * g4];
+            let w_ih_t = Mat::row_major(&w_t[d * wn..d * wn + c * g4], c, g4);
             let xs = Mat::row_major(&x[local * c..(local + take) * c], take, c);
-            matmul(seg, g4, xs, w_ih.t(), true, proj_threads)?;
+            ab.extend_product(xs, w_ih_t, proj_threads)?;
+            if has_bias {
+                let bias_row = &bias[d * g4..(d + 1) * g4];
+                for row in ab.written()[done * g4..(done + take) * g4].chunks_mut(g4) {
+                    for (v, &bv) in row.iter_mut().zip(bias_row) {
+                        *v += bv;
+                    }
+                }
+            }
             done += take;
         }
         Ok::<(), String>(())
@@ -733,15 +749,6 @@ fn bi_forward<T: Float>(
         if let Some(dst) = rows.get_mut(j % nd) {
             dst.push(r);
         }
-    }
-    // [W_ih | W_hh]ᵀ of each direction, row-major (C + H, 4H): its last H rows are W_hhᵀ,
-    // which the step products read as is, where `W_hh` inside `[W_ih | W_hh]` would be packed
-    // again by `gemm` at every step (the recurrent products ~5 % faster, 128 sequences x 128 ->
-    // 512, AVX2)
-    let wn = (c + h) * g4;
-    let mut w_t = vec![T::ZERO; nd * wn];
-    for (d, wt) in w_t.chunks_mut(wn).enumerate() {
-        crate::ops::transpose::transpose(direction_weights(w, d, c, h)?, (g4, c + h), wt);
     }
     // tasks: (direction, first sequence, activations, hidden rows, cell rows)
     let (per, inner) = task_split(b, nd, threads);
