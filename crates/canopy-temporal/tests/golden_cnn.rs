@@ -381,9 +381,17 @@ fn training_step_gradients_match_the_reference() {
                     let got = grads
                         .get(v.as_tensor())
                         .unwrap_or_else(|| panic!("{case}: no gradient for {k}"));
-                    let d = rel_diff(got, want);
-                    assert!(d < 1e-10, "{case}: gradient of {k} differs by {d:e}");
-                    worst = worst.max(d);
+                    // a bias right before batch norm (InceptionTime's `pool_conv`) has a gradient
+                    // of exactly zero: both sides hold rounding noise (~1e-17, its pattern moves
+                    // with any change of summation order), checked in absolute terms
+                    let (scale, d) = (max_abs(want), rel_diff(got, want));
+                    if scale < 1e-12 {
+                        let a = max_abs_diff(got, want);
+                        assert!(a < 1e-14, "{case}: zero gradient of {k} is {a:e} off");
+                    } else {
+                        assert!(d < 1e-10, "{case}: gradient of {k} differs by {d:e}");
+                        worst = worst.max(d);
+                    }
                     checked += 1;
                 }
                 None => assert!(

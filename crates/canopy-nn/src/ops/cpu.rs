@@ -455,23 +455,6 @@ pub(crate) fn chunk_at<T>(x: &[T], len: usize, i: usize) -> &[T] {
 /// Values below which [`zeros_par`] fills on the calling thread.
 const ZERO_SERIAL_BELOW: usize = 1 << 18;
 
-/// `dst` (a whole number of rows of `row.len()` values) filled with copies of `row`: one copy,
-/// then doubling `copy_within`s, so a few large copies replace one small copy per row (with
-/// 64-value rows the per-row copies were ~9 % of a Transformer forward, most of it call overhead).
-pub(crate) fn fill_rows<T: Copy>(dst: &mut [T], row: &[T]) {
-    let n = row.len();
-    if n == 0 || dst.len() < n {
-        return;
-    }
-    dst[..n].copy_from_slice(row);
-    let mut filled = n;
-    while filled < dst.len() {
-        let m = filled.min(dst.len() - filled);
-        dst.copy_within(0..m, filled);
-        filled += m;
-    }
-}
-
 /// Float types the fused kernels run on.
 pub(crate) trait Float:
     GemmScalar
@@ -748,17 +731,6 @@ mod tests {
         assert!(par_appended::<f32, ()>(0, 16, |_, _| Ok(()))
             .unwrap()
             .is_empty());
-    }
-
-    /// `fill_rows` repeats the row over whole rows, for row counts around powers of two.
-    #[test]
-    fn fill_rows_repeats_the_row() {
-        let row = [1.0f32, 2.0, 3.0];
-        for rows in [1, 2, 3, 4, 5, 8, 13] {
-            let mut dst = vec![0.0f32; 3 * rows];
-            fill_rows(&mut dst, &row);
-            assert!(dst.chunks(3).all(|r| r == row), "{rows} rows");
-        }
     }
 
     #[test]

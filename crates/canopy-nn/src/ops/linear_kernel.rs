@@ -5,8 +5,9 @@
 //! reduction for the bias gradient (`broadcast_add`'s backward), and candle's gradient
 //! bookkeeping for every intermediate. Here:
 //!
-//! - forward: the rows are split into fixed blocks, each block initialised with the bias and
-//!   accumulated with one single-threaded `gemm` call;
+//! - forward: the rows are split into fixed blocks, each block's product written by one
+//!   single-threaded `gemm` call (with `Wᵀ` made once per call) into the fresh output, then the
+//!   bias and ReLU applied to it while it is in cache;
 //! - backward: `dx = dy W` row block by row block, and `dW = dyᵀ x`, `db = Σ_rows dy` as partial
 //!   sums over at most [`MAX_PARTIALS`] row blocks added in block order, so the weight and bias
 //!   gradients do not depend on the number of threads.
@@ -17,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::cpu::{chunk_at, fill_rows, par_zeroed, slice, sum_in_order, zeros_par, Float};
+use crate::ops::cpu::{chunk_at, par_appended, par_zeroed, slice, sum_in_order, zeros_par, Float};
 use crate::ops::gemm::{matmul, Mat};
 
 /// Rows per block of the forward product and of the input gradient.
@@ -70,30 +71,46 @@ fn forward<T: Float>(
         }
         return Ok(y);
     }
-    let wt = Mat::row_major(w, o, i).t();
+    // Wᵀ (in, out) row-major, made once: gemm reads it as it is, where the transposed view of
+    // `w` would be packed again for every block of rows (~5-15 % of a 256-row block's product
+    // with 64-256 inputs, AVX-512)
+    let mut wt = vec![T::ZERO; i * o];
+    crate::ops::transpose::transpose(w, (o, i), &mut wt);
+    let wt = Mat::row_major(&wt, i, o);
     let threads = if n <= ROW_BLOCK {
         rayon::current_num_threads()
     } else {
         1
     };
-    par_zeroed(n * o, ROW_BLOCK * o, |blk, yb: &mut [T]| {
+    // each block's product is written by gemm straight into the fresh output (no zero-fill or
+    // bias rows first), then the bias and the ReLU are applied in one pass while it is in cache
+    par_appended(n * o, ROW_BLOCK * o, |blk, yb| {
         let xb = chunk_at(x, ROW_BLOCK * i, blk);
-        let rows = yb.len() / o;
-        if let Some(b) = b {
-            fill_rows(yb, b);
-        }
-        matmul(
-            yb,
-            o,
-            Mat::row_major(&xb[..rows * i], rows, i),
-            wt,
-            b.is_some(),
-            threads,
-        )?;
-        if relu {
-            for v in yb.iter_mut() {
-                *v = if *v > T::ZERO { *v } else { T::ZERO };
+        let rows = yb.capacity() / o;
+        yb.extend_product(Mat::row_major(&xb[..rows * i], rows, i), wt, threads)?;
+        let yb = yb.written();
+        match (b, relu) {
+            (Some(b), true) => {
+                for row in yb.chunks_mut(o) {
+                    for (v, &bv) in row.iter_mut().zip(b) {
+                        let s = *v + bv;
+                        *v = if s > T::ZERO { s } else { T::ZERO };
+                    }
+                }
             }
+            (Some(b), false) => {
+                for row in yb.chunks_mut(o) {
+                    for (v, &bv) in row.iter_mut().zip(b) {
+                        *v += bv;
+                    }
+                }
+            }
+            (None, true) => {
+                for v in yb.iter_mut() {
+                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                }
+            }
+            (None, false) => {}
         }
         Ok::<(), String>(())
     })
