@@ -733,6 +733,25 @@ mod tests {
             .is_empty());
     }
 
+    /// A product appended after other values lands right after them; one that does not fit
+    /// in the room left is an error naming its size, and nothing is appended.
+    #[test]
+    fn appended_products_follow_earlier_values_and_must_fit() {
+        use crate::ops::gemm::Mat;
+        let (a, b) = ([1.0f64, 2.0, 3.0, 4.0], [1.0f64, 0.0, 0.0, 1.0]); // b = identity
+        let v = par_appended::<f64, String>(7, 7, |_, app| {
+            app.extend([9.0]);
+            app.extend_product(Mat::row_major(&a, 2, 2), Mat::row_major(&b, 2, 2), 1)?;
+            let e = app
+                .extend_product(Mat::row_major(&a, 2, 2), Mat::row_major(&b, 2, 2), 1)
+                .unwrap_err();
+            assert!(e.contains("2x2") && e.contains("2 values left"), "{e}");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(v, [9.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
+    }
+
     #[test]
     fn approximate_exp_sigmoid_and_tanh_are_accurate_in_f32() {
         let mut worst: f64 = 0.0;

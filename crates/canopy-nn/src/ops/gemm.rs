@@ -325,5 +325,15 @@ mod tests {
             1,
         );
         assert!(e.unwrap_err().contains("lhs"));
+        // the uninitialised destination is checked the same way: 2 x 2 needs 4 values
+        let mut short = vec![std::mem::MaybeUninit::new(0.0f32); 3];
+        let e = matmul_uninit(
+            &mut short,
+            2,
+            Mat::row_major(&a, 2, 3),
+            Mat::row_major(&a, 3, 2),
+            1,
+        );
+        assert!(e.unwrap_err().contains("dst"));
     }
 }
