@@ -42,6 +42,8 @@ pub(crate) trait Lanes: Copy {
     fn load(self, s: &[f32]) -> Self::V;
     /// Stores `v` into the first [`Self::N`] values of `d`.
     fn store(self, d: &mut [f32], v: Self::V);
+    /// Runs `op` compiled for this width's instruction set.
+    fn run<Op: pulp::WithSimd>(self, op: Op) -> Op::Output;
 
     /// `e^x`: `x = n ln2 + r`, Cephes' polynomial for `e^r` (the coefficients of
     /// [`super::cpu::exp_approx`]), then `2^n`.
@@ -211,6 +213,10 @@ impl Lanes for Wide {
     fn store(self, d: &mut [f32], v: __m512) {
         d[..16].copy_from_slice(&pulp::cast::<__m512, [f32; 16]>(v));
     }
+    #[inline(always)]
+    fn run<Op: pulp::WithSimd>(self, op: Op) -> Op::Output {
+        pulp::Simd::vectorize(self.0, op)
+    }
 }
 
 /// 8 lanes of AVX2 + FMA.
@@ -280,6 +286,10 @@ impl Lanes for Narrow {
     fn store(self, d: &mut [f32], v: __m256) {
         d[..8].copy_from_slice(&pulp::cast::<__m256, [f32; 8]>(v));
     }
+    #[inline(always)]
+    fn run<Op: pulp::WithSimd>(self, op: Op) -> Op::Output {
+        pulp::Simd::vectorize(self.0, op)
+    }
 }
 
 /// One step's gate update for one sequence, as [`super::lstm_kernel::GatesForward`] (same slices,
@@ -330,8 +340,8 @@ impl<L: Lanes> pulp::WithSimd for GatesForwardFast<'_, L> {
 /// The gate update of `M` vectors of hidden units from `k` on (`G` = `4M` gate vectors):
 /// `gates` `[i, f, g, o]` (pre-activations in, activations out), `state` `[c, h, c_out, h_out]`.
 /// Every exponential and reciprocal of the `G` gate vectors is evaluated interleaved
-/// ([`Lanes::exp_n`]), then the `M` cell tanh's; the values are those of the one-vector
-/// functions, bit for bit.
+/// ([`Lanes::exp_n`]), then the `M` cell tanh's ([`cell_update`]); the values are those of the
+/// one-vector functions, bit for bit.
 #[inline(always)]
 fn forward_blocks<L: Lanes, const M: usize, const G: usize>(
     l: L,
@@ -339,11 +349,45 @@ fn forward_blocks<L: Lanes, const M: usize, const G: usize>(
     gates: &mut [&mut [f32]; 4],
     state: &mut [&mut [f32]; 4],
 ) {
+    let mut pre = [l.splat(0.0); G];
+    for (j, v) in pre.iter_mut().enumerate() {
+        *v = l.load(&gates[j % 4][k + (j / 4) * L::N..]);
+    }
+    let mut c_prev = [l.splat(0.0); M];
+    for (m, c) in c_prev.iter_mut().enumerate() {
+        *c = l.load(&state[0][k + m * L::N..]);
+    }
+    let (act, c, hv) = cell_update::<L, M, G>(l, pre, c_prev);
+    for (j, a) in act.iter().enumerate() {
+        l.store(&mut gates[j % 4][k + (j / 4) * L::N..], *a);
+    }
+    for m in 0..M {
+        let o = m * L::N + k;
+        for (q, v) in [c[m], hv[m], c[m], hv[m]].into_iter().enumerate() {
+            l.store(&mut state[q][o..], v);
+        }
+    }
+}
+
+/// The gate update of `M` vectors of hidden units held in registers (`G` = `4M`): from the
+/// pre-activations `pre` (`[i, f, g, o]` of vector 0, then of vector 1, ...) and the previous
+/// cell states `c_prev`, returns the activations `σ(i), σ(f), tanh(g), σ(o)` (in `pre`'s order),
+/// the new cell states and the new hidden states. Every exponential and reciprocal of the `G`
+/// gate vectors is evaluated interleaved ([`Lanes::exp_n`]), then the `M` cell tanh's; the values
+/// are those of the one-vector functions, bit for bit, whatever `M`. Shared by the in-memory
+/// update above and the fused recurrence of [`super::lstm_fused`], so both give the same bits
+/// from the same pre-activations.
+#[inline(always)]
+pub(crate) fn cell_update<L: Lanes, const M: usize, const G: usize>(
+    l: L,
+    pre: [L::V; G],
+    c_prev: [L::V; M],
+) -> ([L::V; G], [L::V; M], [L::V; M]) {
     // (plain loops, no closures: see `Lanes::exp_n`)
     // σ(x) = 1 / (1 + e^{-x}); tanh(x) = 1 - 2 / (e^{2x} + 1) for the g gate
-    let mut v = [l.splat(0.0); G];
+    let mut v = pre;
     for (j, v) in v.iter_mut().enumerate() {
-        let x = l.load(&gates[j % 4][k + (j / 4) * L::N..]);
+        let x = *v;
         *v = if j % 4 == 2 {
             l.add(x, x)
         } else {
@@ -359,21 +403,18 @@ fn forward_blocks<L: Lanes, const M: usize, const G: usize>(
         if j % 4 == 2 {
             *a = l.fnma(l.splat(2.0), *a, l.splat(1.0));
         }
-        l.store(&mut gates[j % 4][k + (j / 4) * L::N..], *a);
     }
-    let mut c = [l.splat(0.0); M];
+    let mut c = c_prev;
     for (m, c) in c.iter_mut().enumerate() {
         let (i, f, g) = (act[4 * m], act[4 * m + 1], act[4 * m + 2]);
-        *c = l.fma(f, l.load(&state[0][k + m * L::N..]), l.mul(i, g));
+        *c = l.fma(f, *c, l.mul(i, g));
     }
     let tc = l.tanh_n(c);
-    for m in 0..M {
-        let o = m * L::N + k;
-        let hv = l.mul(act[4 * m + 3], tc[m]);
-        for (q, v) in [c[m], hv, c[m], hv].into_iter().enumerate() {
-            l.store(&mut state[q][o..], v);
-        }
+    let mut hv = tc;
+    for (m, hv) in hv.iter_mut().enumerate() {
+        *hv = l.mul(act[4 * m + 3], *hv);
     }
+    (act, c, hv)
 }
 
 /// One step's gate gradients for one sequence, as [`super::lstm_kernel::GatesBackward`] (same

@@ -45,6 +45,20 @@ use crate::ops::cpu::{par_appended, slice, sum_in_order, zeros_par, Float, Saved
 use crate::ops::gates_fast::{Lanes, Narrow, Wide};
 use crate::ops::gemm::{matmul, Mat};
 
+static FUSED_DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the fused recurrence may be used (the default); see [`set_fused_lstm_enabled`].
+pub(crate) fn fused_enabled() -> bool {
+    !FUSED_DISABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns the fused f32 LSTM recurrence (x86-64 with AVX-512 or AVX2 + FMA, see the module docs)
+/// off (`false`) or back on, process-wide, so that benchmarks and tests can compare it with the
+/// two-pass recurrence on the same machine. On by default; without effect on other CPUs.
+pub fn set_fused_lstm_enabled(on: bool) {
+    FUSED_DISABLED.store(!on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// One direction of a [`LstmBiLayerOp`]: its hidden size, whether it runs in reverse and the
 /// valid steps per sequence, for the per-direction forward and backward loops.
 #[derive(Debug, Clone)]
@@ -64,7 +78,7 @@ impl LstmLayerOp {
         }
     }
 
-    fn len_of(&self, b: usize, t: usize) -> usize {
+    pub(crate) fn len_of(&self, b: usize, t: usize) -> usize {
         self.lengths
             .as_ref()
             .and_then(|l| l.get(b).copied())
@@ -72,7 +86,7 @@ impl LstmLayerOp {
     }
 
     /// Steps in processing order.
-    fn order(&self, t: usize) -> Vec<usize> {
+    pub(crate) fn order(&self, t: usize) -> Vec<usize> {
         if self.reverse {
             (0..t).rev().collect()
         } else {
@@ -336,7 +350,10 @@ impl<T: Float> pulp::WithSimd for GatesBackward<'_, T> {
 /// needs (zeros at padded steps). Hidden and cell states are written straight into `h_rows` /
 /// `c_rows`: one `H`-slice per `(b, s)` row of the layer's output, so the caller needs no
 /// per-direction copy. `w_hh_t` is `W_hhᵀ` `(H, 4H)`. `threads` > 1 splits the products and
-/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread.
+/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread:
+/// for f32 on a CPU with AVX-512 and `H` a multiple of 16, with the fused kernel of
+/// [`super::lstm_fused`] (unless [`set_fused_lstm_enabled`] turned it off), else with
+/// [`lstm_forward_two_pass`].
 #[allow(clippy::too_many_arguments)]
 fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
@@ -362,6 +379,31 @@ fn lstm_forward<T: Float>(
             c_rows.len()
         ));
     }
+    #[cfg(target_arch = "x86_64")]
+    if threads == 1 {
+        if let Some(lanes) = super::lstm_fused::available::<T>(h) {
+            return super::lstm_fused::forward(lanes, op, acts, h_rows, c_rows, w_hh_t, b, t);
+        }
+    }
+    lstm_forward_two_pass(op, acts, h_rows, c_rows, w_hh_t, b, t, threads)
+}
+
+/// [`lstm_forward`] as a product per step (`gemm`, accumulated onto the step's rows) and a
+/// pass of gate updates over the rows: any element type, any CPU, any number of threads; the
+/// arguments are [`lstm_forward`]'s and checked there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lstm_forward_two_pass<T: Float>(
+    op: &LstmLayerOp,
+    acts: &mut [T],
+    h_rows: &mut [&mut [T]],
+    c_rows: &mut [&mut [T]],
+    w_hh_t: Mat<'_, T>,
+    b: usize,
+    t: usize,
+    threads: usize,
+) -> Result<(), String> {
+    let h = op.hidden;
+    let g4 = 4 * h;
     let mut h_state = vec![T::ZERO; b * h];
     let mut c_state = vec![T::ZERO; b * h];
     for (n, s) in op.order(t).into_iter().enumerate() {

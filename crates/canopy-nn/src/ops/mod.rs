@@ -19,6 +19,8 @@ pub mod grid_sample;
 mod im2col;
 mod kn2row;
 pub(crate) mod linear_kernel;
+#[cfg(target_arch = "x86_64")]
+mod lstm_fused;
 pub(crate) mod lstm_kernel;
 pub mod norm;
 pub mod pool;
@@ -44,4 +46,5 @@ pub use resize::{
     upsample_bilinear2d, upsample_nearest2d, AlignCorners,
 };
 pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
+pub use lstm_kernel::set_fused_lstm_enabled;
 pub use winograd::set_winograd_enabled;
