@@ -350,12 +350,10 @@ impl<T: Float> pulp::WithSimd for GatesBackward<'_, T> {
 /// needs (zeros at padded steps). Hidden and cell states are written straight into `h_rows` /
 /// `c_rows`: one `H`-slice per `(b, s)` row of the layer's output, so the caller needs no
 /// per-direction copy. `w_hh_t` is `W_hhᵀ` `(H, 4H)`. `threads` > 1 splits the products and
-/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread:
-/// for f32 on a CPU with AVX-512 and `H` a multiple of 16, with the fused kernel of
-/// [`super::lstm_fused`] (unless [`set_fused_lstm_enabled`] turned it off), else with
-/// [`lstm_forward_two_pass`].
+/// the gate arithmetic over the rayon pool, 1 runs the whole recurrence on the calling thread.
+/// (For f32 on CPUs with AVX-512, [`bi_forward`] runs [`super::lstm_fused`] instead.)
 #[allow(clippy::too_many_arguments)]
-fn lstm_forward<T: Float>(
+pub(crate) fn lstm_forward<T: Float>(
     op: &LstmLayerOp,
     acts: &mut [T],
     h_rows: &mut [&mut [T]],
@@ -379,31 +377,6 @@ fn lstm_forward<T: Float>(
             c_rows.len()
         ));
     }
-    #[cfg(target_arch = "x86_64")]
-    if threads == 1 {
-        if let Some(lanes) = super::lstm_fused::available::<T>(h) {
-            return super::lstm_fused::forward(lanes, op, acts, h_rows, c_rows, w_hh_t, b, t);
-        }
-    }
-    lstm_forward_two_pass(op, acts, h_rows, c_rows, w_hh_t, b, t, threads)
-}
-
-/// [`lstm_forward`] as a product per step (`gemm`, accumulated onto the step's rows) and a
-/// pass of gate updates over the rows: any element type, any CPU, any number of threads; the
-/// arguments are [`lstm_forward`]'s and checked there.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn lstm_forward_two_pass<T: Float>(
-    op: &LstmLayerOp,
-    acts: &mut [T],
-    h_rows: &mut [&mut [T]],
-    c_rows: &mut [&mut [T]],
-    w_hh_t: Mat<'_, T>,
-    b: usize,
-    t: usize,
-    threads: usize,
-) -> Result<(), String> {
-    let h = op.hidden;
-    let g4 = 4 * h;
     let mut h_state = vec![T::ZERO; b * h];
     let mut c_state = vec![T::ZERO; b * h];
     for (n, s) in op.order(t).into_iter().enumerate() {
@@ -721,6 +694,46 @@ fn direction_weights<T>(w: &[T], d: usize, c: usize, h: usize) -> Result<&[T], S
         .ok_or_else(|| format!("weights of direction {d} missing ({} values)", w.len()))
 }
 
+/// The input projections `x W_ihᵀ + b` of every direction, `(D, B·T, 4H)`, in blocks of
+/// `PROJ_ROWS` rows (a block may end one direction and start the next): gemm writes each block's
+/// product straight into the fresh buffer, and the bias rows are added to it while the block is
+/// in cache (a separate pass adding the bias to the finished product cost ~13 % of a one-layer
+/// forward; appending the bias rows first and accumulating the product onto them, ~3 %), or not
+/// at all when the bias is zero (BreizhCrops' LSTM has none). `w_t` holds `[W_ih | W_hh]ᵀ` of
+/// every direction.
+fn project<T: Float>(
+    x: &[T],
+    w_t: &[T],
+    bias: &[T],
+    has_bias: bool,
+    (bt, c, h, nd): (usize, usize, usize, usize),
+    proj_threads: usize,
+) -> Result<Vec<T>, String> {
+    let g4 = 4 * h;
+    let wn = (c + h) * g4;
+    par_appended(nd * bt * g4, PROJ_ROWS * g4, |blk, ab| {
+        let (r0, rows) = (blk * PROJ_ROWS, ab.capacity() / g4.max(1));
+        let mut done = 0;
+        while done < rows {
+            let (d, local) = ((r0 + done) / bt, (r0 + done) % bt);
+            let take = (bt - local).min(rows - done);
+            let w_ih_t = Mat::row_major(&w_t[d * wn..d * wn + c * g4], c, g4);
+            let xs = Mat::row_major(&x[local * c..(local + take) * c], take, c);
+            ab.extend_product(xs, w_ih_t, proj_threads)?;
+            if has_bias {
+                let bias_row = &bias[d * g4..(d + 1) * g4];
+                for row in ab.written()[done * g4..(done + take) * g4].chunks_mut(g4) {
+                    for (v, &bv) in row.iter_mut().zip(bias_row) {
+                        *v += bv;
+                    }
+                }
+            }
+            done += take;
+        }
+        Ok::<(), String>(())
+    })
+}
+
 /// Forward of [`LstmBiLayerOp`]: `(hc (2, B, T, D·H), acts (D, B, T, 4H))`.
 ///
 /// Each direction's input projection is computed straight into its slice of `acts` (which the
@@ -754,35 +767,24 @@ fn bi_forward<T: Float>(
     for (d, wt) in w_t.chunks_mut(wn).enumerate() {
         crate::ops::transpose::transpose(direction_weights(w, d, c, h)?, (g4, c + h), wt);
     }
-    // the input projections x W_ihᵀ + b of every direction, in blocks of rows (a block may end
-    // one direction and start the next): gemm writes each block's product straight into the
-    // fresh buffer, and the bias rows are added to it while the block is in cache (a separate
-    // pass adding the bias to the finished `(D, B·T, 4H)` product cost ~13 % of a one-layer
-    // forward; appending the bias rows first and accumulating the product onto them, ~3 %), or
-    // not at all when the bias is zero (BreizhCrops' LSTM has none)
     let has_bias = bias.iter().any(|&v| v != T::ZERO);
+    let (per, inner) = task_split(b, nd, threads);
+    // f32 on AVX-512 with single-threaded tasks: each task computes its projections itself,
+    // step by step inside the fused recurrence (every value of `acts` is written there)
+    #[cfg(target_arch = "x86_64")]
+    let fused = if inner == 1 {
+        super::lstm_fused::available::<T>(h)
+    } else {
+        None
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let fused: Option<usize> = None;
     let proj_threads = if nd * bt <= PROJ_ROWS { threads } else { 1 };
-    let mut acts = par_appended(nd * bt * g4, PROJ_ROWS * g4, |blk, ab| {
-        let (r0, rows) = (blk * PROJ_ROWS, ab.capacity() / g4.max(1));
-        let mut done = 0;
-        while done < rows {
-            let (d, local) = ((r0 + done) / bt, (r0 + done) % bt);
-            let take = (bt - local).min(rows - done);
-            let w_ih_t = Mat::row_major(&w_t[d * wn..d * wn + c * g4], c, g4);
-            let xs = Mat::row_major(&x[local * c..(local + take) * c], take, c);
-            ab.extend_product(xs, w_ih_t, proj_threads)?;
-            if has_bias {
-                let bias_row = &bias[d * g4..(d + 1) * g4];
-                for row in ab.written()[done * g4..(done + take) * g4].chunks_mut(g4) {
-                    for (v, &bv) in row.iter_mut().zip(bias_row) {
-                        *v += bv;
-                    }
-                }
-            }
-            done += take;
-        }
-        Ok::<(), String>(())
-    })?;
+    let mut acts = if fused.is_some() {
+        zeros_par(nd * bt * g4)
+    } else {
+        project(x, &w_t, bias, has_bias, (bt, c, h, nd), proj_threads)?
+    };
     // the output (2, B·T, D·H) as H-slices: slice j belongs to direction j mod D, and each
     // direction's slices come in (half, row) order
     let mut out = zeros_par(2 * bt * dh);
@@ -793,7 +795,6 @@ fn bi_forward<T: Float>(
         }
     }
     // tasks: (direction, first sequence, activations, hidden rows, cell rows)
-    let (per, inner) = task_split(b, nd, threads);
     let mut tasks = Vec::new();
     for (d, (a, r)) in acts.chunks_mut(bt * g4).zip(rows.iter_mut()).enumerate() {
         let half = bt.min(r.len());
@@ -808,9 +809,17 @@ fn bi_forward<T: Float>(
     }
     #[allow(clippy::type_complexity)]
     let run = |(d, b0, a, hr, cr): (usize, usize, &mut [T], &mut [&mut [T]], &mut [&mut [T]])| {
-        let w_hh_t = Mat::row_major(&w_t[d * wn + c * g4..(d + 1) * wn], h, g4);
         let nb = hr.len() / t.max(1);
-        lstm_forward(&op.direction(d, b0, nb), a, hr, cr, w_hh_t, nb, t, inner)
+        let dir = op.direction(d, b0, nb);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(lanes) = fused {
+            let w_dir = Mat::row_major(&w_t[d * wn..(d + 1) * wn], c + h, g4);
+            let xs = &x[b0 * t * c..(b0 + nb) * t * c];
+            let b_dir = has_bias.then(|| &bias[d * g4..(d + 1) * g4]);
+            return super::lstm_fused::forward(lanes, &dir, xs, w_dir, b_dir, a, hr, cr, nb, t);
+        }
+        let w_hh_t = Mat::row_major(&w_t[d * wn + c * g4..(d + 1) * wn], h, g4);
+        lstm_forward(&dir, a, hr, cr, w_hh_t, nb, t, inner)
     };
     if tasks.len() == 1 {
         tasks.into_iter().try_for_each(run)?;
