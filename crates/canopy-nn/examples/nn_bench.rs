@@ -51,6 +51,10 @@ struct Args {
     /// Time the forward passes only (for profiling a forward kernel).
     #[arg(long)]
     forward_only: bool,
+    /// Run LSTM layers on the portable path (`gemm` + gate pass) instead of the fused AVX-512
+    /// kernel, for a comparison in one build (`canopy_nn::ops::set_fused_lstm_enabled`).
+    #[arg(long)]
+    no_fused_lstm: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -104,6 +108,9 @@ fn randn(shape: &[usize], scale: f64, dev: &Device) -> Result<Var> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.no_fused_lstm {
+        canopy_nn::ops::set_fused_lstm_enabled(false);
+    }
     if !a.default_allocator {
         // as the training examples and the CLI do
         canopy_nn::allocator::keep_freed_memory();

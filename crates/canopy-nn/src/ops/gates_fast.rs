@@ -369,6 +369,13 @@ fn forward_blocks<L: Lanes, const M: usize, const G: usize>(
     }
 }
 
+/// What [`cell_update`] returns: the activations, the new cell states, the new hidden states.
+pub(crate) type CellUpdate<L, const M: usize, const G: usize> = (
+    [<L as Lanes>::V; G],
+    [<L as Lanes>::V; M],
+    [<L as Lanes>::V; M],
+);
+
 /// The gate update of `M` vectors of hidden units held in registers (`G` = `4M`): from the
 /// pre-activations `pre` (`[i, f, g, o]` of vector 0, then of vector 1, ...) and the previous
 /// cell states `c_prev`, returns the activations `σ(i), σ(f), tanh(g), σ(o)` (in `pre`'s order),
@@ -382,7 +389,7 @@ pub(crate) fn cell_update<L: Lanes, const M: usize, const G: usize>(
     l: L,
     pre: [L::V; G],
     c_prev: [L::V; M],
-) -> ([L::V; G], [L::V; M], [L::V; M]) {
+) -> CellUpdate<L, M, G> {
     // (plain loops, no closures: see `Lanes::exp_n`)
     // σ(x) = 1 / (1 + e^{-x}); tanh(x) = 1 - 2 / (e^{2x} + 1) for the g gate
     let mut v = pre;

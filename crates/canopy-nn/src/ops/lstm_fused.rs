@@ -1,35 +1,41 @@
-//! The forward recurrence of one LSTM direction with matrix products of our own, for f32 on
-//! x86-64 with AVX-512.
+//! A whole LSTM direction — input projection and recurrence — with matrix products of our own,
+//! for f32 on x86-64 with AVX-512.
 //!
-//! The portable recurrence of [`super::lstm_kernel`] runs each step as one `gemm` call that
-//! accumulates `h_{t-1} W_hhᵀ` onto the step's rows of the input projection, then a pass of gate
-//! updates over those rows. `gemm` packs its operands again at every call (`W_hhᵀ`, the same
-//! 256 KiB for `H` = 128, at every step) and reaches ~100 GFLOP/s on one Zen 4 core. Here:
+//! The portable path of [`super::lstm_kernel`] first computes the input projection
+//! `xw = x W_ihᵀ + b` of all steps (one large `gemm` product into a `(B, T, 4H)` buffer), then
+//! runs each step as a `gemm` call accumulating `h_{t-1} W_hhᵀ` onto the step's rows and a pass of
+//! gate updates over them. `gemm` packs its operands again at every call (`W_hhᵀ`, 256 KiB for
+//! `H` = 128, at every step) and its products run at ~100 GFLOP/s on one Zen 4 core. Here:
 //!
-//! - `W_hhᵀ` is packed once per direction into panels of 16 hidden units: for each `k`, the four
-//!   gates' 16 weights side by side (64 values, four vectors; [`pack_panels`]);
-//! - each step runs tile by tile, 6 sequences per tile: for every panel a 6 x 64 register tile
+//! - `[W_ih | W_hh]ᵀ` is packed once per direction into panels of 16 hidden units: for each row
+//!   `k` of `[W_ih | W_hh]ᵀ`, the four gates' 16 weights side by side (64 values, four vectors;
+//!   [`pack_panels`]);
+//! - each step runs tile by tile, 6 sequences per tile: for every panel, a 6 x 64 register tile
 //!   (24 accumulators, four weight vectors and a broadcast: 29 of the 32 vector registers)
-//!   `acc[r][g] += h_{t-1}[r, k] · W_hhᵀ[k, g·H + u ..]` for `k` = 0 .. H, the previous hidden
-//!   states broadcast straight from where the last step wrote them; the tile's products go to a
-//!   6 x 4H scratch that stays in the L1 cache. This loop runs at ~113 GFLOP/s on one Zen 4 core
-//!   (~98 % of one 512-bit FMA per cycle);
-//! - then the tile's gate update, sequence by sequence: pre-activation = input projection +
-//!   products, [`super::gates_fast::cell_update`] (the arithmetic of the two-pass update, bit
-//!   for bit from the same pre-activations), activations stored in place of the projection and
-//!   the states straight into the layer's output rows;
-//! - while a tile computes, the next tile's rows of the projection and of the outputs are
-//!   prefetched into L2: they lie `T·4H` values apart, a stride no hardware prefetcher follows
-//!   (without the hints the recurrence took ~25 % longer).
+//!   accumulates `x_t[r, k] · W_ihᵀ[k, ..]` for the step's inputs, then `h_{t-1}[r, k] ·
+//!   W_hhᵀ[k, ..]`, the inputs and previous hidden states broadcast straight from where they lie.
+//!   The products go to a 6 x 4H scratch that stays in the L1 cache. This loop runs at ~113
+//!   GFLOP/s on one Zen 4 core (98 % of one 512-bit FMA per cycle), and the projection never
+//!   makes a round trip through memory;
+//! - then the tile's gate update, sequence by sequence: pre-activation = products + bias,
+//!   [`super::gates_fast::cell_update`] (the arithmetic of the two-pass update, bit for bit from
+//!   the same pre-activations), the activations the backward pass needs stored in `acts`, the
+//!   states straight into the layer's output rows;
+//! - while a tile computes, the next tile's rows of `acts`, of the inputs and of the outputs are
+//!   prefetched into L2: they lie `T` rows apart, a stride no hardware prefetcher follows (each of
+//!   the two groups of hints saves ~4 % of a one-layer forward).
 //!
-//! The pre-activations equal the two-pass path's up to rounding (the products are summed in a
-//! different order). A padded step (beyond a sequence's length) keeps the state and leaves zeros,
-//! as in the two-pass path.
+//! The pre-activations equal the portable path's up to rounding (the products are summed in
+//! another order). A padded step (beyond a sequence's length) keeps the state and leaves zeros,
+//! as in the portable path.
 //!
-//! Measured on one Zen 4 core (H = 128, 256 sequences, 45 steps): 18.5-19.4 ms per recurrence
-//! against 18.8-19.8 ms for `gemm` + gate pass (medians of 30-40 runs, alternated; the products
-//! take ~12 ms of it, the gate updates ~4 ms). On AVX2 a 2 x 32 tile of the same design was
-//! slower than `gemm`'s kernels (26 ms), so AVX2 CPUs keep the two-pass recurrence.
+//! Measured (one layer 128 -> 128 on (256, 45, 128), Zen 4, `nn_bench --forward-only`, medians,
+//! alternated with the previous build): 34.6 against 37.8 ms on one thread, 18.7 against 19.6
+//! ms on two. A first version that kept the portable projection and finished each register tile's
+//! gate update in registers was slower than the portable recurrence (23 against 19 ms): the
+//! scattered loads of the projection and the spilled accumulators cost more than the packing
+//! saved. On AVX2 a 2 x 32 tile of the same design was slower than `gemm`'s kernels, so CPUs
+//! without AVX-512 keep the portable path.
 
 use std::any::TypeId;
 
@@ -66,7 +72,11 @@ fn pack_panels(w_t: Mat<'_, f32>, h: usize, n: usize) -> Vec<f32> {
         for k in 0..w_t.rows {
             for g in 0..4 {
                 let col0 = g * h + u * n;
-                panels.extend((col0..col0 + n).map(|j| w_t.data[k * w_t.rs + j * w_t.cs]));
+                let at = k * w_t.rs + col0 * w_t.cs;
+                match w_t.data.get(at..at + n) {
+                    Some(run) if w_t.cs == 1 => panels.extend_from_slice(run),
+                    _ => panels.extend((col0..col0 + n).map(|j| w_t.data[k * w_t.rs + j * w_t.cs])),
+                }
             }
         }
     }
@@ -80,15 +90,15 @@ fn pack_panels(w_t: Mat<'_, f32>, h: usize, n: usize) -> Vec<f32> {
 /// pass needs, zeros at padded steps) and the states into `h_rows` / `c_rows` (`B·T` rows of `H`
 /// values each, left untouched at padded steps).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn forward<'b, 'c, T: Float>(
+pub(crate) fn forward<T: Float>(
     lanes: usize,
     op: &LstmLayerOp,
     x: &[T],
     w_t: Mat<'_, T>,
     bias: Option<&[T]>,
     acts: &mut [T],
-    h_rows: &mut [&'b mut [T]],
-    c_rows: &mut [&'c mut [T]],
+    h_rows: &mut [&mut [T]],
+    c_rows: &mut [&mut [T]],
     b: usize,
     t: usize,
 ) -> Result<(), String> {
@@ -464,11 +474,25 @@ mod tests {
         let mut c_rows: Vec<&mut [f32]> = cs.chunks_mut(h).collect();
         if fused {
             let w = Mat::row_major(w_t, c + h, g4);
-            forward(16, op, x, w, bias, &mut acts, &mut h_rows, &mut c_rows, b, t).unwrap();
+            forward(
+                16,
+                op,
+                x,
+                w,
+                bias,
+                &mut acts,
+                &mut h_rows,
+                &mut c_rows,
+                b,
+                t,
+            )
+            .unwrap();
         } else {
             for (row, xr) in acts.chunks_mut(g4).zip(x.chunks(c)) {
                 for (j, v) in row.iter_mut().enumerate() {
-                    let dot: f64 = (0..c).map(|k| f64::from(xr[k]) * f64::from(w_t[k * g4 + j])).sum();
+                    let dot: f64 = (0..c)
+                        .map(|k| f64::from(xr[k]) * f64::from(w_t[k * g4 + j]))
+                        .sum();
                     *v = (dot + bias.map_or(0.0, |bv| f64::from(bv[j]))) as f32;
                 }
             }
@@ -495,7 +519,9 @@ mod tests {
             (6, 5, 24, 16, false, true, Some(vec![5, 2, 0, 5, 1, 4])),
             (8, 6, 3, 48, true, false, Some(vec![6, 3, 0, 1, 6, 2, 5, 4])),
         ] {
-            let x: Vec<f32> = (0..b * t * c).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let x: Vec<f32> = (0..b * t * c)
+                .map(|_| rng.random_range(-2.0..2.0))
+                .collect();
             let w: Vec<f32> = (0..(c + h) * 4 * h)
                 .map(|_| rng.random_range(-0.4..0.4))
                 .collect();
@@ -540,8 +566,8 @@ mod tests {
         assert_eq!(available::<f32>(0), None);
         let op = LstmLayerOp::new(24, false, None);
         let mut acts = vec![0f32; 4 * 24];
-        let mut row = vec![0f32; 24];
-        let mut row2 = vec![0f32; 24];
+        let mut row = [0f32; 24];
+        let mut row2 = [0f32; 24];
         let w = vec![0f32; 4 * 24 * 25];
         let err = forward(
             16,

@@ -39,6 +39,7 @@ pub use conv::{
 };
 pub use conv_transpose::{conv_transpose1d, conv_transpose2d, TransposeAxis};
 pub use grid_sample::{grid_sample, GridPadding};
+pub use lstm_kernel::set_fused_lstm_enabled;
 pub use norm::{add_layer_norm, layer_norm, layer_norm_composed, LayerNorm};
 pub use pool::{avg_pool1d, avg_pool2d, max_pool1d, max_pool2d, PoolAxis};
 pub use resize::{
@@ -46,5 +47,4 @@ pub use resize::{
     upsample_bilinear2d, upsample_nearest2d, AlignCorners,
 };
 pub use softmax::{log_softmax, softmax, softmax_last_dim, softmax_reference};
-pub use lstm_kernel::set_fused_lstm_enabled;
 pub use winograd::set_winograd_enabled;
