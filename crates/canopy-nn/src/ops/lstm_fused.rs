@@ -109,7 +109,8 @@ pub(crate) fn forward<T: Float>(
         ));
     }
     let c = w_t.rows.saturating_sub(h);
-    if acts.len() != b * t * 4 * h
+    if c == 0
+        || acts.len() != b * t * 4 * h
         || x.len() != b * t * c
         || h_rows.len() != b * t
         || c_rows.len() != b * t
