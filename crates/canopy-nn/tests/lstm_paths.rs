@@ -5,24 +5,19 @@
 //! it switches the process-wide `set_fused_lstm_enabled`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use canopy_nn::ops::set_fused_lstm_enabled;
 use canopy_nn::rnn::{Lstm, LstmConfig};
 use canopy_nn::SeededVarMap;
 use rand::SeedableRng;
 
-/// The largest absolute difference between two tensors of the same shape.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+use common::max_abs_diff;
+
+/// `t` in f64 (for `common::max_abs_diff`).
+fn f64s(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::F64).unwrap()
 }
 
 #[test]
@@ -76,20 +71,20 @@ fn check(bidirectional: bool) {
         set_fused_lstm_enabled(fused);
         let got = run(false);
         for (k, (a, e)) in got.0.iter().zip(&reference.0).enumerate() {
-            let d = max_abs_diff(a, e);
+            let d = max_abs_diff(&f64s(a), &f64s(e));
             assert!(
                 d < 2e-5,
                 "bidirectional {bidirectional}, fused {fused}: output {k} differs by {d:e}"
             );
         }
         for (k, (a, e)) in got.1.iter().zip(&reference.1).enumerate() {
-            let d = max_abs_diff(a, e);
-            let scale = e
+            let d = max_abs_diff(&f64s(a), &f64s(e));
+            let scale = f64s(e)
                 .abs()
                 .unwrap()
                 .max_all()
                 .unwrap()
-                .to_scalar::<f32>()
+                .to_scalar::<f64>()
                 .unwrap();
             assert!(
                 d <= 1e-4 * (1.0 + scale),

@@ -332,38 +332,10 @@ impl<T: Float, L: Lanes, const R: usize> pulp::WithSimd for Tile<'_, '_, '_, T, 
         for (u, panel) in self.panels.chunks_exact(kn).enumerate() {
             let (w_in, w_rec) = panel.split_at(4 * n * self.inputs);
             let mut acc = [[l.splat(0.0); 4]; R];
-            // the input projection x_t W_ihᵀ ...
-            for (k, wk) in w_in.chunks_exact(4 * n).enumerate() {
-                let w = [
-                    l.load(wk),
-                    l.load(&wk[n..]),
-                    l.load(&wk[2 * n..]),
-                    l.load(&wk[3 * n..]),
-                ];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = l.splat(xs[r * x_stride + x_at + k]);
-                    for (a, &wg) in acc.iter_mut().zip(&w) {
-                        *a = l.fma(x, wg, *a);
-                    }
-                }
-            }
-            // ... plus h_{t-1} W_hhᵀ (zero before the first step)
+            // the input projection x_t W_ihᵀ, plus h_{t-1} W_hhᵀ (zero before the first step)
+            accumulate(l, &mut acc, w_in, xs, x_stride, x_at);
             if let Some(hp) = self.hp {
-                let hp = &hp[..R * h];
-                for (k, wk) in w_rec.chunks_exact(4 * n).enumerate() {
-                    let w = [
-                        l.load(wk),
-                        l.load(&wk[n..]),
-                        l.load(&wk[2 * n..]),
-                        l.load(&wk[3 * n..]),
-                    ];
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = l.splat(hp[r * h + k]);
-                        for (a, &wg) in acc.iter_mut().zip(&w) {
-                            *a = l.fma(x, wg, *a);
-                        }
-                    }
-                }
+                accumulate(l, &mut acc, w_rec, &hp[..R * h], h, 0);
             }
             for (acc, row) in acc.iter().zip(self.prod.chunks_exact_mut(g4)) {
                 for (g, &a) in acc.iter().enumerate() {
@@ -403,6 +375,35 @@ impl<T: Float, L: Lanes, const R: usize> pulp::WithSimd for Tile<'_, '_, '_, T, 
             while k + n <= h {
                 update::<L, 1, 4>(l, k, h, a, prod, self.bias, [c, hn, h_out, c_out]);
                 k += n;
+            }
+        }
+    }
+}
+
+/// The register tile's inner loop: `acc[r][g] += src[r·stride + at + k] · w[k][g]` for every
+/// `k` of the panel part `w` (`4N` weights per `k`, gates i, f, g, o), the value of sequence `r`
+/// broadcast from `src`.
+#[inline(always)]
+fn accumulate<L: Lanes, const R: usize>(
+    l: L,
+    acc: &mut [[L::V; 4]; R],
+    w: &[f32],
+    src: &[f32],
+    stride: usize,
+    at: usize,
+) {
+    let n = L::N;
+    for (k, wk) in w.chunks_exact(4 * n).enumerate() {
+        let w = [
+            l.load(wk),
+            l.load(&wk[n..]),
+            l.load(&wk[2 * n..]),
+            l.load(&wk[3 * n..]),
+        ];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = l.splat(src[r * stride + at + k]);
+            for (a, &wg) in acc.iter_mut().zip(&w) {
+                *a = l.fma(x, wg, *a);
             }
         }
     }
