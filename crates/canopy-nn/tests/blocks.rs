@@ -441,29 +441,20 @@ fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches()
         let x = Var::from_tensor(&random_f64(&[b, t, 4], 21, &dev).unwrap()).unwrap();
         let r = random_f64(&[b, t, 6 * nd], 22, &dev).unwrap();
         let rc = random_f64(&[b, t, 6 * nd], 23, &dev).unwrap();
-        let run = |fused: bool, rng: &mut rand::rngs::StdRng| {
-            let out = if fused {
-                lstm.forward_t(x.as_tensor(), lengths.as_deref(), true, rng)
-            } else {
-                lstm.forward_t_reference(x.as_tensor(), lengths.as_deref(), true, rng)
-            }
-            .unwrap();
-            // outputs, the cell states of both layers and the final states all carry gradient
-            let loss = ((&out.output * &r).unwrap().sum_all().unwrap()
-                + (&out.cell_states[0] * &rc).unwrap().sum_all().unwrap()
-                + (&out.cell_states[1] * &rc).unwrap().sum_all().unwrap()
-                + out.h_n.sqr().unwrap().sum_all().unwrap()
-                + out.c_n.as_ref().unwrap().sum_all().unwrap())
-            .unwrap();
-            let grads = loss.backward().unwrap();
-            let mut g = vec![grads.get(x.as_tensor()).unwrap().clone()];
-            for (_, v) in &vars {
-                g.push(grads.get(v.as_tensor()).unwrap().clone());
-            }
-            (out, g)
+        let var_refs: Vec<&Var> = vars.iter().map(|(_, v)| v).collect();
+        let run = |reference: bool, rng: &mut rand::rngs::StdRng| {
+            common::lstm_outputs_and_gradients(
+                &lstm,
+                &x,
+                lengths.as_deref(),
+                (&r, &rc),
+                &var_refs,
+                reference,
+                rng,
+            )
         };
-        let (a, ga) = run(true, &mut rng);
-        let (c, gc) = run(false, &mut rng);
+        let (a, ga) = run(false, &mut rng);
+        let (c, gc) = run(true, &mut rng);
         let label = format!("bidirectional {bidirectional}, lengths {lengths:?}");
         for (what, p, q) in [
             ("output", &a.output, &c.output),

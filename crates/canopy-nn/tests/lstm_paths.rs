@@ -44,25 +44,21 @@ fn check(bidirectional: bool) {
     let (b, t) = (9, 7);
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, 5), &Device::Cpu).unwrap()).unwrap();
     let r = Tensor::randn(0f32, 1.0, (b, t, width), &Device::Cpu).unwrap();
+    let rc = Tensor::randn(0f32, 1.0, (b, t, width), &Device::Cpu).unwrap();
     let lengths = vec![7usize, 3, 5, 1, 7, 2, 6, 4, 7];
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let vars = store.all_vars().unwrap();
+    let var_refs: Vec<&Var> = vars.iter().collect();
     // (outputs, gradients of x and of every parameter)
     let mut run = |reference: bool| {
-        let out = if reference {
-            lstm.forward_t_reference(x.as_tensor(), Some(&lengths), false, &mut rng)
-        } else {
-            lstm.forward_t(x.as_tensor(), Some(&lengths), false, &mut rng)
-        }
-        .unwrap();
-        let loss = ((&out.output * &r).unwrap().sum_all().unwrap()
-            + out.c_n.as_ref().unwrap().sum_all().unwrap())
-        .unwrap();
-        let grads = loss.backward().unwrap();
-        let mut g = vec![grads.get(x.as_tensor()).unwrap().clone()];
-        g.extend(
-            vars.iter()
-                .map(|v| grads.get(v.as_tensor()).unwrap().clone()),
+        let (out, g) = common::lstm_outputs_and_gradients(
+            &lstm,
+            &x,
+            Some(&lengths),
+            (&r, &rc),
+            &var_refs,
+            reference,
+            &mut rng,
         );
         (vec![out.output, out.h_n, out.c_n.unwrap()], g)
     };

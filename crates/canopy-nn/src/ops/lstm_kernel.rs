@@ -52,14 +52,15 @@ use crate::ops::gemm::{matmul, Mat};
 
 static FUSED_DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether the fused recurrence may be used (the default); see [`set_fused_lstm_enabled`].
+/// Whether the fused kernel may be used (the default); see [`set_fused_lstm_enabled`].
 pub(crate) fn fused_enabled() -> bool {
     !FUSED_DISABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Turns the fused f32 LSTM recurrence (x86-64 with AVX-512 or AVX2 + FMA, see the module docs)
-/// off (`false`) or back on, process-wide, so that benchmarks and tests can compare it with the
-/// two-pass recurrence on the same machine. On by default; without effect on other CPUs.
+/// Turns the fused f32 LSTM kernel (x86-64 with AVX-512, see the module docs) off (`false`) or
+/// back on, process-wide, so that benchmarks and tests can compare it with the portable path
+/// (`gemm` products and a gate pass) on the same machine. On by default; without effect on CPUs
+/// without AVX-512, which always take the portable path.
 pub fn set_fused_lstm_enabled(on: bool) {
     FUSED_DISABLED.store(!on, std::sync::atomic::Ordering::Relaxed);
 }

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
+use canopy_nn::rnn::{Lstm, RnnOutput};
 
 /// The tensors of `tests/fixtures/<name>.safetensors`.
 pub fn fixtures(name: &str) -> HashMap<String, Tensor> {
@@ -27,4 +28,38 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
+}
+
+/// Runs `lstm` on `x` in training mode — the fused op, or the composed candle reference when
+/// `reference` — and backpropagates a loss that reaches every kind of output:
+/// `Σ output·r + Σ_layers Σ cells·rc + Σ h_n² + Σ c_n`. Returns the outputs and the gradients of
+/// `x`, then of `vars` in their order.
+pub fn lstm_outputs_and_gradients(
+    lstm: &Lstm,
+    x: &Var,
+    lengths: Option<&[usize]>,
+    (r, rc): (&Tensor, &Tensor),
+    vars: &[&Var],
+    reference: bool,
+    rng: &mut rand::rngs::StdRng,
+) -> (RnnOutput, Vec<Tensor>) {
+    let out = if reference {
+        lstm.forward_t_reference(x.as_tensor(), lengths, true, rng)
+    } else {
+        lstm.forward_t(x.as_tensor(), lengths, true, rng)
+    }
+    .unwrap();
+    let mut loss = ((&out.output * r).unwrap().sum_all().unwrap()
+        + out.h_n.sqr().unwrap().sum_all().unwrap()
+        + out.c_n.as_ref().unwrap().sum_all().unwrap())
+    .unwrap();
+    for cells in &out.cell_states {
+        loss = (loss + (cells * rc).unwrap().sum_all().unwrap()).unwrap();
+    }
+    let grads = loss.backward().unwrap();
+    let mut g = vec![grads.get(x.as_tensor()).unwrap().clone()];
+    for v in vars {
+        g.push(grads.get(v.as_tensor()).unwrap().clone());
+    }
+    (out, g)
 }
