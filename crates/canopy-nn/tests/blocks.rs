@@ -412,7 +412,6 @@ fn fused_lstm_equals_the_composed_reference_with_all_gradients() {
 #[test]
 fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches() {
     use canopy_nn::gradcheck::random_f64;
-    use canopy_nn::rnn::{Lstm, LstmConfig};
     let dev = Device::Cpu;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     // one direction runs its recurrence over the whole thread pool (two directions run one
@@ -426,17 +425,8 @@ fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches()
         (false, Some(ragged.clone())),
         (true, Some(ragged.clone())),
     ] {
-        let cfg = LstmConfig {
-            input_size: 4,
-            hidden_size: 6,
-            num_layers: 2,
-            bias: true,
-            dropout: 0.0,
-            bidirectional,
-        };
         let nd = if bidirectional { 2 } else { 1 };
-        let store = SeededVarMap::new(5);
-        let lstm = Lstm::new(&cfg, store.var_builder(DType::F64, &dev)).unwrap();
+        let (store, lstm) = common::two_layer_lstm((4, 6), bidirectional, DType::F64, 5);
         let vars = store.named_vars().unwrap();
         let x = Var::from_tensor(&random_f64(&[b, t, 4], 21, &dev).unwrap()).unwrap();
         let r = random_f64(&[b, t, 6 * nd], 22, &dev).unwrap();
@@ -483,8 +473,7 @@ fn fused_lstm_equals_the_composed_reference_for_one_direction_and_wide_batches()
             );
         }
         // f32 (vectorised exponential) stays within f32 rounding of the f64 result
-        let store32 = SeededVarMap::new(5);
-        let lstm32 = Lstm::new(&cfg, store32.var_builder(DType::F32, &dev)).unwrap();
+        let (_store32, lstm32) = common::two_layer_lstm((4, 6), bidirectional, DType::F32, 5);
         let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
         let y32 = lstm32
             .forward_t(&x32, lengths.as_deref(), false, &mut rng)

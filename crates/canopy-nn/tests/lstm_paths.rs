@@ -9,8 +9,6 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use canopy_nn::ops::set_fused_lstm_enabled;
-use canopy_nn::rnn::{Lstm, LstmConfig};
-use canopy_nn::SeededVarMap;
 use rand::SeedableRng;
 
 use common::max_abs_diff;
@@ -30,17 +28,8 @@ fn fused_and_portable_lstm_paths_match_the_reference_forward_and_backward() {
 }
 
 fn check(bidirectional: bool) {
-    let cfg = LstmConfig {
-        input_size: 5,
-        hidden_size: 32,
-        num_layers: 2,
-        bias: true,
-        dropout: 0.0,
-        bidirectional,
-    };
     let width = if bidirectional { 64 } else { 32 };
-    let store = SeededVarMap::new(3);
-    let lstm = Lstm::new(&cfg, store.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let (store, lstm) = common::two_layer_lstm((5, 32), bidirectional, DType::F32, 3);
     let (b, t) = (9, 7);
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, t, 5), &Device::Cpu).unwrap()).unwrap();
     let r = Tensor::randn(0f32, 1.0, (b, t, width), &Device::Cpu).unwrap();
@@ -75,13 +64,7 @@ fn check(bidirectional: bool) {
         }
         for (k, (a, e)) in got.1.iter().zip(&reference.1).enumerate() {
             let d = max_abs_diff(&f64s(a), &f64s(e));
-            let scale = f64s(e)
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let scale = common::max_abs(&f64s(e));
             assert!(
                 d <= 1e-4 * (1.0 + scale),
                 "bidirectional {bidirectional}, fused {fused}: gradient {k} differs by {d:e} (largest value {scale})"

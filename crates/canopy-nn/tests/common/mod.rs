@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
+use candle_core::DType;
 use candle_core::{Device, Tensor, Var};
-use canopy_nn::rnn::{Lstm, RnnOutput};
+use canopy_nn::rnn::{Lstm, LstmConfig, RnnOutput};
+use canopy_nn::SeededVarMap;
 
 /// The tensors of `tests/fixtures/<name>.safetensors`.
 pub fn fixtures(name: &str) -> HashMap<String, Tensor> {
@@ -25,6 +27,16 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         .flatten_all()
         .unwrap()
         .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// The largest absolute value of `t` (f64).
+pub fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
+        .unwrap()
+        .max_all()
         .unwrap()
         .to_scalar::<f64>()
         .unwrap()
@@ -62,4 +74,25 @@ pub fn lstm_outputs_and_gradients(
         g.push(grads.get(v.as_tensor()).unwrap().clone());
     }
     (out, g)
+}
+
+/// A two-layer LSTM with biases and no dropout, its parameters drawn from a store seeded with
+/// `seed`, in `dtype` on the CPU.
+pub fn two_layer_lstm(
+    (input_size, hidden_size): (usize, usize),
+    bidirectional: bool,
+    dtype: DType,
+    seed: u64,
+) -> (SeededVarMap, Lstm) {
+    let cfg = LstmConfig {
+        input_size,
+        hidden_size,
+        num_layers: 2,
+        bias: true,
+        dropout: 0.0,
+        bidirectional,
+    };
+    let store = SeededVarMap::new(seed);
+    let lstm = Lstm::new(&cfg, store.var_builder(dtype, &Device::Cpu)).unwrap();
+    (store, lstm)
 }
